@@ -1,0 +1,1 @@
+"""Host side of joulebench: CLI, images, runners, meters, records. Never imports an ML framework."""

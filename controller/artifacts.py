@@ -1,0 +1,178 @@
+"""Conversions, done once into a content-addressed cache, in the source framework's image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.errors import UserError
+from controller.runners.base import Invocation, Mount
+from harness.protocol import CONVERT_FIELDS, ConvertSpec, ProtocolError, parse_stream
+from suite.models import get_model
+
+# engine -> (artifact format it loads, or None when it builds the model itself)
+ENGINE_FORMATS: dict[str, str | None] = {
+    "torch": None,
+    "torchscript": "torchscript",
+    "onnxruntime": "onnx",
+}
+# (source framework, format) -> (conversion name, image that runs it)
+CONVERSIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("torch", "onnx"): ("torch2onnx", "torch-cpu"),
+    ("torch", "torchscript"): ("torch2torchscript", "torch-cpu"),
+}
+CONTAINER_UID = 10001
+ARTIFACT_MOUNT = "/artifacts"
+WEIGHTS_MOUNT = "/weights"
+
+
+class ConversionFailed(Exception):
+    def __init__(self, reason: str, log_tail: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail or []
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    relpath: str  # relative to the cache root
+    meta: dict[str, Any]
+    reused: bool
+
+
+def default_cache() -> Path:
+    return Path(
+        os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench")
+    ) / "artifacts"
+
+
+def conversion_for(engine: str, model: str) -> tuple[str, str] | None:
+    """(conversion, source image) an engine needs for a model, or None."""
+    fmt = ENGINE_FORMATS.get(engine)
+    if fmt is None:
+        return None
+    source = get_model(model).source
+    if (source, fmt) not in CONVERSIONS:
+        raise UserError(f"no conversion from {source} to {fmt} for engine {engine}")
+    return CONVERSIONS[(source, fmt)]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(spec: ConvertSpec, environment: str, weights_sha: str | None) -> tuple[str, dict[str, Any]]:
+    inputs = {
+        "conversion": spec.conversion,
+        "model": spec.model,
+        "model_size": spec.model_size,
+        "weights": spec.weights,
+        "weights_sha256": weights_sha,
+        "seed": spec.seed,
+        "opset": spec.opset,
+        "exporter_environment": environment,
+    }
+    blob = json.dumps(inputs, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:32], inputs
+
+
+def ensure_artifact(
+    runner: Any,
+    cache_root: Path,
+    conversion: str,
+    source_image: str,
+    model: str,
+    model_size: str,
+    weights: str,
+    weights_file: Path | None,
+    seed: int,
+    timeout_s: float,
+    say: Any = print,
+) -> Artifact:
+    """The cached artifact for these inputs, converting (and checking parity) when missing."""
+    weights_sha = file_sha256(weights_file) if weights_file else None
+    probe = ConvertSpec(conversion=conversion, model=model, model_size=model_size, weights=weights, seed=seed)
+    key, inputs = cache_key(probe, runner.environment_id(source_image), weights_sha)
+    final = cache_root / key
+    meta_path = final / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return Artifact(key, f"{key}/{meta['artifact_file']}", meta, reused=True)
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = cache_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(mode=0o755)
+    if runner.kind == "docker" and os.getuid() == 0:
+        os.chown(staging, CONTAINER_UID, CONTAINER_UID)  # the container writes as that user
+    mounts = [Mount(str(staging), "/out", read_only=False)]
+    weights_in = None
+    if weights_file is not None:
+        weights_mount = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
+        mounts.append(weights_mount)
+        weights_in = runner.path_for(weights_mount)
+    spec = ConvertSpec(
+        conversion=conversion,
+        model=model,
+        model_size=model_size,
+        weights=weights,
+        weights_path=weights_in,
+        seed=seed,
+        out_dir=runner.path_for(mounts[0]),
+    )
+    say(f"converting {model} ({model_size}, {weights} weights) with {conversion} in {source_image} ...")
+    try:
+        execution = runner.execute(
+            Invocation(
+                image=source_image,
+                argv=["convert", "--spec", spec.to_json()],
+                timeout_s=timeout_s,
+                mounts=mounts,
+                network=weights == "pretrained",
+                labels={"joulebench.conversion": conversion},
+            )
+        )
+        tail = execution.log_tail()
+        try:
+            out = parse_stream(execution.stdout, CONVERT_FIELDS)
+        except ProtocolError as exc:
+            raise ConversionFailed(f"{conversion}: {exc}", tail) from None
+        if execution.timed_out:
+            raise ConversionFailed(f"{conversion} timed out after {timeout_s:.0f} s", tail)
+        if out.error is not None:
+            raise ConversionFailed(f"{conversion}: {out.error['message']}", tail)
+        if execution.exit_code != 0 or out.result is None:
+            raise ConversionFailed(f"{conversion} exited with code {execution.exit_code}", tail)
+        meta = out.result
+        parity = meta["parity"]
+        if not parity["ok"]:
+            raise ConversionFailed(
+                f"{conversion} output differs from the source model beyond tolerance: "
+                f"max abs diff {parity['max_abs_diff']:.3g} (atol {parity['atol']}), max rel diff "
+                f"{parity['max_rel_diff']:.3g} (rtol {parity['rtol']}), argmax agreement "
+                f"{parity['argmax_agreement']:.1%}",
+                tail,
+            )
+        meta = {**meta, "key": key, "key_inputs": inputs, "converted_by": execution.runner}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not meta_path.is_file():  # a concurrent conversion did not finish either
+                raise
+        say(f"converted: {final} (parity max abs diff {parity['max_abs_diff']:.2g})")
+        return Artifact(key, f"{key}/{meta['artifact_file']}", meta, reused=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

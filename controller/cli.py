@@ -1,0 +1,178 @@
+"""Command line: ``python -m controller run|images ...``. Read this file first."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.errors import UserError
+
+EPILOG = """examples:
+  python -m controller run --image onnx-cpu --model resnet50
+  python -m controller run --image torch-cpu --model mobilenetv2 --batch-size 64 --duration 30
+  python -m controller images build onnx-cpu --pip-config host --network host
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--option takes KEY=VALUE, got {pair!r}")
+        options[key] = value
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m controller",
+        description="joulebench: measure what deep-learning inference costs, per runtime engine.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one benchmark and write its record")
+    run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
+    run.add_argument("--model", required=True, help="model id, e.g. resnet50")
+    run.add_argument("--engine", help="engine within the image (default: the image's first)")
+    run.add_argument("--model-size", default="full", help="full (default) or tiny (tests, quick runs)")
+    run.add_argument(
+        "--weights",
+        default="random",
+        help="random (default; offline, seeded, labelled as such), pretrained, or a PATH",
+    )
+    run.add_argument("--batch-size", type=_positive_int, default=1)
+    amount = run.add_mutually_exclusive_group()
+    amount.add_argument("--samples", type=_positive_int, help="samples to measure (default 64)")
+    amount.add_argument("--duration", type=float, help="seconds to measure instead of a count")
+    run.add_argument("--warmup", type=int, default=5, help="warm-up batches (default 5)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="engine option, e.g. intra_op_threads=2 (recorded)")
+    run.add_argument("--runner", choices=["auto", "docker", "local"], default="auto",
+                     help="auto (default): docker when an engine answers and the images exist")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+    run.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
+    run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is killed")
+    run.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
+    run.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+
+    images = sub.add_parser("images", help="list or build the runtime images")
+    isub = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    ilist = isub.add_parser("list", help="name, engines, provider, GPU, built, image id")
+    ilist.add_argument("--json", action="store_true")
+    ibuild = isub.add_parser("build", help="build images from images/<name>/")
+    ibuild.add_argument("names", nargs="+", metavar="NAME")
+    ibuild.add_argument("--base-image", help="base image (default: the manifest's base)")
+    ibuild.add_argument("--ca-bundle", type=Path, help="CA bundle for pip inside the build")
+    ibuild.add_argument("--pip-config", choices=["none", "host"], default="none",
+                        help="host: forward this host's pip indexes, find-links wheels and CA")
+    ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from controller import runs
+
+    req = runs.RunRequest(
+        image=args.image,
+        model=args.model,
+        engine=args.engine,
+        model_size=args.model_size,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        samples=args.samples,
+        duration_s=args.duration,
+        warmup=args.warmup,
+        seed=args.seed,
+        options=_options(args.option),
+        runner=args.runner,
+        results=args.results,
+        campaign=args.campaign,
+        timeout_s=args.timeout,
+        memory=args.memory,
+        cache=args.cache,
+    )
+    record, path = runs.execute(req, say=runs.stderr_say)
+    print(runs.summary(record, path))
+    return 0 if record["status"] == "ok" else 1
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from controller import images
+
+    manifests = images.load_manifests()
+    if args.images_command == "list":
+        try:
+            from controller.runners.docker_runner import connect
+
+            client = connect()
+            note = None
+        except UserError as exc:
+            client, note = None, str(exc).split(".")[0]
+        rows = images.describe(manifests, client)
+        if args.json:
+            print(images.to_json(rows))
+            return 0
+        print(f"{'NAME':<14} {'ENGINES':<22} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+        for r in rows:
+            built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
+            if r["built"] and r["stale"]:
+                built = "yes (stale)"
+            if r["unsupported"]:
+                built = "unsupported"
+            ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
+            print(f"{r['name']:<14} {','.join(r['engines']):<22} {r['provider']:<9} "
+                  f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}")
+        if note:
+            print(f"(built status unknown: {note})")
+        return 0
+    from controller.runners.docker_runner import connect
+
+    for name in args.names:
+        images.get_manifest(name)
+    client = connect()
+    pip_config = images.host_pip_config() if args.pip_config == "host" else None
+    for name in args.names:
+        image_id = images.build_image(
+            client,
+            manifests[name],
+            base_image=args.base_image,
+            ca_bundle=args.ca_bundle,
+            pip_config=pip_config,
+            network=args.network,
+            say=lambda text: print(text, flush=True),
+        )
+        print(f"built {manifests[name].tag} {image_id}")
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM takes the same path as Ctrl-C: runners clean up their containers and processes.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    handlers = {"run": cmd_run, "images": cmd_images}
+    try:
+        return handlers[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: containers and processes of this run were removed", file=sys.stderr)
+        return 130

@@ -1,0 +1,340 @@
+"""One run, end to end: validate, resolve artifacts, pick a runner, execute, write the record."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from controller import hostinfo
+from controller.artifacts import (
+    ARTIFACT_MOUNT,
+    WEIGHTS_MOUNT,
+    Artifact,
+    ConversionFailed,
+    conversion_for,
+    ensure_artifact,
+)
+from controller.errors import UserError
+from controller.images import Manifest, get_manifest
+from controller.record import (
+    SCHEMA_VERSION,
+    new_run_id,
+    record_path,
+    timing_metrics,
+    write_atomic,
+)
+from controller.runners.base import Execution, Invocation, Mount
+from harness.protocol import (
+    PROTOCOL_VERSION,
+    HarnessOutput,
+    ProtocolError,
+    RunSpec,
+    parse_line,
+    parse_stream,
+)
+from suite.models import WEIGHTS_KINDS, get_model
+
+
+@dataclass
+class RunRequest:
+    image: str
+    model: str
+    engine: str | None = None
+    model_size: str = "full"
+    weights: str = "random"
+    batch_size: int = 1
+    samples: int | None = None
+    duration_s: float | None = None
+    warmup: int = 5
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    runner: str = "auto"
+    results: Path = Path("results")
+    campaign: str = "default"
+    timeout_s: float = 1800.0
+    memory: str | None = None
+    cache: Path | None = None
+
+
+def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
+    """(manifest, engine, weights kind, weights file) or UserError naming what is valid."""
+    manifest = get_manifest(req.image)
+    engine = req.engine or manifest.engines[0]
+    if engine not in manifest.engines:
+        raise UserError(
+            f"image {req.image} does not serve engine {engine!r}; "
+            f"valid engines for it: {', '.join(manifest.engines)}"
+        )
+    if manifest.unsupported:
+        raise UserError(f"image {req.image} cannot run here: {manifest.unsupported}")
+    try:
+        info = get_model(req.model)
+        info.size(req.model_size)
+    except KeyError as exc:
+        raise UserError(str(exc).strip("'\"")) from None
+    if req.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {req.batch_size}")
+    if req.samples is not None and req.samples < 1:
+        raise UserError(f"--samples must be at least 1, got {req.samples}")
+    if req.duration_s is not None and req.duration_s <= 0:
+        raise UserError(f"--duration must be positive, got {req.duration_s}")
+    if req.warmup < 0:
+        raise UserError(f"--warmup must be 0 or more, got {req.warmup}")
+    weights_file = None
+    kind = req.weights
+    if kind not in ("random", "pretrained"):
+        weights_file = Path(req.weights).expanduser().resolve()
+        if not weights_file.is_file():
+            raise UserError(
+                f"--weights {req.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} "
+                "nor an existing file"
+            )
+        kind = "path"
+    return manifest, engine, kind, weights_file
+
+
+def choose_runner(kind: str, images: list[str], say: Callable[[str], None]) -> Any:
+    """The runner asked for; with ``auto``, Docker when an engine answers and the images exist."""
+    from controller.runners.local import LocalRunner
+
+    if kind == "local":
+        return LocalRunner()
+    from controller.runners.docker_runner import DockerRunner, connect
+
+    if kind == "docker":
+        runner = DockerRunner()
+        for image in images:
+            runner.image(image)
+        return runner
+    if kind != "auto":
+        raise UserError(f"unknown runner {kind!r}; valid runners: auto, docker, local")
+    try:
+        client = connect()
+    except UserError:
+        say("runner: local (no Docker engine answers)")
+        return LocalRunner()
+    runner = DockerRunner(client)
+    try:
+        for image in images:
+            runner.image(image)
+    except UserError as exc:
+        say(f"runner: local ({exc})")
+        return LocalRunner()
+    say("runner: docker")
+    return runner
+
+
+class PhaseDisplay:
+    """Shows the harness's phases live on stderr as they arrive."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.output = HarnessOutput()
+        self.last_phase: str | None = None
+
+    def __call__(self, line: str) -> None:
+        try:
+            before = len(self.output.events)
+            parse_line(line, self.output, required={})
+        except ProtocolError:
+            return  # the final parse reports it
+        if len(self.output.events) > before:
+            event = self.output.events[-1]
+            if event["edge"] == "start":
+                self.last_phase = event["phase"]
+                self.say(f"  {event['phase']} ...")
+
+
+def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+    """Run once and write the record; returns (record, path). Failed runs are records too."""
+    from controller.artifacts import default_cache
+
+    manifest, engine, weights_kind, weights_file = validate(req)
+    if req.samples is None and req.duration_s is None:
+        req.samples = 64
+    conversion = conversion_for(engine, req.model)
+    runner = choose_runner(req.runner, [req.image] + ([conversion[1]] if conversion else []), say)
+    cache = req.cache or default_cache()
+    run_id = new_run_id()
+    started = datetime.now(timezone.utc).isoformat()
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "protocol_version": PROTOCOL_VERSION,
+        "run_id": run_id,
+        "campaign": req.campaign,
+        "started_at": started,
+        "image": req.image,
+        "engine": engine,
+        "provider": manifest.provider,
+        "model": req.model,
+        "model_size": req.model_size,
+        "weights": weights_kind,
+        "weights_label": (
+            "random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None
+        ),
+        "host": hostinfo.host(),
+        "gpus": hostinfo.gpus(),
+    }
+    path = record_path(req.results, req.campaign, run_id)
+
+    artifact: Artifact | None = None
+    try:
+        if conversion is not None:
+            artifact = ensure_artifact(
+                runner,
+                cache,
+                conversion[0],
+                conversion[1],
+                req.model,
+                req.model_size,
+                weights_kind,
+                weights_file,
+                req.seed,
+                req.timeout_s,
+                say,
+            )
+    except ConversionFailed as exc:
+        record |= {
+            "runner": runner.describe(req.image),
+            "status": "failed",
+            "failure": {"phase": "convert", "reason": exc.reason, "exit_code": None, "log_tail": exc.log_tail},
+        }
+        write_atomic(path, record)
+        return record, path
+
+    mounts = []
+    cache_mount = Mount(str(cache), ARTIFACT_MOUNT)
+    if artifact is not None:
+        mounts.append(cache_mount)
+    weights_in = None
+    if weights_file is not None and artifact is None:
+        wm = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
+        mounts.append(wm)
+        weights_in = runner.path_for(wm)
+    spec = RunSpec(
+        run_id=run_id,
+        engine=engine,
+        provider=manifest.provider,
+        model=req.model,
+        model_size=req.model_size,
+        weights=weights_kind,
+        batch_size=req.batch_size,
+        samples=req.samples,
+        duration_s=req.duration_s if req.samples is None else None,
+        warmup=req.warmup,
+        seed=req.seed,
+        artifact=artifact.relpath if artifact else None,
+        artifact_root=runner.path_for(cache_mount) if artifact else None,
+        weights_path=weights_in,
+        options=req.options,
+    )
+    record["spec"] = asdict(spec)
+    record["artifact"] = (
+        {"key": artifact.key, "path": artifact.relpath, "reused": artifact.reused, **artifact.meta}
+        if artifact
+        else None
+    )
+    display = PhaseDisplay(say)
+    say(f"running {req.model} on {req.image}/{engine} ({runner.kind}) ...")
+    t0 = time.monotonic()
+    try:
+        execution = runner.execute(
+            Invocation(
+                image=req.image,
+                argv=["run", "--spec", spec.to_json()],
+                timeout_s=req.timeout_s,
+                mounts=mounts,
+                gpu=manifest.gpu,
+                memory=req.memory,
+                labels={"joulebench.campaign": req.campaign, "joulebench.run": run_id},
+                on_line=display,
+            )
+        )
+    except KeyboardInterrupt:
+        record |= {
+            "runner": runner.describe(req.image),
+            "status": "failed",
+            "failure": {"phase": display.last_phase, "reason": "interrupted by the user", "exit_code": None, "log_tail": []},
+        }
+        write_atomic(path, record)
+        raise
+    record["runner"] = execution.runner
+    record["elapsed_s"] = time.monotonic() - t0
+    finish(record, execution, display.last_phase, req)
+    write_atomic(path, record)
+    return record, path
+
+
+def finish(record: dict[str, Any], execution: Execution, last_phase: str | None, req: RunRequest) -> None:
+    """Fill status, harness output and metrics from what the runner returned."""
+    tail = execution.log_tail()
+    try:
+        out = parse_stream(execution.stdout)
+    except ProtocolError as exc:
+        record |= {"status": "failed", "failure": {"phase": last_phase, "reason": f"protocol: {exc}", "exit_code": execution.exit_code, "log_tail": tail}}
+        return
+    record["events"] = out.events
+    reason = None
+    if execution.timed_out:
+        reason = f"timed out after {req.timeout_s:g} s (in phase {last_phase or 'start-up'})"
+    elif execution.oom_killed:
+        limit = f" (limit {req.memory})" if req.memory else ""
+        reason = f"killed: out of memory{limit} in phase {last_phase or 'start-up'}"
+    elif out.error is not None:
+        reason = f"{out.error.get('error_type', 'error')}: {out.error['message']}"
+    elif execution.exit_code != 0:
+        reason = f"harness exited with code {execution.exit_code}"
+    elif out.result is None:
+        reason = "harness exited without a result"
+    if reason is not None:
+        record |= {"status": "failed", "failure": {"phase": last_phase, "reason": reason, "exit_code": execution.exit_code, "log_tail": tail}}
+        return
+    assert out.result is not None
+    record["status"] = "ok"
+    record["result"] = out.result
+    record["metrics"] = timing_metrics(out.result, out.window_ns("measure"))
+
+
+def summary(record: dict[str, Any], path: Path) -> str:
+    """The one-screen summary printed after a run."""
+    runner = record.get("runner", {})
+    where = runner.get("kind", "?")
+    if where == "docker":
+        where += f" ({runner.get('image_id', '')[:19]})"
+    spec = record.get("spec", {})
+    lines = [
+        f"run        {record['run_id']}  [{record.get('status', '?').upper()}]",
+        f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
+        f"model      {record['model']} ({record['model_size']})   weights {record['weights_label'] or record['weights']}",
+        f"batch      {spec.get('batch_size', '?')}   runner {where}",
+    ]
+    art = record.get("artifact")
+    if art:
+        parity = art.get("parity", {})
+        lines.append(
+            f"artifact   {art['conversion']} {'(cached)' if art['reused'] else '(new)'}  "
+            f"parity max abs diff {parity.get('max_abs_diff', float('nan')):.2g}"
+        )
+    if record.get("status") == "ok":
+        m = record["metrics"]
+        lines += [
+            f"samples    {m['samples']} in {m['batches']} batches over {m['window_s']:.3f} s",
+            f"throughput {m['throughput_sps']:.2f} samples/s",
+            f"latency    p50 {m['latency_ms_p50']:.2f} ms   p90 {m['latency_ms_p90']:.2f} ms   "
+            f"p99 {m['latency_ms_p99']:.2f} ms   (per batch)",
+        ]
+    else:
+        failure = record.get("failure", {})
+        lines.append(f"failed     {failure.get('reason')}")
+        for line in failure.get("log_tail", [])[-8:]:
+            lines.append(f"  | {line}")
+    lines.append(f"record     {path}")
+    return "\n".join(lines)
+
+
+def stderr_say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

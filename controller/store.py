@@ -1,0 +1,94 @@
+"""Loading run records back: a campaign directory as a Polars DataFrame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from controller.record import SCHEMA_VERSION
+
+COLUMNS: dict[str, Any] = {
+    "run_id": pl.Utf8,
+    "campaign": pl.Utf8,
+    "status": pl.Utf8,
+    "image": pl.Utf8,
+    "engine": pl.Utf8,
+    "provider": pl.Utf8,
+    "model": pl.Utf8,
+    "model_size": pl.Utf8,
+    "weights": pl.Utf8,
+    "batch_size": pl.Int64,
+    "runner": pl.Utf8,
+    "image_id": pl.Utf8,
+    "samples": pl.Int64,
+    "window_s": pl.Float64,
+    "throughput_sps": pl.Float64,
+    "latency_ms_p50": pl.Float64,
+    "latency_ms_p90": pl.Float64,
+    "latency_ms_p99": pl.Float64,
+    "failure_reason": pl.Utf8,
+    "host": pl.Utf8,
+    "cpu_model": pl.Utf8,
+    "path": pl.Utf8,
+}
+
+
+class RecordError(ValueError):
+    pass
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: not a readable run record ({exc})") from None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(
+            f"{path}: schema version {version!r}, this joulebench reads {SCHEMA_VERSION}; "
+            "use the joulebench version that wrote it, or migrate the records"
+        )
+    return data
+
+
+def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    metrics = record.get("metrics") or {}
+    spec = record.get("spec") or {}
+    runner = record.get("runner") or {}
+    host = record.get("host") or {}
+    return {
+        "run_id": record["run_id"],
+        "campaign": record.get("campaign"),
+        "status": record.get("status"),
+        "image": record.get("image"),
+        "engine": record.get("engine"),
+        "provider": record.get("provider"),
+        "model": record.get("model"),
+        "model_size": record.get("model_size"),
+        "weights": record.get("weights"),
+        "batch_size": spec.get("batch_size"),
+        "runner": runner.get("kind"),
+        "image_id": runner.get("image_id"),
+        "samples": metrics.get("samples"),
+        "window_s": metrics.get("window_s"),
+        "throughput_sps": metrics.get("throughput_sps"),
+        "latency_ms_p50": metrics.get("latency_ms_p50"),
+        "latency_ms_p90": metrics.get("latency_ms_p90"),
+        "latency_ms_p99": metrics.get("latency_ms_p99"),
+        "failure_reason": (record.get("failure") or {}).get("reason"),
+        "host": host.get("hostname"),
+        "cpu_model": host.get("cpu_model"),
+        "path": str(path),
+    }
+
+
+def load_campaign(directory: Path | str) -> pl.DataFrame:
+    """One row per run record in ``directory`` (not recursive), in run-id order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RecordError(f"{directory} is not a directory of run records")
+    rows = [flatten(load_record(p), p) for p in sorted(directory.glob("*.json"))]
+    return pl.DataFrame(rows, schema=COLUMNS)

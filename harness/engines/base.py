@@ -1,0 +1,57 @@
+"""The interface every engine adapter implements."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+from harness.protocol import RunSpec
+
+
+class EngineError(RuntimeError):
+    """A run that cannot go on for a reason worth telling the user (not a harness bug)."""
+
+
+class Engine:
+    """Load a model, move prepared inputs where the engine wants them, run one batch.
+
+    ``infer`` is the only call inside the timed window; it must return only once the results
+    exist (device synchronised), so a latency around it is the batch's real latency.
+    """
+
+    name = "?"
+    packages: tuple[str, ...] = ("numpy",)
+    # "compute": host<->device copies are outside the window; "end-to-end": inside it.
+    timing_scope = "compute"
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def prepare(self, batch: Any) -> Any:
+        """Turn a numpy batch into what ``infer`` takes (outside the timed window)."""
+        return batch
+
+    def infer(self, prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, output: Any) -> Any:
+        return output
+
+    def providers_active(self) -> list[str]:
+        return [self.spec.provider]
+
+    def options_used(self) -> dict[str, Any]:
+        """Options that change results or speed, as actually applied (recorded)."""
+        return {}
+
+    def versions(self) -> dict[str, str]:
+        found = {}
+        for name in self.packages:
+            try:
+                found[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return found

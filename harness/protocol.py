@@ -1,0 +1,230 @@
+"""The one contract between the controller and the harness (stdlib only, versioned).
+
+The controller hands the harness a :class:`RunSpec` as JSON on its command line. The harness
+prints JSON lines on stdout: phase **events** stamped with ``time.monotonic_ns()`` (the host and
+its containers share that clock), then exactly one **result** or one **error**. Every protocol line
+carries ``"joulebench": PROTOCOL_VERSION``; any other stdout line is framework chatter and is kept
+as log, never parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TextIO
+
+PROTOCOL_VERSION = 1
+PHASES = ("load", "warmup", "measure")
+EDGES = ("start", "end")
+KINDS = ("event", "result", "error")
+
+
+class ProtocolError(ValueError):
+    """A payload that does not follow this protocol (wrong version, shape or field)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run does. Validated by the controller, executed by the harness."""
+
+    run_id: str
+    engine: str
+    provider: str
+    model: str
+    model_size: str = "full"
+    weights: str = "random"
+    dataset: str = "synthetic"
+    batch_size: int = 1
+    samples: int | None = 64
+    duration_s: float | None = None
+    warmup: int = 5
+    seed: int = 0
+    # Artifact produced by a conversion, relative to the artifact root the runner mounts.
+    artifact: str | None = None
+    artifact_root: str | None = None
+    # Local weights file (weights == "path"), as seen from inside the harness.
+    weights_path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        data = _load_versioned(text, "run spec")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ProtocolError(f"run spec has unknown fields {sorted(unknown)}")
+        try:
+            spec = cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"run spec is incomplete: {exc}") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Raise ProtocolError on values no engine could run."""
+        if self.batch_size < 1:
+            raise ProtocolError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.warmup < 0:
+            raise ProtocolError(f"warmup must be >= 0, got {self.warmup}")
+        if (self.samples is None) == (self.duration_s is None):
+            raise ProtocolError("give exactly one of samples or duration_s")
+        if self.samples is not None and self.samples < 1:
+            raise ProtocolError(f"samples must be >= 1, got {self.samples}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ProtocolError(f"duration_s must be > 0, got {self.duration_s}")
+
+
+def _load_versioned(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    version = data.pop("joulebench", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"{what} speaks protocol version {version!r}, this side speaks {PROTOCOL_VERSION}: "
+            "rebuild the image (`python -m controller images build NAME`) so both sides match"
+        )
+    return data
+
+
+# --- harness side: writing -------------------------------------------------------------------
+
+
+class Emitter:
+    """Writes protocol lines to a stream, one flush per line so the host sees them live."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        self._stream.write(json.dumps({"joulebench": PROTOCOL_VERSION, **payload}) + "\n")
+        self._stream.flush()
+
+    def event(self, phase: str, edge: str, **info: Any) -> int:
+        t_ns = time.monotonic_ns()
+        self._write({"kind": "event", "phase": phase, "edge": edge, "t_ns": t_ns, **info})
+        return t_ns
+
+    def result(self, result: dict[str, Any]) -> None:
+        self._write({"kind": "result", "result": result})
+
+    def error(self, error_type: str, message: str) -> None:
+        self._write({"kind": "error", "error_type": error_type, "message": message})
+
+
+# --- controller side: reading ----------------------------------------------------------------
+
+RESULT_FIELDS = {
+    "engine": str,
+    "provider": str,
+    "providers_active": list,
+    "batch_size": int,
+    "samples": int,
+    "batches": int,
+    "latencies_ns": list,
+    "predictions_digest": str,
+    "versions": dict,
+    "timing_scope": str,
+}
+
+
+@dataclass
+class HarnessOutput:
+    """Everything parsed from one harness's stdout."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    log: list[str] = field(default_factory=list)
+
+    def window_ns(self, phase: str = "measure") -> tuple[int, int] | None:
+        """(start, end) monotonic stamps of a phase, when both edges were seen."""
+        edges = {e["edge"]: e["t_ns"] for e in self.events if e["phase"] == phase}
+        if "start" in edges and "end" in edges:
+            return edges["start"], edges["end"]
+        return None
+
+
+CONVERT_FIELDS = {
+    "conversion": str,
+    "artifact_file": str,
+    "parity": dict,
+    "versions": dict,
+}
+
+
+def parse_line(line: str, out: HarnessOutput, required: dict[str, type] = RESULT_FIELDS) -> None:
+    """Fold one stdout line into ``out``; raise ProtocolError on a malformed protocol line."""
+    stripped = line.strip()
+    if not stripped.startswith("{") or '"joulebench"' not in stripped:
+        if stripped:
+            out.log.append(line.rstrip("\n"))
+        return
+    data = _load_versioned(stripped, "harness line")
+    kind = data.get("kind")
+    if kind == "event":
+        if data.get("phase") not in PHASES or data.get("edge") not in EDGES:
+            raise ProtocolError(f"event with unknown phase/edge: {stripped[:200]}")
+        if not isinstance(data.get("t_ns"), int):
+            raise ProtocolError(f"event without integer t_ns: {stripped[:200]}")
+        out.events.append(data)
+    elif kind == "result":
+        if out.result is not None:
+            raise ProtocolError("harness sent more than one result")
+        result = data.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError("result payload must be an object")
+        for name, typ in required.items():
+            if not isinstance(result.get(name), typ):
+                raise ProtocolError(
+                    f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}"
+                )
+        out.result = result
+    elif kind == "error":
+        if not isinstance(data.get("message"), str):
+            raise ProtocolError("error payload without a message")
+        out.error = data
+    else:
+        raise ProtocolError(f"unknown line kind {kind!r}; expected one of {KINDS}")
+
+
+def parse_stream(text: str, required: dict[str, type] = RESULT_FIELDS) -> HarnessOutput:
+    out = HarnessOutput()
+    for line in text.splitlines():
+        parse_line(line, out, required)
+    return out
+
+
+@dataclass(frozen=True)
+class ConvertSpec:
+    """One conversion: build the source model, export it, check parity, write into out_dir."""
+
+    conversion: str
+    model: str
+    model_size: str = "full"
+    weights: str = "random"
+    weights_path: str | None = None
+    seed: int = 0
+    opset: int = 18
+    out_dir: str = "/out"
+    batch_size: int = 2
+    atol: float = 1e-3
+    rtol: float = 1e-2
+
+    def to_json(self) -> str:
+        return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ConvertSpec:
+        data = _load_versioned(text, "convert spec")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"convert spec is malformed: {exc}") from None

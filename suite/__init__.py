@@ -1,0 +1,1 @@
+"""What can be run: models, datasets, campaign files. Data and loaders, no orchestration."""

@@ -1,0 +1,131 @@
+"""PyTorch definitions of the registered models (imported only inside a torch environment).
+
+The official definition is torchvision's. Where torchvision cannot load (it is missing, or its
+compiled ops do not match the installed torch build, as with PyPI's torchvision next to a CPU-only
+torch wheel), the same architectures come from transformers. Which one was used is returned with
+the model and recorded: the two have different pretrained checkpoints.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+import torch
+
+from suite.models import get_model
+
+# transformers' hub ids for the same architectures, used when torchvision cannot load.
+HF_PRETRAINED = {"resnet50": "microsoft/resnet-50", "mobilenetv2": "google/mobilenet_v2_1.0_224"}
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be fetched or a weights file could not be loaded."""
+
+
+def _torchvision() -> Any | None:
+    try:
+        import torchvision
+    except Exception:  # noqa: BLE001 - a broken install raises RuntimeError/OSError, not ImportError
+        return None
+    return torchvision
+
+
+def definition_source() -> str:
+    """'torchvision==X' or 'transformers==Y': whose definition ``build`` will use here."""
+    name = "torchvision" if _torchvision() is not None else "transformers"
+    return f"{name}=={importlib.metadata.version(name)}"
+
+
+class _Logits(torch.nn.Module):
+    """Wraps a transformers classifier so that it maps pixels to a logits tensor, like torchvision."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(pixel_values=x).logits
+
+
+def _torchvision_model(tv: Any, name: str, size: str, num_classes: int, pretrained: bool) -> Any:
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    if name == "resnet50":
+        if pretrained:
+            return tv.models.resnet50(weights=tv.models.ResNet50_Weights.DEFAULT)
+        if size == "full":
+            return tv.models.resnet50(weights=None, num_classes=num_classes)
+        return ResNet(Bottleneck, [1, 1, 1, 1], num_classes=num_classes)
+    if pretrained:
+        return tv.models.mobilenet_v2(weights=tv.models.MobileNet_V2_Weights.DEFAULT)
+    width = 1.0 if size == "full" else 0.25
+    return tv.models.mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width)
+
+
+def _transformers_model(name: str, size: str, num_classes: int, pretrained: bool) -> Any:
+    import transformers as tf
+
+    if pretrained:
+        cls = (
+            tf.ResNetForImageClassification
+            if name == "resnet50"
+            else tf.MobileNetV2ForImageClassification
+        )
+        return _Logits(cls.from_pretrained(HF_PRETRAINED[name]))
+    if name == "resnet50":
+        depths = [3, 4, 6, 3] if size == "full" else [1, 1, 1, 1]
+        config = tf.ResNetConfig(depths=depths, num_labels=num_classes)
+        return _Logits(tf.ResNetForImageClassification(config))
+    width = 1.0 if size == "full" else 0.25
+    image = get_model(name).size(size).input_shape[-1]
+    config = tf.MobileNetV2Config(depth_multiplier=width, image_size=image, num_labels=num_classes)
+    return _Logits(tf.MobileNetV2ForImageClassification(config))
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
+        raise WeightsUnavailable(f"cannot load weights file {path}: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"weights file {path} holds no state_dict")
+    return state
+
+
+def build(
+    name: str, size: str, weights: str, weights_path: str | None = None, seed: int = 0
+) -> torch.nn.Module:
+    """The model in eval mode with the requested weights (random ones are seeded)."""
+    shape = get_model(name).size(size)
+    pretrained = weights == "pretrained"
+    if pretrained and not shape.pretrained:
+        raise WeightsUnavailable(
+            f"no pretrained weights for {name} size {size!r}; use --weights random or PATH"
+        )
+    torch.manual_seed(seed)
+    tv = _torchvision()
+    try:
+        if tv is not None:
+            model = _torchvision_model(tv, name, size, shape.num_classes, pretrained)
+        else:
+            model = _transformers_model(name, size, shape.num_classes, pretrained)
+    except OSError as exc:  # urllib's URLError and the hub's offline errors are OSErrors
+        raise WeightsUnavailable(
+            f"could not download the pretrained weights of {name} "
+            f"({definition_source()}): {exc}. Without network, download them once into the "
+            "framework's cache on a connected machine, or pass --weights PATH"
+        ) from None
+    if weights == "path":
+        if not weights_path:
+            raise WeightsUnavailable("weights 'path' needs a weights file")
+        try:
+            model.load_state_dict(load_state_dict(weights_path))
+        except RuntimeError as exc:
+            raise WeightsUnavailable(
+                f"weights file {weights_path} does not fit {name} ({size}, "
+                f"{definition_source()}): {str(exc)[:500]}"
+            ) from None
+    return model.eval()
