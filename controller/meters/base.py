@@ -235,10 +235,10 @@ class Sampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def tick(self, k: int = 0) -> None:
-        """Read every due meter once. Called by the thread; tests may call it directly."""
+    def tick(self, k: int = 0, force: bool = False) -> None:
+        """Read every due meter once (every meter if ``force``). Called by the thread."""
         for slot in self._slots:
-            if k % slot.every:
+            if k % slot.every and not force:
                 continue
             a = time.monotonic_ns()
             try:
@@ -275,6 +275,9 @@ class Sampler:
                         deadline = start + k * interval_ns
                 if self._stop.wait(max(0, deadline - time.monotonic_ns()) / 1e9):
                     break
+            # One last read of every meter, slow ones included, so that the traces reach the
+            # moment stop() was called.
+            self.tick(k, force=True)
         finally:
             self.stopped_ns = time.monotonic_ns()
             self.thread_cpu_s = time.thread_time() - self._thread_cpu_start
@@ -394,8 +397,6 @@ def max_gap_ns(trace: Trace, t0: int, t1: int) -> int:
 
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
 
 
 def flag(code: str, message: str, **context: Any) -> dict[str, Any]:

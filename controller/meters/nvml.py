@@ -99,7 +99,7 @@ class NvmlMeter:
         interval_s: float | None = None,
         counter_update_period_s: float = DEFAULT_COUNTER_UPDATE_PERIOD_S,
     ) -> None:
-        self._nv = nvml
+        self._nv: Any = nvml
         self.gpu_uuids = None if gpu_uuids is None else list(gpu_uuids)
         self.interval_s = interval_s
         self.counter_update_period_s = counter_update_period_s

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.meters.base import NAN, Availability
+from controller.meters.base import NAN, Availability, Metric, Trace, counter_delta, flag, max_gap_ns
 
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 #: Assumed worst-case power of one zone when sizing the poll period for wraparound.
@@ -97,16 +97,16 @@ def discover(root: str | os.PathLike[str] = DEFAULT_POWERCAP_ROOT) -> RaplDiscov
         return out
 
     # Zones appear flat under /sys/class/powercap and nested inside their parent; walk both and
-    # dedupe by the resolved path.
+    # dedupe by zone id, which sysfs keeps unique.
     candidates: dict[str, tuple[str, Path]] = {}
     for entry in sorted(rootp.iterdir()):
         m = _ZONE_RE.match(entry.name)
         if not m:
             continue
-        candidates.setdefault(os.path.realpath(entry), (entry.name, entry))
-        for sub in sorted(entry.iterdir()) if entry.is_dir() else []:
-            if _ZONE_RE.match(sub.name):
-                candidates.setdefault(os.path.realpath(sub), (sub.name, sub))
+        candidates.setdefault(entry.name, (entry.name, entry))
+        for child in sorted(entry.iterdir()) if entry.is_dir() else []:
+            if _ZONE_RE.match(child.name):
+                candidates.setdefault(child.name, (child.name, child))
 
     packages: dict[str, tuple[bool, Path, str]] = {}  # package name -> (is_mmio, path, zone id)
     drams: list[tuple[str, Path, str]] = []  # (parent zone id, path, zone id)
@@ -315,6 +315,77 @@ class RaplMeter:
             "dram": self.dram.to_dict(),
             "max_safe_interval_s": None if safe is None or math.isinf(safe) else safe,
         }
+
+    def summarize(
+        self, trace: Trace, t0: int, t1: int
+    ) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+        """cpu_energy_j (packages), dram_energy_j and cpu_power_w over [t0, t1], and flags."""
+        window_s = (t1 - t0) / 1e9
+        flags: list[dict[str, Any]] = []
+        metrics: dict[str, Metric] = {}
+        for domain, metric_name, avail in (
+            ("cpu", "cpu_energy_j", self.availability),
+            ("dram", "dram_energy_j", self.dram),
+        ):
+            zones = [z for z in self.zones if z.domain == domain]
+            src = f"RAPL powercap {self.root}"
+            if not avail.available or not zones:
+                metrics[metric_name] = Metric.unavailable(
+                    metric_name, "J", avail.reason or f"no {domain} zone", src
+                )
+                continue
+            per: dict[str, float | None] = {}
+            reason: str | None = None
+            for z in zones:
+                d = counter_delta(trace, z.field, t0, t1)
+                per[z.socket] = None if d.value is None else d.value / 1e6
+                reason = reason or d.reason
+            if reason is not None:
+                metrics[metric_name] = Metric.unavailable(
+                    metric_name, "J", reason, src, per_socket=per
+                )
+                continue
+            total = sum(v for v in per.values() if v is not None)
+            metrics[metric_name] = Metric(
+                metric_name,
+                total,
+                "J",
+                src,
+                extra={
+                    "scope": "host (whole socket, not only the benchmark)",
+                    "per_socket": per,
+                    "zones": [str(z.path) for z in zones],
+                },
+            )
+        cpu = metrics["cpu_energy_j"]
+        if cpu.value is not None and window_s > 0:
+            metrics["cpu_power_w"] = Metric(
+                "cpu_power_w",
+                cpu.value / window_s,
+                "W",
+                cpu.source,
+                extra={"stat": "mean over the window (package energy / window)"},
+            )
+        else:
+            metrics["cpu_power_w"] = Metric.unavailable(
+                "cpu_power_w", "W", cpu.reason or "empty window", cpu.source
+            )
+        safe = self.max_safe_interval_s
+        if self.zones and safe is not None:
+            gap_s = max_gap_ns(trace, t0, t1) / 1e9
+            if gap_s > safe:
+                flags.append(
+                    flag(
+                        "rapl_possible_missed_wrap",
+                        f"RAPL was not read for {gap_s:.1f} s, longer than the {safe:.1f} s in "
+                        "which a counter can wrap at "
+                        f"{self.pessimistic_power_w:.0f} W; energy may be short by a full "
+                        "counter range",
+                        gap_s=gap_s,
+                        max_safe_interval_s=safe,
+                    )
+                )
+        return metrics, flags
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,98 @@
+"""Real runs through the CLI with the local runner: real frameworks on small models."""
+
+import pytest
+
+from controller.store import load_campaign
+
+TINY = ["--model-size", "tiny", "--runner", "local", "--samples", "8", "--batch-size", "2", "--warmup", "1"]
+
+
+def run_ok(cli, *args):
+    proc = cli("run", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli):
+    first = run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
+    assert "throughput" in first.stdout and "p99" in first.stdout
+    second = run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
+    assert "(cached)" in second.stdout
+    a, b = cli.records()
+    for rec in (a, b):
+        assert rec["status"] == "ok" and rec["schema_version"] == 1
+        assert rec["runner"]["kind"] == "local"
+        assert rec["host"]["cpu_model"] and rec["host"]["logical_cores"] >= 1
+        assert rec["result"]["providers_active"][0] == "CPUExecutionProvider"
+        assert rec["result"]["versions"]["onnxruntime"]
+        assert len(rec["result"]["latencies_ns"]) == rec["result"]["batches"] == 4
+        assert rec["metrics"]["samples"] == 8 and rec["metrics"]["throughput_sps"] > 0
+        phases = [(e["phase"], e["edge"]) for e in rec["events"]]
+        assert phases == [(p, e) for p in ("load", "warmup", "measure") for e in ("start", "end")]
+        assert rec["artifact"]["conversion"] == "torch2onnx"
+        assert rec["artifact"]["parity"]["ok"] and rec["artifact"]["parity"]["max_abs_diff"] < 1e-3
+        assert rec["weights"] == "random" and "random" in rec["weights_label"]
+    assert a["artifact"]["reused"] is False and b["artifact"]["reused"] is True
+    assert a["artifact"]["key"] == b["artifact"]["key"]
+    # Same seeded weights, same inputs: the predictions agree between runs.
+    assert a["result"]["predictions_digest"] == b["result"]["predictions_digest"]
+
+
+def test_torch_eager_and_torchscript_agree_with_onnx_on_predictions(cli):
+    for image, engine in [("onnx-cpu", "onnxruntime"), ("torch-cpu", "torch"), ("torch-cpu", "torchscript")]:
+        run_ok(cli, "--image", image, "--engine", engine, "--model", "mobilenetv2", *TINY)
+    digests = {r["engine"]: r["result"]["predictions_digest"] for r in cli.records()}
+    assert len(digests) == 3
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_duration_mode_measures_for_at_least_the_duration(cli):
+    run_ok(cli, "--image", "torch-cpu", "--model", "mobilenetv2", "--model-size", "tiny",
+           "--runner", "local", "--duration", "0.5", "--warmup", "0")
+    (rec,) = cli.records()
+    assert rec["metrics"]["window_s"] >= 0.5
+    assert rec["spec"]["samples"] is None and rec["spec"]["duration_s"] == 0.5
+
+
+def test_timeout_gives_a_failed_record_with_the_reason(cli):
+    proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--model-size", "tiny",
+               "--runner", "local", "--duration", "120", "--timeout", "8", "--campaign", "t")
+    assert proc.returncode == 1
+    (rec,) = cli.records("t")
+    assert rec["status"] == "failed"
+    assert "timed out after 8 s" in rec["failure"]["reason"]
+    assert "metrics" not in rec  # nothing measured is reported as measured
+
+
+def test_unloadable_weights_file_fails_the_run_with_the_reason(cli, tmp_path):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(bad), *TINY)
+    assert proc.returncode == 1
+    (rec,) = cli.records()
+    assert rec["status"] == "failed" and rec["weights"] == "path"
+    assert "cannot load weights file" in rec["failure"]["reason"]
+    assert rec["failure"]["log_tail"]
+
+
+def test_weights_file_is_loaded_and_changes_the_predictions(cli, tmp_path):
+    torch = pytest.importorskip("torch")
+    from suite.torch_models import build
+
+    path = tmp_path / "seed7.pt"
+    torch.save(build("resnet50", "tiny", "random", seed=7).state_dict(), path)
+    run_ok(cli, "--image", "torch-cpu", "--model", "resnet50", "--weights", str(path), *TINY)
+    run_ok(cli, "--image", "torch-cpu", "--model", "resnet50", "--seed", "7", *TINY)
+    from_file, seeded = cli.records()
+    assert from_file["weights"] == "path"
+    assert from_file["result"]["predictions_digest"] == seeded["result"]["predictions_digest"]
+
+
+def test_store_loads_a_campaign_as_a_dataframe(cli):
+    run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
+    cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", __file__, *TINY)
+    frame = load_campaign(cli.results / "default")
+    assert frame.height == 2
+    assert sorted(frame["status"].to_list()) == ["failed", "ok"]
+    ok = frame.filter(frame["status"] == "ok")
+    assert ok["throughput_sps"][0] > 0 and ok["engine"][0] == "onnxruntime"
