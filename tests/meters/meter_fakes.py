@@ -1,0 +1,153 @@
+"""Fakes of the lowest hardware boundary only: a powercap sysfs tree and the NVML module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+MAX_RANGE_UJ = 262_143_328_850  # a real Skylake-SP value
+
+
+class PowercapTree:
+    """Writes zones like the kernel lays them out: nested dirs plus flat symlinks."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def zone(
+        self,
+        zone_id: str,
+        name: str,
+        energy_uj: int = 0,
+        max_range_uj: int | str | None = MAX_RANGE_UJ,
+    ) -> Path:
+        parts = zone_id.split(":")
+        if len(parts) == 3:  # subzone: nested in its parent, symlinked flat
+            parent = self.root / ":".join(parts[:2])
+            d = parent / zone_id
+            d.mkdir(parents=True)
+            (self.root / zone_id).symlink_to(d)
+        else:
+            d = self.root / zone_id
+            d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+        (d / "energy_uj").write_text(f"{energy_uj}\n")
+        if max_range_uj is not None:
+            (d / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+        return d
+
+    def set(self, zone_id: str, energy_uj: int) -> None:
+        (self.root / zone_id / "energy_uj").write_text(f"{energy_uj}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake NVML
+
+
+class FakeNVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return {3: "Not Supported", 6: "Not Found", 12: "NVML Shared Library Not Found"}.get(
+            self.value, f"error {self.value}"
+        )
+
+
+@dataclass
+class FakeGpu:
+    uuid: str
+    name: str = "NVIDIA H100 80GB HBM3"
+    energy_mj: int = 1_000_000
+    power_mw: int = 200_000  # instant (field API)
+    avg_power_mw: int = 190_000  # nvmlDeviceGetPowerUsage
+    counter_supported: bool = True
+    field_supported: bool = True
+    util_gpu: int = 50
+    util_mem: int = 20
+    mem_used: int = 4 * 1024**3
+    sm_clock: int = 1980
+    temp: int = 45
+
+
+@dataclass
+class FakeNvml:
+    """Module-like object with the pynvml functions the meter uses."""
+
+    gpus: list[FakeGpu] = field(default_factory=list)
+    init_error: int | None = None
+    driver: str = "550.54.15"
+    calls: list[str] = field(default_factory=list)
+
+    NVMLError = FakeNVMLError
+    NVML_SUCCESS = 0
+    NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_FI_DEV_POWER_INSTANT = 186
+    NVML_VALUE_TYPE_UNSIGNED_INT = 1
+    NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    def nvmlInit(self) -> None:  # noqa: N802 -- pynvml's names
+        if self.init_error is not None:
+            raise FakeNVMLError(self.init_error)
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        self.calls.append("shutdown")
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        return self.driver
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> FakeGpu:  # noqa: N802
+        return self.gpus[i]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> FakeGpu:  # noqa: N802
+        for g in self.gpus:
+            if g.uuid == uuid:
+                return g
+        raise FakeNVMLError(6)
+
+    def nvmlDeviceGetUUID(self, h: FakeGpu) -> str:  # noqa: N802
+        return h.uuid
+
+    def nvmlDeviceGetName(self, h: FakeGpu) -> str:  # noqa: N802
+        return h.name
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: FakeGpu) -> int:  # noqa: N802
+        if not h.counter_supported:
+            raise FakeNVMLError(3)
+        return h.energy_mj
+
+    def nvmlDeviceGetFieldValues(self, h: FakeGpu, ids: list[int]) -> list[Any]:  # noqa: N802
+        assert ids == [self.NVML_FI_DEV_POWER_INSTANT]
+        ret = 0 if h.field_supported else 3
+        return [
+            SimpleNamespace(
+                fieldId=ids[0],
+                nvmlReturn=ret,
+                valueType=self.NVML_VALUE_TYPE_UNSIGNED_INT,
+                value=SimpleNamespace(uiVal=h.power_mw),
+            )
+        ]
+
+    def nvmlDeviceGetPowerUsage(self, h: FakeGpu) -> int:  # noqa: N802
+        return h.avg_power_mw
+
+    def nvmlDeviceGetUtilizationRates(self, h: FakeGpu) -> Any:  # noqa: N802
+        return SimpleNamespace(gpu=h.util_gpu, memory=h.util_mem)
+
+    def nvmlDeviceGetMemoryInfo(self, h: FakeGpu) -> Any:  # noqa: N802
+        return SimpleNamespace(used=h.mem_used, total=80 * 1024**3, free=0)
+
+    def nvmlDeviceGetClockInfo(self, h: FakeGpu, kind: int) -> int:  # noqa: N802
+        assert kind == self.NVML_CLOCK_SM
+        return h.sm_clock
+
+    def nvmlDeviceGetTemperature(self, h: FakeGpu, kind: int) -> int:  # noqa: N802
+        return h.temp
