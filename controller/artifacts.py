@@ -22,11 +22,13 @@ ENGINE_FORMATS: dict[str, str | None] = {
     "torchscript": "torchscript",
     "onnxruntime": "onnx",
 }
-# (source framework, format) -> (conversion name, image that runs it)
-CONVERSIONS: dict[tuple[str, str], tuple[str, str]] = {
-    ("torch", "onnx"): ("torch2onnx", "torch-cpu"),
-    ("torch", "torchscript"): ("torch2torchscript", "torch-cpu"),
+# (source framework, format) -> conversion name (harness/converters names the same)
+CONVERSIONS: dict[tuple[str, str], str] = {
+    ("torch", "onnx"): "torch2onnx",
+    ("torch", "torchscript"): "torch2torchscript",
 }
+# The image in which a framework's models are built and converted.
+FRAMEWORK_IMAGES = {"torch": "torch-cpu"}
 CONTAINER_UID = 10001
 ARTIFACT_MOUNT = "/artifacts"
 WEIGHTS_MOUNT = "/weights"
@@ -53,15 +55,24 @@ def default_cache() -> Path:
     ) / "artifacts"
 
 
-def conversion_for(engine: str, model: str) -> tuple[str, str] | None:
-    """(conversion, source image) an engine needs for a model, or None."""
+def conversion_for(engine: str, model: str, source: str | None = None) -> tuple[str, str] | None:
+    """(conversion, image that runs it) an engine needs for a model, or None when it needs none.
+
+    ``source`` picks which framework's definition is converted (default: the model's first).
+    """
     fmt = ENGINE_FORMATS.get(engine)
+    sources = get_model(model).sources
     if fmt is None:
+        if source is not None:
+            raise UserError(f"engine {engine} runs {model} natively; --source applies to converted runs")
         return None
-    source = get_model(model).source
+    source = source or sources[0]
+    if source not in sources:
+        raise UserError(f"{model} has no {source} definition; valid sources: {', '.join(sources)}")
     if (source, fmt) not in CONVERSIONS:
-        raise UserError(f"no conversion from {source} to {fmt} for engine {engine}")
-    return CONVERSIONS[(source, fmt)]
+        valid = sorted(s for s, f in CONVERSIONS if f == fmt)
+        raise UserError(f"no {source} to {fmt} conversion; {fmt} can come from: {', '.join(valid)}")
+    return CONVERSIONS[(source, fmt)], FRAMEWORK_IMAGES[source]
 
 
 def file_sha256(path: Path) -> str:

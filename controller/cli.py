@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
     run.add_argument("--model", required=True, help="model id, e.g. resnet50")
     run.add_argument("--engine", help="engine within the image (default: the image's first)")
+    run.add_argument("--source", help="framework whose definition a converted run starts from "
+                     "(default: the model's first, e.g. torch for torch2onnx)")
     run.add_argument("--model-size", default="full", help="full (default) or tiny (tests, quick runs)")
     run.add_argument(
         "--weights",
@@ -90,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         image=args.image,
         model=args.model,
         engine=args.engine,
+        source=args.source,
         model_size=args.model_size,
         weights=args.weights,
         batch_size=args.batch_size,

@@ -134,7 +134,7 @@ def write_pip_dir(
         if not ca_bundle.is_file():
             raise UserError(f"CA bundle {ca_bundle} is not a file")
         shutil.copy(ca_bundle, dest / "ca.pem")
-        lines.append("cert = /opt/pip/ca.pem")
+        lines.append("cert = /opt/build/pip/ca.pem")
     remote = lambda url: url.startswith(("http://", "https://"))  # noqa: E731
     if remote(settings.get("index-url", "")):
         lines.append(f"index-url = {settings['index-url']}")
@@ -161,7 +161,7 @@ def write_pip_dir(
                 shutil.copy(wheel, dest / "wheels" / wheel.name)
                 say(f"forwarding local wheel {wheel.name}")
     if (dest / "wheels").is_dir():
-        links.append("/opt/pip/wheels")
+        links.append("/opt/build/pip/wheels")
     if links:
         lines.append("find-links = " + " ".join(links))
     (dest / "pip.conf").write_text("\n".join(lines) + "\n")
@@ -173,13 +173,15 @@ def build_context(
     pip_config: dict[str, str] | None,
     say: Callable[[str], None],
 ) -> Path:
+    """A temporary build context: Dockerfile, build/ (requirements, pip/), app/ (harness, suite)."""
     ctx = Path(tempfile.mkdtemp(prefix=f"joulebench-build-{manifest.name}-"))
     shutil.copy(manifest.dockerfile, ctx / "Dockerfile")
     requirements = manifest.folder / "requirements.txt"
-    shutil.copy(requirements, ctx / "requirements.txt")
+    (ctx / "build").mkdir()
+    shutil.copy(requirements, ctx / "build" / "requirements.txt")
     for pkg in IMAGE_PACKAGES:
-        shutil.copytree(REPO / pkg, ctx / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    write_pip_dir(ctx / "pip", requirements, ca_bundle, pip_config, say)
+        shutil.copytree(REPO / pkg, ctx / "app" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    write_pip_dir(ctx / "build" / "pip", requirements, ca_bundle, pip_config, say)
     return ctx
 
 
@@ -204,11 +206,11 @@ def build_image(
         stream = client.api.build(
             path=str(ctx),
             tag=manifest.tag,
-            buildargs={"BASE_IMAGE": base},
-            labels={
-                "joulebench.image": manifest.name,
-                "joulebench.source": source_hash(manifest),
-                "joulebench.base": base,
+            # Labels go through build arguments into one LABEL instruction (one layer).
+            buildargs={
+                "BASE_IMAGE": base,
+                "JOULEBENCH_IMAGE": manifest.name,
+                "JOULEBENCH_SOURCE": source_hash(manifest),
             },
             network_mode=network,
             rm=True,

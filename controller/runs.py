@@ -44,6 +44,7 @@ class RunRequest:
     image: str
     model: str
     engine: str | None = None
+    source: str | None = None  # framework whose model definition is converted (converted runs)
     model_size: str = "full"
     weights: str = "random"
     batch_size: int = 1
@@ -156,7 +157,7 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
     manifest, engine, weights_kind, weights_file = validate(req)
     if req.samples is None and req.duration_s is None:
         req.samples = 64
-    conversion = conversion_for(engine, req.model)
+    conversion = conversion_for(engine, req.model, req.source)
     runner = choose_runner(req.runner, [req.image] + ([conversion[1]] if conversion else []), say)
     cache = req.cache or default_cache()
     run_id = new_run_id()
@@ -172,6 +173,7 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         "provider": manifest.provider,
         "model": req.model,
         "model_size": req.model_size,
+        "conversion": conversion[0] if conversion else None,
         "weights": weights_kind,
         "weights_label": (
             "random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None

@@ -22,7 +22,9 @@ class ModelSize:
 class ModelInfo:
     name: str
     task: str
-    source: str  # the framework whose official definition is the source of conversions
+    # Frameworks with an official definition of the model; the first is the default source of
+    # conversions (a converted run can name another with --source).
+    sources: tuple[str, ...]
     description: str
     sizes: dict[str, ModelSize]
 
@@ -44,14 +46,14 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="resnet50",
             task="image-classification",
-            source="torch",
+            sources=("torch",),
             description="ResNet-50 (torchvision); tiny: one bottleneck per stage",
             sizes={"full": _IMAGENET, "tiny": _TINY_IMAGE},
         ),
         ModelInfo(
             name="mobilenetv2",
             task="image-classification",
-            source="torch",
+            sources=("torch",),
             description="MobileNetV2 (torchvision); tiny: width multiplier 0.25",
             sizes={"full": _IMAGENET, "tiny": _TINY_IMAGE},
         ),

@@ -1,0 +1,45 @@
+"""Converters: one module per source framework, each exporting functions named after conversions.
+
+A converter takes the ConvertSpec and the output file, writes the artifact, and returns the source
+model's outputs and the artifact's outputs on the same fixed inputs, for the parity check.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.protocol import ConvertSpec
+
+
+@dataclass
+class Converted:
+    reference: np.ndarray  # the source model's output on the fixed inputs
+    candidate: np.ndarray  # the artifact's output on the same inputs
+    versions: dict[str, str]  # exporter and runtime versions that produced and checked it
+    details: dict[str, Any] | None = None
+
+
+# conversion -> (module under harness.converters, artifact file name)
+CONVERTERS: dict[str, tuple[str, str]] = {
+    "torch2onnx": ("torch_export", "model.onnx"),
+    "torch2torchscript": ("torch_export", "model.pt"),
+}
+
+
+def get_converter(name: str) -> tuple[Callable[[ConvertSpec, str], Converted], str]:
+    if name not in CONVERTERS:
+        raise KeyError(f"unknown conversion {name!r}; valid: {', '.join(sorted(CONVERTERS))}")
+    module, filename = CONVERTERS[name]
+    return getattr(importlib.import_module(f"harness.converters.{module}"), name), filename
+
+
+def fixed_inputs(spec: ConvertSpec) -> np.ndarray:
+    """The same inputs for every conversion of a model: seeded, independent of the run's seed."""
+    from suite.models import get_model
+
+    shape = get_model(spec.model).size(spec.model_size).input_shape
+    return np.random.default_rng(1234).standard_normal((spec.batch_size, *shape), dtype=np.float32)
