@@ -32,12 +32,30 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def in_process(model_size: str, batch: int, n_batches: int, rounds: int) -> tuple[float, float]:
-    art = ensure_artifact(LocalRunner(), default_cache(), "torch2onnx", "torch-cpu", "resnet50",
-                          model_size, "random", None, 0, 1800, say=lambda _: None)
+    art = ensure_artifact(
+        LocalRunner(),
+        default_cache(),
+        "torch2onnx",
+        "torch-cpu",
+        "resnet50",
+        model_size,
+        "random",
+        None,
+        0,
+        1800,
+        say=lambda _: None,
+    )
     session = ort.InferenceSession(str(default_cache() / art.relpath), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    spec = RunSpec(run_id="b", engine="onnxruntime", provider="cpu", model="resnet50",
-                   model_size=model_size, batch_size=batch, samples=n_batches * batch)
+    spec = RunSpec(
+        run_id="b",
+        engine="onnxruntime",
+        provider="cpu",
+        model="resnet50",
+        model_size=model_size,
+        batch_size=batch,
+        samples=n_batches * batch,
+    )
     inputs = synthetic_batches(spec, n_batches)
 
     def bare() -> float:
@@ -64,10 +82,31 @@ def in_process(model_size: str, batch: int, n_batches: int, rounds: int) -> tupl
 
 def through_cli(runner: str, model_size: str, batch: int, samples: int, results: Path) -> float:
     proc = subprocess.run(
-        [sys.executable, "-m", "controller", "run", "--image", "onnx-cpu", "--model", "resnet50",
-         "--model-size", model_size, "--batch-size", str(batch), "--samples", str(samples),
-         "--runner", runner, "--results", str(results), "--campaign", runner],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "run",
+            "--image",
+            "onnx-cpu",
+            "--model",
+            "resnet50",
+            "--model-size",
+            model_size,
+            "--batch-size",
+            str(batch),
+            "--samples",
+            str(samples),
+            "--runner",
+            runner,
+            "--results",
+            str(results),
+            "--campaign",
+            runner,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -87,8 +126,10 @@ def main() -> int:
     for batch in (1, 64):
         n = max(2, args.samples // batch)
         ratio, tp = in_process(args.model_size, batch, n, args.rounds)
-        print(f"  batch {batch:>2}: harness / bare loop = {ratio:.3f}  (bare {tp:.1f} samples/s)  "
-              f"goal >= 0.98 {'ok' if ratio >= 0.98 else 'MISSED'}")
+        print(
+            f"  batch {batch:>2}: harness / bare loop = {ratio:.3f}  (bare {tp:.1f} samples/s)  "
+            f"goal >= 0.98 {'ok' if ratio >= 0.98 else 'MISSED'}"
+        )
     try:
         from controller.runners.docker_runner import DockerRunner
 
@@ -105,8 +146,9 @@ def main() -> int:
                 tp = {k: through_cli(k, args.model_size, batch, samples, Path(tmp)) for k in order}
                 ratios.append(tp["docker"] / tp["local"])
             ratio = statistics.median(ratios)
-            print(f"  batch {batch:>2}: docker / local = {ratio:.3f}  goal >= 0.97 "
-                  f"{'ok' if ratio >= 0.97 else 'MISSED'}")
+            print(
+                f"  batch {batch:>2}: docker / local = {ratio:.3f}  goal >= 0.97 {'ok' if ratio >= 0.97 else 'MISSED'}"
+            )
     return 0
 
 

@@ -82,8 +82,7 @@ def main() -> int:
         f"  [goal < 1 %: {'ok' if cpu_pct < 1 else 'MISSED'}]"
     )
     print(
-        f"achieved sample rate: {100 * rate:.1f} % of requested"
-        f"  [goal >= 95 %: {'ok' if rate >= 0.95 else 'MISSED'}]"
+        f"achieved sample rate: {100 * rate:.1f} % of requested  [goal >= 95 %: {'ok' if rate >= 0.95 else 'MISSED'}]"
     )
     if out["flags"]:
         print("flags:", [f["code"] for f in out["flags"]])

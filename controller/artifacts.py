@@ -50,9 +50,7 @@ class Artifact:
 
 
 def default_cache() -> Path:
-    return Path(
-        os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench")
-    ) / "artifacts"
+    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench")) / "artifacts"
 
 
 def conversion_for(engine: str, model: str, source: str | None = None) -> tuple[str, str] | None:

@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
     run.add_argument("--model", required=True, help="model id, e.g. resnet50")
     run.add_argument("--engine", help="engine within the image (default: the image's first)")
-    run.add_argument("--source", help="framework whose definition a converted run starts from "
-                     "(default: the model's first, e.g. torch for torch2onnx)")
+    run.add_argument(
+        "--source",
+        help="framework whose definition a converted run starts from "
+        "(default: the model's first, e.g. torch for torch2onnx)",
+    )
     run.add_argument("--model-size", default="full", help="full (default) or tiny (tests, quick runs)")
     run.add_argument(
         "--weights",
@@ -61,10 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     amount.add_argument("--duration", type=float, help="seconds to measure instead of a count")
     run.add_argument("--warmup", type=int, default=5, help="warm-up batches (default 5)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     help="engine option, e.g. intra_op_threads=2 (recorded)")
-    run.add_argument("--runner", choices=["auto", "docker", "local"], default="auto",
-                     help="auto (default): docker when an engine answers and the images exist")
+    run.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine option, e.g. intra_op_threads=2 (recorded)",
+    )
+    run.add_argument(
+        "--runner",
+        choices=["auto", "docker", "local"],
+        default="auto",
+        help="auto (default): docker when an engine answers and the images exist",
+    )
     run.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     run.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is killed")
@@ -79,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     ibuild.add_argument("names", nargs="+", metavar="NAME")
     ibuild.add_argument("--base-image", help="base image (default: the manifest's base)")
     ibuild.add_argument("--ca-bundle", type=Path, help="CA bundle for pip inside the build")
-    ibuild.add_argument("--pip-config", choices=["none", "host"], default="none",
-                        help="host: forward this host's pip indexes, find-links wheels and CA")
+    ibuild.add_argument(
+        "--pip-config",
+        choices=["none", "host"],
+        default="none",
+        help="host: forward this host's pip indexes, find-links wheels and CA",
+    )
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
     return parser
 
@@ -137,8 +153,10 @@ def cmd_images(args: argparse.Namespace) -> int:
             if r["unsupported"]:
                 built = "unsupported"
             ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
-            print(f"{r['name']:<14} {','.join(r['engines']):<22} {r['provider']:<9} "
-                  f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}")
+            print(
+                f"{r['name']:<14} {','.join(r['engines']):<22} {r['provider']:<9} "
+                f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
+            )
         if note:
             print(f"(built status unknown: {note})")
         return 0

@@ -42,7 +42,11 @@ def gpus() -> dict[str, Any]:
     """The host's NVIDIA GPUs (name, UUID, driver), or why none are listed."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return {"available": False, "reason": "nvidia-smi not found: no NVIDIA driver on this host", "devices": []}
+        return {
+            "available": False,
+            "reason": "nvidia-smi not found: no NVIDIA driver on this host",
+            "devices": [],
+        }
     proc = subprocess.run(
         [smi, "--query-gpu=name,uuid,driver_version", "--format=csv,noheader"],
         capture_output=True,
@@ -51,12 +55,20 @@ def gpus() -> dict[str, Any]:
         check=False,
     )
     if proc.returncode != 0:
-        return {"available": False, "reason": f"nvidia-smi failed: {proc.stderr.strip()[:200]}", "devices": []}
+        return {
+            "available": False,
+            "reason": f"nvidia-smi failed: {proc.stderr.strip()[:200]}",
+            "devices": [],
+        }
     devices = []
     for line in proc.stdout.strip().splitlines():
         name, uuid, driver = (part.strip() for part in line.split(","))
         devices.append({"name": name, "uuid": uuid, "driver": driver})
-    return {"available": bool(devices), "reason": None if devices else "no GPU listed", "devices": devices}
+    return {
+        "available": bool(devices),
+        "reason": None if devices else "no GPU listed",
+        "devices": devices,
+    }
 
 
 def host() -> dict[str, Any]:

@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from controller.errors import UserError
 
@@ -51,9 +52,7 @@ def load_manifests() -> dict[str, Manifest]:
     for path in sorted(IMAGES_DIR.glob("*/manifest.toml")):
         data = tomllib.loads(path.read_text())
         dockerfile = data.pop("dockerfile", None)
-        data["dockerfile"] = (
-            IMAGES_DIR / dockerfile if dockerfile else path.parent / "Dockerfile"
-        )
+        data["dockerfile"] = IMAGES_DIR / dockerfile if dockerfile else path.parent / "Dockerfile"
         found[data["name"]] = Manifest(**data)
     return found
 
@@ -150,11 +149,7 @@ def write_pip_dir(
         folder = Path(link.removeprefix("file://"))
         if not folder.is_dir():
             continue
-        wheels = [
-            w
-            for w in folder.glob("*.whl")
-            if _norm(w.name.split("-")[0]) in wanted
-        ]
+        wheels = [w for w in folder.glob("*.whl") if _norm(w.name.split("-")[0]) in wanted]
         if wheels:
             (dest / "wheels").mkdir(exist_ok=True)
             for wheel in wheels:

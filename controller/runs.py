@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from controller import hostinfo
 from controller.artifacts import (
@@ -67,8 +68,7 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
     engine = req.engine or manifest.engines[0]
     if engine not in manifest.engines:
         raise UserError(
-            f"image {req.image} does not serve engine {engine!r}; "
-            f"valid engines for it: {', '.join(manifest.engines)}"
+            f"image {req.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
         )
     if manifest.unsupported:
         raise UserError(f"image {req.image} cannot run here: {manifest.unsupported}")
@@ -91,8 +91,7 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
         weights_file = Path(req.weights).expanduser().resolve()
         if not weights_file.is_file():
             raise UserError(
-                f"--weights {req.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} "
-                "nor an existing file"
+                f"--weights {req.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file"
             )
         kind = "path"
     return manifest, engine, kind, weights_file
@@ -175,9 +174,7 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         "model_size": req.model_size,
         "conversion": conversion[0] if conversion else None,
         "weights": weights_kind,
-        "weights_label": (
-            "random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None
-        ),
+        "weights_label": ("random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None),
         "host": hostinfo.host(),
         "gpus": hostinfo.gpus(),
     }
@@ -203,7 +200,12 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         record |= {
             "runner": runner.describe(req.image),
             "status": "failed",
-            "failure": {"phase": "convert", "reason": exc.reason, "exit_code": None, "log_tail": exc.log_tail},
+            "failure": {
+                "phase": "convert",
+                "reason": exc.reason,
+                "exit_code": None,
+                "log_tail": exc.log_tail,
+            },
         }
         write_atomic(path, record)
         return record, path
@@ -260,7 +262,12 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         record |= {
             "runner": runner.describe(req.image),
             "status": "failed",
-            "failure": {"phase": display.last_phase, "reason": "interrupted by the user", "exit_code": None, "log_tail": []},
+            "failure": {
+                "phase": display.last_phase,
+                "reason": "interrupted by the user",
+                "exit_code": None,
+                "log_tail": [],
+            },
         }
         write_atomic(path, record)
         raise
@@ -277,7 +284,15 @@ def finish(record: dict[str, Any], execution: Execution, last_phase: str | None,
     try:
         out = parse_stream(execution.stdout)
     except ProtocolError as exc:
-        record |= {"status": "failed", "failure": {"phase": last_phase, "reason": f"protocol: {exc}", "exit_code": execution.exit_code, "log_tail": tail}}
+        record |= {
+            "status": "failed",
+            "failure": {
+                "phase": last_phase,
+                "reason": f"protocol: {exc}",
+                "exit_code": execution.exit_code,
+                "log_tail": tail,
+            },
+        }
         return
     record["events"] = out.events
     reason = None
@@ -293,7 +308,15 @@ def finish(record: dict[str, Any], execution: Execution, last_phase: str | None,
     elif out.result is None:
         reason = "harness exited without a result"
     if reason is not None:
-        record |= {"status": "failed", "failure": {"phase": last_phase, "reason": reason, "exit_code": execution.exit_code, "log_tail": tail}}
+        record |= {
+            "status": "failed",
+            "failure": {
+                "phase": last_phase,
+                "reason": reason,
+                "exit_code": execution.exit_code,
+                "log_tail": tail,
+            },
+        }
         return
     assert out.result is not None
     record["status"] = "ok"
@@ -311,7 +334,8 @@ def summary(record: dict[str, Any], path: Path) -> str:
     lines = [
         f"run        {record['run_id']}  [{record.get('status', '?').upper()}]",
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
-        f"model      {record['model']} ({record['model_size']})   weights {record['weights_label'] or record['weights']}",
+        f"model      {record['model']} ({record['model_size']})   "
+        f"weights {record['weights_label'] or record['weights']}",
         f"batch      {spec.get('batch_size', '?')}   runner {where}",
     ]
     art = record.get("artifact")

@@ -14,9 +14,15 @@ from harness.protocol import ConvertSpec, Emitter
 def parity(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
     """Max abs/rel difference and agreement of predicted classes between two outputs."""
     if reference.shape != candidate.shape:
-        return {"ok": False, "reason": f"shape {candidate.shape} != source {reference.shape}",
-                "max_abs_diff": float("inf"), "max_rel_diff": float("inf"),
-                "argmax_agreement": 0.0, "atol": atol, "rtol": rtol}
+        return {
+            "ok": False,
+            "reason": f"shape {candidate.shape} != source {reference.shape}",
+            "max_abs_diff": float("inf"),
+            "max_rel_diff": float("inf"),
+            "argmax_agreement": 0.0,
+            "atol": atol,
+            "rtol": rtol,
+        }
     diff = np.abs(reference - candidate)
     scale = np.maximum(np.abs(reference), 1e-6)
     return {

@@ -16,6 +16,4 @@ def synthetic_batches(spec: RunSpec, n_batches: int | None) -> list[np.ndarray]:
     shape = get_model(spec.model).size(spec.model_size).input_shape
     count = SYNTHETIC_POOL if n_batches is None else max(1, min(SYNTHETIC_POOL, n_batches))
     rng = np.random.default_rng(spec.seed)
-    return [
-        rng.standard_normal((spec.batch_size, *shape), dtype=np.float32) for _ in range(count)
-    ]
+    return [rng.standard_normal((spec.batch_size, *shape), dtype=np.float32) for _ in range(count)]

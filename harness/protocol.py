@@ -183,9 +183,7 @@ def parse_line(line: str, out: HarnessOutput, required: dict[str, type] = RESULT
             raise ProtocolError("result payload must be an object")
         for name, typ in required.items():
             if not isinstance(result.get(name), typ):
-                raise ProtocolError(
-                    f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}"
-                )
+                raise ProtocolError(f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}")
         out.result = result
     elif kind == "error":
         if not isinstance(data.get("message"), str):

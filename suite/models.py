@@ -30,9 +30,7 @@ class ModelInfo:
 
     def size(self, size: str) -> ModelSize:
         if size not in self.sizes:
-            raise KeyError(
-                f"model {self.name!r} has no size {size!r}; valid sizes: {', '.join(self.sizes)}"
-            )
+            raise KeyError(f"model {self.name!r} has no size {size!r}; valid sizes: {', '.join(self.sizes)}")
         return self.sizes[size]
 
 

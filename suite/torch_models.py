@@ -67,11 +67,7 @@ def _transformers_model(name: str, size: str, num_classes: int, pretrained: bool
     import transformers as tf
 
     if pretrained:
-        cls = (
-            tf.ResNetForImageClassification
-            if name == "resnet50"
-            else tf.MobileNetV2ForImageClassification
-        )
+        cls = tf.ResNetForImageClassification if name == "resnet50" else tf.MobileNetV2ForImageClassification
         return _Logits(cls.from_pretrained(HF_PRETRAINED[name]))
     if name == "resnet50":
         depths = [3, 4, 6, 3] if size == "full" else [1, 1, 1, 1]
@@ -95,16 +91,12 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def build(
-    name: str, size: str, weights: str, weights_path: str | None = None, seed: int = 0
-) -> torch.nn.Module:
+def build(name: str, size: str, weights: str, weights_path: str | None = None, seed: int = 0) -> torch.nn.Module:
     """The model in eval mode with the requested weights (random ones are seeded)."""
     shape = get_model(name).size(size)
     pretrained = weights == "pretrained"
     if pretrained and not shape.pretrained:
-        raise WeightsUnavailable(
-            f"no pretrained weights for {name} size {size!r}; use --weights random or PATH"
-        )
+        raise WeightsUnavailable(f"no pretrained weights for {name} size {size!r}; use --weights random or PATH")
     torch.manual_seed(seed)
     tv = _torchvision()
     try:
@@ -125,7 +117,6 @@ def build(
             model.load_state_dict(load_state_dict(weights_path))
         except RuntimeError as exc:
             raise WeightsUnavailable(
-                f"weights file {weights_path} does not fit {name} ({size}, "
-                f"{definition_source()}): {str(exc)[:500]}"
+                f"weights file {weights_path} does not fit {name} ({size}, {definition_source()}): {str(exc)[:500]}"
             ) from None
     return model.eval()

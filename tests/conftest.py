@@ -77,4 +77,3 @@ def docker_client() -> Any:
 
 def containers_labelled(client: Any, label: str) -> list[Any]:
     return client.containers.list(all=True, filters={"label": label})
-

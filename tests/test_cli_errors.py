@@ -6,11 +6,20 @@ import pytest
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--image", "onnx-gpu-x", "--model", "resnet50"], ["unknown image", "onnx-cpu", "torch-cpu"]),
-        (["--image", "onnx-cpu", "--model", "resnet5"], ["unknown model", "resnet50", "mobilenetv2"]),
+        (
+            ["--image", "onnx-gpu-x", "--model", "resnet50"],
+            ["unknown image", "onnx-cpu", "torch-cpu"],
+        ),
+        (
+            ["--image", "onnx-cpu", "--model", "resnet5"],
+            ["unknown model", "resnet50", "mobilenetv2"],
+        ),
         (["--image", "onnx-cpu", "--model", "resnet50", "--engine", "torch"], ["onnxruntime"]),
         (["--image", "onnx-cpu", "--model", "resnet50", "--model-size", "huge"], ["full", "tiny"]),
-        (["--image", "onnx-cpu", "--model", "resnet50", "--weights", "/no/such.pt"], ["pretrained"]),
+        (
+            ["--image", "onnx-cpu", "--model", "resnet50", "--weights", "/no/such.pt"],
+            ["pretrained"],
+        ),
     ],
 )
 def test_bad_input_names_the_valid_choices(cli, args, expected):
@@ -23,7 +32,13 @@ def test_bad_input_names_the_valid_choices(cli, args, expected):
 
 def test_docker_runner_without_an_engine_says_how_to_start_one(cli):
     proc = cli(
-        "run", "--image", "onnx-cpu", "--model", "resnet50", "--runner", "docker",
+        "run",
+        "--image",
+        "onnx-cpu",
+        "--model",
+        "resnet50",
+        "--runner",
+        "docker",
         env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
     )
     assert proc.returncode == 2
@@ -35,8 +50,18 @@ def test_help_lists_the_commands_and_run_options(cli):
     top = cli("--help")
     assert top.returncode == 0 and "run" in top.stdout and "images" in top.stdout
     run = cli("run", "--help")
-    for option in ["--engine", "--batch-size", "--samples", "--duration", "--warmup", "--weights",
-                   "--results", "--campaign", "--timeout", "--runner"]:
+    for option in [
+        "--engine",
+        "--batch-size",
+        "--samples",
+        "--duration",
+        "--warmup",
+        "--weights",
+        "--results",
+        "--campaign",
+        "--timeout",
+        "--runner",
+    ]:
         assert option in run.stdout
 
 

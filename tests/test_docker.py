@@ -15,7 +15,18 @@ from tests.conftest import REPO, containers_labelled
 
 pytestmark = pytest.mark.docker
 
-TINY = ["--model-size", "tiny", "--runner", "docker", "--samples", "8", "--batch-size", "2", "--warmup", "1"]
+TINY = [
+    "--model-size",
+    "tiny",
+    "--runner",
+    "docker",
+    "--samples",
+    "8",
+    "--batch-size",
+    "2",
+    "--warmup",
+    "1",
+]
 
 
 def test_docker_run_records_the_image_and_leaves_no_container(cli, docker_client):
@@ -35,8 +46,22 @@ def test_docker_run_records_the_image_and_leaves_no_container(cli, docker_client
 
 def test_docker_and_local_agree_on_predictions(cli, docker_client):
     for runner in ("docker", "local"):
-        proc = cli("run", "--image", "torch-cpu", "--model", "mobilenetv2", *TINY[:-6],
-                   "--runner", runner, "--samples", "8", "--batch-size", "2", "--warmup", "1")
+        proc = cli(
+            "run",
+            "--image",
+            "torch-cpu",
+            "--model",
+            "mobilenetv2",
+            *TINY[:-6],
+            "--runner",
+            runner,
+            "--samples",
+            "8",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "1",
+        )
         assert proc.returncode == 0, proc.stderr
     docker_rec, local_rec = sorted(cli.records(), key=lambda r: r["runner"]["kind"])
     assert docker_rec["result"]["predictions_digest"] == local_rec["result"]["predictions_digest"]
@@ -52,8 +77,7 @@ def test_container_runs_unprivileged_without_network_on_a_read_only_root(docker_
     def inspect(started):
         seen.update(docker_client.api.inspect_container(started["container"])["HostConfig"])
 
-    runner.execute(Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60,
-                              on_start=inspect))
+    runner.execute(Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60, on_start=inspect))
     assert seen["NetworkMode"] == "none"
     assert seen["ReadonlyRootfs"] is True
     assert seen["CapDrop"] == ["ALL"]
@@ -75,10 +99,32 @@ def test_interrupting_a_docker_run_removes_its_container(tmp_path, artifact_cach
     campaign = f"kill-{uuid.uuid4().hex[:6]}"
     label = f"joulebench.campaign={campaign}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--image", "torch-cpu", "--model", "resnet50",
-         "--model-size", "tiny", "--runner", "docker", "--duration", "120",
-         "--campaign", campaign, "--results", str(tmp_path), "--cache", str(artifact_cache)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "run",
+            "--image",
+            "torch-cpu",
+            "--model",
+            "resnet50",
+            "--model-size",
+            "tiny",
+            "--runner",
+            "docker",
+            "--duration",
+            "120",
+            "--campaign",
+            campaign,
+            "--results",
+            str(tmp_path),
+            "--cache",
+            str(artifact_cache),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert _wait_for(lambda: containers_labelled(docker_client, label), 120), "no container started"
@@ -99,10 +145,31 @@ def test_a_killed_controller_leaves_an_orphan_that_the_next_start_removes(tmp_pa
     campaign = f"k9-{uuid.uuid4().hex[:6]}"
     label = f"joulebench.campaign={campaign}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--image", "torch-cpu", "--model", "resnet50",
-         "--model-size", "tiny", "--runner", "docker", "--duration", "120",
-         "--campaign", campaign, "--results", str(tmp_path), "--cache", str(artifact_cache)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "run",
+            "--image",
+            "torch-cpu",
+            "--model",
+            "resnet50",
+            "--model-size",
+            "tiny",
+            "--runner",
+            "docker",
+            "--duration",
+            "120",
+            "--campaign",
+            campaign,
+            "--results",
+            str(tmp_path),
+            "--cache",
+            str(artifact_cache),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     assert _wait_for(lambda: containers_labelled(docker_client, label), 120)
     os.kill(proc.pid, signal.SIGKILL)
@@ -115,10 +182,38 @@ def test_a_killed_controller_leaves_an_orphan_that_the_next_start_removes(tmp_pa
 
 def test_docker_timeout_and_out_of_memory_are_failed_records(cli, docker_client):
     campaign = f"fail-{uuid.uuid4().hex[:6]}"
-    slow = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--model-size", "tiny",
-               "--runner", "docker", "--duration", "120", "--timeout", "15", "--campaign", campaign)
-    starved = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--runner", "docker",
-                  "--batch-size", "64", "--memory", "160m", "--campaign", campaign)
+    slow = cli(
+        "run",
+        "--image",
+        "torch-cpu",
+        "--model",
+        "resnet50",
+        "--model-size",
+        "tiny",
+        "--runner",
+        "docker",
+        "--duration",
+        "120",
+        "--timeout",
+        "15",
+        "--campaign",
+        campaign,
+    )
+    starved = cli(
+        "run",
+        "--image",
+        "torch-cpu",
+        "--model",
+        "resnet50",
+        "--runner",
+        "docker",
+        "--batch-size",
+        "64",
+        "--memory",
+        "160m",
+        "--campaign",
+        campaign,
+    )
     assert slow.returncode == 1 and starved.returncode == 1
     reasons = sorted(r["failure"]["reason"] for r in cli.records(campaign))
     assert any(r.startswith("killed: out of memory (limit 160m)") for r in reasons), reasons

@@ -4,7 +4,18 @@ import pytest
 
 from controller.store import load_campaign
 
-TINY = ["--model-size", "tiny", "--runner", "local", "--samples", "8", "--batch-size", "2", "--warmup", "1"]
+TINY = [
+    "--model-size",
+    "tiny",
+    "--runner",
+    "local",
+    "--samples",
+    "8",
+    "--batch-size",
+    "2",
+    "--warmup",
+    "1",
+]
 
 
 def run_ok(cli, *args):
@@ -39,7 +50,11 @@ def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli):
 
 
 def test_torch_eager_and_torchscript_agree_with_onnx_on_predictions(cli):
-    for image, engine in [("onnx-cpu", "onnxruntime"), ("torch-cpu", "torch"), ("torch-cpu", "torchscript")]:
+    for image, engine in [
+        ("onnx-cpu", "onnxruntime"),
+        ("torch-cpu", "torch"),
+        ("torch-cpu", "torchscript"),
+    ]:
         run_ok(cli, "--image", image, "--engine", engine, "--model", "mobilenetv2", *TINY)
     digests = {r["engine"]: r["result"]["predictions_digest"] for r in cli.records()}
     assert len(digests) == 3
@@ -47,16 +62,44 @@ def test_torch_eager_and_torchscript_agree_with_onnx_on_predictions(cli):
 
 
 def test_duration_mode_measures_for_at_least_the_duration(cli):
-    run_ok(cli, "--image", "torch-cpu", "--model", "mobilenetv2", "--model-size", "tiny",
-           "--runner", "local", "--duration", "0.5", "--warmup", "0")
+    run_ok(
+        cli,
+        "--image",
+        "torch-cpu",
+        "--model",
+        "mobilenetv2",
+        "--model-size",
+        "tiny",
+        "--runner",
+        "local",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+    )
     (rec,) = cli.records()
     assert rec["metrics"]["window_s"] >= 0.5
     assert rec["spec"]["samples"] is None and rec["spec"]["duration_s"] == 0.5
 
 
 def test_timeout_gives_a_failed_record_with_the_reason(cli):
-    proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--model-size", "tiny",
-               "--runner", "local", "--duration", "120", "--timeout", "8", "--campaign", "t")
+    proc = cli(
+        "run",
+        "--image",
+        "torch-cpu",
+        "--model",
+        "resnet50",
+        "--model-size",
+        "tiny",
+        "--runner",
+        "local",
+        "--duration",
+        "120",
+        "--timeout",
+        "8",
+        "--campaign",
+        "t",
+    )
     assert proc.returncode == 1
     (rec,) = cli.records("t")
     assert rec["status"] == "failed"

@@ -46,7 +46,11 @@ def test_spec_from_another_protocol_version_is_refused_with_instruction():
 
 @pytest.mark.parametrize(
     "bad, message",
-    [({"batch_size": 0}, "batch_size"), ({"samples": None}, "exactly one"), ({"warmup": -1}, "warmup")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"samples": None}, "exactly one"),
+        ({"warmup": -1}, "warmup"),
+    ],
 )
 def test_spec_with_impossible_values_is_refused(bad, message):
     data = json.loads(spec().to_json()) | bad

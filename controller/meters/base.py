@@ -58,9 +58,7 @@ class Metric:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def unavailable(
-        cls, name: str, unit: str, reason: str, source: str | None = None, **extra: Any
-    ) -> Metric:
+    def unavailable(cls, name: str, unit: str, reason: str, source: str | None = None, **extra: Any) -> Metric:
         return cls(name, None, unit, source, False, reason, dict(extra))
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,11 +208,7 @@ class Sampler:
         return slot.trace
 
     def errors(self) -> dict[str, dict[str, Any]]:
-        return {
-            s.meter.name: {"errors": s.errors, "last_error": s.last_error}
-            for s in self._slots
-            if s.errors
-        }
+        return {s.meter.name: {"errors": s.errors, "last_error": s.last_error} for s in self._slots if s.errors}
 
     def start(self, wait_first_tick: bool = True) -> None:
         """Start the thread; by default return once every meter has been read once."""
@@ -307,9 +301,7 @@ class Sampler:
             "missed_deadlines": self.missed,
             "max_lateness_ms": self.max_lateness_ns / 1e6,
             "thread_cpu_s": None if math.isnan(cpu_s) else cpu_s,
-            "thread_cpu_percent_of_core": (
-                100.0 * cpu_s / wall_s if wall_s > 0 and not math.isnan(cpu_s) else None
-            ),
+            "thread_cpu_percent_of_core": (100.0 * cpu_s / wall_s if wall_s > 0 and not math.isnan(cpu_s) else None),
             "meter_errors": self.errors(),
         }
 
@@ -461,7 +453,5 @@ def cpu_ram_metrics(
             peaks = window_values(trace, ram_kernel_peak_field, t0, t1)
             extra["kernel_peak_since_start_bytes"] = max(peaks) if peaks else None
         out["ram_peak_bytes"] = Metric("ram_peak_bytes", max(ram), "B", source, extra=extra)
-        out["ram_mean_bytes"] = Metric(
-            "ram_mean_bytes", sum(ram) / len(ram), "B", source, extra=dict(extra)
-        )
+        out["ram_mean_bytes"] = Metric("ram_mean_bytes", sum(ram) / len(ram), "B", source, extra=dict(extra))
     return out

@@ -112,18 +112,14 @@ class CgroupMeter:
         self.version = cgroup_version(self.root)
         cid = self.container_id
         if self.version is None:
-            self.availability = Availability.no(
-                f"no cgroup filesystem at {self.root}; pass the host's cgroup root"
-            )
+            self.availability = Availability.no(f"no cgroup filesystem at {self.root}; pass the host's cgroup root")
             return self.availability
         if self.version == 2:
             d = _find_dir([self.root], cid)
             self.cpu_dir = self.mem_dir = d
             looked = f"{self.root}/system.slice/docker-{cid}.scope, {self.root}/docker/{cid}"
         else:
-            self.cpu_dir = _find_dir(
-                [self.root / "cpuacct", self.root / "cpu,cpuacct", self.root / "cpu"], cid
-            )
+            self.cpu_dir = _find_dir([self.root / "cpuacct", self.root / "cpu,cpuacct", self.root / "cpu"], cid)
             self.mem_dir = _find_dir([self.root / "memory"], cid)
             looked = (
                 f"{self.root}/cpuacct/docker/{cid}, "

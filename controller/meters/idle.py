@@ -89,9 +89,7 @@ class IdleBaseline:
             flags=list(d.get("flags", [])),
         )
 
-    def power_w(
-        self, domain: str, gpu_uuids: Sequence[str] | None = None
-    ) -> tuple[float | None, str | None]:
+    def power_w(self, domain: str, gpu_uuids: Sequence[str] | None = None) -> tuple[float | None, str | None]:
         """Idle power of a domain (for ``gpu``: summed over ``gpu_uuids``), or None and why."""
         entry = self.domains.get(domain)
         if not entry or not entry.get("available") or entry.get("power_w") is None:
@@ -130,9 +128,7 @@ class BaselineStatus:
             "measured_at": None if b is None else b.measured_at,
             "age_s": self.age_s,
             "duration_s": None if b is None else b.duration_s,
-            "idle_power_w": None
-            if b is None
-            else {d: e.get("power_w") for d, e in b.domains.items()},
+            "idle_power_w": None if b is None else {d: e.get("power_w") for d, e in b.domains.items()},
         }
 
 
@@ -249,9 +245,7 @@ def load_baseline(
     try:
         baseline = IdleBaseline.from_dict(json.loads(p.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return BaselineStatus(
-            "invalid", f"cannot read idle baseline {p}: {exc}; measure it again", p
-        )
+        return BaselineStatus("invalid", f"cannot read idle baseline {p}: {exc}; measure it again", p)
     now = time.time() if now is None else now
     age = now - baseline.measured_at_unix
     if baseline.fingerprint_id != fid:

@@ -278,9 +278,7 @@ class NvmlMeter:
         gaps = [b - a for a, b in itertools.pairwise(changes)]
         return statistics.median(gaps) / 1e9
 
-    def summarize(
-        self, trace: Trace, t0: int, t1: int
-    ) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+    def summarize(self, trace: Trace, t0: int, t1: int) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
         """GPU metrics over [t0, t1] summed over the selected GPUs, and flags."""
         window_s = (t1 - t0) / 1e9
         flags: list[dict[str, Any]] = []

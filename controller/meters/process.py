@@ -93,9 +93,7 @@ class ProcessMeter:
 
     name = "process"
 
-    def __init__(
-        self, pid: int, *, interval_s: float | None = None, children_refresh_s: float = 1.0
-    ) -> None:
+    def __init__(self, pid: int, *, interval_s: float | None = None, children_refresh_s: float = 1.0) -> None:
         self.pid = pid
         self.interval_s = interval_s
         self.children_refresh_s = children_refresh_s
@@ -121,9 +119,7 @@ class ProcessMeter:
             try:
                 self._psutil = importlib.import_module("psutil")
             except ImportError:
-                self.availability = Availability.no(
-                    "no /proc and psutil not installed: `pip install psutil`"
-                )
+                self.availability = Availability.no("no /proc and psutil not installed: `pip install psutil`")
                 return self.availability
             try:
                 self._procs = {self.pid: self._psutil.Process(self.pid)}
@@ -154,9 +150,7 @@ class ProcessMeter:
     def read(self) -> Sequence[float]:
         if time.monotonic() >= self._next_refresh:
             self._refresh()
-        cpu, rss, alive, root_ok = (
-            self._read_procfs() if self.backend == "procfs" else self._read_psutil()
-        )
+        cpu, rss, alive, root_ok = self._read_procfs() if self.backend == "procfs" else self._read_psutil()
         if not root_ok:
             return (NAN, NAN, NAN)
         # Between a child's exit and its reaping its time is in neither place for a moment;

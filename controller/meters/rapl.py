@@ -152,8 +152,7 @@ def discover(root: str | os.PathLike[str] = DEFAULT_POWERCAP_ROOT) -> RaplDiscov
     if not any(z.domain == "cpu" for z in out.zones):
         why = "; ".join(out.skipped) or "no intel-rapl:N zones"
         out.availability = Availability.no(
-            f"no RAPL package zone under {rootp} ({why}); load intel_rapl_msr (Intel, AMD Zen) "
-            "and run on bare metal"
+            f"no RAPL package zone under {rootp} ({why}); load intel_rapl_msr (Intel, AMD Zen) and run on bare metal"
         )
     if not any(z.domain == "dram" for z in out.zones):
         out.dram = Availability.no(
@@ -163,9 +162,7 @@ def discover(root: str | os.PathLike[str] = DEFAULT_POWERCAP_ROOT) -> RaplDiscov
     return out
 
 
-def _make_zone(
-    domain: str, name: str, socket: str, path: Path, zone_id: str, out: RaplDiscovery
-) -> RaplZone | None:
+def _make_zone(domain: str, name: str, socket: str, path: Path, zone_id: str, out: RaplDiscovery) -> RaplZone | None:
     rng_text = _read_text(path / "max_energy_range_uj")
     try:
         rng = int(rng_text) if rng_text is not None else 0
@@ -243,18 +240,12 @@ class RaplMeter:
                     f"permission denied reading {', '.join(denied)}: {_PERMISSION_HINT}"
                 )
             else:
-                self.availability = Availability.no(
-                    "RAPL package counters unreadable: " + "; ".join(self.skipped)
-                )
+                self.availability = Availability.no("RAPL package counters unreadable: " + "; ".join(self.skipped))
         if not any(z.domain == "dram" for z in zones) and found.dram.available:
             if denied:
-                self.dram = Availability.no(
-                    f"permission denied reading DRAM energy_uj: {_PERMISSION_HINT}"
-                )
+                self.dram = Availability.no(f"permission denied reading DRAM energy_uj: {_PERMISSION_HINT}")
             else:
-                self.dram = Availability.no(
-                    "RAPL DRAM counter unreadable: " + "; ".join(self.skipped)
-                )
+                self.dram = Availability.no("RAPL DRAM counter unreadable: " + "; ".join(self.skipped))
         return self.availability
 
     @staticmethod
@@ -316,9 +307,7 @@ class RaplMeter:
             "max_safe_interval_s": None if safe is None or math.isinf(safe) else safe,
         }
 
-    def summarize(
-        self, trace: Trace, t0: int, t1: int
-    ) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+    def summarize(self, trace: Trace, t0: int, t1: int) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
         """cpu_energy_j (packages), dram_energy_j and cpu_power_w over [t0, t1], and flags."""
         window_s = (t1 - t0) / 1e9
         flags: list[dict[str, Any]] = []
@@ -330,9 +319,7 @@ class RaplMeter:
             zones = [z for z in self.zones if z.domain == domain]
             src = f"RAPL powercap {self.root}"
             if not avail.available or not zones:
-                metrics[metric_name] = Metric.unavailable(
-                    metric_name, "J", avail.reason or f"no {domain} zone", src
-                )
+                metrics[metric_name] = Metric.unavailable(metric_name, "J", avail.reason or f"no {domain} zone", src)
                 continue
             per: dict[str, float | None] = {}
             reason: str | None = None
@@ -341,9 +328,7 @@ class RaplMeter:
                 per[z.socket] = None if d.value is None else d.value / 1e6
                 reason = reason or d.reason
             if reason is not None:
-                metrics[metric_name] = Metric.unavailable(
-                    metric_name, "J", reason, src, per_socket=per
-                )
+                metrics[metric_name] = Metric.unavailable(metric_name, "J", reason, src, per_socket=per)
                 continue
             total = sum(v for v in per.values() if v is not None)
             metrics[metric_name] = Metric(
@@ -367,9 +352,7 @@ class RaplMeter:
                 extra={"stat": "mean over the window (package energy / window)"},
             )
         else:
-            metrics["cpu_power_w"] = Metric.unavailable(
-                "cpu_power_w", "W", cpu.reason or "empty window", cpu.source
-            )
+            metrics["cpu_power_w"] = Metric.unavailable("cpu_power_w", "W", cpu.reason or "empty window", cpu.source)
         safe = self.max_safe_interval_s
         if self.zones and safe is not None:
             gap_s = max_gap_ns(trace, t0, t1) / 1e9

@@ -196,9 +196,7 @@ class MeterSession:
             src = f"RAPL powercap {self.rapl.root}"
             metrics["cpu_energy_j"] = Metric.unavailable("cpu_energy_j", "J", why, src)
             metrics["cpu_power_w"] = Metric.unavailable("cpu_power_w", "W", why, src)
-            metrics["dram_energy_j"] = Metric.unavailable(
-                "dram_energy_j", "J", self.rapl.dram.reason or why, src
-            )
+            metrics["dram_energy_j"] = Metric.unavailable("dram_energy_j", "J", self.rapl.dram.reason or why, src)
 
         # NVML
         if "nvml" in self.traces:
@@ -249,9 +247,7 @@ class MeterSession:
         for domain, name in (*DOMAINS.items(), ("wall", "wall_energy_j")):
             met = metrics[name]
             gross = met.value if met.available else None
-            met.extra.update(
-                net_energy(gross, domain, window_s, self.baseline, gpu_uuids=gpu_uuids)
-            )
+            met.extra.update(net_energy(gross, domain, window_s, self.baseline, gpu_uuids=gpu_uuids))
         metrics["total_energy_j"] = self._total(metrics, window_s)
 
         sampler_stats = self.sampler.stats()
@@ -300,18 +296,13 @@ class MeterSession:
         }
 
     def _total(self, metrics: dict[str, Metric], window_s: float) -> Metric:
-        covers = [
-            d
-            for d, name in DOMAINS.items()
-            if metrics[name].available and metrics[name].value is not None
-        ]
+        covers = [d for d, name in DOMAINS.items() if metrics[name].available and metrics[name].value is not None]
         not_covered = {d: metrics[name].reason for d, name in DOMAINS.items() if d not in covers}
         if not covers:
             return Metric.unavailable(
                 "total_energy_j",
                 "J",
-                "no energy domain could be measured: "
-                + "; ".join(f"{d}: {r}" for d, r in not_covered.items()),
+                "no energy domain could be measured: " + "; ".join(f"{d}: {r}" for d, r in not_covered.items()),
                 None,
                 covers=[],
                 not_covered=not_covered,
@@ -407,8 +398,6 @@ class MeterSession:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise RuntimeError(
-                "writing a Parquet trace needs polars or pyarrow: `pip install polars`"
-            ) from exc
+            raise RuntimeError("writing a Parquet trace needs polars or pyarrow: `pip install polars`") from exc
         pq.write_table(pa.table(data), p)
         return p

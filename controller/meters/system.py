@@ -201,9 +201,7 @@ def check_system(
                 "cpu_governor",
                 gov == "performance",
                 f"scaling_governor={gov}",
-                None
-                if gov == "performance"
-                else "for stable timings: `cpupower frequency-set -g performance`",
+                None if gov == "performance" else "for stable timings: `cpupower frequency-set -g performance`",
             )
         )
     no_turbo = _read(croot / "intel_pstate" / "no_turbo")
@@ -228,14 +226,11 @@ def check_system(
                 "cpu_turbo",
                 not on,
                 f"cpufreq/boost={boost} (boost {'on' if on else 'off'})",
-                "boost makes timings and energy vary run to run: "
-                "`echo 0 > /sys/devices/system/cpu/cpufreq/boost`"
+                "boost makes timings and energy vary run to run: `echo 0 > /sys/devices/system/cpu/cpufreq/boost`"
                 if on
                 else None,
             )
         )
     else:
-        checks.append(
-            Check("cpu_turbo", None, "neither intel_pstate/no_turbo nor cpufreq/boost exposed")
-        )
+        checks.append(Check("cpu_turbo", None, "neither intel_pstate/no_turbo nor cpufreq/boost exposed"))
     return checks

@@ -81,9 +81,7 @@ class NetioJson:
                     "whole device; configure the output id the host is plugged into"
                 )
             energy = gm.get("TotalEnergy")
-            return WallReading(
-                float(gm["TotalLoad"]), None if energy is None else float(energy) * 3600.0
-            )
+            return WallReading(float(gm["TotalLoad"]), None if energy is None else float(energy) * 3600.0)
         outputs = doc.get("Outputs")
         if not isinstance(outputs, list):
             raise WallProtocolError("netio.json has no Outputs list")
@@ -95,9 +93,7 @@ class NetioJson:
                         "model (only some outputs of some NETIO devices measure)"
                     )
                 energy = out.get("Energy")
-                return WallReading(
-                    float(out["Load"]), None if energy is None else float(energy) * 3600.0
-                )
+                return WallReading(float(out["Load"]), None if energy is None else float(energy) * 3600.0)
         ids = [o.get("ID") for o in outputs if isinstance(o, dict)]
         raise WallProtocolError(f"output {output_id} not found; the device has outputs {ids}")
 
@@ -122,9 +118,7 @@ class WallMeter:
     ) -> None:
         if isinstance(protocol, str):
             if protocol not in PROTOCOLS:
-                raise ValueError(
-                    f"unknown wall meter protocol {protocol!r}; known: {sorted(PROTOCOLS)}"
-                )
+                raise ValueError(f"unknown wall meter protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
             protocol = PROTOCOLS[protocol]
         self.protocol: WallProtocol = protocol
         self.url = url
@@ -206,9 +200,7 @@ class WallMeter:
             extra["device_counter_j"] = c.value
             extra["device_counter_resolution_j"] = 3600.0
         if integ.value is None:
-            out["wall_energy_j"] = Metric.unavailable(
-                "wall_energy_j", "J", integ.reason or "no samples", src, **extra
-            )
+            out["wall_energy_j"] = Metric.unavailable("wall_energy_j", "J", integ.reason or "no samples", src, **extra)
         else:
             out["wall_energy_j"] = Metric("wall_energy_j", integ.value, "J", src, extra=extra)
         vals = window_values(trace, "power_w", t0, t1)
@@ -221,7 +213,5 @@ class WallMeter:
                 extra={"stat": "mean over the window", "samples_in_window": len(vals)},
             )
         else:
-            out["wall_power_w"] = Metric.unavailable(
-                "wall_power_w", "W", integ.reason or "empty window", src
-            )
+            out["wall_power_w"] = Metric.unavailable("wall_power_w", "W", integ.reason or "empty window", src)
         return out

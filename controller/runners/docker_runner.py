@@ -110,10 +110,7 @@ class DockerRunner:
             "command": inv.argv,
             "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
             "environment": inv.env,
-            "volumes": {
-                m.host: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in inv.mounts
-            },
+            "volumes": {m.host: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in inv.mounts},
             "network_mode": None if inv.network else "none",
             "user": CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
             "read_only": True,

@@ -7,8 +7,9 @@ model's outputs and the artifact's outputs on the same fixed inputs, for the par
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

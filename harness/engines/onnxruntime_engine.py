@@ -32,8 +32,7 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"unknown provider {self.spec.provider!r}; valid: {sorted(PROVIDERS)}")
         if wanted not in ort.get_available_providers():
             raise EngineError(
-                f"{wanted} is not available in this onnxruntime build "
-                f"(available: {ort.get_available_providers()})"
+                f"{wanted} is not available in this onnxruntime build (available: {ort.get_available_providers()})"
             )
         opts = ort.SessionOptions()
         threads = self.spec.options.get("intra_op_threads")

@@ -130,9 +130,7 @@ def test_no_driver_no_gpu_unknown_uuid(no_nvml: FakeNvml) -> None:
     avail = NvmlMeter(nvml=FakeNvml()).open()
     assert not avail.available and "no NVIDIA GPU" in (avail.reason or "")
     avail = NvmlMeter(nvml=FakeNvml(gpus=[FakeGpu("GPU-x")]), gpu_uuids=["GPU-y"]).open()
-    assert (
-        not avail.available and "GPU-y" in (avail.reason or "") and "GPU-x" in (avail.reason or "")
-    )
+    assert not avail.available and "GPU-y" in (avail.reason or "") and "GPU-x" in (avail.reason or "")
     avail = NvmlMeter(nvml=FakeNvml(gpus=[FakeGpu("GPU-x")]), gpu_uuids=[]).open()
     assert not avail.available and "no GPU selected" in (avail.reason or "")
 

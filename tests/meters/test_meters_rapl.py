@@ -82,9 +82,7 @@ def test_wraparound_is_unwrapped_with_max_energy_range(powercap: PowercapTree) -
     meter = RaplMeter(powercap.root)
     meter.open()
     # 5 J up to the top, wrap, 7 J after it; then another 3 J.
-    trace = _replay(
-        meter, powercap, [{}, {"intel-rapl:0": 7_000_000}, {"intel-rapl:0": 10_000_000}]
-    )
+    trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 7_000_000}, {"intel-rapl:0": 10_000_000}])
     metrics, _ = meter.summarize(trace, 0, 2_000_000_000)
     assert metrics["cpu_energy_j"].value == pytest.approx(15.0)
     assert meter.zones[0].wraps == 1

@@ -70,9 +70,7 @@ def test_nothing_measurable_is_unavailable_never_zero(tmp_path: Path, no_nvml: F
 
 
 def test_total_covers_what_was_measured(tree: PowercapTree, fake_nvml: FakeNvml) -> None:
-    ms = MeterSession(
-        interval_s=3600, powercap_root=tree.root, nvml=fake_nvml, gpu_uuids=["GPU-aaaa"]
-    )
+    ms = MeterSession(interval_s=3600, powercap_root=tree.root, nvml=fake_nvml, gpu_uuids=["GPU-aaaa"])
     t0, t1 = _run(ms, tree, fake_nvml)
     out = ms.summarize(t0, t1)
     m = out["metrics"]
@@ -130,18 +128,14 @@ def test_baseline_statuses(tmp_path: Path) -> None:
     assert load_baseline(p, fingerprint=FP, now=now).status == "invalid"
 
 
-def test_default_path_is_keyed_by_fingerprint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_path_is_keyed_by_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     p = save_baseline(_baseline(time.time()))
     assert p == tmp_path / "cache" / "joulebench" / "idle" / "abc123.json"
     assert load_baseline(fingerprint=FP).status == "ok"
 
 
-def test_idle_subtraction_keeps_gross_idle_net(
-    tree: PowercapTree, fake_nvml: FakeNvml, tmp_path: Path
-) -> None:
+def test_idle_subtraction_keeps_gross_idle_net(tree: PowercapTree, fake_nvml: FakeNvml, tmp_path: Path) -> None:
     p = save_baseline(_baseline(time.time()), tmp_path / "b.json")
     ms = MeterSession(
         interval_s=3600,
@@ -153,9 +147,7 @@ def test_idle_subtraction_keeps_gross_idle_net(
     t0, t1 = _run(ms, tree, fake_nvml)
     out = ms.summarize(t0, t1)
     w = out["window_s"]
-    cpu, gpu, total = (
-        out["metrics"][k] for k in ("cpu_energy_j", "gpu_energy_j", "total_energy_j")
-    )
+    cpu, gpu, total = (out["metrics"][k] for k in ("cpu_energy_j", "gpu_energy_j", "total_energy_j"))
     assert cpu["gross_j"] == pytest.approx(30.0)
     assert cpu["idle_j"] == pytest.approx(20.0 * w)
     assert cpu["net_j"] == pytest.approx(30.0 - 20.0 * w)
@@ -188,9 +180,7 @@ def test_measure_idle_power_is_energy_over_duration(tree: PowercapTree) -> None:
         time.sleep(0.1)
 
     fake = FakeNvml(gpus=[FakeGpu("GPU-aaaa")])
-    b = measure_idle(
-        600, interval_s=0.01, powercap_root=tree.root, nvml=fake, fingerprint=FP, sleep=fake_sleep
-    )
+    b = measure_idle(600, interval_s=0.01, powercap_root=tree.root, nvml=fake, fingerprint=FP, sleep=fake_sleep)
     assert b.domains["cpu"]["power_w"] * b.duration_s == pytest.approx(12.0, rel=1e-6)
     assert b.domains["dram"]["power_w"] == 0.0  # measured: the DRAM counter did not move
     assert "GPU-aaaa" in b.domains["gpu"]["per_device"]
@@ -262,10 +252,7 @@ def test_check_system(tree: PowercapTree, fake_nvml: FakeNvml, tmp_path: Path) -
     (cpu / "intel_pstate").mkdir()
     (cpu / "intel_pstate" / "no_turbo").write_text("1\n")
     fake_nvml.gpus[1].field_supported = False
-    checks = {
-        c.name: c
-        for c in check_system(tree.root, fake_nvml, cgroup_root=tmp_path / "cg", cpu_root=cpu)
-    }
+    checks = {c.name: c for c in check_system(tree.root, fake_nvml, cgroup_root=tmp_path / "cg", cpu_root=cpu)}
     assert checks["nvml"].ok and "550.54.15" in checks["nvml"].detail
     assert checks["gpu_energy_counter[GPU-aaaa]"].ok
     assert checks["gpu_instant_power[GPU-aaaa]"].ok
@@ -273,16 +260,12 @@ def test_check_system(tree: PowercapTree, fake_nvml: FakeNvml, tmp_path: Path) -
     assert checks["rapl_zones"].ok and checks["rapl_permissions"].ok
     assert checks["rapl_dram"].ok
     assert checks["cgroup_version"].ok is False
-    assert checks["cpu_governor"].ok is False and "performance" in (
-        checks["cpu_governor"].hint or ""
-    )
+    assert checks["cpu_governor"].ok is False and "performance" in (checks["cpu_governor"].hint or "")
     assert checks["cpu_turbo"].ok is True
 
 
 def test_check_system_without_anything(tmp_path: Path, no_nvml: FakeNvml) -> None:
-    checks = {
-        c.name: c for c in check_system(tmp_path / "none", no_nvml, cpu_root=tmp_path / "nocpu")
-    }
+    checks = {c.name: c for c in check_system(tmp_path / "none", no_nvml, cpu_root=tmp_path / "nocpu")}
     assert checks["nvml"].ok is False
     assert checks["rapl_zones"].ok is False and "no powercap" in checks["rapl_zones"].detail
     assert checks["cpu_governor"].ok is None

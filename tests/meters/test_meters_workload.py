@@ -28,8 +28,7 @@ def _v2_tree(root: Path, systemd: bool = True) -> Path:
 
 def _write_v2(d: Path, usage_usec: int, current: int, inactive: int, peak: int) -> None:
     (d / "cpu.stat").write_text(
-        f"usage_usec {usage_usec}\nuser_usec {usage_usec // 2}\nsystem_usec {usage_usec // 2}\n"
-        "nr_periods 0\n"
+        f"usage_usec {usage_usec}\nuser_usec {usage_usec // 2}\nsystem_usec {usage_usec // 2}\nnr_periods 0\n"
     )
     (d / "memory.current").write_text(f"{current}\n")
     (d / "memory.stat").write_text(f"anon {current - inactive}\nfile 0\ninactive_file {inactive}\n")
@@ -124,9 +123,7 @@ CHILD = textwrap.dedent(
 def test_process_meter_on_a_real_child(tmp_path: Path) -> None:
     import time
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None and child.stdout is not None
     try:
         ms = MeterSession(interval_s=0.01, powercap_root=tmp_path / "none", gpu_uuids=[])
