@@ -21,14 +21,19 @@ ENGINE_FORMATS: dict[str, str | None] = {
     "torch": None,
     "torchscript": "torchscript",
     "onnxruntime": "onnx",
+    "openvino": "onnx",
+    "tensorflow": None,
+    "mxnet": None,
 }
 # (source framework, format) -> conversion name (harness/converters names the same)
 CONVERSIONS: dict[tuple[str, str], str] = {
     ("torch", "onnx"): "torch2onnx",
     ("torch", "torchscript"): "torch2torchscript",
+    ("tensorflow", "onnx"): "tf2onnx",
+    ("mxnet", "onnx"): "mx2onnx",
 }
 # The image in which a framework's models are built and converted.
-FRAMEWORK_IMAGES = {"torch": "torch-cpu"}
+FRAMEWORK_IMAGES = {"torch": "torch-cpu", "tensorflow": "tf-cpu", "mxnet": "mxnet-cpu"}
 CONTAINER_UID = 10001
 ARTIFACT_MOUNT = "/artifacts"
 WEIGHTS_MOUNT = "/weights"

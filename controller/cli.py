@@ -83,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
     run.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
 
+    meters = run.add_argument_group("meters")
+    meters.add_argument("--interval", type=float, default=0.01, help="sampling interval in s (default 0.01)")
+    meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
+    meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
+    meters.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
+    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
+    meters.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+
+    idle = sub.add_parser("idle", help="measure and store this host's idle power per domain")
+    idle.add_argument("--duration", type=float, default=600.0, help="seconds to measure (default 600)")
+    idle.add_argument("--interval", type=float, default=0.01)
+    idle.add_argument("--output", type=Path, help="where to store it (default: this host's baseline file)")
+    idle.add_argument("--wall-url")
+    idle.add_argument("--wall-output", type=int)
+
+    system = sub.add_parser("system", help="what can be measured on this host, and why not")
+    system.add_argument("--image", action="append", default=[], help="exit 0 only if these images' needs are met")
+    system.add_argument("--json", action="store_true")
+
     images = sub.add_parser("images", help="list or build the runtime images")
     isub = images.add_subparsers(dest="images_command", required=True, metavar="ACTION")
     ilist = isub.add_parser("list", help="name, engines, provider, GPU, built, image id")
@@ -123,6 +142,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         memory=args.memory,
         cache=args.cache,
+        interval_s=args.interval,
+        keep_trace=args.keep_trace,
+        wall_url=args.wall_url,
+        wall_output=args.wall_output,
+        baseline=args.baseline,
+        baseline_max_age_s=args.baseline_max_age * 86400,
     )
     record, path = runs.execute(req, say=runs.stderr_say)
     print(runs.summary(record, path))
@@ -180,6 +205,47 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_idle(args: argparse.Namespace) -> int:
+    from controller.meters import measure_idle, save_baseline
+
+    if args.duration <= 0:
+        raise UserError(f"--duration must be positive, got {args.duration}")
+    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
+    baseline = measure_idle(
+        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
+    )
+    path = save_baseline(baseline, args.output)
+    for domain, entry in sorted(baseline.domains.items()):
+        shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
+        print(f"{domain:<6} {shown}")
+    print(f"stored {path}")
+    return 0
+
+
+def cmd_system(args: argparse.Namespace) -> int:
+    import json
+
+    from controller.images import get_manifest
+    from controller.meters import check_system
+
+    checks = check_system()
+    needs_gpu = any(get_manifest(name).gpu for name in args.image)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = {True: "ok ", False: "NO ", None: " ? "}[c.ok]
+            print(f"[{mark}] {c.name:<32} {c.detail}")
+            if c.hint and c.ok is False:
+                print(f"      {'':<32} -> {c.hint}")
+    required = ["rapl_zones", "rapl_permissions"] + (["nvml", "gpu_energy_counter"] if needs_gpu else [])
+    missing = [c.name for c in checks if c.ok is False and c.name.split("[")[0] in required]
+    if args.image and missing:
+        print(f"not measurable for {', '.join(args.image)}: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # SIGTERM takes the same path as Ctrl-C: runners clean up their containers and processes.
     raise KeyboardInterrupt
@@ -188,7 +254,7 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    handlers = {"run": cmd_run, "images": cmd_images}
+    handlers = {"run": cmd_run, "images": cmd_images, "idle": cmd_idle, "system": cmd_system}
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,6 @@ def _read(path: str) -> str | None:
         return Path(path).read_text().strip()
     except OSError:
         return None
-
-
-def cpu_model() -> str | None:
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or None
 
 
 def ram_bytes() -> int | None:
@@ -38,43 +29,19 @@ def os_name() -> str:
     return platform.platform()
 
 
-def gpus() -> dict[str, Any]:
-    """The host's NVIDIA GPUs (name, UUID, driver), or why none are listed."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return {
-            "available": False,
-            "reason": "nvidia-smi not found: no NVIDIA driver on this host",
-            "devices": [],
-        }
-    proc = subprocess.run(
-        [smi, "--query-gpu=name,uuid,driver_version", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return {
-            "available": False,
-            "reason": f"nvidia-smi failed: {proc.stderr.strip()[:200]}",
-            "devices": [],
-        }
-    devices = []
-    for line in proc.stdout.strip().splitlines():
-        name, uuid, driver = (part.strip() for part in line.split(","))
-        devices.append({"name": name, "uuid": uuid, "driver": driver})
-    return {
-        "available": bool(devices),
-        "reason": None if devices else "no GPU listed",
-        "devices": devices,
-    }
+def gpus(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The host's NVIDIA GPUs (name, UUID, driver) as NVML lists them, or why none are listed."""
+    nvml = fingerprint.get("nvml") or {}
+    devices = [g | {"driver": fingerprint.get("gpu_driver")} for g in fingerprint.get("gpus", [])]
+    reason = None if devices else (nvml.get("reason") or "NVML lists no GPU")
+    return {"available": bool(devices), "reason": reason, "devices": devices}
 
 
-def host() -> dict[str, Any]:
+def host(fingerprint: dict[str, Any]) -> dict[str, Any]:
     return {
         "hostname": platform.node(),
-        "cpu_model": cpu_model(),
+        "fingerprint_id": fingerprint.get("id"),
+        "cpu_model": fingerprint.get("cpu_model"),
         "logical_cores": os.cpu_count(),
         "ram_bytes": ram_bytes(),
         "kernel": platform.release(),

@@ -21,6 +21,7 @@ from controller.artifacts import (
 )
 from controller.errors import UserError
 from controller.images import Manifest, get_manifest
+from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.record import (
     SCHEMA_VERSION,
     new_run_id,
@@ -60,6 +61,13 @@ class RunRequest:
     timeout_s: float = 1800.0
     memory: str | None = None
     cache: Path | None = None
+    # Meters
+    interval_s: float = 0.01
+    keep_trace: bool = False
+    wall_url: str | None = None
+    wall_output: int | None = None
+    baseline: Path | None = None  # idle baseline file (default: the one for this host)
+    baseline_max_age_s: float = 7 * 86400
 
 
 def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
@@ -175,9 +183,10 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         "conversion": conversion[0] if conversion else None,
         "weights": weights_kind,
         "weights_label": ("random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None),
-        "host": hostinfo.host(),
-        "gpus": hostinfo.gpus(),
     }
+    fingerprint = host_fingerprint()
+    record["host"] = hostinfo.host(fingerprint)
+    record["gpus"] = hostinfo.gpus(fingerprint)
     path = record_path(req.results, req.campaign, run_id)
 
     artifact: Artifact | None = None
@@ -243,8 +252,20 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         else None
     )
     display = PhaseDisplay(say)
+    baseline = load_baseline(req.baseline, fingerprint=fingerprint, max_age_s=req.baseline_max_age_s)
+    meters = MeterSession(
+        req.interval_s,
+        gpu_uuids=None if manifest.gpu else [],  # a CPU image's run is not charged for GPUs
+        wall_url=req.wall_url,
+        wall_output=req.wall_output,
+        baseline=baseline,
+        keep_trace=req.keep_trace,
+    )
+    if not baseline.usable:
+        say(f"idle baseline {baseline.status}: {baseline.reason} (energies are gross only)")
     say(f"running {req.model} on {req.image}/{engine} ({runner.kind}) ...")
     t0 = time.monotonic()
+    meters.start()
     try:
         execution = runner.execute(
             Invocation(
@@ -256,6 +277,8 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
                 memory=req.memory,
                 labels={"joulebench.campaign": req.campaign, "joulebench.run": run_id},
                 on_line=display,
+                on_start=lambda started: _attach(meters, started),
+                on_exit=meters.stop,
             )
         )
     except KeyboardInterrupt:
@@ -271,11 +294,27 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         }
         write_atomic(path, record)
         raise
+    finally:
+        meters.stop()
     record["runner"] = execution.runner
     record["elapsed_s"] = time.monotonic() - t0
     finish(record, execution, display.last_phase, req)
+    window = display.output.window_ns("measure")
+    if record["status"] == "ok" and window is not None:
+        record["measurements"] = meters.summarize(*window)
+        if req.keep_trace:
+            trace = path.with_suffix(".trace.parquet")
+            meters.write_trace(trace)
+            record["trace_path"] = trace.name
     write_atomic(path, record)
     return record, path
+
+
+def _attach(meters: MeterSession, started: dict[str, Any]) -> None:
+    if "container" in started:
+        meters.attach_container(started["container"])
+    else:
+        meters.attach_process(started["pid"])
 
 
 def finish(record: dict[str, Any], execution: Execution, last_phase: str | None, req: RunRequest) -> None:
@@ -353,6 +392,7 @@ def summary(record: dict[str, Any], path: Path) -> str:
             f"latency    p50 {m['latency_ms_p50']:.2f} ms   p90 {m['latency_ms_p90']:.2f} ms   "
             f"p99 {m['latency_ms_p99']:.2f} ms   (per batch)",
         ]
+        lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})
         lines.append(f"failed     {failure.get('reason')}")
@@ -360,6 +400,37 @@ def summary(record: dict[str, Any], path: Path) -> str:
             lines.append(f"  | {line}")
     lines.append(f"record     {path}")
     return "\n".join(lines)
+
+
+ENERGY_SHOWN = ("total_energy_j", "cpu_energy_j", "dram_energy_j", "gpu_energy_j", "wall_energy_j")
+
+
+def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
+    """Energy and resource figures for the summary; unavailable ones say why, never 0."""
+    if not measurements:
+        return ["energy     not measured (no measure window)"]
+    metrics = measurements["metrics"]
+    lines = []
+    for name in ENERGY_SHOWN:
+        m = metrics.get(name)
+        if m is None:
+            continue
+        label = name.removesuffix("_energy_j")
+        if m["available"]:
+            net = m.get("net_j")
+            extra = f", net of idle {net:.3f} J" if net is not None else ", gross (no idle subtracted)"
+            covers = f" covers {'+'.join(m['covers'])}" if m.get("covers") else ""
+            lines.append(f"energy     {label:<6} {m['value']:.3f} J{extra}{covers}")
+        elif name == "total_energy_j":
+            lines.append(f"energy     {label:<6} unavailable: {m['reason'].split(':')[0]}")
+        elif name in ("cpu_energy_j", "gpu_energy_j"):
+            lines.append(f"energy     {label:<6} unavailable: {m['reason']}")
+    cpu, ram = metrics.get("cpu_percent"), metrics.get("ram_peak_bytes")
+    if cpu and cpu["available"] and ram and ram["available"]:
+        lines.append(f"resources  CPU {cpu['value']:.0f} % of a core, RAM peak {ram['value'] / 2**20:.0f} MiB")
+    for flag in measurements.get("flags", []):
+        lines.append(f"warning    {flag['message']}")
+    return lines
 
 
 def stderr_say(text: str) -> None:

@@ -41,6 +41,10 @@ def test_docker_run_records_the_image_and_leaves_no_container(cli, docker_client
     assert rec["result"]["providers_active"][0] == "CPUExecutionProvider"
     assert rec["artifact"]["converted_by"]["kind"] == "docker"
     assert rec["spec"]["artifact_root"] == "/artifacts"
+    # The container's cgroup was measured from the host.
+    ram = rec["measurements"]["metrics"]["ram_peak_bytes"]
+    assert rec["measurements"]["meters"]["cgroup"]["available"]
+    assert ram["available"] and ram["value"] > 10 * 2**20
     assert containers_labelled(docker_client, f"joulebench.campaign={campaign}") == []
 
 
@@ -75,9 +79,15 @@ def test_container_runs_unprivileged_without_network_on_a_read_only_root(docker_
     seen = {}
 
     def inspect(started):
-        seen.update(docker_client.api.inspect_container(started["container"])["HostConfig"])
+        attrs = docker_client.api.inspect_container(started["container"])
+        seen.update(attrs["HostConfig"], User=attrs["Config"]["User"])
 
-    runner.execute(Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60, on_start=inspect))
+    execution = runner.execute(
+        Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60, on_start=inspect)
+    )
+    assert execution.exit_code == 2  # the harness refused the empty spec, and said why
+    assert "run spec" in execution.stdout
+    assert seen["User"] and not seen["User"].startswith("0")
     assert seen["NetworkMode"] == "none"
     assert seen["ReadonlyRootfs"] is True
     assert seen["CapDrop"] == ["ALL"]

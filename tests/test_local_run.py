@@ -18,6 +18,20 @@ TINY = [
 ]
 
 
+def assert_measured_or_explained(measurements):
+    """Every metric is a measured number, or unavailable with a reason: never a silent 0."""
+    metrics = measurements["metrics"]
+    for name in ("cpu_energy_j", "gpu_energy_j", "total_energy_j", "cpu_percent", "ram_peak_bytes"):
+        m = metrics[name]
+        if m["available"]:
+            assert m["value"] is not None and m["value"] > 0, (name, m)
+        else:
+            assert m["value"] is None and m["reason"], (name, m)
+    # The run's own process tree is always measurable.
+    assert metrics["cpu_percent"]["available"] and metrics["ram_peak_bytes"]["value"] > 10 * 2**20
+    assert measurements["baseline"]["status"] in ("ok", "missing", "stale", "foreign", "invalid")
+
+
 def run_ok(cli, *args):
     proc = cli("run", *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -43,6 +57,8 @@ def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli):
         assert rec["artifact"]["conversion"] == "torch2onnx"
         assert rec["artifact"]["parity"]["ok"] and rec["artifact"]["parity"]["max_abs_diff"] < 1e-3
         assert rec["weights"] == "random" and "random" in rec["weights_label"]
+        assert_measured_or_explained(rec["measurements"])
+        assert rec["measurements"]["meters"]["process"]["available"]
     assert a["artifact"]["reused"] is False and b["artifact"]["reused"] is True
     assert a["artifact"]["key"] == b["artifact"]["key"]
     # Same seeded weights, same inputs: the predictions agree between runs.

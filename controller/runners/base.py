@@ -31,6 +31,8 @@ class Invocation:
     labels: dict[str, str] = field(default_factory=dict)
     on_line: Callable[[str], None] | None = None  # each stdout line, live
     on_start: Callable[[dict[str, Any]], None] | None = None  # {"pid": ..} or {"container": ..}
+    # Called once the harness has exited, before its container is removed (cgroup still there).
+    on_exit: Callable[[], None] | None = None
 
 
 @dataclass

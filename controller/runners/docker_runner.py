@@ -144,6 +144,8 @@ class DockerRunner:
                     break
                 time.sleep(min(WAIT_SLICE_S, max(0.05, deadline - time.monotonic())))
             state = container.wait(timeout=60)
+            if inv.on_exit:
+                inv.on_exit()
             follower.join(timeout=10)
             container.reload()
             stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")

@@ -60,6 +60,8 @@ class LocalRunner:
         finally:
             for thread in readers:
                 thread.join(timeout=5)
+        if inv.on_exit:
+            inv.on_exit()
         code = proc.returncode
         return Execution(
             exit_code=code,

@@ -11,6 +11,9 @@ ADAPTERS = {
     "onnxruntime": "onnxruntime_engine",
     "torch": "torch_engine",
     "torchscript": "torch_engine",
+    "openvino": "openvino_engine",
+    "tensorflow": "tensorflow_engine",
+    "mxnet": "mxnet_engine",
 }
 
 
