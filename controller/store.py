@@ -29,6 +29,18 @@ COLUMNS: dict[str, Any] = {
     "latency_ms_p50": pl.Float64,
     "latency_ms_p90": pl.Float64,
     "latency_ms_p99": pl.Float64,
+    "cpu_energy_j": pl.Float64,
+    "cpu_energy_net_j": pl.Float64,
+    "dram_energy_j": pl.Float64,
+    "gpu_energy_j": pl.Float64,
+    "gpu_energy_net_j": pl.Float64,
+    "total_energy_j": pl.Float64,
+    "total_energy_covers": pl.Utf8,
+    "gpu_power_w": pl.Float64,
+    "gpu_util_percent": pl.Float64,
+    "cpu_percent": pl.Float64,
+    "ram_peak_bytes": pl.Float64,
+    "baseline_status": pl.Utf8,
     "failure_reason": pl.Utf8,
     "host": pl.Utf8,
     "cpu_model": pl.Utf8,
@@ -52,6 +64,27 @@ def load_record(path: Path) -> dict[str, Any]:
             "use the joulebench version that wrote it, or migrate the records"
         )
     return data
+
+
+def measured(record: dict[str, Any]) -> dict[str, Any]:
+    """Meter figures as columns; an unavailable one is null (its reason stays in the record)."""
+    measurements = record.get("measurements") or {}
+    found = measurements.get("metrics") or {}
+    value = lambda name, key="value": (found.get(name) or {}).get(key)  # noqa: E731
+    return {
+        "cpu_energy_j": value("cpu_energy_j"),
+        "cpu_energy_net_j": value("cpu_energy_j", "net_j"),
+        "dram_energy_j": value("dram_energy_j"),
+        "gpu_energy_j": value("gpu_energy_j"),
+        "gpu_energy_net_j": value("gpu_energy_j", "net_j"),
+        "total_energy_j": value("total_energy_j"),
+        "total_energy_covers": "+".join(value("total_energy_j", "covers") or []) or None,
+        "gpu_power_w": value("gpu_power_w"),
+        "gpu_util_percent": value("gpu_util_percent"),
+        "cpu_percent": value("cpu_percent"),
+        "ram_peak_bytes": value("ram_peak_bytes"),
+        "baseline_status": (measurements.get("baseline") or {}).get("status"),
+    }
 
 
 def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -78,6 +111,7 @@ def flatten(record: dict[str, Any], path: Path) -> dict[str, Any]:
         "latency_ms_p50": metrics.get("latency_ms_p50"),
         "latency_ms_p90": metrics.get("latency_ms_p90"),
         "latency_ms_p99": metrics.get("latency_ms_p99"),
+        **measured(record),
         "failure_reason": (record.get("failure") or {}).get("reason"),
         "host": host.get("hostname"),
         "cpu_model": host.get("cpu_model"),
