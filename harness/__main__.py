@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except ProtocolError as exc:
         emit.error("protocol", str(exc))
         return 2
-    except (EngineError, KeyError, ImportError, MemoryError) as exc:
+    except EngineError as exc:  # a stated reason (bad weights, missing provider): no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        emit.error(type(exc).__name__, str(exc))
+        return 3
+    except (KeyError, ImportError, MemoryError) as exc:
         traceback.print_exc(file=sys.stderr)
         emit.error(type(exc).__name__, str(exc).strip("'\""))
         return 3

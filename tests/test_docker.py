@@ -104,37 +104,20 @@ def _wait_for(predicate, limit_s):
     return False
 
 
+def start_long_docker_run(tmp_path, cache, campaign, **popen):
+    """A controller running a 2-minute docker run in the background, to be interrupted."""
+    argv = [sys.executable, "-m", "controller", "run", "--image", "torch-cpu", "--model", "resnet50"]
+    argv += ["--model-size", "tiny", "--runner", "docker", "--duration", "120", "--campaign", campaign]
+    argv += ["--results", str(tmp_path), "--cache", str(cache)]
+    return subprocess.Popen(argv, cwd=REPO, **popen)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_a_docker_run_removes_its_container(tmp_path, artifact_cache, docker_client, sig):
     campaign = f"kill-{uuid.uuid4().hex[:6]}"
     label = f"joulebench.campaign={campaign}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "run",
-            "--image",
-            "torch-cpu",
-            "--model",
-            "resnet50",
-            "--model-size",
-            "tiny",
-            "--runner",
-            "docker",
-            "--duration",
-            "120",
-            "--campaign",
-            campaign,
-            "--results",
-            str(tmp_path),
-            "--cache",
-            str(artifact_cache),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_long_docker_run(
+        tmp_path, artifact_cache, campaign, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         assert _wait_for(lambda: containers_labelled(docker_client, label), 120), "no container started"
@@ -154,32 +137,8 @@ def test_a_killed_controller_leaves_an_orphan_that_the_next_start_removes(tmp_pa
 
     campaign = f"k9-{uuid.uuid4().hex[:6]}"
     label = f"joulebench.campaign={campaign}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "run",
-            "--image",
-            "torch-cpu",
-            "--model",
-            "resnet50",
-            "--model-size",
-            "tiny",
-            "--runner",
-            "docker",
-            "--duration",
-            "120",
-            "--campaign",
-            campaign,
-            "--results",
-            str(tmp_path),
-            "--cache",
-            str(artifact_cache),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_long_docker_run(
+        tmp_path, artifact_cache, campaign, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     assert _wait_for(lambda: containers_labelled(docker_client, label), 120)
     os.kill(proc.pid, signal.SIGKILL)

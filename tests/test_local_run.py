@@ -155,3 +155,46 @@ def test_store_loads_a_campaign_as_a_dataframe(cli):
     assert sorted(frame["status"].to_list()) == ["failed", "ok"]
     ok = frame.filter(frame["status"] == "ok")
     assert ok["throughput_sps"][0] > 0 and ok["engine"][0] == "onnxruntime"
+
+
+def test_pretrained_weights_offline_fail_with_a_clear_reason(cli):
+    proc = cli(
+        "run",
+        "--image",
+        "torch-cpu",
+        "--model",
+        "resnet50",
+        "--weights",
+        "pretrained",
+        "--runner",
+        "local",
+        env={"HF_HUB_OFFLINE": "1", "TORCH_HOME": str(cli.results / "empty-hub")},
+    )
+    assert proc.returncode == 1
+    (rec,) = cli.records()
+    assert rec["status"] == "failed" and rec["weights"] == "pretrained"
+    assert "could not download the pretrained weights of resnet50" in rec["failure"]["reason"]
+    assert "--weights PATH" in rec["failure"]["reason"]
+    assert "Traceback" not in "\n".join(rec["failure"]["log_tail"])
+
+
+@pytest.mark.network
+def test_pretrained_weights_download_through_the_framework(cli):
+    proc = cli(
+        "run",
+        "--image",
+        "torch-cpu",
+        "--model",
+        "resnet50",
+        "--weights",
+        "pretrained",
+        "--runner",
+        "local",
+        "--samples",
+        "2",
+    )
+    if proc.returncode != 0 and "could not download" in proc.stdout:
+        pytest.skip("SKIPPING NETWORK TEST: the model hub is not reachable from here")
+    assert proc.returncode == 0, proc.stdout
+    (rec,) = cli.records()
+    assert rec["weights"] == "pretrained" and rec["weights_label"] is None

@@ -45,7 +45,7 @@ class Execution:
     runner: dict[str, Any] = field(default_factory=dict)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
-        return (self.stderr.splitlines() + [])[-lines:]
+        return self.stderr.splitlines()[-lines:]
 
 
 class LineSplitter:

@@ -28,6 +28,8 @@ class Converted:
 CONVERTERS: dict[str, tuple[str, str]] = {
     "torch2onnx": ("torch_export", "model.onnx"),
     "torch2torchscript": ("torch_export", "model.pt"),
+    "tf2onnx": ("tf_export", "model.onnx"),
+    "mx2onnx": ("mx_export", "model.onnx"),
 }
 
 

@@ -1,0 +1,96 @@
+"""TensorFlow (Keras models from keras.applications), run as a traced tf.function."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Before TensorFlow loads: keep its C++ info lines out of the logs' last lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from harness.engines.base import Engine, EngineError  # noqa: E402
+
+DEVICES = {"cpu": "CPU"}
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+class TensorFlowEngine(Engine):
+    name = "tensorflow"
+    packages = ("tensorflow", "tensorflow-cpu", "keras", "h5py", "numpy")
+
+    def load(self) -> None:
+        device = DEVICES.get(self.spec.provider)
+        if device is None:
+            raise EngineError(f"tensorflow serves providers {sorted(DEVICES)}, not {self.spec.provider!r}")
+        opts = self.spec.options
+        # Thread pools can only be sized before TensorFlow's runtime starts: first thing here.
+        if opts.get("intra_op_threads"):
+            tf.config.threading.set_intra_op_parallelism_threads(int(opts["intra_op_threads"]))
+        if opts.get("inter_op_threads"):
+            tf.config.threading.set_inter_op_parallelism_threads(int(opts["inter_op_threads"]))
+        if not tf.config.list_logical_devices(device):
+            raise EngineError(f"TensorFlow sees no {device} device")
+        self._device = f"/{device}:0"
+        self._jit = _flag(opts.get("jit_compile", "false"))
+        with tf.device(self._device):
+            model = self._build()
+            c, h, w = self._input_shape()
+            signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
+            # Graph mode, traced for the run's batch shape (as a SavedModel signature serves it);
+            # tracing and, with jit_compile, XLA compilation happen on the first call, here.
+            self._fn = tf.function(
+                lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit
+            )
+            probe = self._fn(tf.zeros(signature[0].shape, tf.float32))
+        self.model = model
+        self._devices = [probe.device.rsplit("device:", 1)[-1]]
+        if not self._devices[0].startswith(device):
+            raise EngineError(f"requested {device} but TensorFlow placed the model's output on {self._devices}")
+
+    def _input_shape(self) -> tuple[int, ...]:
+        from suite.models import get_model
+
+        return get_model(self.spec.model).size(self.spec.model_size).input_shape
+
+    def _build(self) -> Any:
+        from suite.tf_models import WeightsUnavailable, build
+
+        try:
+            return build(
+                self.spec.model, self.spec.model_size, self.spec.weights, self.spec.weights_path, self.spec.seed
+            )
+        except WeightsUnavailable as exc:
+            raise EngineError(str(exc)) from None
+
+    def prepare(self, batch: Any) -> Any:
+        # The harness makes NCHW batches; Keras takes NHWC. Transposed here, outside the window.
+        with tf.device(self._device):
+            return tf.constant(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+
+    def infer(self, prepared: Any) -> Any:
+        # Eager execution is synchronous on CPU: the call returns once the output exists.
+        return self._fn(prepared)
+
+    def to_numpy(self, output: Any) -> Any:
+        return output.numpy()
+
+    def providers_active(self) -> list[str]:
+        return list(self._devices)
+
+    def options_used(self) -> dict[str, Any]:
+        return {
+            "mode": "tf.function",
+            "jit_compile": self._jit,
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        }
+
+
+ENGINES = {"tensorflow": TensorFlowEngine}
