@@ -157,6 +157,8 @@ def ensure_artifact(
             )
         )
         tail = execution.log_tail()
+        if execution.start_error:
+            raise ConversionFailed(f"{conversion} could not start: {execution.start_error}", tail)
         try:
             out = parse_stream(execution.stdout, CONVERT_FIELDS)
         except ProtocolError as exc:

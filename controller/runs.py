@@ -335,7 +335,9 @@ def finish(record: dict[str, Any], execution: Execution, last_phase: str | None,
         return
     record["events"] = out.events
     reason = None
-    if execution.timed_out:
+    if execution.start_error:
+        reason = f"the harness could not start: {execution.start_error}"
+    elif execution.timed_out:
         reason = f"timed out after {req.timeout_s:g} s (in phase {last_phase or 'start-up'})"
     elif execution.oom_killed:
         limit = f" (limit {req.memory})" if req.memory else ""

@@ -43,6 +43,7 @@ class Execution:
     timed_out: bool = False
     oom_killed: bool = False
     runner: dict[str, Any] = field(default_factory=dict)
+    start_error: str | None = None  # the harness never started (the engine refused the container)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return self.stderr.splitlines()[-lines:]

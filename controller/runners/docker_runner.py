@@ -54,6 +54,10 @@ def reap_orphans(client: Any) -> list[str]:
     return removed
 
 
+def _explain(exc: Exception) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -124,11 +128,19 @@ class DockerRunner:
             kwargs["memswap_limit"] = inv.memory  # no swap: over the limit means killed
         if inv.gpu:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-        container = self.client.containers.create(described["image_tag"], **kwargs)
+        import docker.errors
+
         out = LineSplitter(inv.on_line)
         timed_out = False
         try:
-            container.start()
+            container = self.client.containers.create(described["image_tag"], **kwargs)
+        except docker.errors.APIError as exc:
+            return Execution(None, "", "", runner=described, start_error=_explain(exc))
+        try:
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                return Execution(None, "", "", runner=described, start_error=_explain(exc))
             if inv.on_start:
                 inv.on_start({"container": container.id})
             follower = threading.Thread(target=self._follow, args=(container, out), daemon=True)

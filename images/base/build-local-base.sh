@@ -10,6 +10,7 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
 fi
 command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install -y debootstrap" >&2; exit 1; }
 root=$(mktemp -d)
+chmod 755 "$root"  # mktemp makes it 0700: it becomes the image's /, which every user must traverse
 trap 'rm -rf "$root"' EXIT
 echo "debootstrap bookworm from $mirror into $root"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$root" "$mirror" >/dev/null
