@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TextIO
 
@@ -121,7 +122,7 @@ class Emitter:
 
 # --- controller side: reading ----------------------------------------------------------------
 
-RESULT_FIELDS = {
+RESULT_FIELDS: dict[str, type] = {
     "engine": str,
     "provider": str,
     "providers_active": list,
@@ -152,7 +153,7 @@ class HarnessOutput:
         return None
 
 
-CONVERT_FIELDS = {
+CONVERT_FIELDS: dict[str, type] = {
     "conversion": str,
     "artifact_file": str,
     "parity": dict,
@@ -160,7 +161,7 @@ CONVERT_FIELDS = {
 }
 
 
-def parse_line(line: str, out: HarnessOutput, required: dict[str, type] = RESULT_FIELDS) -> None:
+def parse_line(line: str, out: HarnessOutput, required: Mapping[str, type] = RESULT_FIELDS) -> None:
     """Fold one stdout line into ``out``; raise ProtocolError on a malformed protocol line."""
     stripped = line.strip()
     if not stripped.startswith("{") or '"joulebench"' not in stripped:
@@ -193,7 +194,7 @@ def parse_line(line: str, out: HarnessOutput, required: dict[str, type] = RESULT
         raise ProtocolError(f"unknown line kind {kind!r}; expected one of {KINDS}")
 
 
-def parse_stream(text: str, required: dict[str, type] = RESULT_FIELDS) -> HarnessOutput:
+def parse_stream(text: str, required: Mapping[str, type] = RESULT_FIELDS) -> HarnessOutput:
     out = HarnessOutput()
     for line in text.splitlines():
         parse_line(line, out, required)

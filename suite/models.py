@@ -44,15 +44,17 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="resnet50",
             task="image-classification",
-            sources=("torch",),
-            description="ResNet-50 (torchvision); tiny: one bottleneck per stage",
+            sources=("torch", "tensorflow"),
+            description="ResNet-50 (torchvision; keras.applications.ResNet50); tiny: one bottleneck per "
+            "stage (torch: torchvision's ResNet; Keras: keras.applications' ResNet builder)",
             sizes={"full": _IMAGENET, "tiny": _TINY_IMAGE},
         ),
         ModelInfo(
             name="mobilenetv2",
             task="image-classification",
-            sources=("torch",),
-            description="MobileNetV2 (torchvision); tiny: width multiplier 0.25",
+            sources=("torch", "tensorflow"),
+            description="MobileNetV2 (torchvision; keras.applications.MobileNetV2); tiny: width multiplier "
+            "0.25 (torch), alpha 0.35 (Keras' smallest published width)",
             sizes={"full": _IMAGENET, "tiny": _TINY_IMAGE},
         ),
     )

@@ -130,8 +130,7 @@ def build(name: str, size: str, weights: str, weights_path: str | None = None, s
             model.load_weights(weights_path)
         except Exception as exc:  # noqa: BLE001 - wrong file, wrong architecture: the user's input
             raise WeightsUnavailable(
-                f"weights file {weights_path} does not fit {name} ({size}, {definition_source()}): "
-                f"{str(exc)[:500]}"
+                f"weights file {weights_path} does not fit {name} ({size}, {definition_source()}): {str(exc)[:500]}"
             ) from None
     model.trainable = False
     return model

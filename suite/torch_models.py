@@ -71,12 +71,14 @@ def _transformers_model(name: str, size: str, num_classes: int, pretrained: bool
         return _Logits(cls.from_pretrained(HF_PRETRAINED[name]))
     if name == "resnet50":
         depths = [3, 4, 6, 3] if size == "full" else [1, 1, 1, 1]
-        config = tf.ResNetConfig(depths=depths, num_labels=num_classes)
-        return _Logits(tf.ResNetForImageClassification(config))
+        resnet = tf.ResNetConfig(depths=depths, num_labels=num_classes)  # type: ignore[call-arg]
+        return _Logits(tf.ResNetForImageClassification(resnet))
     width = 1.0 if size == "full" else 0.25
     image = get_model(name).size(size).input_shape[-1]
-    config = tf.MobileNetV2Config(depth_multiplier=width, image_size=image, num_labels=num_classes)
-    return _Logits(tf.MobileNetV2ForImageClassification(config))
+    mobilenet = tf.MobileNetV2Config(  # type: ignore[call-arg]
+        depth_multiplier=width, image_size=image, num_labels=num_classes
+    )
+    return _Logits(tf.MobileNetV2ForImageClassification(mobilenet))
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

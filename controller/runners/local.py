@@ -77,7 +77,7 @@ class LocalRunner:
 def _reader(stream: IO[bytes] | None, sink: LineSplitter) -> threading.Thread:
     def pump() -> None:
         assert stream is not None
-        for chunk in iter(lambda: stream.read1(65536), b""):
+        for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
             sink.feed(chunk)
 
     thread = threading.Thread(target=pump, daemon=True)

@@ -23,7 +23,7 @@ def versions(*names: str) -> dict[str, str]:
     return found
 
 
-def _source(spec: ConvertSpec) -> tuple[Any, np.ndarray, np.ndarray]:
+def _source(spec: ConvertSpec) -> tuple[Any, np.ndarray, np.ndarray, str]:
     from suite.torch_models import WeightsUnavailable, build, definition_source
 
     try:
@@ -33,15 +33,14 @@ def _source(spec: ConvertSpec) -> tuple[Any, np.ndarray, np.ndarray]:
     fixed = fixed_inputs(spec)
     with torch.inference_mode():
         reference = model(torch.from_numpy(fixed)).numpy()
-    model.definition = definition_source()
-    return model, fixed, reference
+    return model, fixed, reference, definition_source()
 
 
 def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     import onnx
     import onnxruntime as ort
 
-    model, fixed, reference = _source(spec)
+    model, fixed, reference, definition = _source(spec)
     torch.onnx.export(
         model,
         (torch.from_numpy(fixed),),
@@ -61,12 +60,12 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
         reference,
         candidate,
         versions("torch", "torchvision", "transformers", "onnx", "onnxscript", "onnxruntime"),
-        {"definition": model.definition, "opset_imports": opsets},
+        {"definition": definition, "opset_imports": opsets},
     )
 
 
 def torch2torchscript(spec: ConvertSpec, out_file: str) -> Converted:
-    model, fixed, reference = _source(spec)
+    model, fixed, reference, definition = _source(spec)
     example = torch.from_numpy(fixed)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
@@ -78,5 +77,5 @@ def torch2torchscript(spec: ConvertSpec, out_file: str) -> Converted:
         reference,
         candidate,
         versions("torch", "torchvision", "transformers"),
-        {"definition": model.definition},
+        {"definition": definition},
     )

@@ -44,9 +44,7 @@ class TensorFlowEngine(Engine):
             signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
             # Graph mode, traced for the run's batch shape (as a SavedModel signature serves it);
             # tracing and, with jit_compile, XLA compilation happen on the first call, here.
-            self._fn = tf.function(
-                lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit
-            )
+            self._fn = tf.function(lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit)
             probe = self._fn(tf.zeros(signature[0].shape, tf.float32))
         self.model = model
         self._devices = [probe.device.rsplit("device:", 1)[-1]]
