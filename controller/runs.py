@@ -68,6 +68,8 @@ class RunRequest:
     wall_output: int | None = None
     baseline: Path | None = None  # idle baseline file (default: the one for this host)
     baseline_max_age_s: float = 7 * 86400
+    # A campaign's cell identity (matrix coordinates + repetition), recorded for resume.
+    cell: dict[str, Any] | None = None
 
 
 def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
@@ -174,6 +176,7 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         "protocol_version": PROTOCOL_VERSION,
         "run_id": run_id,
         "campaign": req.campaign,
+        "cell": req.cell,
         "started_at": started,
         "image": req.image,
         "engine": engine,
