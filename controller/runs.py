@@ -108,7 +108,7 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
 
 
 def choose_runner(kind: str, images: list[str], say: Callable[[str], None]) -> Any:
-    """The runner asked for; with ``auto``, Docker when an engine answers and the images exist."""
+    """The runner asked for; ``auto``: Docker when an engine answers and the images exist or build."""
     from controller.runners.local import LocalRunner
 
     if kind == "local":
@@ -128,14 +128,31 @@ def choose_runner(kind: str, images: list[str], say: Callable[[str], None]) -> A
         say("runner: local (no Docker engine answers)")
         return LocalRunner()
     runner = DockerRunner(client)
-    try:
-        for image in images:
+    for image in images:
+        try:
             runner.image(image)
-    except UserError as exc:
-        say(f"runner: local ({exc})")
-        return LocalRunner()
+        except UserError:
+            if not _build_for_auto(client, image, say):
+                return LocalRunner()
     say("runner: docker")
     return runner
+
+
+def _build_for_auto(client: Any, image: str, say: Callable[[str], None]) -> bool:
+    """Build a missing image with this host's pip settings; False (and why) when that fails."""
+    import docker.errors
+
+    from controller.images import build_image, host_pip_config
+
+    manifest = get_manifest(image)
+    say(f"image {manifest.tag} is not built: building it now (first use; this takes minutes) ...")
+    try:
+        build_image(client, manifest, pip_config=host_pip_config(), say=lambda _: None)
+    except (UserError, docker.errors.DockerException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        say(f"runner: local (building {image} failed: {first}; see `python -m controller images build --help`)")
+        return False
+    return True
 
 
 class PhaseDisplay:
