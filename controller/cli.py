@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runner",
         choices=["auto", "docker", "local"],
         default="auto",
-        help="auto (default): docker when an engine answers and the images exist",
+        help="auto (default): docker when an engine answers and the images exist or build, else local",
     )
     run.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     run.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
