@@ -14,6 +14,9 @@ EPILOG = """examples:
   python -m controller run --image onnx-cpu --model resnet50
   python -m controller run --image torch-cpu --model mobilenetv2 --batch-size 64 --duration 30
   python -m controller images build onnx-cpu --pip-config host --network host
+  python -m controller campaign plan suite/campaigns/green-ai-runtimes-cpu.toml
+  python -m controller campaign run suite/campaigns/ci-smoke.toml
+  python -m controller report results/ci-smoke --format term
 """
 
 
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="host: forward this host's pip indexes, find-links wheels and CA",
     )
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
+    add_campaign_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -251,10 +256,73 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+# --- campaigns and the report ------------------------------------------------------------------
+
+
+def add_campaign_parser(sub: Any) -> None:
+    campaign = sub.add_parser("campaign", help="plan or run a matrix of runs described in a TOML file")
+    csub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("plan", "print the matrix, the images, what is not runnable here and why, and a duration estimate"),
+        ("run", "run what is left of the campaign (resumes: cells recorded ok are skipped)"),
+    ):
+        p = csub.add_parser(name, help=text)
+        p.add_argument("file", type=Path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
+        p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+        p.add_argument("--runner", choices=["auto", "docker", "local"], help="override the campaign file's runner")
+        if name == "plan":
+            p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
+        else:
+            p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
+            p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+
+
+def add_report_parser(sub: Any) -> None:
+    report = sub.add_parser("report", help="tables, statistics and plots of a campaign's records")
+    report.add_argument("folder", type=Path, metavar="FOLDER", help="a campaign's records, e.g. results/ci-smoke")
+    report.add_argument(
+        "--format",
+        choices=["files", "term"],
+        default="files",
+        help="files (default): write FOLDER/report/ (Markdown, LaTeX, CSV, HTML); term: print the tables",
+    )
+    report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
+    report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from controller.campaigns import load_campaign_file
+    from controller.campaigns.execute import resolve_seed, run_campaign
+    from controller.campaigns.plan import assess, render_plan, to_json
+
+    campaign = load_campaign_file(args.file)
+    if args.campaign_command == "plan":
+        assessment = assess(campaign, args.runner)
+        if args.json:
+            print(to_json(assessment))
+        else:
+            print(render_plan(assessment, args.results, resolve_seed(args.results, campaign)))
+        return 0
+    return run_campaign(campaign, args.results, retry_failed=args.retry_failed, cache=args.cache, runner=args.runner)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from controller.report import build_report
+
+    return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    handlers = {"run": cmd_run, "images": cmd_images, "idle": cmd_idle, "system": cmd_system}
+    handlers = {
+        "run": cmd_run,
+        "images": cmd_images,
+        "idle": cmd_idle,
+        "system": cmd_system,
+        "campaign": cmd_campaign,
+        "report": cmd_report,
+    }
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -242,7 +242,9 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
     mounts = []
     cache_mount = Mount(str(cache), ARTIFACT_MOUNT)
     if artifact is not None:
-        mounts.append(cache_mount)
+        # Only this run's artifact is mounted (read-only): the container sees nothing else of
+        # the cache, and the cache's parents need not be readable by the container's user.
+        mounts.append(Mount(str(cache / artifact.key), f"{ARTIFACT_MOUNT}/{artifact.key}"))
     weights_in = None
     if weights_file is not None and artifact is None:
         wm = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")

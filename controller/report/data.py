@@ -1,0 +1,231 @@
+"""A campaign's records as one Polars DataFrame for the report: the store's columns, plus what the
+report needs from each record (configuration, net energies, GPU memory utilisation, identity,
+why each unmeasured metric is unmeasured)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from controller.errors import UserError
+from controller.store import RecordError, load_campaign, load_record
+
+# Metrics of the report: column, label, unit, which direction is better (None: no "best").
+# Energies are net of idle where an idle baseline was subtracted, else gross (a footnote says so).
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    label: str
+    unit: str
+    better: str | None  # "low", "high" or None
+    record_name: str | None  # the name in record["measurements"]["metrics"], for its reason
+    scale: float = 1.0  # shown = value * scale
+
+
+METRICS: dict[str, Metric] = {
+    m.column: m
+    for m in (
+        Metric("gpu_util_percent", "GPU util. cores", "%", None, "gpu_util_percent"),
+        Metric("gpu_mem_util_percent", "GPU util. memory", "%", None, "gpu_mem_util_percent"),
+        Metric("gpu_power_w", "GPU power", "W", None, "gpu_power_w"),
+        Metric("gpu_energy", "GPU energy", "J", "low", "gpu_energy_j"),
+        Metric("cpu_energy", "CPU energy", "J", "low", "cpu_energy_j"),
+        Metric("total_energy", "Total energy", "J", "low", "total_energy_j"),
+        Metric("window_s", "Inference time", "s", "low", None),
+        Metric("throughput_sps", "Throughput", "samples/s", "high", None),
+        Metric("latency_ms_p50", "Latency p50", "ms", "low", None),
+        Metric("cpu_percent", "CPU", "% of a core", None, "cpu_percent"),
+        Metric("ram_peak_mib", "RAM peak", "MiB", None, "ram_peak_bytes"),
+    )
+}
+ENERGIES = ("gpu_energy", "cpu_energy", "total_energy")
+IDENTITY = ("fingerprint_id", "gpu_identity", "environment")
+
+
+def _energy(metric: dict[str, Any] | None) -> tuple[float | None, str | None]:
+    """(net if an idle baseline was subtracted else gross, 'gross' when it is gross)."""
+    if not metric or not metric.get("available") or metric.get("value") is None:
+        return None, None
+    if metric.get("net_j") is not None:
+        return float(metric["net_j"]), None
+    return float(metric["value"]), "gross"
+
+
+def _short_reason(name: str, reason: str | None) -> str:
+    reason = reason or "not measured (no reason recorded)"
+    if name == "total_energy_j" and reason.startswith("no energy domain could be measured"):
+        return "no energy domain could be measured (see the CPU and GPU energy notes)"
+    return reason
+
+
+def framework_of(record: dict[str, Any]) -> str:
+    """torch, tensorflow, ... for native runs; the conversion (torch2onnx, ...) for converted ones;
+    a converted model on another runtime than ONNX Runtime names it (torch2onnx→openvino)."""
+    conversion = record.get("conversion")
+    engine = record.get("engine") or "?"
+    if not conversion:
+        return engine
+    target = conversion.split("2", 1)[1]
+    runtime = {"onnx": "onnxruntime"}.get(target, target)
+    return conversion if engine == runtime else f"{conversion}→{engine}"
+
+
+def extra_row(record: dict[str, Any]) -> dict[str, Any]:
+    cell = record.get("cell") or {}
+    runner = record.get("runner") or {}
+    result = record.get("result") or {}
+    host = record.get("host") or {}
+    gpus = record.get("gpus") or {}
+    measurements = record.get("measurements") or {}
+    metrics = measurements.get("metrics") or {}
+    row: dict[str, Any] = {"run_id": record["run_id"]}
+    row["cell_id"] = cell.get("id")
+    row["repetition"] = cell.get("repetition")
+    framework = framework_of(record)
+    row["framework"] = framework
+    row["converted"] = bool(record.get("conversion"))
+    row["configuration"] = cell.get("configuration") or f"{record.get('image')}:{framework}"
+    row["conversion"] = record.get("conversion")
+    row["dataset"] = (record.get("spec") or {}).get("dataset")
+    acc = result.get("accuracy")
+    row["accuracy"] = float(acc) if isinstance(acc, (int, float)) else None
+    row["serving"] = bool(record.get("serving") or (record.get("spec") or {}).get("mode") == "serving")
+    row["trace_path"] = record.get("trace_path")
+    row["elapsed_s"] = record.get("elapsed_s")
+    row["gpu_mem_util_percent"] = (metrics.get("gpu_mem_util_percent") or {}).get("value")
+    ram = (metrics.get("ram_peak_bytes") or {}).get("value")
+    row["ram_peak_mib"] = None if ram is None else float(ram) / 2**20
+    notes: dict[str, str] = {}
+    for col, name in (
+        ("gpu_energy", "gpu_energy_j"),
+        ("cpu_energy", "cpu_energy_j"),
+        ("total_energy", "total_energy_j"),
+    ):
+        value, kind = _energy(metrics.get(name))
+        row[col] = value
+        if kind == "gross" and measurements:
+            status = (measurements.get("baseline") or {}).get("status", "missing")
+            notes[col] = f"gross energy: no idle baseline subtracted (baseline {status})"
+    for col, metric in METRICS.items():
+        if metric.record_name is None:
+            continue
+        m = metrics.get(metric.record_name)
+        if not measurements:
+            notes.setdefault(col, "the record has no measurements (the run measured no window)")
+        elif not m or not m.get("available"):
+            notes.setdefault(col, _short_reason(metric.record_name, (m or {}).get("reason")))
+    row["notes"] = json.dumps(notes)
+    # Identity: runs that differ in any of these are not mixed in one table without --mix.
+    row["fingerprint_id"] = host.get("fingerprint_id")
+    devices = gpus.get("devices") or []
+    row["gpu_identity"] = (
+        "; ".join(f"{d.get('name')} {d.get('uuid')} driver {d.get('driver')}" for d in devices) or "no GPU"
+    )
+    if runner.get("kind") == "docker":
+        env = f"{record.get('image')} {runner.get('image_id')}"
+    else:
+        versions = ",".join(f"{k}=={v}" for k, v in sorted((result.get("versions") or {}).items()))
+        env = f"{record.get('image')} local:{host.get('python')}:{versions}"
+    row["environment"] = env
+    row["versions"] = json.dumps(result.get("versions") or {}, sort_keys=True)
+    row["gpu_names"] = ", ".join(sorted({str(d.get("name")) for d in devices})) or "-"
+    row["driver"] = ", ".join(sorted({str(d.get("driver")) for d in devices})) or "-"
+    return row
+
+
+EXTRA_SCHEMA: dict[str, Any] = {
+    "run_id": pl.Utf8,
+    "cell_id": pl.Utf8,
+    "repetition": pl.Int64,
+    "framework": pl.Utf8,
+    "converted": pl.Boolean,
+    "configuration": pl.Utf8,
+    "conversion": pl.Utf8,
+    "dataset": pl.Utf8,
+    "accuracy": pl.Float64,
+    "serving": pl.Boolean,
+    "trace_path": pl.Utf8,
+    "elapsed_s": pl.Float64,
+    "gpu_mem_util_percent": pl.Float64,
+    "ram_peak_mib": pl.Float64,
+    "gpu_energy": pl.Float64,
+    "cpu_energy": pl.Float64,
+    "total_energy": pl.Float64,
+    "notes": pl.Utf8,
+    "fingerprint_id": pl.Utf8,
+    "gpu_identity": pl.Utf8,
+    "environment": pl.Utf8,
+    "versions": pl.Utf8,
+    "gpu_names": pl.Utf8,
+    "driver": pl.Utf8,
+}
+
+
+@dataclass
+class Runs:
+    """All records of a folder: ``ok`` (the runs the tables use: per cell, its latest ok run) and
+    ``failed`` (failed runs, with reasons), plus runs superseded by a later ok run of their cell."""
+
+    folder: Path
+    all: pl.DataFrame
+    ok: pl.DataFrame
+    failed: pl.DataFrame
+
+
+def load_runs(folder: Path) -> Runs:
+    folder = Path(folder)
+    try:
+        base = load_campaign(folder)
+    except RecordError as exc:
+        raise UserError(str(exc)) from None
+    if base.height == 0:
+        raise UserError(f"{folder} holds no run records (*.json); run a campaign into it first")
+    rows = []
+    for path in base["path"]:
+        try:
+            rows.append(extra_row(load_record(Path(path))))
+        except RecordError as exc:
+            raise UserError(str(exc)) from None
+    extra = pl.DataFrame(rows, schema=EXTRA_SCHEMA)
+    df = base.join(extra, on="run_id", how="left")
+    df = df.with_columns(pl.col("cell_id").fill_null(pl.col("run_id")))
+    ok = df.filter(pl.col("status") == "ok")
+    # A cell run ok twice (a resumed campaign never does; copied records might): keep the latest.
+    ok = ok.sort("run_id").unique(subset=["cell_id"], keep="last", maintain_order=True)
+    failed = df.filter(pl.col("status") != "ok")
+    return Runs(folder, df, ok, failed)
+
+
+def identity_problems(ok: pl.DataFrame) -> list[str]:
+    """Why these runs should not share a table: differing host, GPU/driver, or environment per image."""
+    problems = []
+    hosts = ok.select("fingerprint_id", "host", "cpu_model").unique()
+    if hosts.height > 1:
+        shown = "; ".join(
+            f"{r['host']} ({r['cpu_model']}, fingerprint {r['fingerprint_id']})" for r in hosts.to_dicts()
+        )
+        problems.append(f"{hosts.height} different hosts: {shown}")
+    gpus = ok["gpu_identity"].unique().to_list()
+    if len(gpus) > 1:
+        problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
+    for image, group in ok.group_by("image"):
+        envs = group["environment"].unique().to_list()
+        if len(envs) > 1:
+            problems.append(f"image {image[0]} in {len(envs)} different builds/environments: {' | '.join(envs)}")
+    return problems
+
+
+def notes_of(frame: pl.DataFrame, column: str) -> list[str]:
+    """The distinct reasons (or gross-energy notes) recorded for ``column`` in these runs."""
+    out: list[str] = []
+    for text in frame["notes"].to_list():
+        note = json.loads(text or "{}").get(column)
+        if note and note not in out:
+            out.append(note)
+    return out
