@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from controller import hostinfo
+from controller.accuracy import accuracy
+from controller.accuracy import describe as describe_accuracy
 from controller.artifacts import (
     ARTIFACT_MOUNT,
     WEIGHTS_MOUNT,
@@ -49,6 +51,9 @@ class RunRequest:
     source: str | None = None  # framework whose model definition is converted (converted runs)
     model_size: str = "full"
     weights: str = "random"
+    dataset: str = "synthetic"
+    dataset_path: Path | None = None  # file or folder of a dataset that needs one (suite/datasets)
+    limit: int | None = None  # a seeded subset of the dataset
     batch_size: int = 1
     samples: int | None = None
     duration_s: float | None = None
@@ -107,6 +112,44 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
     return manifest, engine, kind, weights_file
 
 
+# Native engines and the framework whose definition (and preprocessing) they run.
+NATIVE_SOURCES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
+CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
+
+
+def model_source(engine: str, conversion: str | None) -> str | None:
+    """The framework whose model definition a run executes (natively or converted)."""
+    if conversion is not None:
+        return CONVERSION_SOURCES.get(conversion.split("2", 1)[0])
+    return NATIVE_SOURCES.get(engine)
+
+
+def validate_dataset(req: RunRequest) -> tuple[Path | None, int | None]:
+    """(resolved dataset path, samples it yields) or UserError saying what was expected."""
+    from suite.datasets import DatasetError, check, get_dataset
+
+    path = Path(req.dataset_path).expanduser().resolve() if req.dataset_path is not None else None
+    try:
+        info = get_dataset(req.dataset)
+        model = get_model(req.model)
+        if info.task is not None and info.task != model.task:
+            raise UserError(f"dataset {req.dataset} serves {info.task} models; {req.model} is a {model.task} model")
+        size = check(req.dataset, path, req.limit, req.seed)
+    except DatasetError as exc:
+        raise UserError(str(exc)) from None
+    return path, size
+
+
+def dataset_mount(path: Path) -> Mount:
+    """Read-only mount of a dataset: a folder or a table as is; a file list with its folder (its
+    relative paths point there)."""
+    from suite.datasets import DATASET_MOUNT
+
+    if path.is_file() and path.suffix.lower() not in (".csv", ".parquet"):
+        return Mount(str(path.parent), f"{DATASET_MOUNT}/{path.parent.name or 'root'}")
+    return Mount(str(path), f"{DATASET_MOUNT}/{path.name}")
+
+
 def choose_runner(kind: str, images: list[str], say: Callable[[str], None]) -> Any:
     """The runner asked for; ``auto``: Docker when an engine answers and the images exist or build."""
     from controller.runners.local import LocalRunner
@@ -136,6 +179,17 @@ def choose_runner(kind: str, images: list[str], say: Callable[[str], None]) -> A
                 return LocalRunner()
     say("runner: docker")
     return runner
+
+
+def warn_stale(runner: Any, images: list[str], say: Callable[[str], None]) -> None:
+    if runner.kind != "docker":
+        return
+    for image in images:
+        if runner.describe(image)["image_stale"]:
+            say(
+                f"warning: image {image} was built from other harness/suite sources than this "
+                f"checkout's; rebuild it: python -m controller images build {image}"
+            )
 
 
 def _build_for_auto(client: Any, image: str, say: Callable[[str], None]) -> bool:
@@ -181,10 +235,20 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
     from controller.artifacts import default_cache
 
     manifest, engine, weights_kind, weights_file = validate(req)
+    dataset_path, dataset_size = validate_dataset(req)
     if req.samples is None and req.duration_s is None:
-        req.samples = 64
+        # A labelled dataset is measured once through; synthetic inputs 64 samples.
+        req.samples = dataset_size or 64
     conversion = conversion_for(engine, req.model, req.source)
-    runner = choose_runner(req.runner, [req.image] + ([conversion[1]] if conversion else []), say)
+    source = model_source(engine, conversion[0] if conversion else None)
+    if conversion is None and source is not None and source not in get_model(req.model).sources:
+        raise UserError(
+            f"{req.model} has no {source} definition, so engine {engine} cannot run it; "
+            f"it is defined for: {', '.join(get_model(req.model).sources)}"
+        )
+    images = [req.image] + ([conversion[1]] if conversion else [])
+    runner = choose_runner(req.runner, images, say)
+    warn_stale(runner, images, say)
     cache = req.cache or default_cache()
     run_id = new_run_id()
     started = datetime.now(timezone.utc).isoformat()
@@ -250,6 +314,12 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         wm = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
         mounts.append(wm)
         weights_in = runner.path_for(wm)
+    dataset_in = None
+    if dataset_path is not None:
+        dm = dataset_mount(dataset_path)
+        mounts.append(dm)
+        inside = runner.path_for(dm)
+        dataset_in = inside if dm.host == str(dataset_path) else f"{inside}/{dataset_path.name}"
     spec = RunSpec(
         run_id=run_id,
         engine=engine,
@@ -257,6 +327,10 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         model=req.model,
         model_size=req.model_size,
         weights=weights_kind,
+        dataset=req.dataset,
+        dataset_path=dataset_in,
+        limit=req.limit,
+        source=source,
         batch_size=req.batch_size,
         samples=req.samples,
         duration_s=req.duration_s if req.samples is None else None,
@@ -385,6 +459,7 @@ def finish(record: dict[str, Any], execution: Execution, last_phase: str | None,
     record["status"] = "ok"
     record["result"] = out.result
     record["metrics"] = timing_metrics(out.result, out.window_ns("measure"))
+    record["metrics"]["accuracy"] = accuracy(out.result, record.get("weights", "random"))
 
 
 def summary(record: dict[str, Any], path: Path) -> str:
@@ -416,6 +491,9 @@ def summary(record: dict[str, Any], path: Path) -> str:
             f"latency    p50 {m['latency_ms_p50']:.2f} ms   p90 {m['latency_ms_p90']:.2f} ms   "
             f"p99 {m['latency_ms_p99']:.2f} ms   (per batch)",
         ]
+        shown = describe_accuracy(m.get("accuracy"))
+        if shown:
+            lines.append(shown)
         lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})

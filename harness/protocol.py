@@ -36,6 +36,12 @@ class RunSpec:
     model_size: str = "full"
     weights: str = "random"
     dataset: str = "synthetic"
+    # The dataset's file or folder as seen from inside the harness (mounted read-only), and a
+    # seeded subset size (suite/datasets). Labelled datasets make the result carry predictions.
+    dataset_path: str | None = None
+    limit: int | None = None
+    # Framework whose model definition runs (natively or converted): picks the preprocessing.
+    source: str | None = None
     batch_size: int = 1
     samples: int | None = 64
     duration_s: float | None = None
@@ -57,7 +63,10 @@ class RunSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ProtocolError(f"run spec has unknown fields {sorted(unknown)}")
+            raise ProtocolError(
+                f"run spec has unknown fields {sorted(unknown)}: this harness is older than the "
+                "controller; rebuild the image (`python -m controller images build NAME`)"
+            )
         try:
             spec = cls(**data)
         except TypeError as exc:
@@ -77,6 +86,8 @@ class RunSpec:
             raise ProtocolError(f"samples must be >= 1, got {self.samples}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ProtocolError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.limit is not None and self.limit < 1:
+            raise ProtocolError(f"limit must be >= 1, got {self.limit}")
 
 
 def _load_versioned(text: str, what: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from controller.errors import UserError
-from controller.images import get_manifest
+from controller.images import get_manifest, source_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount
 
 LABEL = "joulebench"
@@ -95,15 +95,18 @@ class DockerRunner:
 
     def describe(self, image: str) -> dict[str, Any]:
         img = self.image(image)
+        manifest = get_manifest(image)
         digests = img.attrs.get("RepoDigests") or []
         return {
             "kind": self.kind,
             "image": image,
-            "image_tag": get_manifest(image).tag,
+            "image_tag": manifest.tag,
             "image_id": img.id,
             "image_digest": digests[0] if digests else None,
             "image_digest_reason": None if digests else "built locally, never pushed: no digest",
             "image_labels": img.labels,
+            # Built from other harness/suite sources than this checkout's (see `images list`).
+            "image_stale": (img.labels or {}).get("joulebench.source") != source_hash(manifest),
         }
 
     def execute(self, inv: Invocation) -> Execution:
