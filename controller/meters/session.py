@@ -343,7 +343,8 @@ class MeterSession:
             if name == "wall":
                 continue
             n = sum(1 for t in trace.t_ns if t0 <= t <= t1)
-            expected = window_s / self.interval_s
+            interval = self.workload_interval_s if name in ("process", "cgroup") else self.interval_s
+            expected = window_s / interval
             if expected >= 10 and n < MIN_SAMPLE_RATE_RATIO * math.floor(expected):
                 out.append(
                     flag(
@@ -355,7 +356,7 @@ class MeterSession:
                     )
                 )
             gap = max_gap_ns(trace, t0, t1) / 1e9
-            if gap > max(5 * self.interval_s, 0.05) and n:
+            if gap > max(5 * interval, 0.05) and n:
                 out.append(
                     flag(
                         "sample_gap",
