@@ -61,9 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="random",
         help="random (default; offline, seeded, labelled as such), pretrained, or a PATH",
     )
+    run.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="synthetic (default; energy and time only), digits, imagenet-val or imdb (accuracy recorded)",
+    )
+    run.add_argument("--dataset-path", type=Path, help="the dataset's folder or file (imagenet-val, imdb)")
+    run.add_argument("--limit", type=_positive_int, help="a seeded subset of N samples of the dataset")
     run.add_argument("--batch-size", type=_positive_int, default=1)
     amount = run.add_mutually_exclusive_group()
-    amount.add_argument("--samples", type=_positive_int, help="samples to measure (default 64)")
+    amount.add_argument(
+        "--samples",
+        type=_positive_int,
+        help="samples to measure (default: the whole labelled dataset or its --limit; 64 synthetic)",
+    )
     amount.add_argument("--duration", type=float, help="seconds to measure instead of a count")
     run.add_argument("--warmup", type=int, default=5, help="warm-up batches (default 5)")
     run.add_argument("--seed", type=int, default=0)
@@ -135,6 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         source=args.source,
         model_size=args.model_size,
         weights=args.weights,
+        dataset=args.dataset,
+        dataset_path=args.dataset_path,
+        limit=args.limit,
         batch_size=args.batch_size,
         samples=args.samples,
         duration_s=args.duration,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from harness.engines import load_engine_class
-from harness.inputs import synthetic_batches
+from harness.inputs import load_inputs
 from harness.protocol import Emitter, RunSpec
 
 
@@ -68,7 +68,8 @@ def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
 
     t_load = emit.event("load", "start")
     engine.load()
-    inputs = [engine.prepare(b) for b in synthetic_batches(spec, n_batches)]
+    data = load_inputs(spec, n_batches)
+    inputs = [engine.prepare(b) for b in data.batches]
     load_s = (emit.event("load", "end") - t_load) / 1e9
 
     emit.event("warmup", "start", batches=spec.warmup)
@@ -95,6 +96,8 @@ def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
         "predictions_digest": digest,
         "predictions_head": labels[:16],
         "dataset": spec.dataset,
+        "dataset_info": data.info,
+        **data.accuracy_inputs(labels),
         "versions": engine.versions(),
         "timing_scope": engine.timing_scope,
     }
