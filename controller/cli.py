@@ -17,6 +17,7 @@ EPILOG = """examples:
   python -m controller campaign plan suite/campaigns/green-ai-runtimes-cpu.toml
   python -m controller campaign run suite/campaigns/ci-smoke.toml
   python -m controller report results/ci-smoke --format term
+  python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
 """
 
 
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
     add_campaign_parser(sub)
     add_report_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -326,6 +328,83 @@ def cmd_report(args: argparse.Namespace) -> int:
     return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix)
 
 
+# --- serving mode ------------------------------------------------------------------------------
+
+
+def add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve a code language model over HTTP, replay prompts, measure (the second paper)",
+        description="Start the model server (FastAPI on uvicorn) for one <engine, provider>, wait until it is "
+        "ready, warm up, replay the prompt set and measure that window; writes one run record.",
+    )
+    serve.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
+    serve.add_argument("--engine", help="engine within the image, e.g. torchscript (default: the image's first)")
+    serve.add_argument(
+        "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
+    )
+    serve.add_argument("--prompts", type=Path, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)")
+    serve.add_argument("--limit", type=_positive_int, help="only the first N prompts")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the HumanEval-derived spans (default 0)")
+    serve.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)")
+    serve.add_argument("--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)")
+    serve.add_argument("--warmup-requests", type=int, default=2, help="requests before the window (default 2)")
+    serve.add_argument("--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)")
+    serve.add_argument("--cooldown-s", type=float, default=0.0, help="seconds the server idles after the window (paper: 300)")
+    serve.add_argument("--request-timeout", type=float, default=120.0, help="seconds one request may take (default 120)")
+    serve.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the model to load (default 600)")
+    serve.add_argument("--timeout", type=float, default=7200.0, help="seconds before the server is killed (default 7200)")
+    serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="engine option, e.g. threads=2")
+    serve.add_argument("--runner", choices=["auto", "docker", "local"], default="auto")
+    serve.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+    serve.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
+    serve.add_argument("--memory", help="container memory limit, e.g. 8g (docker runner)")
+    serve.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+    serve.add_argument("--interval", type=float, default=0.01, help="meter sampling interval in s (default 0.01)")
+    serve.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
+    serve.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API)")
+    serve.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
+    serve.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
+    serve.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controller import serving
+    from controller.runs import stderr_say
+
+    req = serving.ServeRequest(
+        image=args.image,
+        model=args.model,
+        engine=args.engine,
+        prompts=args.prompts,
+        limit=args.limit,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+        warmup_requests=args.warmup_requests,
+        warmup_s=args.warmup_s,
+        cooldown_s=args.cooldown_s,
+        request_timeout_s=args.request_timeout,
+        ready_timeout_s=args.ready_timeout,
+        timeout_s=args.timeout,
+        options=_options(args.option),
+        runner=args.runner,
+        results=args.results,
+        campaign=args.campaign,
+        memory=args.memory,
+        cache=args.cache,
+        interval_s=args.interval,
+        keep_trace=args.keep_trace,
+        wall_url=args.wall_url,
+        wall_output=args.wall_output,
+        baseline=args.baseline,
+        baseline_max_age_s=args.baseline_max_age * 86400,
+    )
+    record, path = serving.execute(req, say=stderr_say)
+    print(serving.summary(record, path))
+    return 0 if record["status"] == "ok" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -336,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "system": cmd_system,
         "campaign": cmd_campaign,
         "report": cmd_report,
+        "serve": cmd_serve,
     }
     try:
         return handlers[args.command](args)

@@ -104,9 +104,10 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
     kind = req.weights
     if kind not in ("random", "pretrained"):
         weights_file = Path(req.weights).expanduser().resolve()
-        if not weights_file.is_file():
+        if not (weights_file.is_file() or weights_file.is_dir()):
             raise UserError(
-                f"--weights {req.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file"
+                f"--weights {req.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file "
+                "or model folder"
             )
         kind = "path"
     return manifest, engine, kind, weights_file
@@ -241,6 +242,11 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         req.samples = dataset_size or 64
     conversion = conversion_for(engine, req.model, req.source)
     source = model_source(engine, conversion[0] if conversion else None)
+    if conversion is not None and weights_file is not None and weights_file.is_dir():
+        raise UserError(
+            f"--weights {weights_file} is a model folder: engine {engine} needs {conversion[0]}, and converting "
+            "from a folder is not supported yet; run it on torch, or pass a state_dict file"
+        )
     if conversion is None and source is not None and source not in get_model(req.model).sources:
         raise UserError(
             f"{req.model} has no {source} definition, so engine {engine} cannot run it; "

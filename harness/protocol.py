@@ -238,3 +238,81 @@ class ConvertSpec:
             return cls(**data)
         except TypeError as exc:
             raise ProtocolError(f"convert spec is malformed: {exc}") from None
+
+
+# --- serving mode ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """One model server (``python -m harness serve``): load through the engine, then serve HTTP.
+
+    The server emits the ``load`` phase (its ``end`` event carries ``host`` and the bound ``port``),
+    serves until ``POST /shutdown``, then sends one result (SERVE_RESULT_FIELDS). The measure window
+    is the client's (controller side), not the server's.
+    """
+
+    run_id: str
+    engine: str
+    provider: str
+    model: str  # registry name, hub id or folder name (a label)
+    model_path: str  # what the engine loads: a folder as seen by the harness, or a hub id (torch)
+    artifact_path: str | None = None  # exported model folder (onnxruntime, openvino, torchscript)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port, reported in the load end event
+    max_new_tokens_limit: int = 1024
+    seed: int = 0
+    mode: str = "serving"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSpec:
+        data = _load_versioned(text, "serve spec")
+        try:
+            spec = cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"serve spec is malformed: {exc}") from None
+        if not 0 <= spec.port < 65536:
+            raise ProtocolError(f"port must be 0..65535, got {spec.port}")
+        return spec
+
+
+@dataclass(frozen=True)
+class LmExportSpec:
+    """Export a causal LM for an engine that cannot load transformers' folders (serving mode).
+
+    Writes into ``out_dir`` the artifact (``model.onnx`` or ``model.pt``), the tokenizer and the
+    config, and checks that greedy tokens of the export match transformers' on ``parity_prompts``.
+    """
+
+    format: str  # onnx | torchscript
+    model_path: str
+    out_dir: str
+    opset: int = 18
+    parity_prompts: list[str] = field(default_factory=list)
+    parity_new_tokens: int = 8
+
+    def to_json(self) -> str:
+        return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LmExportSpec:
+        data = _load_versioned(text, "export spec")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ProtocolError(f"export spec is malformed: {exc}") from None
+
+
+SERVE_RESULT_FIELDS: dict[str, type] = {
+    "engine": str,
+    "provider": str,
+    "providers_active": list,
+    "load_s": float,
+    "requests_served": int,
+    "versions": dict,
+}
+LM_EXPORT_FIELDS: dict[str, type] = {"format": str, "artifact_file": str, "parity": dict, "versions": dict}

@@ -106,10 +106,10 @@ def _bert(size: str, weights: str, weights_path: str | None) -> torch.nn.Module:
             ) from None
         return _TextLogits(inner)
     if size == "full":
-        config = tf.BertConfig(num_labels=info.num_classes)  # bert-base-uncased's shape
+        config = tf.BertConfig(num_labels=info.num_classes)  # type: ignore[call-arg]  # bert-base's shape
     else:
-        config = tf.BertConfig(
-            vocab_size=info.vocab_size,
+        config = tf.BertConfig(  # type: ignore[call-arg]
+            vocab_size=info.vocab_size or 1000,
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=2,

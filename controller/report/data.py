@@ -93,7 +93,10 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["configuration"] = cell.get("configuration") or f"{record.get('image')}:{framework}"
     row["conversion"] = record.get("conversion")
     row["dataset"] = (record.get("spec") or {}).get("dataset")
-    acc = result.get("accuracy")
+    # Accuracy is computed by the controller (controller/accuracy.py); with random weights it is
+    # recorded but meaningless, so the tables leave it out.
+    accuracy = (record.get("metrics") or {}).get("accuracy") or {}
+    acc = accuracy.get("value") if accuracy.get("meaningful") else None
     row["accuracy"] = float(acc) if isinstance(acc, (int, float)) else None
     row["serving"] = bool(record.get("serving") or (record.get("spec") or {}).get("mode") == "serving")
     row["trace_path"] = record.get("trace_path")

@@ -23,16 +23,36 @@ def versions(*names: str) -> dict[str, str]:
     return found
 
 
-def _source(spec: ConvertSpec) -> tuple[Any, np.ndarray, np.ndarray, str]:
+def _fixed(spec: ConvertSpec) -> Any:
+    """The fixed inputs: one array, or for a model with several inputs a dict of token ids and masks."""
+    from suite.models import get_model
+
+    size = get_model(spec.model).size(spec.model_size)
+    if not size.input_names:
+        return fixed_inputs(spec)
+    assert size.vocab_size is not None
+    shape = (spec.batch_size, *size.input_shape)
+    rng = np.random.default_rng(1234)
+    mask = np.ones(shape, np.int64)
+    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
+    first, *rest = size.input_names
+    return {first: rng.integers(0, size.vocab_size, shape), **{name: mask for name in rest}}
+
+
+def _args(fixed: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a) for a in (fixed.values() if isinstance(fixed, dict) else [fixed]))
+
+
+def _source(spec: ConvertSpec) -> tuple[Any, Any, np.ndarray, str]:
     from suite.torch_models import WeightsUnavailable, build, definition_source
 
     try:
         model = build(spec.model, spec.model_size, spec.weights, spec.weights_path, spec.seed)
     except WeightsUnavailable as exc:
         raise EngineError(str(exc)) from None
-    fixed = fixed_inputs(spec)
+    fixed = _fixed(spec)
     with torch.inference_mode():
-        reference = model(torch.from_numpy(fixed)).numpy()
+        reference = model(*_args(fixed)).numpy()
     return model, fixed, reference, definition_source()
 
 
@@ -41,13 +61,17 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     import onnxruntime as ort
 
     model, fixed, reference, definition = _source(spec)
+    names = list(fixed) if isinstance(fixed, dict) else ["input"]
+    dims: dict[int, Any] = {0: torch.export.Dim("batch")}
+    if isinstance(fixed, dict):  # token inputs: the sequence length varies too (--option max_length)
+        dims[1] = torch.export.Dim("sequence", min=2, max=512)
     torch.onnx.export(
         model,
-        (torch.from_numpy(fixed),),
+        _args(fixed),
         out_file,
-        input_names=["input"],
+        input_names=names,
         output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamic_shapes=tuple(dims for _ in names),
         opset_version=spec.opset,
         dynamo=True,
         external_data=False,
@@ -55,7 +79,7 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     )
     opsets = {o.domain or "ai.onnx": o.version for o in onnx.load(out_file).opset_import}
     session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
-    candidate = np.asarray(session.run(None, {"input": fixed})[0])
+    candidate = np.asarray(session.run(None, fixed if isinstance(fixed, dict) else {"input": fixed})[0])
     return Converted(
         reference,
         candidate,
@@ -66,13 +90,13 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
 
 def torch2torchscript(spec: ConvertSpec, out_file: str) -> Converted:
     model, fixed, reference, definition = _source(spec)
-    example = torch.from_numpy(fixed)
+    example = _args(fixed)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
     traced.save(out_file)
     loaded = torch.jit.load(out_file).eval()
     with torch.no_grad():
-        candidate = np.asarray(loaded(example).numpy())
+        candidate = np.asarray(loaded(*example).numpy())
     return Converted(
         reference,
         candidate,

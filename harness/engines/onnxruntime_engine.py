@@ -48,7 +48,8 @@ class OnnxRuntimeEngine(Engine):
         self._run = self.session.run
 
     def infer(self, prepared: Any) -> Any:
-        return self._run(None, {self.input_name: prepared})[0]
+        # Several named inputs (token ids, attention mask) arrive as a dict named as in the graph.
+        return self._run(None, prepared if isinstance(prepared, dict) else {self.input_name: prepared})[0]
 
     def providers_active(self) -> list[str]:
         return list(self.session.get_providers())

@@ -48,10 +48,12 @@ class TorchEngine(Engine):
         self._guard.__enter__()
 
     def prepare(self, batch: Any) -> Any:
+        if isinstance(batch, dict):  # a model with several named inputs (token ids, attention mask)
+            return {name: torch.from_numpy(array).to(self.device) for name, array in batch.items()}
         return torch.from_numpy(batch).to(self.device)
 
     def infer(self, prepared: Any) -> Any:
-        out = self.model(prepared)
+        out = self.model(**prepared) if isinstance(prepared, dict) else self.model(prepared)
         if self._sync is not None:
             self._sync()
         return out
