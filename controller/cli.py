@@ -343,18 +343,36 @@ def add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
     )
-    serve.add_argument("--prompts", type=Path, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)")
+    serve.add_argument(
+        "--prompts", type=Path, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
+    )
     serve.add_argument("--limit", type=_positive_int, help="only the first N prompts")
     serve.add_argument("--seed", type=int, default=0, help="seed of the HumanEval-derived spans (default 0)")
-    serve.add_argument("--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)")
-    serve.add_argument("--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)")
+    serve.add_argument(
+        "--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)"
+    )
+    serve.add_argument(
+        "--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)"
+    )
     serve.add_argument("--warmup-requests", type=int, default=2, help="requests before the window (default 2)")
-    serve.add_argument("--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)")
-    serve.add_argument("--cooldown-s", type=float, default=0.0, help="seconds the server idles after the window (paper: 300)")
-    serve.add_argument("--request-timeout", type=float, default=120.0, help="seconds one request may take (default 120)")
-    serve.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the model to load (default 600)")
-    serve.add_argument("--timeout", type=float, default=7200.0, help="seconds before the server is killed (default 7200)")
-    serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="engine option, e.g. threads=2")
+    serve.add_argument(
+        "--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)"
+    )
+    serve.add_argument(
+        "--cooldown-s", type=float, default=0.0, help="seconds the server idles after the window (paper: 300)"
+    )
+    serve.add_argument(
+        "--request-timeout", type=float, default=120.0, help="seconds one request may take (default 120)"
+    )
+    serve.add_argument(
+        "--ready-timeout", type=float, default=600.0, help="seconds to wait for the model to load (default 600)"
+    )
+    serve.add_argument(
+        "--timeout", type=float, default=7200.0, help="seconds before the server is killed (default 7200)"
+    )
+    serve.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="engine option, e.g. threads=2"
+    )
     serve.add_argument("--runner", choices=["auto", "docker", "local"], default="auto")
     serve.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     serve.add_argument("--campaign", default="default", help="campaign name (results subfolder)")

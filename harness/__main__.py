@@ -1,4 +1,4 @@
-"""Entrypoint: ``python -m harness run --spec JSON`` or ``python -m harness convert --spec JSON``.
+"""Entrypoint: ``python -m harness run|convert|serve|serve-export --spec JSON``.
 
 Exit codes: 0 result sent; 2 bad spec; 3 the run failed for a stated reason (error line sent).
 """
@@ -10,12 +10,12 @@ import sys
 import traceback
 
 from harness.engines.base import EngineError
-from harness.protocol import ConvertSpec, Emitter, ProtocolError, RunSpec
+from harness.protocol import ConvertSpec, Emitter, LmExportSpec, ProtocolError, RunSpec, ServeSpec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness")
-    parser.add_argument("command", choices=["run", "convert"])
+    parser.add_argument("command", choices=["run", "convert", "serve", "serve-export"])
     parser.add_argument("--spec", required=True, help="the spec as JSON (harness/protocol.py)")
     args = parser.parse_args(argv)
     # Keep protocol lines on the real stdout; frameworks that print go to stderr with the logs.
@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
             from harness.run import run
 
             emit.result(run(RunSpec.from_json(args.spec), emit))
+        elif args.command == "serve":
+            from harness.serving.server import serve
+
+            emit.result(serve(ServeSpec.from_json(args.spec), emit))
+        elif args.command == "serve-export":
+            from harness.serving.export import export_lm
+
+            emit.result(export_lm(LmExportSpec.from_json(args.spec), emit))
         else:
             from harness.convert import convert
 

@@ -1,0 +1,234 @@
+"""Serving mode end to end: a tiny causal LM built here, served over real HTTP on 127.0.0.1 by the
+real harness (FastAPI + uvicorn) through the real CLI, driven by the controller's client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+from controller.cli import main  # noqa: E402
+from suite.prompts import SPAN_TOKENS, file_prompts, humaneval_prompts, load_prompts, pieces  # noqa: E402
+from suite.slm_models import CODE_SLMS, resolve_model  # noqa: E402
+
+LIMIT = 5
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.serving.tiny import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def serve(results: Path, cache: Path, model: Path, image: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    before = set(results.rglob("*.json"))
+    code = main(
+        [
+            "serve",
+            "--image", image,
+            "--model", str(model),
+            "--limit", str(LIMIT),
+            "--max-new-tokens", str(NEW_TOKENS),
+            "--warmup-requests", "1",
+            "--runner", "local",
+            "--results", str(results),
+            "--cache", str(cache),
+            "--campaign", "serving-test",
+            *extra,
+        ]
+    )  # fmt: skip
+    new = set(results.rglob("*.json")) - before
+    assert len(new) == 1, f"expected one new record, got {new}"
+    return code, json.loads(new.pop().read_text())
+
+
+def assert_server_gone(record: dict[str, Any]) -> None:
+    pid = record["runner"]["pid"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    leftovers = [p for p in psutil.Process().children(recursive=True) if "harness" in " ".join(p.cmdline())]
+    assert leftovers == []
+    port = int(record["serving"]["address"].rsplit(":", 1)[1]) if "address" in record["serving"] else None
+    if port is not None:
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(1)
+            s.connect(("127.0.0.1", port))
+
+
+def tokens_by_prompt(record: dict[str, Any]) -> dict[str, list[int]]:
+    return {r["prompt_id"]: r["token_ids"] for r in record["serving"]["requests"]}
+
+
+@pytest.fixture(scope="module")
+def torch_record(tmp_path_factory: pytest.TempPathFactory, cache: Path, tiny_lm: Path) -> dict[str, Any]:
+    code, rec = serve(tmp_path_factory.mktemp("results"), cache, tiny_lm, "torch-cpu")
+    assert code == 0, rec.get("failure")
+    return rec
+
+
+def check_serving_record(rec: dict[str, Any], engine: str) -> None:
+    assert rec["status"] == "ok", rec.get("failure")
+    assert rec["mode"] == "serving" and rec["spec"]["mode"] == "serving" and rec["engine"] == engine
+    assert rec["spec"]["host"] == "127.0.0.1"
+    requests = rec["serving"]["requests"]
+    assert len(requests) == LIMIT and all(r["ok"] and r["status"] == 200 for r in requests)
+    assert all(1 <= r["new_tokens"] <= NEW_TOKENS and r["prompt_tokens"] > 0 for r in requests)
+    assert all(set(r["server_ms"]) >= {"tokenize", "generate", "decode"} for r in requests)
+    m = rec["metrics"]
+    assert m["requests_ok"] == LIMIT and m["new_tokens_total"] == sum(r["new_tokens"] for r in requests)
+    assert m["tokens_per_s"] > 0 and m["time_per_request_s"] > 0
+    for name in ("energy_per_request_j", "energy_per_token_j"):
+        e = m[name]
+        # Measured (and then positive) or unavailable with the reason; never a silent 0.
+        assert (e["available"] and e["value"] > 0) or (not e["available"] and e["value"] is None and e["reason"])
+    phases = {(e["phase"], e["edge"]) for e in rec["events"]}
+    assert {("load", "start"), ("load", "end"), ("measure", "start"), ("measure", "end")} <= phases
+    window = rec["measurements"]["window"]
+    first = min(r["t_start_ns"] for r in requests)
+    assert window["t0_ns"] <= first and window["t1_ns"] > first
+    assert rec["result"]["requests_served"] == LIMIT + 1  # the warm-up request too
+    assert rec["result"]["load_s"] > 0
+    assert_server_gone(rec)
+
+
+def test_torch_serves_over_http(torch_record: dict[str, Any]) -> None:
+    check_serving_record(torch_record, "torch")
+    assert torch_record["result"]["generation"]["kv_cache"] is True
+    assert len({tuple(t) for t in tokens_by_prompt(torch_record).values()}) > 1  # the model's output varies
+
+
+def test_onnxruntime_serves_the_same_greedy_tokens_as_torch(
+    tmp_path: Path, cache: Path, tiny_lm: Path, torch_record: dict[str, Any]
+) -> None:
+    code, rec = serve(tmp_path, cache, tiny_lm, "onnx-cpu")
+    check_serving_record(rec, "onnxruntime")
+    art = rec["artifact"]
+    assert art["format"] == "onnx" and art["parity"]["ok"] and not art["kv_cache"] and not art["reused"]
+    assert rec["result"]["providers_active"][0] == "CPUExecutionProvider"
+    # The prompts are the same seeded set; greedy decoding must give the same tokens.
+    assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
+
+    # A second run reuses the export, here with two requests in flight.
+    code, again = serve(tmp_path, cache, tiny_lm, "onnx-cpu", "--concurrency", "2")
+    assert code == 0 and again["artifact"]["reused"] and again["serving"]["concurrency"] == 2
+    assert tokens_by_prompt(again) == tokens_by_prompt(torch_record)
+
+
+@pytest.mark.parametrize(("image", "engine"), [("torch-cpu", "torchscript"), ("openvino-cpu", "openvino")])
+def test_exported_engines_serve_the_same_greedy_tokens_as_torch(
+    tmp_path: Path, cache: Path, tiny_lm: Path, torch_record: dict[str, Any], image: str, engine: str
+) -> None:
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    code, rec = serve(tmp_path, cache, tiny_lm, image, "--engine", engine)
+    check_serving_record(rec, engine)
+    assert rec["artifact"]["parity"]["ok"]
+    assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
+
+
+def test_a_server_that_dies_mid_run_gives_a_failed_record(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    # The warm-up request and two measured ones succeed; the process exits on the next.
+    code, rec = serve(tmp_path, cache, tiny_lm, "torch-cpu", "--option", "fault_exit_after=3")
+    assert code == 1 and rec["status"] == "failed"
+    failure = rec["failure"]
+    assert failure["phase"] == "measure"
+    assert "request 2" in failure["reason"] and "exited with code 70" in failure["reason"]
+    assert failure["exit_code"] == 70
+    assert [r["ok"] for r in rec["serving"]["requests"]] == [True, True, False]
+    assert "measurements" not in rec
+    assert_server_gone(rec)
+
+
+def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    code, rec = serve(tmp_path, cache, tiny_lm, "torch-cpu", "--option", "fault_hang_after=1", "--request-timeout", "2")
+    assert code == 1 and rec["status"] == "failed"
+    assert rec["failure"]["phase"] == "measure"
+    assert "request 0" in rec["failure"]["reason"] and "no answer within 2 s" in rec["failure"]["reason"]
+    assert_server_gone(rec)
+
+
+def test_a_model_that_cannot_load_fails_before_ready(tmp_path: Path, cache: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')  # no weights, no tokenizer
+    code, rec = serve(tmp_path / "results", cache, broken, "torch-cpu", "--ready-timeout", "120")
+    assert code == 1 and rec["failure"]["phase"] == "load"
+    assert "exited before it was ready" in rec["failure"]["reason"]
+    assert_server_gone(rec)
+
+
+def test_unknown_model_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--image", "torch-cpu", "--model", "no-such-model", "--results", str(tmp_path)])
+    assert code == 2
+    assert "codeparrot-small" in capsys.readouterr().err  # names what is valid
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_humaneval_prompts_are_seeded_spans_of_10_to_15_tokens() -> None:
+    a, b = humaneval_prompts(seed=0), humaneval_prompts(seed=0)
+    assert a == b and len(a) == 164
+    assert a != humaneval_prompts(seed=1)
+    assert a[0].id == "HumanEval/0"
+    from suite.prompts import humaneval_problems
+
+    problems = {p["task_id"]: p["prompt"] for p in humaneval_problems()}
+    for p in a:
+        assert SPAN_TOKENS[0] <= len(pieces(p.text)) <= SPAN_TOKENS[1] + 1  # a leading space may split off
+        assert p.text in problems[p.id]
+    assert humaneval_prompts(seed=0, limit=3) == a[:3]
+
+
+def test_prompt_files(tmp_path: Path) -> None:
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"id": "x", "prompt": "def f("}\n"import os"\n\n')
+    assert [(p.id, p.text) for p in file_prompts(jsonl)] == [("x", "def f("), ("p/2", "import os")]
+    text = tmp_path / "p.txt"
+    text.write_text("def a(\n\nclass B:\n")
+    prompts, info = load_prompts(text, limit=1)
+    assert [p.text for p in prompts] == ["def a("] and info["source"] == "file" and info["count"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{nope\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        file_prompts(bad)
+
+
+def test_registry_has_the_papers_twelve_models(tmp_path: Path) -> None:
+    assert len(CODE_SLMS) == 12
+    by_category = [sum(m.size_category == c for m in CODE_SLMS.values()) for c in (1, 2, 3)]
+    assert by_category == [4, 4, 4]
+    assert resolve_model("phi2").location == "microsoft/phi-2"
+    assert resolve_model("bigcode/tiny_starcoder_py").size_category == 1
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="config.json"):
+        resolve_model(str(folder))
+    (folder / "config.json").write_text("{}")
+    assert resolve_model(str(folder)).source == "folder"
+    assert os.path.isabs(resolve_model(str(folder)).location)
+
+
+def test_docker_serving_is_refused_until_the_runner_publishes_ports(tmp_path: Path, tiny_lm: Path) -> None:
+    from controller.serving import DOCKER_PUBLISHES_PORTS
+
+    if DOCKER_PUBLISHES_PORTS:
+        pytest.skip("the docker runner publishes ports: docker serving is enabled")
+    code = main(
+        ["serve", "--image", "torch-cpu", "--model", str(tiny_lm), "--runner", "docker", "--results", str(tmp_path)]
+    )
+    assert code == 2 and not list(tmp_path.rglob("*.json"))
