@@ -63,9 +63,6 @@ CONTAINER_PORT = 8000
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
 PARITY_PROMPTS = 3
-# A server in a container needs its port published on the host's loopback; the docker runner does
-# that once Invocation has a ``ports`` field ({container port: host address}).
-DOCKER_PUBLISHES_PORTS = "ports" in Invocation.__dataclass_fields__
 EXPORT_CODE_VERSION = 1  # bump when harness/serving/export.py changes what it writes
 
 
@@ -559,14 +556,7 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
     manifest, engine, model, prompts, prompt_info = validate(req)
     fmt = EXPORT_FORMATS[engine]
     images = [req.image] + ([EXPORT_IMAGE] if fmt else [])
-    if not DOCKER_PUBLISHES_PORTS and req.runner != "local":
-        if req.runner == "docker":
-            raise UserError(
-                "serving in Docker needs the docker runner to publish the server's port on 127.0.0.1 "
-                "(Invocation.ports), which it does not yet; use --runner local"
-            )
-        say("runner: local (the docker runner cannot publish a server's port yet)")
-    runner = choose_runner(req.runner if DOCKER_PUBLISHES_PORTS else "local", images, say)
+    runner = choose_runner(req.runner, images, say)
     warn_stale(runner, images, say)
     cache = req.cache or default_cache()
     run_id = new_run_id()
@@ -626,6 +616,9 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         record["artifact"] = {"path": str(export_dir), **meta}
 
     docker = runner.kind == "docker"
+    # With a bridge network the container's port is published on the host's loopback; an engine
+    # without one (--bridge=none) runs the server on the host's network, bound to loopback only.
+    bridged = docker and runner.has_bridge()
     mounts: list[Mount] = []
     model_path = model.location
     if model.source == "folder" and fmt is None:
@@ -644,8 +637,8 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         model=model.label,
         model_path=model_path,
         artifact_path=artifact_path,
-        host="0.0.0.0" if docker else "127.0.0.1",
-        port=CONTAINER_PORT if docker else 0,
+        host="0.0.0.0" if bridged else "127.0.0.1",
+        port=CONTAINER_PORT if bridged else 0,
         max_new_tokens_limit=max(req.max_new_tokens, 1024),
         seed=req.seed,
         options=req.options,
@@ -668,11 +661,11 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         timeout_s=req.timeout_s,
         mounts=mounts,
         env={"HF_HUB_OFFLINE": "1"} if model.source == "folder" else {},
-        network=docker,  # a server needs one; the docker runner publishes nothing else
+        network=(True if bridged else "host") if docker else False,
         gpu=manifest.gpu,
         memory=req.memory,
         labels={"joulebench.campaign": req.campaign, "joulebench.run": run_id, "joulebench.mode": "serving"},
-        **({"ports": {CONTAINER_PORT: "127.0.0.1"}} if docker else {}),  # type: ignore[arg-type]
+        ports={CONTAINER_PORT: "127.0.0.1"} if bridged else {},
     )
     server = ServerHandle(runner, inv, meters, say)
     client_events: list[dict[str, Any]] = []
@@ -684,7 +677,7 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
     meters.start()
     try:
         server.start()
-        host, port_of = _address(runner, server, docker)
+        host, port_of = _address(runner, server, bridged)
         port = wait_ready(server, host, port_of, req.ready_timeout_s)
         serving["address"] = f"{host}:{port}"
         say(f"  ready on {host}:{port}; warm-up ...")
@@ -774,10 +767,10 @@ def _sleep_while_alive(server: ServerHandle, seconds: float) -> None:
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
-def _address(runner: Any, server: ServerHandle, docker: bool) -> tuple[str, Callable[[], int | None]]:
-    """Where the client reaches the server: loopback and the port the server reported (local),
-    or the host port Docker published on 127.0.0.1 for the container's port."""
-    if not docker:
+def _address(runner: Any, server: ServerHandle, bridged: bool) -> tuple[str, Callable[[], int | None]]:
+    """Where the client reaches the server: loopback and the port the server reported (local, or
+    a container on the host's network), or the host port Docker published on 127.0.0.1."""
+    if not bridged:
         return "127.0.0.1", server.bound_port
 
     def published() -> int | None:

@@ -223,12 +223,14 @@ def test_registry_has_the_papers_twelve_models(tmp_path: Path) -> None:
     assert os.path.isabs(resolve_model(str(folder)).location)
 
 
-def test_docker_serving_is_refused_until_the_runner_publishes_ports(tmp_path: Path, tiny_lm: Path) -> None:
-    from controller.serving import DOCKER_PUBLISHES_PORTS
-
-    if DOCKER_PUBLISHES_PORTS:
-        pytest.skip("the docker runner publishes ports: docker serving is enabled")
-    code = main(
-        ["serve", "--image", "torch-cpu", "--model", str(tiny_lm), "--runner", "docker", "--results", str(tmp_path)]
-    )
-    assert code == 2 and not list(tmp_path.rglob("*.json"))
+@pytest.mark.docker
+def test_docker_serving_gives_torchs_tokens_and_leaves_no_container(
+    tmp_path: Path, cache: Path, tiny_lm: Path, torch_record: dict[str, Any], docker_client: Any
+) -> None:
+    code, rec = serve(tmp_path, cache, tiny_lm, "onnx-cpu", "--runner", "docker")
+    assert code == 0, rec.get("failure")
+    assert rec["runner"]["kind"] == "docker" and rec["status"] == "ok"
+    assert all(r["ok"] for r in rec["serving"]["requests"])
+    assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
+    assert rec["artifact"]["exported_by"]["kind"] == "docker"
+    assert docker_client.containers.list(all=True, filters={"label": "joulebench.mode=serving"}) == []

@@ -25,7 +25,10 @@ class Invocation:
     timeout_s: float
     mounts: list[Mount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    network: bool = False
+    # False: no network (batch runs); True: the engine's default network; "host": the host's.
+    network: bool | str = False
+    # Container ports to publish, each on the given host address (e.g. {8000: "127.0.0.1"}).
+    ports: dict[int, str] = field(default_factory=dict)
     gpu: bool = False
     memory: str | None = None
     labels: dict[str, str] = field(default_factory=dict)

@@ -54,6 +54,12 @@ def reap_orphans(client: Any) -> list[str]:
     return removed
 
 
+def _network_mode(network: bool | str) -> str | None:
+    if network is False:
+        return "none"
+    return None if network is True else network
+
+
 def _explain(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
@@ -90,6 +96,10 @@ class DockerRunner:
                 f"{name}` or run with --runner local"
             ) from None
 
+    def has_bridge(self) -> bool:
+        """Whether the engine has a bridge network (containers can publish ports on it)."""
+        return bool(self.client.networks.list(names=["bridge"]))
+
     def environment_id(self, image: str) -> str:
         return f"docker:{self.image(image).id}"
 
@@ -118,7 +128,7 @@ class DockerRunner:
             "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
             "environment": inv.env,
             "volumes": {m.host: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in inv.mounts},
-            "network_mode": None if inv.network else "none",
+            "network_mode": _network_mode(inv.network),
             "user": CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
             "read_only": True,
             "tmpfs": {"/tmp": "exec"},
@@ -126,6 +136,8 @@ class DockerRunner:
             "security_opt": ["no-new-privileges"],
             "detach": True,
         }
+        if inv.ports:
+            kwargs["ports"] = {f"{port}/tcp": (address, None) for port, address in inv.ports.items()}
         if inv.memory:
             kwargs["mem_limit"] = inv.memory
             kwargs["memswap_limit"] = inv.memory  # no swap: over the limit means killed
