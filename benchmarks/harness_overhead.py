@@ -124,7 +124,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"ResNet-50 ({args.model_size}) on ONNX Runtime CPU; medians of {args.rounds} rounds")
     for batch in (1, 64):
-        n = max(2, args.samples // batch)
+        n = max(8, args.samples // batch)  # at least 8 batches: a ratio of two is noise
         ratio, tp = in_process(args.model_size, batch, n, args.rounds)
         print(
             f"  batch {batch:>2}: harness / bare loop = {ratio:.3f}  (bare {tp:.1f} samples/s)  "
@@ -139,7 +139,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         for batch in (1, 64):
-            samples = max(args.samples, 2 * batch)
+            samples = max(args.samples, 8 * batch)
             ratios = []
             for r in range(args.rounds):
                 order = ("docker", "local") if r % 2 == 0 else ("local", "docker")
