@@ -188,3 +188,18 @@ def test_docker_timeout_and_out_of_memory_are_failed_records(cli, docker_client)
     assert any(r.startswith("killed: out of memory (limit 160m)") for r in reasons), reasons
     assert any(r.startswith("timed out after 15 s") for r in reasons), reasons
     assert containers_labelled(docker_client, f"joulebench.campaign={campaign}") == []
+
+
+def test_a_weights_file_the_container_cannot_read_is_a_clear_failure(cli, docker_client, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("only a controller running as root hands containers files it cannot read")
+    torch = pytest.importorskip("torch")
+    from suite.torch_models import build
+
+    path = tmp_path / "private.pt"
+    torch.save(build("resnet50", "tiny", "random", seed=3).state_dict(), path)
+    path.chmod(0o600)
+    proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(path), *TINY)
+    assert proc.returncode == 1
+    (rec,) = cli.records()
+    assert "cannot read" in rec["failure"]["reason"] and "chmod" in rec["failure"]["reason"]

@@ -29,7 +29,11 @@ NEW_TOKENS = 8
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harness.serving.tiny import build_tiny_lm
 
-    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+    path = build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+    # safetensors writes its file 0600; a folder shared with containers must be readable by them.
+    for file in path.iterdir():
+        file.chmod(0o644)
+    return path
 
 
 @pytest.fixture(scope="module")

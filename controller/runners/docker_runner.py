@@ -54,6 +54,23 @@ def reap_orphans(client: Any) -> list[str]:
     return removed
 
 
+def _unreadable_by_others(path: str, limit: int = 10000) -> list[str]:
+    """Files and folders under a mount that a user other than their owner cannot read."""
+
+    def hidden(p: str, need: int) -> bool:
+        return os.stat(p).st_mode & need != need
+
+    if not os.path.isdir(path):
+        return [path] if hidden(path, 0o004) else []
+    found = [path] if hidden(path, 0o005) else []
+    for count, (root, dirs, files) in enumerate(os.walk(path)):
+        found += [os.path.join(root, d) for d in dirs if hidden(os.path.join(root, d), 0o005)]
+        found += [os.path.join(root, f) for f in files if hidden(os.path.join(root, f), 0o004)]
+        if count >= limit:
+            break
+    return found
+
+
 def _network_mode(network: bool | str) -> str | None:
     if network is False:
         return "none"
@@ -123,6 +140,20 @@ class DockerRunner:
         import docker.types
 
         described = self.describe(inv.image)
+        if os.getuid() == 0:  # the container runs as CONTAINER_USER, not as the files' owner
+            hidden = [p for m in inv.mounts if m.read_only for p in _unreadable_by_others(m.host)]
+            if hidden:
+                return Execution(
+                    None,
+                    "",
+                    "",
+                    runner=described,
+                    start_error=(
+                        f"the container's unprivileged user ({CONTAINER_USER}) cannot read "
+                        f"{', '.join(hidden[:5])}{' ...' if len(hidden) > 5 else ''}: make them "
+                        "readable (chmod -R a+rX PATH) or run the controller as their owner"
+                    ),
+                )
         kwargs: dict[str, Any] = {
             "command": inv.argv,
             "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
