@@ -64,16 +64,26 @@ def get_manifest(name: str) -> Manifest:
     return manifests[name]
 
 
-def source_hash(manifest: Manifest) -> str:
-    """Hash of everything that goes into the image, to tell a stale build from a current one."""
+def _hash_files(files: list[Path]) -> str:
     digest = hashlib.sha256()
-    files = [manifest.dockerfile, manifest.folder / "requirements.txt"]
-    for pkg in IMAGE_PACKAGES:
-        files += sorted(p for p in (REPO / pkg).rglob("*.py"))
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _package_files() -> list[Path]:
+    return [p for pkg in IMAGE_PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]
+
+
+def package_sources_hash() -> str:
+    """Hash of the harness and suite sources: what builds models and converts them."""
+    return _hash_files(_package_files())
+
+
+def source_hash(manifest: Manifest) -> str:
+    """Hash of everything that goes into the image, to tell a stale build from a current one."""
+    return _hash_files([manifest.dockerfile, manifest.folder / "requirements.txt", *_package_files()])
 
 
 # --- forwarding the host's pip setup into a build -----------------------------------------------

@@ -181,6 +181,32 @@ def _vision(name: str, size: str, num_classes: int, pretrained: bool) -> torch.n
         ) from None
 
 
+def _condition_random(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int) -> None:
+    """Give a random vision model outputs that vary with its input.
+
+    The libraries' default initialisations leave a random deep network nearly constant (MobileNetV2's
+    logits come out around 1e-22, every input predicting the same class), so a parity check or an
+    agreement between engines could not fail. He-initialised weights and batch-norm statistics
+    measured on one seeded random batch keep the activations at unit scale through the network.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            fan_in = module.weight[0].numel()
+            with torch.no_grad():
+                module.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1, generator=gen)
+        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the calibration batch
+    calibration = torch.randn((16, *input_shape), generator=gen)
+    model.train()
+    with torch.no_grad():
+        model(calibration)
+    model.eval()
+
+
 def build(name: str, size: str, weights: str, weights_path: str | None = None, seed: int = 0) -> torch.nn.Module:
     """The model in eval mode with the requested weights (random ones are seeded)."""
     shape = get_model(name).size(size)
@@ -194,6 +220,8 @@ def build(name: str, size: str, weights: str, weights_path: str | None = None, s
             return model.eval()  # a fine-tuned model folder: loaded by from_pretrained
     else:
         model = _vision(name, size, shape.num_classes, pretrained)
+        if weights == "random":
+            _condition_random(model, shape.input_shape, seed)
     if weights == "path":
         if not weights_path:
             raise WeightsUnavailable("weights 'path' needs a weights file")

@@ -377,10 +377,17 @@ def integrate(trace: Trace, name: str, t0: int, t1: int) -> WindowValue:
     return WindowValue(total / 1e9, None, i1 - i0)
 
 
-def window_values(trace: Trace, name: str, t0: int, t1: int) -> list[float]:
-    """Valid values of one column sampled inside [t0, t1]."""
+def window_values(trace: Trace, name: str, t0: int, t1: int, hold: bool = False) -> list[float]:
+    """Valid values of one column sampled inside [t0, t1].
+
+    ``hold``: for a gauge read less often than the window is long, when no sample falls inside,
+    the samples just before and just after the window (the values it held then).
+    """
     ts, vs = trace.series(name)
-    return vs[bisect_left(ts, t0) : bisect_right(ts, t1)]
+    i0, i1 = bisect_left(ts, t0), bisect_right(ts, t1)
+    if i0 == i1 and hold:
+        return vs[max(0, i0 - 1) : i1 + 1]
+    return vs[i0:i1]
 
 
 def max_gap_ns(trace: Trace, t0: int, t1: int) -> int:
@@ -442,7 +449,8 @@ def cpu_ram_metrics(
             reason=None if window_s > 0 else "empty window",
             extra={"scope": scope, "note": "100 = one core fully busy over the window"},
         )
-    ram = window_values(trace, "ram_bytes", t0, t1)
+    # RAM is read every 50 ms by default: a shorter window takes the values around it.
+    ram = window_values(trace, "ram_bytes", t0, t1, hold=True)
     if not ram:
         reason = f"no RAM samples inside the window ({len(trace)} samples in the trace)"
         out["ram_peak_bytes"] = Metric.unavailable("ram_peak_bytes", "B", reason, source)

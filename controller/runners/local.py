@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import IO, Any
 
+from controller.images import package_sources_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount
 
 # Packages whose versions identify a local environment for the artifact cache.
@@ -29,7 +30,9 @@ class LocalRunner:
                 versions.append(f"{name}=={importlib.metadata.version(name)}")
             except importlib.metadata.PackageNotFoundError:
                 continue
-        return f"local:{sys.version.split()[0]}:" + ",".join(versions)
+        # The sources that build and convert models belong to the environment: a changed
+        # definition or exporter must not reuse an artifact made by the old one.
+        return f"local:{sys.version.split()[0]}:{package_sources_hash()}:" + ",".join(versions)
 
     def describe(self, image: str) -> dict[str, Any]:
         return {"kind": self.kind, "image": image, "python": sys.executable}
