@@ -138,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _where_and_meters(args: argparse.Namespace) -> dict[str, Any]:
+    """Options that `run` and `serve` share: where results go, limits, the meters' settings."""
+    return {
+        "results": args.results,
+        "campaign": args.campaign,
+        "memory": args.memory,
+        "cache": args.cache,
+        "interval_s": args.interval,
+        "keep_trace": args.keep_trace,
+        "wall_url": args.wall_url,
+        "wall_output": args.wall_output,
+        "baseline": args.baseline,
+        "baseline_max_age_s": args.baseline_max_age * 86400,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from controller import runs
 
@@ -158,17 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         options=_options(args.option),
         runner=args.runner,
-        results=args.results,
-        campaign=args.campaign,
         timeout_s=args.timeout,
-        memory=args.memory,
-        cache=args.cache,
-        interval_s=args.interval,
-        keep_trace=args.keep_trace,
-        wall_url=args.wall_url,
-        wall_output=args.wall_output,
-        baseline=args.baseline,
-        baseline_max_age_s=args.baseline_max_age * 86400,
+        **_where_and_meters(args),
     )
     record, path = runs.execute(req, say=runs.stderr_say)
     print(runs.summary(record, path))
@@ -407,16 +414,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         options=_options(args.option),
         runner=args.runner,
-        results=args.results,
-        campaign=args.campaign,
-        memory=args.memory,
-        cache=args.cache,
-        interval_s=args.interval,
-        keep_trace=args.keep_trace,
-        wall_url=args.wall_url,
-        wall_output=args.wall_output,
-        baseline=args.baseline,
-        baseline_max_age_s=args.baseline_max_age * 86400,
+        **_where_and_meters(args),
     )
     record, path = serving.execute(req, say=stderr_say)
     print(serving.summary(record, path))
