@@ -38,7 +38,8 @@ def run_ok(cli, *args):
     return proc
 
 
-def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli):
+def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli, tmp_path):
+    cli.cache = tmp_path / "own-cache"  # the first run must convert, whatever ran before
     first = run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
     assert "throughput" in first.stdout and "p99" in first.stdout
     second = run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
