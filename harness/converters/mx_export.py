@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import tempfile
 
@@ -10,17 +9,8 @@ import numpy as np
 
 from harness.converters import Converted, fixed_inputs
 from harness.engines.base import EngineError
+from harness.engines.base import package_versions as _versions
 from harness.protocol import ConvertSpec
-
-
-def _versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def mx2onnx(spec: ConvertSpec, out_file: str) -> Converted:

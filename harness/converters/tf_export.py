@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 
 # Before TensorFlow loads: keep its C++ info lines out of the logs' last lines.
@@ -11,18 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np  # noqa: E402
 
 from harness.converters import Converted, fixed_inputs  # noqa: E402
-from harness.engines.base import EngineError  # noqa: E402
+from harness.engines.base import EngineError
+from harness.engines.base import package_versions as _versions  # noqa: E402
 from harness.protocol import ConvertSpec  # noqa: E402
-
-
-def _versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:

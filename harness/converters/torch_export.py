@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 import numpy as np
@@ -10,17 +9,8 @@ import torch
 
 from harness.converters import Converted, fixed_inputs
 from harness.engines.base import EngineError
+from harness.engines.base import package_versions as versions
 from harness.protocol import ConvertSpec
-
-
-def versions(*names: str) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _fixed(spec: ConvertSpec) -> Any:

@@ -8,6 +8,17 @@ from typing import Any
 from harness.protocol import RunSpec
 
 
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named distributions (absent ones are left out)."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 class EngineError(RuntimeError):
     """A run that cannot go on for a reason worth telling the user (not a harness bug)."""
 
@@ -48,10 +59,4 @@ class Engine:
         return {}
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for name in self.packages:
-            try:
-                found[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return found
+        return package_versions(*self.packages)
