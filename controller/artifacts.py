@@ -78,6 +78,19 @@ def conversion_for(engine: str, model: str, source: str | None = None) -> tuple[
     return CONVERSIONS[(source, fmt)], FRAMEWORK_IMAGES[source]
 
 
+def new_staging(cache_root: Path, key: str, runner: Any) -> Path:
+    """A fresh folder beside the cache entry ``key`` that the converting harness may write into.
+
+    It is renamed into place only once the conversion passed its checks.
+    """
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = cache_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(mode=0o755)
+    if runner.kind == "docker" and os.getuid() == 0:
+        os.chown(staging, CONTAINER_UID, CONTAINER_UID)  # the container writes as that user
+    return staging
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -124,11 +137,7 @@ def ensure_artifact(
         meta = json.loads(meta_path.read_text())
         return Artifact(key, f"{key}/{meta['artifact_file']}", meta, reused=True)
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    staging = cache_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(mode=0o755)
-    if runner.kind == "docker" and os.getuid() == 0:
-        os.chown(staging, CONTAINER_UID, CONTAINER_UID)  # the container writes as that user
+    staging = new_staging(cache_root, key, runner)
     mounts = [Mount(str(staging), "/out", read_only=False)]
     weights_in = None
     if weights_file is not None:

@@ -23,7 +23,6 @@ import signal
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import hostinfo
+from controller.artifacts import new_staging
 from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession, host_fingerprint, load_baseline
@@ -379,11 +379,7 @@ def ensure_export(
     final = root / key
     if (final / "meta.json").is_file():
         return final, json.loads((final / "meta.json").read_text()) | {"reused": True}
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(mode=0o755)
-    if runner.kind == "docker" and os.getuid() == 0:
-        os.chown(staging, 10001, 10001)  # the container writes as that user
+    staging = new_staging(root, key, runner)
     out_mount = Mount(str(staging), "/out", read_only=False)
     mounts = [out_mount]
     model_path = model.location
