@@ -20,6 +20,7 @@ from suite.models import get_model
 ENGINE_FORMATS: dict[str, str | None] = {
     "torch": None,
     "torchscript": "torchscript",
+    "torch-compile": None,
     "onnxruntime": "onnx",
     "openvino": "onnx",
     "tensorflow": None,

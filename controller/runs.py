@@ -114,7 +114,7 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
 
 
 # Native engines and the framework whose definition (and preprocessing) they run.
-NATIVE_SOURCES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
+NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 
 
@@ -497,6 +497,12 @@ def summary(record: dict[str, Any], path: Path) -> str:
             f"latency    p50 {m['latency_ms_p50']:.2f} ms   p90 {m['latency_ms_p90']:.2f} ms   "
             f"p99 {m['latency_ms_p99']:.2f} ms   (per batch)",
         ]
+        result = record.get("result", {})
+        if result.get("load_s") is not None:
+            setup = f"setup      load {result['load_s']:.2f} s"
+            if result.get("compile_s") is not None:
+                setup += f", compile {result['compile_s']:.2f} s ({result.get('compile_step')})"
+            lines.append(setup + "   (outside the window)")
         shown = describe_accuracy(m.get("accuracy"))
         if shown:
             lines.append(shown)

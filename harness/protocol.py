@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TextIO
 
 PROTOCOL_VERSION = 1
-PHASES = ("load", "warmup", "measure")
+PHASES = ("load", "compile", "warmup", "measure")
 EDGES = ("start", "end")
 KINDS = ("event", "result", "error")
 

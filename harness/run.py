@@ -72,6 +72,12 @@ def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
     inputs = [engine.prepare(b) for b in data.batches]
     load_s = (emit.event("load", "end") - t_load) / 1e9
 
+    compile_s = None
+    if engine.compile_step is not None and inputs:
+        t_compile = emit.event("compile", "start", step=engine.compile_step)
+        engine.compile(inputs[0])
+        compile_s = (emit.event("compile", "end") - t_compile) / 1e9
+
     emit.event("warmup", "start", batches=spec.warmup)
     if spec.warmup:
         measure_loop(engine.infer, inputs, spec.warmup, None)
@@ -93,6 +99,8 @@ def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
         "samples": len(latencies) * spec.batch_size,
         "latencies_ns": latencies,
         "load_s": load_s,
+        "compile_s": compile_s,
+        "compile_step": engine.compile_step,
         "predictions_digest": digest,
         "predictions_head": labels[:16],
         "dataset": spec.dataset,

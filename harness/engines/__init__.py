@@ -11,6 +11,7 @@ ADAPTERS = {
     "onnxruntime": "onnxruntime_engine",
     "torch": "torch_engine",
     "torchscript": "torch_engine",
+    "torch-compile": "torch_engine",
     "openvino": "openvino_engine",
     "tensorflow": "tensorflow_engine",
     "mxnet": "mxnet_engine",

@@ -34,12 +34,23 @@ class Engine:
     packages: tuple[str, ...] = ("numpy",)
     # "compute": host<->device copies are outside the window; "end-to-end": inside it.
     timing_scope = "compute"
+    # What ``compile`` does, for the record (e.g. "torch.compile, first call"); None when the
+    # engine runs the model as loaded and has no separate build or compile step.
+    compile_step: str | None = None
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
 
     def load(self) -> None:
         raise NotImplementedError
+
+    def compile(self, example: Any) -> None:
+        """Build or compile for inputs like ``example`` (one prepared batch).
+
+        Timed on its own, after load and before warm-up, so that engine builds (TensorRT),
+        just-in-time compilation (torch.compile, XLA) and algorithm searches (cuDNN) neither
+        hide in the load time nor leak into the measured window.
+        """
 
     def prepare(self, batch: Any) -> Any:
         """Turn a numpy batch into what ``infer`` takes (outside the timed window)."""

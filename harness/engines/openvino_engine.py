@@ -55,8 +55,12 @@ class OpenVinoEngine(Engine):
             shape[0] = ov.Dimension(self.spec.batch_size)
             model.reshape({0: ov.PartialShape(shape)})
         self._static = static
-        # Compilation happens here, in the load phase, outside the measured window.
-        self.compiled = core.compile_model(model, device, config)
+        self._core, self._model, self._config, self._device = core, model, config, device
+        self.compile_step = f"compile_model ({device} plugin)"
+
+    def compile(self, example: Any) -> None:
+        device = self._device
+        self.compiled = self._core.compile_model(self._model, device, self._config)
         self.request = self.compiled.create_infer_request()
         self._infer = self.request.infer
         self._devices = [str(d) for d in self.compiled.get_property("EXECUTION_DEVICES")]

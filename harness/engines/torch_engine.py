@@ -75,4 +75,38 @@ class TorchScriptEngine(TorchEngine):
         return torch.jit.load(path, map_location="cpu").eval()
 
 
-ENGINES = {"torch": TorchEngine, "torchscript": TorchScriptEngine}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class TorchCompileEngine(TorchEngine):
+    """torch.compile over the eager model; compiled on the first call, timed as the compile step.
+
+    The backend (inductor) generates C++ on CPU and Triton kernels on CUDA, so the image needs a
+    C++ compiler (CPU) or Triton (CUDA); without them the compile step fails with the reason.
+    """
+
+    name = "torch-compile"
+
+    def load(self) -> None:
+        super().load()
+        mode = str(self.spec.options.get("compile_mode", "default"))
+        if mode not in COMPILE_MODES:
+            raise EngineError(f"compile_mode {mode!r} is not one of {', '.join(COMPILE_MODES)}")
+        backend = str(self.spec.options.get("compile_backend", "inductor"))
+        self._compile_options = {"compile_mode": mode, "compile_backend": backend, "dynamic": False}
+        # dynamic=False: every batch has the run's batch size, so one specialised graph serves all.
+        self.model = torch.compile(self.model, mode=mode, backend=backend, dynamic=False)
+        self.compile_step = f"torch.compile (backend {backend}, mode {mode}), first call"
+
+    def compile(self, example: Any) -> None:
+        try:
+            self.infer(example)
+        except Exception as exc:  # inductor raises many types; the user needs the reason, not the type
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"torch.compile failed on the first call: {first[:400]}") from None
+
+    def options_used(self) -> dict[str, Any]:
+        return {**super().options_used(), **self._compile_options}
+
+
+ENGINES = {"torch": TorchEngine, "torchscript": TorchScriptEngine, "torch-compile": TorchCompileEngine}

@@ -1,0 +1,131 @@
+"""Compile steps timed apart from load, torch.compile, and ONNX Runtime's provider options and
+IO binding. Real frameworks on tiny models; the GPU providers' options are checked as the
+options ONNX Runtime would be given (their sessions need a GPU, see the `gpu` tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from harness.engines.base import EngineError
+from harness.protocol import RunSpec, parse_stream
+from tests.test_engines_cpu import TINY, run_ok
+
+
+def harness_run(engine: str, **options: Any) -> dict[str, Any]:
+    spec = RunSpec(
+        run_id="t",
+        engine=engine,
+        provider="cpu",
+        model="mobilenetv2",
+        model_size="tiny",
+        weights="random",
+        batch_size=2,
+        samples=8,
+        warmup=1,
+        seed=7,
+        options=options,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
+    )
+    out = parse_stream(proc.stdout)
+    assert proc.returncode == 0 and out.result is not None, (out.error, proc.stderr[-3000:])
+    phases = [(e["phase"], e["edge"]) for e in out.events]
+    return {"result": out.result, "phases": phases}
+
+
+def test_torch_compile_is_timed_as_its_own_phase_and_predicts_like_eager():
+    pytest.importorskip("torch")
+    eager = harness_run("torch")
+    compiled = harness_run("torch-compile")
+    result = compiled["result"]
+    # The compilation (first call) is its own phase between load and warm-up, never in the window.
+    assert compiled["phases"] == [
+        ("load", "start"),
+        ("load", "end"),
+        ("compile", "start"),
+        ("compile", "end"),
+        ("warmup", "start"),
+        ("warmup", "end"),
+        ("measure", "start"),
+        ("measure", "end"),
+    ]
+    assert isinstance(result["compile_s"], float) and result["compile_s"] > 0
+    assert result["compile_step"].startswith("torch.compile (backend inductor, mode default)")
+    assert result["options_used"]["compile_mode"] == "default"
+    assert result["predictions_digest"] == eager["result"]["predictions_digest"]
+    # Eager torch has no compile step: recorded as absent, not as 0 seconds.
+    assert eager["result"]["compile_s"] is None and eager["result"]["compile_step"] is None
+    assert ("compile", "start") not in eager["phases"]
+
+
+def test_torch_compile_rejects_an_unknown_mode():
+    pytest.importorskip("torch")
+    spec = RunSpec(
+        run_id="t",
+        engine="torch-compile",
+        provider="cpu",
+        model="mobilenetv2",
+        model_size="tiny",
+        weights="random",
+        batch_size=1,
+        samples=1,
+        options={"compile_mode": "fastest"},
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
+    )
+    out = parse_stream(proc.stdout)
+    assert proc.returncode != 0 and out.error is not None
+    assert "compile_mode 'fastest' is not one of default, reduce-overhead" in out.error["message"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_onnxruntime_io_binding_gives_the_same_predictions_and_is_recorded(cli):
+    pytest.importorskip("onnxruntime")
+    local = [*TINY, "--runner", "local"]
+    plain = run_ok(cli, "--image", "onnx-cpu", "--model", "mobilenetv2", *local)
+    bound = run_ok(cli, "--image", "onnx-cpu", "--model", "mobilenetv2", *local, "--option", "io_binding=true")
+    assert plain["result"]["options_used"]["io_binding"] is False
+    assert bound["result"]["options_used"]["io_binding"] is True
+    assert bound["result"]["timing_scope"] == "compute"
+    assert bound["result"]["predictions_digest"] == plain["result"]["predictions_digest"]
+
+
+def test_openvino_compilation_is_recorded_apart_from_load(cli):
+    pytest.importorskip("openvino")
+    rec = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", *TINY, "--runner", "local")
+    assert rec["result"]["compile_step"] == "compile_model (CPU plugin)"
+    assert rec["result"]["compile_s"] > 0 and rec["result"]["load_s"] > 0
+    proc = cli("run", "--image", "openvino-cpu", "--model", "mobilenetv2", *TINY, "--runner", "local")
+    assert "compile" in proc.stdout and "(outside the window)" in proc.stdout
+
+
+def test_gpu_provider_options_are_explicit(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from harness.engines.onnxruntime_engine import provider_options
+
+    # cuDNN's algorithm search changes speed (and can change results): always set, default as ORT's.
+    assert provider_options("cuda", {}) == {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    assert provider_options("cuda", {"cudnn_conv_algo_search": "heuristic"})["cudnn_conv_algo_search"] == "HEURISTIC"
+    with pytest.raises(EngineError, match="cudnn_conv_algo_search 'FAST' is not one of"):
+        provider_options("cuda", {"cudnn_conv_algo_search": "fast"})
+    # TensorRT: fp16 off unless asked; the engine cache only where the folder is writable.
+    cached = provider_options("tensorrt", {"trt_cache_dir": str(tmp_path), "trt_fp16": "true"})
+    assert cached["trt_fp16_enable"] == "True" and cached["trt_engine_cache_enable"] == "True"
+    assert cached["trt_engine_cache_path"] == str(tmp_path)
+    nowhere = provider_options("tensorrt", {"trt_cache_dir": str(tmp_path / "missing")})
+    assert nowhere["trt_engine_cache_enable"] == "False" and "trt_engine_cache_path" not in nowhere
+    assert nowhere["trt_fp16_enable"] == "False"
+    # OpenVINO EP: device and precision always explicit (f32 unless asked), threads when given.
+    assert provider_options("openvino", {"threads": "2"}) == {
+        "device_type": "CPU",
+        "precision": "FP32",
+        "num_of_threads": "2",
+    }
+    with pytest.raises(EngineError, match="precision 'INT4'"):
+        provider_options("openvino", {"precision": "int4"})
