@@ -293,6 +293,15 @@ def add_campaign_parser(sub: Any) -> None:
         p.add_argument("file", type=Path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
         p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
         p.add_argument("--runner", choices=["auto", "docker", "local"], help="override the campaign file's runner")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            dest="overrides",
+            help="override a key of the file, VALUE in TOML syntax: --set campaign.repetitions=2 "
+            "--set 'matrix.models=[\"./my-model\"]' (recorded beside the results)",
+        )
         if name == "plan":
             p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
         else:
@@ -318,7 +327,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.execute import resolve_seed, run_campaign
     from controller.campaigns.plan import assess, render_plan, to_json
 
-    campaign = load_campaign_file(args.file)
+    campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan":
         assessment = assess(campaign, args.runner)
         if args.json:

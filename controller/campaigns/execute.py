@@ -182,12 +182,78 @@ def failed_record(req: Any, cell: Cell, reason: str) -> Path:
             "model": cell.model,
             "model_size": cell.model_size,
             "weights": cell.weights,
-            "spec": {"batch_size": cell.batch_size},
+            "mode": cell.mode,
+            "spec": {"batch_size": cell.batch_size, "dataset": cell.dataset},
             "status": "failed",
             "failure": {"phase": "setup", "reason": reason, "exit_code": None, "log_tail": []},
         },
     )
     return path
+
+
+def request_for(
+    cell: Cell, campaign: Campaign, results: Path, runner: str, cache: Path | None, seed: int, position: int
+) -> Any:
+    """The RunRequest (batch) or ServeRequest (serving) that runs this cell."""
+    from controller import runs, serving
+
+    common: dict[str, Any] = {
+        "image": cell.image,
+        "model": cell.model,
+        "engine": cell.engine,
+        "options": dict(cell.options),
+        "runner": runner,
+        "results": results,
+        "campaign": campaign.name,
+        "timeout_s": campaign.timeout_s,
+        "memory": campaign.memory,
+        "cache": cache,
+        "interval_s": campaign.interval_s,
+        "keep_trace": campaign.keep_trace,
+        "baseline_max_age_s": campaign.idle.max_age_days * 86400,
+        "cell": cell.to_record(seed, position, campaign.order),
+    }
+    if cell.mode == "serving":
+        s = cell.serving or {}
+        return serving.ServeRequest(
+            prompts=None if s["prompts"] == "humaneval" else Path(s["prompts"]),
+            limit=s["limit"],
+            seed=s["seed"],
+            max_new_tokens=s["max_new_tokens"],
+            concurrency=s["concurrency"],
+            warmup_requests=s["warmup_requests"],
+            warmup_s=s["warmup_s"],
+            cooldown_s=s["cooldown_s"],
+            request_timeout_s=s["request_timeout_s"],
+            ready_timeout_s=s["ready_timeout_s"],
+            **common,
+        )
+    return runs.RunRequest(
+        source=cell.source,
+        model_size=cell.model_size,
+        weights=cell.weights,
+        dataset=cell.dataset,
+        dataset_path=Path(cell.dataset_path) if cell.dataset_path else None,
+        limit=cell.limit,
+        batch_size=cell.batch_size,
+        samples=cell.samples,
+        duration_s=cell.duration_s,
+        warmup=cell.warmup,
+        **common,
+    )
+
+
+def ok_line(record: dict[str, Any]) -> str:
+    """What a finished run shows on the progress line."""
+    m = record.get("metrics") or {}
+    window = m.get("window_s") or 0
+    if record.get("mode") == "serving":
+        return f"{m.get('requests_ok')} requests, {m.get('tokens_per_s') or 0:.1f} tokens/s over {window:.3f} s"
+    line = f"{m.get('throughput_sps') or 0:.1f} samples/s over {window:.3f} s"
+    acc = m.get("accuracy") or {}
+    if acc.get("available"):
+        line += f", top-1 {acc['value']:.2%}" + ("" if acc.get("meaningful") else " (random weights)")
+    return line
 
 
 def _stderr(text: str) -> None:
@@ -205,7 +271,7 @@ def run_campaign(
 ) -> int:
     """Run what is left of the campaign; print the summary on stdout. Exit status 0 when every cell
     is recorded ok, 1 when some failed or cannot run here, 130 when interrupted."""
-    from controller import runs
+    from controller import runs, serving
 
     assessment = assess(campaign, runner)
     seed = resolve_seed(results, campaign)
@@ -269,31 +335,12 @@ def run_campaign(
     interrupted_now = False
     for k, cell in enumerate(todo):
         progress.current = cell.label
-        req = runs.RunRequest(
-            image=cell.image,
-            model=cell.model,
-            engine=cell.engine,
-            source=cell.source,
-            model_size=cell.model_size,
-            weights=cell.weights,
-            batch_size=cell.batch_size,
-            samples=cell.samples,
-            duration_s=cell.duration_s,
-            warmup=cell.warmup,
-            options=dict(cell.options),
-            runner=assessment.runner,
-            results=results,
-            campaign=campaign.name,
-            timeout_s=campaign.timeout_s,
-            memory=campaign.memory,
-            cache=cache,
-            interval_s=campaign.interval_s,
-            keep_trace=campaign.keep_trace,
-            baseline_max_age_s=campaign.idle.max_age_days * 86400,
-            cell=cell.to_record(seed, position[cell.id], campaign.order),
-        )
+        req = request_for(cell, campaign, results, assessment.runner, cache, seed, position[cell.id])
         try:
-            record, path = runs.execute(req, say=run_say)
+            if cell.mode == "serving":
+                record, path = serving.execute(req, say=run_say)
+            else:
+                record, path = runs.execute(req, say=run_say)
         except UserError as exc:
             path = failed_record(req, cell, str(exc))
             record = {"status": "failed", "failure": {"reason": str(exc)}}
@@ -303,9 +350,7 @@ def run_campaign(
             break
         if record.get("status") == "ok":
             progress.done += 1
-            m = record.get("metrics") or {}
-            rate, window = m.get("throughput_sps") or 0, m.get("window_s") or 0
-            say(f"  ok: {rate:.1f} samples/s over {window:.3f} s -> {path.name}")
+            say(f"  ok: {ok_line(record)} -> {path.name}")
         else:
             progress.failed += 1
             reason = (record.get("failure") or {}).get("reason") or "?"

@@ -28,6 +28,32 @@
     image = "onnx-cpu"
     engine = "onnxruntime"
     source = "torch"             # converted runs: whose model definition is converted
+
+Datasets (batch mode): ``dataset = "synthetic" | "digits" | "imagenet-val" | "imdb"`` in
+[campaign], with ``dataset_path`` (imagenet-val, imdb) and ``limit`` (a seeded subset); a model
+that needs another dataset says so in its own table::
+
+    [datasets.bert-imdb]
+    dataset = "imdb"
+    dataset_path = "/data/aclImdb"
+    limit = 25000
+
+Without ``samples`` or ``duration_s``, a labelled dataset is measured once through (its ``limit``).
+
+Serving mode (the second paper): ``mode = "serving"`` in [campaign]; models are names from
+``suite/slm_models.py``, hub ids or model folders; configurations are <image, engine> pairs; what
+a serving run does is in [serving]::
+
+    [serving]
+    prompts = "humaneval"        # or a prompt file (JSONL or text)
+    limit = 164                  # prompts per run
+    max_new_tokens = 32
+    warmup_s = 300               # the server idles this long before the warm-up requests
+    cooldown_s = 300             # and this long after the measured window
+
+Relative paths (dataset_path, weights, prompt files, model folders) are read from the campaign
+file's folder, else from the current directory. ``--set KEY=VALUE`` on the command line
+overrides a key (``--set campaign.repetitions=2``, ``--set 'matrix.models=["/tmp/m"]'``).
 """
 
 from __future__ import annotations
@@ -42,6 +68,8 @@ import tomllib
 
 from controller.errors import UserError
 
+MODES = ("batch", "serving")
+SYNTHETIC_SAMPLES = 64  # per run, when a campaign on synthetic inputs gives neither samples nor duration_s
 ORDERS = ("interleaved", "grouped")
 RUNNERS = ("auto", "docker", "local")
 IDLE_POLICIES = ("stored", "measure-if-missing", "measure", "require")
@@ -51,10 +79,13 @@ _KNOWN = {
     "campaign": {
         "name",
         "description",
+        "mode",
         "repetitions",
         "model_size",
         "weights",
         "dataset",
+        "dataset_path",
+        "limit",
         "samples",
         "duration_s",
         "warmup",
@@ -71,6 +102,30 @@ _KNOWN = {
     "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
     "matrix": {"models", "batch_sizes", "configurations"},
     "configuration": {"name", "image", "engine", "source", "options", "models", "batch_sizes", "note"},
+    "datasets": {"dataset", "dataset_path", "limit"},
+    "serving": {
+        "prompts",
+        "limit",
+        "seed",
+        "max_new_tokens",
+        "concurrency",
+        "warmup_requests",
+        "warmup_s",
+        "cooldown_s",
+        "request_timeout_s",
+        "ready_timeout_s",
+    },
+}
+# [campaign] keys that describe batch runs only: a serving campaign refuses them (what replaces each).
+BATCH_ONLY = {
+    "model_size": "the model's size category comes from suite/slm_models.py",
+    "weights": "a serving model is a registry name, a hub id or a model folder",
+    "dataset": "the prompt set is [serving] prompts",
+    "dataset_path": "the prompt set is [serving] prompts",
+    "limit": "the number of prompts is [serving] limit",
+    "samples": "the number of prompts is [serving] limit",
+    "duration_s": "the number of prompts is [serving] limit",
+    "warmup": "warm-up is [serving] warmup_requests and warmup_s",
 }
 
 
@@ -105,6 +160,36 @@ class Cooldown:
 
 
 @dataclass(frozen=True)
+class DatasetChoice:
+    """The dataset a model's runs read: a name, its path when it needs one, a seeded subset size."""
+
+    dataset: str = "synthetic"
+    dataset_path: str | None = None  # resolved (absolute) when the file gave one
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What one serving run does (controller/serving.py ServeRequest); defaults as ``serve``'s."""
+
+    prompts: str = "humaneval"  # or an absolute prompt-file path
+    limit: int | None = None  # prompts per run (None: every one, 164 for HumanEval)
+    seed: int = 0
+    max_new_tokens: int = 32
+    concurrency: int = 1
+    warmup_requests: int = 2
+    warmup_s: float = 0.0
+    cooldown_s: float = 0.0
+    request_timeout_s: float = 120.0
+    ready_timeout_s: float = 600.0
+
+
+# Cell fields added after campaigns were first recorded: left out of a cell's identity while they
+# hold their default, so folders recorded before them still resume.
+_LATER_FIELDS: dict[str, Any] = {"dataset_path": None, "limit": None, "mode": "batch", "serving": None}
+
+
+@dataclass(frozen=True)
 class Cell:
     """One run of the campaign: matrix coordinates and a repetition, with a deterministic id."""
 
@@ -124,10 +209,18 @@ class Cell:
     samples: int | None
     duration_s: float | None
     warmup: int
+    dataset_path: str | None = None
+    limit: int | None = None
+    mode: str = "batch"
+    serving: dict[str, Any] | None = None  # ServingSettings as a dict, for serving cells
 
     def identity(self) -> dict[str, Any]:
         """What must match for a recorded run to count as this cell on resume."""
-        return asdict(self)
+        out = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
+        return out
 
     def to_record(self, seed: int, position: int, order: str) -> dict[str, Any]:
         """The ``cell`` block of the run record (RunRequest.cell)."""
@@ -135,6 +228,8 @@ class Cell:
 
     @property
     def label(self) -> str:
+        if self.mode == "serving":
+            return f"{self.id.split('.')[0]} {self.configuration} r{self.repetition}"
         return f"{self.model} {self.configuration} b{self.batch_size} r{self.repetition}"
 
 
@@ -164,12 +259,68 @@ class Campaign:
     models: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     configurations: tuple[Configuration, ...]
+    mode: str = "batch"
+    dataset_path: str | None = None
+    limit: int | None = None
+    datasets: dict[str, DatasetChoice] = field(default_factory=dict)  # per-model overrides
+    serving: ServingSettings | None = None
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
+
+    def samples_for(self, dataset: str) -> int | None:
+        """Samples per run: the file's; else None (a duration, or a labelled dataset once through);
+        else 64 synthetic samples."""
+        if self.samples is not None or self.duration_s is not None:
+            return self.samples
+        return SYNTHETIC_SAMPLES if dataset == "synthetic" else None
+
+    def dataset_for(self, model: str) -> DatasetChoice:
+        """The model's own [datasets.<model>] choice, else the campaign's."""
+        return self.datasets.get(model) or DatasetChoice(self.dataset, self.dataset_path, self.limit)
+
+    def serving_model(self, model: str) -> tuple[str, str]:
+        """(label, size category) of a serving model, as records and cell ids name it."""
+        from suite.slm_models import resolve_model
+
+        try:
+            resolved = resolve_model(model)
+        except ValueError:
+            return Path(model).name or model, "uncategorised"
+        category = f"category-{resolved.size_category}" if resolved.size_category else "uncategorised"
+        return resolved.label, category
 
     def matrix(self) -> list[Cell]:
         """Every cell, in grouped order (configuration, model, batch size, repetition)."""
         cells = []
         for conf in self.configurations:
             for model in conf.models or self.models:
+                if self.mode == "serving":
+                    assert self.serving is not None
+                    label, category = self.serving_model(model)
+                    for rep in range(1, self.repetitions + 1):
+                        cells.append(
+                            Cell(
+                                id=cell_id(label, category, conf.name, 1, rep),
+                                campaign=self.name,
+                                configuration=conf.name,
+                                image=conf.image,
+                                engine=conf.engine,
+                                source=None,
+                                model=model,
+                                model_size=category,
+                                batch_size=1,  # one prompt per request
+                                repetition=rep,
+                                options=self.options | conf.options,
+                                weights="-",
+                                dataset="-",
+                                samples=None,
+                                duration_s=None,
+                                warmup=self.serving.warmup_requests,
+                                mode="serving",
+                                serving=asdict(self.serving),
+                            )
+                        )
+                    continue
+                data = self.dataset_for(model)
                 for batch in conf.batch_sizes or self.batch_sizes:
                     for rep in range(1, self.repetitions + 1):
                         cells.append(
@@ -186,10 +337,12 @@ class Campaign:
                                 repetition=rep,
                                 options=self.options | conf.options,
                                 weights=self.weights,
-                                dataset=self.dataset,
-                                samples=self.samples,
+                                dataset=data.dataset,
+                                samples=self.samples_for(data.dataset),
                                 duration_s=self.duration_s,
                                 warmup=self.warmup,
+                                dataset_path=data.dataset_path,
+                                limit=data.limit,
                             )
                         )
         return cells
@@ -242,8 +395,95 @@ def _positive(value: Any, key: str, path: Path, kind: type = int, allow_zero: bo
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-def load_campaign_file(path: Path | str) -> Campaign:
-    """Read and validate a campaign file; UserError names the key, the value and what is valid."""
+def local_path(text: str, base: Path) -> Path:
+    """A path from a campaign file: absolute as is; relative from the file's folder, else from the
+    current directory; when neither exists, the file-relative one (for the error message)."""
+    p = Path(text).expanduser()
+    if p.is_absolute():
+        return p
+    beside = (base / p).resolve()
+    if beside.exists() or not p.exists():
+        return beside
+    return p.resolve()
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set takes KEY=VALUE (e.g. campaign.repetitions=2), got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: a string
+    return [k.strip() for k in key.split(".")], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Set ``table.key=VALUE`` items (VALUE in TOML syntax, or a bare string) into the parsed file."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        table = data
+        for k in keys[:-1]:
+            nxt = table.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise UserError(f"--set {item}: {k} is not a table in the campaign file")
+            table = nxt
+        table[keys[-1]] = value
+
+
+def _dataset_choice(raw: dict[str, Any], where: str, path: Path, default: str = "synthetic") -> DatasetChoice:
+    from suite.datasets import DATASETS
+
+    dataset = raw.get("dataset", default)
+    if dataset not in DATASETS:
+        raise UserError(f"{path}: {where} dataset = {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    ds_path = raw.get("dataset_path")
+    if ds_path is not None and not isinstance(ds_path, str):
+        raise UserError(f"{path}: {where} dataset_path must be a path (a string), got {ds_path!r}")
+    limit = raw.get("limit")
+    if limit is not None:
+        limit = _positive(limit, f"{where} limit", path)
+    resolved = str(local_path(ds_path, path.parent)) if ds_path else None
+    return DatasetChoice(dataset, resolved, limit)
+
+
+def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
+    prompts = raw.get("prompts", "humaneval")
+    if not isinstance(prompts, str) or not prompts:
+        raise UserError(f'{path}: [serving] prompts must be "humaneval" or a prompt file path, got {prompts!r}')
+    if prompts != "humaneval":
+        prompts = str(local_path(prompts, path.parent))
+    limit = raw.get("limit")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{path}: [serving] seed must be an integer, got {seed!r}")
+    return ServingSettings(
+        prompts=prompts,
+        limit=None if limit is None else _positive(limit, "[serving] limit", path),
+        seed=seed,
+        max_new_tokens=_positive(raw.get("max_new_tokens", 32), "[serving] max_new_tokens", path),
+        concurrency=_positive(raw.get("concurrency", 1), "[serving] concurrency", path),
+        warmup_requests=_positive(raw.get("warmup_requests", 2), "[serving] warmup_requests", path, allow_zero=True),
+        warmup_s=_positive(raw.get("warmup_s", 0.0), "[serving] warmup_s", path, float, allow_zero=True),
+        cooldown_s=_positive(raw.get("cooldown_s", 0.0), "[serving] cooldown_s", path, float, allow_zero=True),
+        request_timeout_s=_positive(raw.get("request_timeout_s", 120.0), "[serving] request_timeout_s", path, float),
+        ready_timeout_s=_positive(raw.get("ready_timeout_s", 600.0), "[serving] ready_timeout_s", path, float),
+    )
+
+
+def _serving_models(models: list[str], path: Path) -> list[str]:
+    """Model folders resolved (a relative one from the campaign file's folder); names and hub ids as is."""
+    out = []
+    for m in models:
+        p = local_path(m, path.parent)
+        looks_like_folder = m.startswith((".", "/", "~")) or p.is_dir()
+        out.append(str(p) if looks_like_folder else m)
+    return out
+
+
+def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Campaign:
+    """Read and validate a campaign file (with ``--set`` overrides); UserError names the key, the
+    value and what is valid."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -253,9 +493,25 @@ def load_campaign_file(path: Path | str) -> Campaign:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
-    _check_keys(data, {"campaign", "idle", "cooldown", "matrix"}, "the file's top level", path)
+    apply_overrides(data, overrides)
+    if overrides:
+        text += "\n# overridden on the command line (--set):\n" + "".join(f"#   {o}\n" for o in overrides)
+    _check_keys(data, {"campaign", "idle", "cooldown", "matrix", "datasets", "serving"}, "the file's top level", path)
     camp = data.get("campaign", {})
     _check_keys(camp, _KNOWN["campaign"], "[campaign]", path)
+    mode = _choice(camp.get("mode", "batch"), MODES, "[campaign] mode", path)
+    serving_raw = data.get("serving")
+    datasets_raw = data.get("datasets", {})
+    if mode == "serving":
+        for key, instead in BATCH_ONLY.items():
+            if key in camp:
+                raise UserError(f"{path}: [campaign] {key} does not apply to a serving campaign ({instead})")
+        if datasets_raw:
+            raise UserError(f"{path}: [datasets] does not apply to a serving campaign (the prompts are [serving])")
+        serving_raw = serving_raw or {}
+        _check_keys(serving_raw, _KNOWN["serving"], "[serving]", path)
+    elif serving_raw is not None:
+        raise UserError(f'{path}: a [serving] table needs mode = "serving" in [campaign]')
     idle = data.get("idle", {})
     _check_keys(idle, _KNOWN["idle"], "[idle]", path)
     cool = data.get("cooldown", {})
@@ -272,8 +528,6 @@ def load_campaign_file(path: Path | str) -> Campaign:
     duration = camp.get("duration_s")
     if samples is not None and duration is not None:
         raise UserError(f"{path}: give samples or duration_s in [campaign], not both")
-    if samples is None and duration is None:
-        samples = 64
     if samples is not None:
         samples = _positive(samples, "samples", path)
     if duration is not None:
@@ -289,6 +543,23 @@ def load_campaign_file(path: Path | str) -> Campaign:
     if not isinstance(batches, list) or not batches:
         raise UserError(f"{path}: [matrix] batch_sizes must be a non-empty list of integers")
     batches = [_positive(b, "batch_sizes", path) for b in batches]
+    if mode == "serving" and batches != [1]:
+        raise UserError(
+            f"{path}: a serving campaign sends one prompt per request; leave batch_sizes out "
+            "(requests in flight are [serving] concurrency)"
+        )
+    datasets: dict[str, DatasetChoice] = {}
+    default_dataset = _dataset_choice(camp, "[campaign]", path)
+    if not isinstance(datasets_raw, dict):
+        raise UserError(f"{path}: [datasets] must be tables named by model, e.g. [datasets.bert-imdb]")
+    for model, raw in datasets_raw.items():
+        where = f"[datasets.{model}]"
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: {where} must be a table with dataset, dataset_path and limit")
+        _check_keys(raw, _KNOWN["datasets"], where, path)
+        datasets[model] = _dataset_choice(raw, where, path)
+    if mode == "serving":
+        models = _serving_models(models, path)
     confs_raw = matrix.get("configurations")
     if not confs_raw or not isinstance(confs_raw, list):
         raise UserError(
@@ -314,7 +585,9 @@ def load_campaign_file(path: Path | str) -> Campaign:
                 engine=engine,
                 source=source,
                 options=dict(raw.get("options", {})),
-                models=tuple(conf_models) if conf_models else None,
+                models=(tuple(_serving_models(conf_models, path) if mode == "serving" else conf_models))
+                if conf_models
+                else None,
                 batch_sizes=tuple(_positive(b, "batch_sizes", path) for b in conf_batches) if conf_batches else None,
                 note=raw.get("note", ""),
             )
@@ -323,6 +596,9 @@ def load_campaign_file(path: Path | str) -> Campaign:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserError(f"{path}: configuration name(s) {', '.join(dupes)} used twice; give each a unique name")
+    weights = camp.get("weights", "random")
+    if isinstance(weights, str) and weights not in ("random", "pretrained"):
+        weights = str(local_path(weights, path.parent))
 
     return Campaign(
         name=name,
@@ -331,8 +607,8 @@ def load_campaign_file(path: Path | str) -> Campaign:
         description=camp.get("description", ""),
         repetitions=_positive(camp.get("repetitions", 1), "repetitions", path),
         model_size=camp.get("model_size", "full"),
-        weights=camp.get("weights", "random"),
-        dataset=camp.get("dataset", "synthetic"),
+        weights=weights,
+        dataset=default_dataset.dataset,
         samples=samples,
         duration_s=duration,
         warmup=_positive(camp.get("warmup", 5), "warmup", path, allow_zero=True),
@@ -359,4 +635,10 @@ def load_campaign_file(path: Path | str) -> Campaign:
         models=tuple(models),
         batch_sizes=tuple(batches),
         configurations=tuple(configurations),
+        mode=mode,
+        dataset_path=default_dataset.dataset_path,
+        limit=default_dataset.limit,
+        datasets=datasets,
+        serving=_serving_settings(serving_raw, path) if mode == "serving" else None,
+        overrides=tuple(overrides),
     )

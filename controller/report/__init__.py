@@ -12,6 +12,8 @@ import html
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
+
 from controller.errors import UserError
 from controller.report import papers, plots, stats
 from controller.report.data import Runs, identity_problems, load_runs
@@ -68,12 +70,18 @@ class Sections:
 def assemble(runs: Runs, mixed: list[str]) -> Sections:
     s = Sections()
     s.mixed = mixed
-    s.papers = [papers.table1(runs.ok), papers.table2(runs.ok), papers.table3(runs.ok)]
+    batch = runs.ok.filter(~pl.col("serving"))
+    notes = []
+    if batch.height:
+        s.papers = [papers.table1(batch), papers.table2(batch), papers.table3(batch)]
+    else:
+        notes.append("Tables 1-3 (first paper) need batch runs; these records are serving runs only.")
     t45 = papers.tables45(runs.ok)
     if isinstance(t45, str):
-        s.papers_note = t45
+        notes.append(t45)
     else:
-        s.papers += t45
+        s.papers += [*t45, papers.serving_models(runs.ok)]
+    s.papers_note = " ".join(notes) or None
     tests, unmeasured = stats.run_tests(runs.ok)
     s.stats = [
         stats.tests_table(tests, unmeasured),
@@ -114,7 +122,12 @@ def write_files(runs: Runs, s: Sections, out: Path) -> list[Path]:
             path = out / f"{t.key}.{ext}"
             path.write_text(render(t))
             written.append(path)
-    box, skipped = plots.box_plots(runs.ok, out / "plots")
+    batch, serving = runs.ok.filter(~pl.col("serving")), runs.ok.filter(pl.col("serving"))
+    box, skipped = plots.box_plots(batch, out / "plots") if batch.height else ([], [])
+    if serving.height:
+        serving_box, serving_skipped = plots.serving_box_plots(serving, out / "plots")
+        box += serving_box
+        skipped += serving_skipped
     evt = plots.energy_vs_time(runs.ok, out / "plots")
     if isinstance(evt, str):
         skipped.append(evt)

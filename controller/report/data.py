@@ -42,8 +42,14 @@ METRICS: dict[str, Metric] = {
         Metric("latency_ms_p50", "Latency p50", "ms", "low", None),
         Metric("cpu_percent", "CPU", "% of a core", None, "cpu_percent"),
         Metric("ram_peak_mib", "RAM peak", "MiB", None, "ram_peak_bytes"),
+        # Serving runs (the second paper): per request and per generated token.
+        Metric("energy_per_request", "Energy per request", "J", "low", "total_energy_j"),
+        Metric("energy_per_token", "Energy per token", "J", "low", "total_energy_j"),
+        Metric("time_per_request_s", "Time per request", "s", "low", None),
+        Metric("tokens_per_s", "Throughput", "tokens/s", "high", None),
     )
 }
+SERVING_METRICS = ("energy_per_request", "energy_per_token", "time_per_request_s", "tokens_per_s")
 ENERGIES = ("gpu_energy", "cpu_energy", "total_energy")
 IDENTITY = ("fingerprint_id", "gpu_identity", "environment")
 
@@ -98,7 +104,14 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     accuracy = (record.get("metrics") or {}).get("accuracy") or {}
     acc = accuracy.get("value") if accuracy.get("meaningful") else None
     row["accuracy"] = float(acc) if isinstance(acc, (int, float)) else None
-    row["serving"] = bool(record.get("serving") or (record.get("spec") or {}).get("mode") == "serving")
+    serving = record.get("mode") == "serving"
+    row["serving"] = serving
+    run_metrics = record.get("metrics") or {}
+    row["requests_ok"] = run_metrics.get("requests_ok") if serving else None
+    row["new_tokens"] = run_metrics.get("new_tokens_total") if serving else None
+    row["prompts"] = ((record.get("serving") or {}).get("prompts") or {}).get("count") if serving else None
+    row["time_per_request_s"] = run_metrics.get("time_per_request_s") if serving else None
+    row["tokens_per_s"] = run_metrics.get("tokens_per_s") if serving else None
     row["trace_path"] = record.get("trace_path")
     row["elapsed_s"] = record.get("elapsed_s")
     row["gpu_mem_util_percent"] = (metrics.get("gpu_mem_util_percent") or {}).get("value")
@@ -115,6 +128,13 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
         if kind == "gross" and measurements:
             status = (measurements.get("baseline") or {}).get("status", "missing")
             notes[col] = f"gross energy: no idle baseline subtracted (baseline {status})"
+    # Per request and per token from the same total as the tables (net where a baseline was
+    # subtracted), so that the columns agree with each other.
+    total = row["total_energy"]
+    for col, count in (("energy_per_request", row["requests_ok"]), ("energy_per_token", row["new_tokens"])):
+        row[col] = total / count if total is not None and count else None
+        if serving and "total_energy" in notes:
+            notes[col] = notes["total_energy"]
     for col, metric in METRICS.items():
         if metric.record_name is None:
             continue
@@ -153,6 +173,13 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "dataset": pl.Utf8,
     "accuracy": pl.Float64,
     "serving": pl.Boolean,
+    "requests_ok": pl.Int64,
+    "new_tokens": pl.Int64,
+    "prompts": pl.Int64,
+    "time_per_request_s": pl.Float64,
+    "tokens_per_s": pl.Float64,
+    "energy_per_request": pl.Float64,
+    "energy_per_token": pl.Float64,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,
     "gpu_mem_util_percent": pl.Float64,
@@ -198,6 +225,10 @@ def load_runs(folder: Path) -> Runs:
     extra = pl.DataFrame(rows, schema=EXTRA_SCHEMA)
     df = base.join(extra, on="run_id", how="left")
     df = df.with_columns(pl.col("cell_id").fill_null(pl.col("run_id")))
+    # A serving run sends one prompt per request: batch size 1, as its metrics count it.
+    df = df.with_columns(
+        pl.when(pl.col("serving")).then(pl.col("batch_size").fill_null(1)).otherwise(pl.col("batch_size"))
+    )
     ok = df.filter(pl.col("status") == "ok")
     # A cell run ok twice (a resumed campaign never does; copied records might): keep the latest.
     ok = ok.sort("run_id").unique(subset=["cell_id"], keep="last", maintain_order=True)
@@ -218,10 +249,26 @@ def identity_problems(ok: pl.DataFrame) -> list[str]:
     if len(gpus) > 1:
         problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
     for image, group in ok.group_by("image"):
-        envs = group["environment"].unique().to_list()
-        if len(envs) > 1:
+        envs = sorted(set(group["environment"].to_list()))
+        if any(_environments_differ(a, b) for i, a in enumerate(envs) for b in envs[i + 1 :]):
             problems.append(f"image {image[0]} in {len(envs)} different builds/environments: {' | '.join(envs)}")
     return problems
+
+
+def _environments_differ(a: str, b: str) -> bool:
+    """Two runs' environments of one image differ: other Docker image ids; or, run locally, another
+    Python or another version of a package both report (engines of one image report different
+    package sets: torch alone for TorchScript, torch and transformers for serving on torch)."""
+    if not (a.split(" ", 1)[-1].startswith("local:") and b.split(" ", 1)[-1].startswith("local:")):
+        return a != b
+
+    def parse(env: str) -> tuple[str, dict[str, str]]:
+        _, python, versions = env.split(" ", 1)[1].split(":", 2)
+        pairs = (item.split("==", 1) for item in versions.split(",") if "==" in item)
+        return python, dict(pairs)
+
+    (py_a, va), (py_b, vb) = parse(a), parse(b)
+    return py_a != py_b or any(va[k] != vb[k] for k in va.keys() & vb.keys())
 
 
 def notes_of(frame: pl.DataFrame, column: str) -> list[str]:

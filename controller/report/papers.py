@@ -2,7 +2,8 @@
 
 Table 1: per model × batch × framework (native, then converted), means over repetitions.
 Table 2: accuracy of the native models. Table 3: ONNX Runtime execution providers compared.
-Tables 4-5 (second paper): energy and time per serving configuration, once serving runs exist.
+Tables 4-5 (second paper): median energy and time per serving configuration and model-size
+category, CPU and CUDA execution providers; and a per-model table of the serving runs.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def header(column: str) -> str:
     return f"{m.label} ({m.unit})"
 
 
-def model_label(model: str, size: str) -> str:
-    return model if size == "full" else f"{model} ({size})"
+def model_label(model: str, size: str | None) -> str:
+    return model if size in ("full", "n/a", None) else f"{model} ({size})"
 
 
 def metric_value(t: Table, frame: pl.DataFrame, column: str) -> Value:
@@ -180,36 +181,197 @@ def table3(ok: pl.DataFrame) -> Table:
     return t
 
 
+# The second paper's names of the serving configurations: <runtime engine, execution provider>.
+ENGINE_SHORT = {"torch": "TORCH", "onnxruntime": "ONNX", "openvino": "OV", "torchscript": "JIT"}
+GPU_PROVIDERS = ("cuda", "tensorrt")
+TABLE4_METRICS = ("total_energy", "window_s")
+TABLE5_METRICS = ("cpu_energy", "gpu_energy", "total_energy", "window_s")
+SERVING_TABLE_METRICS = (
+    "total_energy",
+    "energy_per_request",
+    "energy_per_token",
+    "window_s",
+    "time_per_request_s",
+    "tokens_per_s",
+    "cpu_percent",
+    "ram_peak_mib",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+)
+SERVING_HEADERS = {"total_energy": "Global energy (J)", "window_s": "Execution time (s)"}
+
+
+def serving_label(engine: str | None, provider: str | None) -> str:
+    """<ONNX, CPU>, as the paper names a serving configuration."""
+    return f"<{ENGINE_SHORT.get(engine or '?', (engine or '?').upper())}, {(provider or '?').upper()}>"
+
+
+def category_of(model_size: str | None) -> str:
+    """'1', '2', '3' for the paper's size categories; 'uncategorised' for other models."""
+    size = model_size or ""
+    return size.removeprefix("category-") if size.startswith("category-") else "uncategorised"
+
+
+def _category_order(category: str) -> tuple[int, str]:
+    return (0, category) if category.isdigit() else (1, category)
+
+
+def median_value(t: Table, frame: pl.DataFrame, column: str) -> Value:
+    """Median over the runs; n/a with the recorded reason when no run measured it, never 0."""
+    values = [v for v in frame[column].to_list() if v is not None]
+    notes = [t.note(n) for n in notes_of(frame, column)]
+    if not values:
+        return Value("n/a", None, notes=notes or [t.note("not measured (no reason recorded)")])
+    v = num_value(statistics.median(values))
+    if len(values) < frame.height:
+        v.notes.append(t.note(f"measured in {len(values)} of {frame.height} runs; the median covers those"))
+    v.notes += [n for n in notes if n not in v.notes]
+    return v
+
+
+def _configuration_labels(frame: pl.DataFrame) -> dict[str, str]:
+    """configuration -> <ENGINE, PROVIDER>, with the configuration's name where two share a label."""
+    pairs = {
+        conf: serving_label(engine, provider)
+        for conf, engine, provider in frame.select("configuration", "engine", "provider").unique().iter_rows()
+    }
+    labels = list(pairs.values())
+    return {c: (lab if labels.count(lab) == 1 else f"{lab} {c}") for c, lab in pairs.items()}
+
+
+def _serving_table(key: str, title: str, part: pl.DataFrame, metrics: tuple[str, ...]) -> Table:
+    """Table 4 or 5: per size category × serving configuration, the median over every run of the
+    category's models; then the mean of the category medians per configuration (the paper's last
+    section)."""
+    headers = [SERVING_HEADERS.get(c, header(c)) for c in metrics]
+    t = Table(key, title, ["Model size category", "Serving configuration", "Models", "Runs", *headers])
+    first = 4
+    labels = _configuration_labels(part)
+    by_conf: dict[str, dict[str, list[float]]] = {}
+    categories = sorted({category_of(s) for s in part["model_size"].to_list()}, key=_category_order)
+    for category in categories:
+        group = part.filter(pl.col("model_size").map_elements(category_of, return_dtype=pl.Utf8) == category)
+        start = len(t.rows)
+        t.group_starts.add(start)
+        for (conf,), runs in sorted(_groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+            models = sorted(set(runs["model"].to_list()))
+            row = [
+                text_value(category),
+                text_value(labels[conf]),
+                Value(str(len(models)), len(models)),
+                Value(str(runs.height), runs.height),
+            ]
+            for c in metrics:
+                v = median_value(t, runs, c)
+                row.append(v)
+                if isinstance(v.raw, (int, float)):
+                    by_conf.setdefault(conf, {}).setdefault(c, []).append(float(v.raw))
+            t.rows.append(row)
+        mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
+    if len(categories) > 1:
+        start = len(t.rows)
+        t.group_starts.add(start)
+        for (conf,), runs in sorted(_groups(part, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+            cats = sorted({category_of(s) for s in runs["model_size"].to_list()}, key=_category_order)
+            row = [
+                text_value(",".join(cats)),
+                text_value(labels[conf]),
+                Value(str(len(set(runs["model"].to_list()))), None),
+                Value(str(runs.height), runs.height),
+            ]
+            for c in metrics:
+                vals = by_conf.get(conf, {}).get(c, [])
+                if vals:
+                    v = num_value(statistics.fmean(vals))
+                    if len(vals) < len(cats):
+                        v.notes.append(t.note(f"mean of the {len(vals)} of {len(cats)} categories that measured it"))
+                    row.append(v)
+                else:
+                    row.append(median_value(t, runs, c))  # n/a with the reasons
+            t.rows.append(row)
+        mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
+    prompts = sorted({p for p in part["prompts"].to_list() if p is not None})
+    covers = sorted({c for c in part["total_energy_covers"].to_list() if c})
+    t.remarks.append(
+        "Medians over every run (every repetition of every model) of the size category, per serving "
+        "configuration — the paper's aggregated median; the last section is the mean of the category medians "
+        "per configuration, as in the paper. Best (lowest) values are bold within each section."
+    )
+    t.remarks.append(
+        "Execution time: the measured window of a run, the client replaying all of its prompts "
+        f"({', '.join(map(str, prompts)) or '?'} per run here; the paper: 164). Global energy: the energy "
+        f"measured in that window over the domains {' / '.join(covers) if covers else 'that could be measured'}"
+        " (the paper: CPU + GPU)."
+    )
+    return t
+
+
 def tables45(ok: pl.DataFrame) -> list[Table] | str:
-    """The second paper's Tables 4 (CPU providers) and 5 (GPU providers), or why not."""
+    """The second paper's Tables 4 (CPU execution provider) and 5 (CUDA), by model-size category;
+    or why there are none."""
     serving = ok.filter(pl.col("serving"))
     if serving.height == 0:
         return (
             "Tables 4-5 (second paper: energy and time per serving configuration and model-size category) "
-            "need serving runs; these records have none. They appear once serving runs exist "
-            "(suite/campaigns/code-slm-serving.toml arrives with the serving issue)."
+            "need serving runs; these records have none (run suite/campaigns/code-slm-serving.toml, or its "
+            "CPU variant code-slm-serving-cpu.toml)."
         )
-    out = []
-    for key, title, gpu in (
-        ("table4", "Table 4: CPU execution provider, medians per serving configuration", False),
-        ("table5", "Table 5: CUDA execution provider, medians per serving configuration", True),
-    ):
-        cols = ("cpu_energy", "gpu_energy", "total_energy", "window_s") if gpu else ("total_energy", "window_s")
-        t = Table(key, title, ["Model", "Serving configuration", "Runs", *(header(c) for c in cols)])
-        part = serving.filter((pl.col("provider") != "cpu") if gpu else (pl.col("provider") == "cpu"))
-        for (model, size, conf), runs in _groups(part, ["model", "model_size", "configuration"]):
-            row = [text_value(model_label(model, size)), text_value(conf), Value(str(runs.height), runs.height)]
-            for c in cols:
-                vals = [v for v in runs[c].to_list() if v is not None]
-                if vals:
-                    row.append(num_value(statistics.median(vals)))
-                else:
-                    row.append(
-                        Value("n/a", None, notes=[t.note(n) for n in notes_of(runs, c)] or [t.note("not measured")])
-                    )
-            t.rows.append(row)
-        out.append(t)
+    cpu = serving.filter(~pl.col("provider").is_in(GPU_PROVIDERS))
+    gpu = serving.filter(pl.col("provider").is_in(GPU_PROVIDERS))
+    out: list[Table] = []
+    if cpu.height:
+        out.append(
+            _serving_table(
+                "table4",
+                "Table 4: CPU execution provider — median energy and execution time by model size category",
+                cpu,
+                TABLE4_METRICS,
+            )
+        )
+    if gpu.height:
+        out.append(
+            _serving_table(
+                "table5",
+                "Table 5: CUDA execution provider — median CPU, GPU and global energy and execution time by "
+                "model size category",
+                gpu,
+                TABLE5_METRICS,
+            )
+        )
+    missing = "Table 5 (CUDA execution provider)" if not gpu.height else "Table 4 (CPU execution provider)"
+    if not (cpu.height and gpu.height):
+        out[0].remarks.append(f"{missing}: no serving run of these records used it.")
     return out
+
+
+def serving_models(ok: pl.DataFrame) -> Table:
+    """Every serving model × configuration: medians over repetitions, per request and per token."""
+    t = Table(
+        "serving",
+        "Serving runs per model and configuration (medians over repetitions)",
+        ["Model", "Category", "Serving configuration", "Runs", *(header(c) for c in SERVING_TABLE_METRICS)],
+    )
+    first = 4
+    serving = ok.filter(pl.col("serving"))
+    labels = _configuration_labels(serving) if serving.height else {}
+    for (model, size), group in _groups(serving, ["model", "model_size"]):
+        start = len(t.rows)
+        t.group_starts.add(start)
+        for (conf,), runs in sorted(_groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+            row = [
+                text_value(model),
+                text_value(category_of(size)),
+                text_value(labels[conf]),
+                Value(str(runs.height), runs.height),
+            ]
+            row += [median_value(t, runs, c) for c in SERVING_TABLE_METRICS]
+            t.rows.append(row)
+        mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(SERVING_TABLE_METRICS)])
+    t.remarks.append(
+        "Energy per request and per generated token divide the run's energy (the same as Global energy) by "
+        "its requests and by the tokens it generated; time per request is the client's mean latency."
+    )
+    return t
 
 
 def cv(values: list[float]) -> float | None:

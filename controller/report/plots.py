@@ -10,7 +10,14 @@ from pathlib import Path
 import polars as pl
 
 from controller.report.data import METRICS, notes_of
-from controller.report.papers import _groups, model_label
+from controller.report.papers import (
+    GPU_PROVIDERS,
+    _category_order,
+    _configuration_labels,
+    _groups,
+    category_of,
+    model_label,
+)
 
 BOX_METRICS = (
     "window_s",
@@ -81,6 +88,85 @@ def box_plots(ok: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
         axes[0][0].set_ylabel(f"{m.label} ({m.unit})")
         fig.suptitle(f"{m.label} by configuration", fontsize=10)
         plots.append(_save(fig, folder, f"box-{metric}", f"{m.label} by configuration"))
+    return plots, skipped
+
+
+SERVING_BOX_METRICS = (
+    "total_energy",
+    "window_s",
+    "energy_per_token",
+    "tokens_per_s",
+    "cpu_energy",
+    "gpu_energy",
+    "cpu_percent",
+    "ram_peak_mib",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+)
+
+
+def serving_box_plots(serving: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
+    """The second paper's Figures 3-5: per metric, a box per model-size category × serving
+    configuration, CUDA execution provider on the left and CPU on the right, one colour per model."""
+    plt = _pyplot()
+    plots, skipped = [], []
+    labels = _configuration_labels(serving)
+    models = sorted(set(serving["model"].to_list()))
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(models)}
+    sides = [
+        (name, part)
+        for name, part in (
+            ("CUDA execution provider", serving.filter(pl.col("provider").is_in(GPU_PROVIDERS))),
+            ("CPU execution provider", serving.filter(~pl.col("provider").is_in(GPU_PROVIDERS))),
+        )
+        if part.height
+    ]
+    for metric in SERVING_BOX_METRICS:
+        m = METRICS[metric]
+        if serving[metric].null_count() == serving.height:
+            reasons = "; ".join(notes_of(serving, metric)) or "not measured"
+            skipped.append(f"Serving, {m.label}: no box plot, not measured ({reasons})")
+            continue
+        fig, axes = plt.subplots(1, len(sides), figsize=(max(5.0, 4.8 * len(sides)), 4.0), squeeze=False)
+        for ax, (side, part) in zip(axes[0], sides, strict=True):
+            pos, ticks, names = 0, [], []
+            part = part.with_columns(pl.col("model_size").map_elements(category_of, return_dtype=pl.Utf8).alias("cat"))
+            for category in sorted(set(part["cat"].to_list()), key=_category_order):
+                group = part.filter(pl.col("cat") == category)
+                for (conf,), runs in sorted(_groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+                    values = [v for v in runs[metric].to_list() if v is not None]
+                    pos += 1
+                    ticks.append(pos)
+                    names.append(f"{labels[conf]}\n{'cat. ' + category if category.isdigit() else category}")
+                    if not values:
+                        continue
+                    ax.boxplot([values], positions=[pos], widths=0.6, showmeans=True, showfliers=False)
+                    for model, value in runs.select("model", metric).drop_nulls().iter_rows():
+                        ax.scatter([pos], [value], s=12, alpha=0.7, color=colours[model], zorder=3)
+                pos += 0.5  # a gap between categories
+            ax.set_xticks(ticks, names, fontsize=7, rotation=30)
+            ax.set_title(side, fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            if part[metric].null_count() == part.height:
+                why = "; ".join(notes_of(part, metric)) or "not measured"
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"not measured:\n{why[:120]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    transform=ax.transAxes,
+                    wrap=True,
+                )
+        axes[0][0].set_ylabel(f"{m.label} ({m.unit})")
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[x], label=x) for x in models]
+        fig.legend(
+            handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="model", title_fontsize=7
+        )
+        fig.suptitle(f"Serving: {m.label} by model size category and configuration", fontsize=10)
+        title = f"Serving: {m.label} by model size category and configuration"
+        plots.append(_save(fig, folder, f"serving-box-{metric}", title))
     return plots, skipped
 
 

@@ -35,6 +35,20 @@ STAT_METRICS = (
     "cpu_percent",
     "ram_peak_mib",
 )
+# Serving runs: the second paper's dependent variables (its Table 2), per request and per token.
+SERVING_STAT_METRICS = (
+    "total_energy",
+    "cpu_energy",
+    "gpu_energy",
+    "window_s",
+    "energy_per_token",
+    "tokens_per_s",
+    "cpu_percent",
+    "ram_peak_mib",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+    "gpu_power_w",
+)
 CORRELATIONS = (("window_s", "total_energy"), ("gpu_util_percent", "gpu_power_w"))
 
 
@@ -119,8 +133,9 @@ def run_tests(ok: pl.DataFrame) -> tuple[list[Test], list[str]]:
     tests: list[Test] = []
     unmeasured: dict[str, list[str]] = {}
     for (model, size, batch), group in _groups(ok, ["model", "model_size", "batch_size"]):
-        label = f"{model_label(model, size)} b{batch}"
-        for metric in STAT_METRICS:
+        serving = bool(group["serving"].any())
+        label = f"{model_label(model, size)} {'serving' if serving else f'b{batch}'}"
+        for metric in SERVING_STAT_METRICS if serving else STAT_METRICS:
             samples = {
                 conf: [v for v in runs[metric].to_list() if v is not None]
                 for (conf,), runs in _groups(group, ["configuration"])
