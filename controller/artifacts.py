@@ -23,6 +23,7 @@ ENGINE_FORMATS: dict[str, str | None] = {
     "torch-compile": None,
     "onnxruntime": "onnx",
     "openvino": "onnx",
+    "tensorrt": "onnx",  # built into a TensorRT engine on the run's GPU, as its compile step
     "tensorflow": None,
     "mxnet": None,
 }

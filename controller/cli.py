@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="host: forward this host's pip indexes, find-links wheels and CA",
     )
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
+    ilock = isub.add_parser("lock", help="pin GPU images' bases by registry digest (needs the registry)")
+    ilock.add_argument("names", nargs="+", metavar="NAME")
     add_campaign_parser(sub)
     add_report_parser(sub)
     add_serve_parser(sub)
@@ -198,22 +200,34 @@ def cmd_images(args: argparse.Namespace) -> int:
         if args.json:
             print(images.to_json(rows))
             return 0
-        print(f"{'NAME':<14} {'ENGINES':<22} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+        print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
         for r in rows:
             built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
             if r["built"] and r["stale"]:
                 built = "yes (stale)"
+            if r["gpu"] and not r["pinned"] and not r["built"]:
+                built = "unpinned"
             if r["unsupported"]:
                 built = "unsupported"
             ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
             print(
-                f"{r['name']:<14} {','.join(r['engines']):<22} {r['provider']:<9} "
+                f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
                 f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
             )
         if note:
             print(f"(built status unknown: {note})")
+        if any(r["gpu"] and not r["pinned"] for r in rows):
+            print("unpinned: a GPU image builds once its base is pinned (`images lock NAME` where the registry is)")
         return 0
     from controller.runners.docker_runner import connect
+
+    if args.images_command == "lock":
+        chosen = [images.get_manifest(name) for name in args.names]
+        client = connect()
+        for manifest in chosen:
+            digest = images.lock_base(client, manifest)
+            print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
+        return 0
 
     for name in args.names:
         images.get_manifest(name)

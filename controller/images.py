@@ -37,6 +37,12 @@ class Manifest:
     why: str = ""
     converts: list[str] = field(default_factory=list)
     unsupported: str | None = None  # set when the combination cannot work on current hardware
+    digest: str = ""  # the base's registry digest (sha256:...); GPU images build only when pinned
+
+    @property
+    def pinned_base(self) -> str | None:
+        """``base@digest`` when the manifest pins its base, else None."""
+        return f"{self.base}@{self.digest}" if self.digest else None
 
     @property
     def tag(self) -> str:
@@ -83,7 +89,8 @@ def package_sources_hash() -> str:
 
 def source_hash(manifest: Manifest) -> str:
     """Hash of everything that goes into the image, to tell a stale build from a current one."""
-    return _hash_files([manifest.dockerfile, manifest.folder / "requirements.txt", *_package_files()])
+    extra = [manifest.folder / "check.py"] if (manifest.folder / "check.py").is_file() else []
+    return _hash_files([manifest.dockerfile, manifest.folder / "requirements.txt", *extra, *_package_files()])
 
 
 # --- forwarding the host's pip setup into a build -----------------------------------------------
@@ -184,6 +191,8 @@ def build_context(
     requirements = manifest.folder / "requirements.txt"
     (ctx / "build").mkdir()
     shutil.copy(requirements, ctx / "build" / "requirements.txt")
+    if (manifest.folder / "check.py").is_file():  # build-time check of what the image must contain
+        shutil.copy(manifest.folder / "check.py", ctx / "build" / "check.py")
     for pkg in IMAGE_PACKAGES:
         shutil.copytree(REPO / pkg, ctx / "app" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     write_pip_dir(ctx / "build" / "pip", requirements, ca_bundle, pip_config, say)
@@ -202,8 +211,15 @@ def build_image(
     """Build one image; stream the build's output through ``say``; return the image id."""
     if manifest.unsupported:
         raise UserError(f"image {manifest.name} cannot be built here: {manifest.unsupported}")
+    base = base_image or manifest.pinned_base or manifest.base
+    if manifest.gpu and not base_image and not manifest.pinned_base:
+        raise UserError(
+            f"image {manifest.name}'s base {manifest.base} is not pinned by digest "
+            f"(images/{manifest.name}/manifest.toml has no digest): run `python -m controller images lock "
+            f"{manifest.name}` on a host that can reach the registry, commit the manifest, then build "
+            "(or pass --base-image NAME@sha256:... explicitly)"
+        )
     ctx = build_context(manifest, ca_bundle, pip_config, say)
-    base = base_image or manifest.base
     say(f"building {manifest.tag} from {base} (context {ctx})")
     image_id = None
     last: list[str] = []
@@ -244,6 +260,37 @@ def build_image(
     return str(image_id)
 
 
+DIGEST_LINE = re.compile(r'^digest\s*=\s*"[^"]*"', re.MULTILINE)
+
+
+def write_digest(manifest: Manifest, digest: str) -> Path:
+    """Pin the manifest's base to ``digest`` (rewrites its ``digest = "..."`` line)."""
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise UserError(f"not a registry digest: {digest!r} (expected sha256:<64 hex digits>)")
+    path = manifest.folder / "manifest.toml"
+    text = path.read_text()
+    line = f'digest = "{digest}"'
+    text = DIGEST_LINE.sub(line, text, count=1) if DIGEST_LINE.search(text) else text.rstrip("\n") + "\n" + line + "\n"
+    path.write_text(text)
+    return path
+
+
+def lock_base(client: Any, manifest: Manifest) -> str:
+    """Ask the registry for the digest of the manifest's base tag and pin it."""
+    import docker.errors
+
+    try:
+        found = client.api.inspect_distribution(manifest.base)
+    except docker.errors.APIError as exc:
+        raise UserError(
+            f"cannot resolve {manifest.base} in its registry ({exc.explanation or exc}); "
+            "lock images on a host that can reach the registry (and is logged in to it where needed)"
+        ) from None
+    digest = str(found["Descriptor"]["digest"])
+    write_digest(manifest, digest)
+    return digest
+
+
 def image_status(client: Any | None, manifest: Manifest) -> dict[str, Any]:
     """Built or not, its id, and whether the sources changed since it was built."""
     if client is None:
@@ -272,6 +319,8 @@ def describe(manifests: dict[str, Manifest], client: Any | None) -> list[dict[st
                 "engines": m.engines,
                 "provider": m.provider,
                 "gpu": m.gpu,
+                "base": m.pinned_base or m.base,
+                "pinned": bool(m.digest),
                 **image_status(client, m),
                 "unsupported": m.unsupported,
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from controller.accuracy import accuracy
 from controller.accuracy import describe as describe_accuracy
 from controller.artifacts import (
     ARTIFACT_MOUNT,
+    CONTAINER_UID,
     WEIGHTS_MOUNT,
     Artifact,
     ConversionFailed,
@@ -111,6 +113,19 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
             )
         kind = "path"
     return manifest, engine, kind, weights_file
+
+
+TRT_CACHE_MOUNT = "/trt-cache"
+
+
+def tensorrt_cache(cache_root: Path, runner: Any) -> Path:
+    """The host folder for TensorRT engine and timing caches, writable by the container's user."""
+    folder = cache_root.parent / "tensorrt"
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=0o755)
+        if runner.kind == "docker" and os.getuid() == 0:
+            os.chown(folder, CONTAINER_UID, CONTAINER_UID)
+    return folder
 
 
 # Native engines and the framework whose definition (and preprocessing) they run.
@@ -252,6 +267,13 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
             f"{req.model} has no {source} definition, so engine {engine} cannot run it; "
             f"it is defined for: {', '.join(get_model(req.model).sources)}"
         )
+    fingerprint = host_fingerprint()
+    if manifest.gpu and not hostinfo.gpus(fingerprint)["available"]:
+        raise UserError(
+            f"image {req.image} ({engine} on {manifest.provider}) needs an NVIDIA GPU and this host has none "
+            f"that NVML can see ({hostinfo.gpus(fingerprint)['reason']}); run it on a GPU host, or use a CPU "
+            "image (python -m controller images list)"
+        )
     images = [req.image] + ([conversion[1]] if conversion else [])
     runner = choose_runner(req.runner, images, say)
     warn_stale(runner, images, say)
@@ -274,7 +296,6 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         "weights": weights_kind,
         "weights_label": ("random (seeded, not trained: accuracy meaningless)" if weights_kind == "random" else None),
     }
-    fingerprint = host_fingerprint()
     record["host"] = hostinfo.host(fingerprint)
     record["gpus"] = hostinfo.gpus(fingerprint)
     path = record_path(req.results, req.campaign, run_id)
@@ -326,6 +347,13 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         mounts.append(dm)
         inside = runner.path_for(dm)
         dataset_in = inside if dm.host == str(dataset_path) else f"{inside}/{dataset_path.name}"
+    options = dict(req.options)
+    if manifest.provider == "tensorrt":
+        # TensorRT engines are built for one GPU and TensorRT version: keep them on a writable
+        # volume so that each is built once (the build is timed as the run's compile step).
+        tm = Mount(str(tensorrt_cache(cache, runner)), TRT_CACHE_MOUNT, read_only=False)
+        mounts.append(tm)
+        options.setdefault("trt_cache_dir", runner.path_for(tm))
     spec = RunSpec(
         run_id=run_id,
         engine=engine,
@@ -345,7 +373,7 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         artifact=artifact.relpath if artifact else None,
         artifact_root=runner.path_for(cache_mount) if artifact else None,
         weights_path=weights_in,
-        options=req.options,
+        options=options,
     )
     record["spec"] = asdict(spec)
     record["artifact"] = (

@@ -149,7 +149,7 @@ def test_plan_of_the_gpu_paper_campaign_says_what_is_missing_and_runs_nothing(tm
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "bert-imdb" in out
-    assert "image onnx-trt has no manifest" in out and "image onnx-cuda has no manifest" in out
+    assert "image onnx-trt needs an NVIDIA GPU" in out and "image onnx-cuda needs an NVIDIA GPU" in out
     assert "resnet50 on torch2onnx-trt" in out
     assert "images needed:" in out and "estimated duration" in out
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
@@ -158,7 +158,7 @@ def test_plan_of_the_gpu_paper_campaign_says_what_is_missing_and_runs_nothing(tm
     )
     assert as_json and not any(entry["runnable"] for entry in as_json)
     bert = [e for e in as_json if e["model"] == "bert-imdb"]
-    assert bert and all("has no manifest" in e["reason"] for e in bert)
+    assert bert and all("needs an NVIDIA GPU" in e["reason"] for e in bert)
 
 
 def test_plan_of_the_cpu_campaign_lists_the_matrix_and_an_estimate(tmp_path):

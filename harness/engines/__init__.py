@@ -15,6 +15,7 @@ ADAPTERS = {
     "openvino": "openvino_engine",
     "tensorflow": "tensorflow_engine",
     "mxnet": "mxnet_engine",
+    "tensorrt": "tensorrt_engine",
 }
 
 
