@@ -94,7 +94,18 @@ def new_staging(cache_root: Path, key: str, runner: Any) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a weights file, or of a model folder: every file's path (relative to it) and content.
+
+    A folder's digest changes when any file in it is added, removed, renamed or edited, so an
+    artifact converted from a fine-tuned model folder is made again after any such change.
+    """
     digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            name = file.relative_to(path).as_posix().encode()
+            # Length-prefixed name, then the file's own digest: no two layouts hash alike.
+            digest.update(len(name).to_bytes(8, "big") + name + bytes.fromhex(file_sha256(file)))
+        return digest.hexdigest()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
