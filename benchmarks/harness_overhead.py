@@ -1,11 +1,15 @@
 """Does the harness slow the engine it measures? Ratios measured side by side in one run.
 
-1. In one process: the harness's measure loop vs a bare hand-written loop over the same ONNX
-   Runtime session and inputs (ResNet-50, batch 1 and 64), interleaved rounds. Goal >= 0.98.
+1. Every CPU engine: the harness's measure loop over the engine adapter vs a bare loop over the
+   framework's own call, same loaded model, same inputs, interleaved rounds (engine_loop.py),
+   ResNet-50 at batch 1 and 64. Engines installed here run in a local process each; TensorFlow,
+   MXNet and ONNX Runtime's OpenVINO EP run inside their images (skipped, with the reason, when
+   no Docker engine answers or the image is not built). Goal >= 0.98.
 2. docker over local: the same run through `python -m controller run` with each runner
    (skipped, with the reason, when no engine answers or the images are not built). Goal >= 0.97.
 
     python benchmarks/harness_overhead.py [--model-size full|tiny] [--rounds 5] [--samples 128]
+                                          [--engines onnxruntime,torch,...]
 """
 
 from __future__ import annotations
@@ -16,68 +20,95 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-import onnxruntime as ort
-
-from controller.artifacts import default_cache, ensure_artifact
+from controller.artifacts import ARTIFACT_MOUNT, default_cache, ensure_artifact
 from controller.errors import UserError
 from controller.runners.local import LocalRunner
-from harness.inputs import synthetic_batches
 from harness.protocol import RunSpec
-from harness.run import measure_loop
 
 REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+# engine -> (image, provider, conversion or None); the image runs it when this Python cannot.
+ENGINES = {
+    "onnxruntime": ("onnx-cpu", "cpu", "torch2onnx"),
+    "torch": ("torch-cpu", "cpu", None),
+    "torchscript": ("torch-cpu", "cpu", "torch2torchscript"),
+    "openvino": ("openvino-cpu", "cpu", "torch2onnx"),
+    "onnxruntime-openvino": ("onnx-openvino", "openvino", "torch2onnx"),
+    "tensorflow": ("tf-cpu", "cpu", None),
+    "mxnet": ("mxnet-cpu", "cpu", None),
+}
+LOCAL = {"onnxruntime", "torch", "torchscript", "openvino"}
 
 
-def in_process(model_size: str, batch: int, n_batches: int, rounds: int) -> tuple[float, float]:
-    art = ensure_artifact(
-        LocalRunner(),
-        default_cache(),
-        "torch2onnx",
-        "torch-cpu",
-        "resnet50",
-        model_size,
-        "random",
-        None,
-        0,
-        1800,
-        say=lambda _: None,
-    )
-    session = ort.InferenceSession(str(default_cache() / art.relpath), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+def engine_ratio(key: str, model_size: str, batch: int, n_batches: int, rounds: int) -> dict[str, Any]:
+    """Run engine_loop.py for one engine, locally or in its image; its JSON answer."""
+    image, provider, conversion = ENGINES[key]
+    engine = key.split("-")[0]
+    artifact = None
+    if conversion:
+        artifact = ensure_artifact(
+            LocalRunner(),
+            default_cache(),
+            conversion,
+            "torch-cpu",
+            "resnet50",
+            model_size,
+            "random",
+            None,
+            0,
+            1800,
+            say=lambda _: None,
+        )
     spec = RunSpec(
-        run_id="b",
-        engine="onnxruntime",
-        provider="cpu",
+        run_id="bench",
+        engine=engine,
+        provider=provider,
         model="resnet50",
         model_size=model_size,
+        source="torch" if conversion else None,
         batch_size=batch,
         samples=n_batches * batch,
+        artifact=artifact.relpath if artifact else None,
+        artifact_root=(str(default_cache()) if key in LOCAL else ARTIFACT_MOUNT) if artifact else None,
     )
-    inputs = synthetic_batches(spec, n_batches)
+    argv = ["--spec", json.dumps(asdict(spec)), "--rounds", str(rounds), "--batches", str(n_batches)]
+    if key in LOCAL:
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / "engine_loop.py"), *argv], capture_output=True, text=True, cwd=REPO
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-1500:])
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from controller.images import get_manifest
+    from controller.runners.docker_runner import connect
 
-    def bare() -> float:
-        t0 = time.perf_counter()
-        for i in range(n_batches):
-            session.run(None, {name: inputs[i % len(inputs)]})
-        return n_batches * batch / (time.perf_counter() - t0)
+    client = connect()
+    tag = get_manifest(image).tag
+    if not client.images.list(name=tag):
+        raise UserError(f"image {tag} is not built")
+    volumes = {str(BENCH): {"bind": "/opt/bench", "mode": "ro"}}
+    if artifact:
+        volumes[str(default_cache() / artifact.key)] = {"bind": f"{ARTIFACT_MOUNT}/{artifact.key}", "mode": "ro"}
+    import docker.errors
 
-    def harness() -> float:
-        infer = lambda x: session.run(None, {name: x})[0]  # noqa: E731 - the adapter's infer
-        t0 = time.perf_counter()
-        measure_loop(infer, inputs, n_batches, None)
-        return n_batches * batch / (time.perf_counter() - t0)
-
-    bare(), harness()  # warm-up
-    ratios, bare_tp = [], []
-    for r in range(rounds):
-        # Alternate the order so drift (thermal, turbo) does not favour one side.
-        a, b = (bare(), harness()) if r % 2 == 0 else tuple(reversed((harness(), bare())))
-        bare_tp.append(a)
-        ratios.append(b / a)
-    return statistics.median(ratios), statistics.median(bare_tp)
+    try:
+        out = client.containers.run(
+            tag,
+            ["/opt/bench/engine_loop.py", *argv],
+            entrypoint=["python3"],
+            volumes=volumes,
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=False,
+        )
+    except docker.errors.ContainerError as exc:
+        raise RuntimeError((exc.stderr or b"").decode(errors="replace")[-1500:] or str(exc)) from None
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
 def through_cli(runner: str, model_size: str, batch: int, samples: int, results: Path) -> float:
@@ -121,15 +152,27 @@ def main() -> int:
     parser.add_argument("--model-size", default="full")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=128, help="samples per measurement")
+    parser.add_argument("--engines", help=f"comma-separated subset of {', '.join(ENGINES)} (skips docker/local)")
     args = parser.parse_args()
-    print(f"ResNet-50 ({args.model_size}) on ONNX Runtime CPU; medians of {args.rounds} rounds")
-    for batch in (1, 64):
-        n = max(8, args.samples // batch)  # at least 8 batches: a ratio of two is noise
-        ratio, tp = in_process(args.model_size, batch, n, args.rounds)
-        print(
-            f"  batch {batch:>2}: harness / bare loop = {ratio:.3f}  (bare {tp:.1f} samples/s)  "
-            f"goal >= 0.98 {'ok' if ratio >= 0.98 else 'MISSED'}"
-        )
+    chosen = args.engines.split(",") if args.engines else list(ENGINES)
+    print(f"ResNet-50 ({args.model_size}), harness loop / bare loop, medians of {args.rounds} rounds")
+    for key in chosen:
+        for batch in (1, 64):
+            n = max(8, args.samples // batch)  # at least 8 batches: a ratio of two is noise
+            where = "local" if key in LOCAL else f"in {ENGINES[key][0]}"
+            try:
+                found = engine_ratio(key, args.model_size, batch, n, args.rounds)
+            except (UserError, RuntimeError) as exc:
+                print(f"  {key:<21} batch {batch:>2}: skipped ({str(exc).strip().splitlines()[-1][:150]})")
+                continue
+            ratio = found["ratio"]
+            print(
+                f"  {key:<21} batch {batch:>2}: {ratio:.3f}  (bare {found['bare_sps']:.1f} samples/s, {where}; "
+                f"rounds {', '.join(f'{r:.3f}' for r in found['ratios'])})  goal >= 0.98 "
+                f"{'ok' if ratio >= 0.98 else 'MISSED'}"
+            )
+    if args.engines:
+        return 0
     try:
         from controller.runners.docker_runner import DockerRunner
 
