@@ -139,11 +139,19 @@ def ensure_artifact(
     seed: int,
     timeout_s: float,
     say: Any = print,
+    source: Artifact | None = None,
 ) -> Artifact:
-    """The cached artifact for these inputs, converting (and checking parity) when missing."""
+    """The cached artifact for these inputs, converting (and checking parity) when missing.
+
+    ``source``: for a conversion of an artifact (onnx2openvino), the cached artifact it converts;
+    its key joins the cache key and its folder is mounted read-only for the conversion.
+    """
     weights_sha = file_sha256(weights_file) if weights_file else None
     probe = ConvertSpec(conversion=conversion, model=model, model_size=model_size, weights=weights, seed=seed)
     key, inputs = cache_key(probe, runner.environment_id(source_image), weights_sha)
+    if source is not None:
+        inputs["source_artifact"] = source.key
+        key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     final = cache_root / key
     meta_path = final / "meta.json"
     if meta_path.is_file():
@@ -157,6 +165,11 @@ def ensure_artifact(
         weights_mount = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
         mounts.append(weights_mount)
         weights_in = runner.path_for(weights_mount)
+    source_in = None
+    if source is not None:
+        source_mount = Mount(str(cache_root / source.key), f"{ARTIFACT_MOUNT}/{source.key}")
+        mounts.append(source_mount)
+        source_in = f"{runner.path_for(source_mount)}/{source.meta['artifact_file']}"
     spec = ConvertSpec(
         conversion=conversion,
         model=model,
@@ -165,6 +178,7 @@ def ensure_artifact(
         weights_path=weights_in,
         seed=seed,
         out_dir=runner.path_for(mounts[0]),
+        source_artifact=source_in,
     )
     say(f"converting {model} ({model_size}, {weights} weights) with {conversion} in {source_image} ...")
     try:
@@ -174,7 +188,7 @@ def ensure_artifact(
                 argv=["convert", "--spec", spec.to_json()],
                 timeout_s=timeout_s,
                 mounts=mounts,
-                network=weights == "pretrained",
+                network=weights == "pretrained" and source is None,  # only a download needs it
                 labels={"joulebench.conversion": conversion},
             )
         )
@@ -202,6 +216,8 @@ def ensure_artifact(
                 tail,
             )
         meta = {**meta, "key": key, "key_inputs": inputs, "converted_by": execution.runner}
+        if source is not None:  # the chain, for the record: which artifact this one was made from
+            meta["source_artifact"] = {"key": source.key, "conversion": source.meta.get("conversion")}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         for path in staging.iterdir():
             path.chmod(0o644)

@@ -102,6 +102,13 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
         raise UserError(f"--duration must be positive, got {req.duration_s}")
     if req.warmup < 0:
         raise UserError(f"--warmup must be 0 or more, got {req.warmup}")
+    if "model_format" in req.options:
+        fmt = str(req.options["model_format"]).lower()
+        if engine != "openvino" or fmt not in MODEL_FORMATS:
+            raise UserError(
+                f"--option model_format={req.options['model_format']} applies to the openvino engine only, "
+                f"with one of {', '.join(MODEL_FORMATS)} (onnx: read the ONNX artifact; ir: convert it to OpenVINO IR)"
+            )
     weights_file = None
     kind = req.weights
     if kind not in ("random", "pretrained"):
@@ -113,6 +120,14 @@ def validate(req: RunRequest) -> tuple[Manifest, str, str, Path | None]:
             )
         kind = "path"
     return manifest, engine, kind, weights_file
+
+
+MODEL_FORMATS = ("onnx", "ir")
+
+
+def wants_ir(engine: str, options: dict[str, Any]) -> bool:
+    """Whether an OpenVINO run asked for OpenVINO IR (onnx2openvino) rather than reading ONNX."""
+    return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
 
 
 TRT_CACHE_MOUNT = "/trt-cache"
@@ -315,6 +330,22 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
                 req.seed,
                 req.timeout_s,
                 say,
+            )
+        if artifact is not None and wants_ir(engine, req.options):
+            # Second step of the chain: the ONNX artifact to OpenVINO IR, in the OpenVINO image.
+            artifact = ensure_artifact(
+                runner,
+                cache,
+                "onnx2openvino",
+                req.image,
+                req.model,
+                req.model_size,
+                weights_kind,
+                None,
+                req.seed,
+                req.timeout_s,
+                say,
+                source=artifact,
             )
     except ConversionFailed as exc:
         record |= {

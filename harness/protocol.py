@@ -227,6 +227,7 @@ class ConvertSpec:
     batch_size: int = 2
     atol: float = 1e-3
     rtol: float = 1e-2
+    source_artifact: str | None = None  # a conversion of an artifact (onnx2openvino): its file
 
     def to_json(self) -> str:
         return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)

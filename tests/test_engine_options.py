@@ -129,3 +129,26 @@ def test_gpu_provider_options_are_explicit(tmp_path):
     }
     with pytest.raises(EngineError, match="precision 'INT4'"):
         provider_options("openvino", {"precision": "int4"})
+
+
+def test_openvino_ir_is_a_cached_second_conversion_that_predicts_like_the_onnx_file(cli):
+    pytest.importorskip("openvino")
+    local = [*TINY, "--runner", "local"]
+    onnx_rec = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", *local)
+    ir_rec = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", *local, "--option", "model_format=ir")
+    art = ir_rec["artifact"]
+    assert art["conversion"] == "onnx2openvino" and art["artifact_file"] == "model.xml"
+    # The chain is on the record: the IR was made from the run's torch2onnx artifact.
+    assert art["source_artifact"] == {"key": onnx_rec["artifact"]["key"], "conversion": "torch2onnx"}
+    assert art["parity"]["ok"] and art["compress_to_fp16"] is False
+    assert ir_rec["result"]["options_used"]["model_format"] == "ir"
+    assert onnx_rec["result"]["options_used"]["model_format"] == "onnx"
+    assert ir_rec["result"]["predictions_digest"] == onnx_rec["result"]["predictions_digest"]
+    again = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", *local, "--option", "model_format=ir")
+    assert again["artifact"]["reused"] and again["artifact"]["key"] == art["key"]
+
+
+def test_model_format_is_refused_where_it_means_nothing(cli):
+    proc = cli("run", "--image", "onnx-cpu", "--model", "mobilenetv2", *TINY, "--option", "model_format=ir")
+    assert proc.returncode == 2
+    assert "model_format=ir applies to the openvino engine only" in proc.stderr

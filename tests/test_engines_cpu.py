@@ -67,8 +67,18 @@ def test_openvino_records_the_performance_hint_and_refuses_an_unknown_one(cli):
     rec = run_ok(cli, "--image", "openvino-cpu", "--model", "resnet50", *local, *hint)
     assert rec["result"]["options_used"]["performance_hint"] == "THROUGHPUT"
     assert rec["spec"]["options"] == {"performance_hint": "throughput"}
-    proc = cli("run", "--image", "openvino-cpu", "--model", "resnet50", *local, "--option", "performance_hint=fastest",
-               "--campaign", "bad")
+    proc = cli(
+        "run",
+        "--image",
+        "openvino-cpu",
+        "--model",
+        "resnet50",
+        *local,
+        "--option",
+        "performance_hint=fastest",
+        "--campaign",
+        "bad",
+    )
     assert proc.returncode == 1
     (bad,) = cli.records("bad")
     assert bad["status"] == "failed" and "performance_hint 'FASTEST' is not one of" in bad["failure"]["reason"]
@@ -141,6 +151,24 @@ def test_openvino_image_runs_torch2onnx_like_onnx_cpu(cli, docker_client):
     assert ov_rec["runner"]["kind"] == "docker" and ov_rec["result"]["providers_active"] == ["CPU"]
     assert ov_rec["artifact"]["conversion"] == "torch2onnx" and ov_rec["artifact"]["parity"]["ok"]
     assert ov_rec["result"]["predictions_digest"] == ort_rec["result"]["predictions_digest"]
+    # The ONNX -> OpenVINO IR conversion runs in the OpenVINO image, with its parity check there.
+    ir_rec = run_ok(
+        cli,
+        "--image",
+        "openvino-cpu",
+        "--model",
+        "mobilenetv2",
+        *dock,
+        "--option",
+        "model_format=ir",
+        campaign=campaign,
+    )
+    assert ir_rec["artifact"]["conversion"] == "onnx2openvino" and ir_rec["artifact"]["parity"]["ok"]
+    assert ir_rec["artifact"]["converted_by"]["kind"] == "docker"
+    assert ir_rec["result"]["options_used"]["model_format"] == "ir"
+    assert ir_rec["result"]["predictions_digest"] == ort_rec["result"]["predictions_digest"]
+    # The OpenVINO EP's options are explicit and recorded as the session reports them.
+    assert ov_rec["result"]["compile_step"] == "compile_model (CPU plugin)"
 
 
 @pytest.mark.docker
@@ -155,6 +183,9 @@ def test_onnx_openvino_image_runs_on_the_openvino_provider(cli, docker_client):
     assert result["providers_active"][0] == "OpenVINOExecutionProvider"
     assert result["versions"]["onnxruntime-openvino"]
     assert result["predictions_digest"] == cpu_rec["result"]["predictions_digest"]
+    # The OpenVINO EP's options are explicit (f32, CPU) and recorded as the session reports them.
+    assert result["options_used"]["provider_options"]["precision"] == "FP32"
+    assert result["options_used"]["provider_options"]["device_type"] == "CPU"
 
 
 @pytest.mark.docker
@@ -164,10 +195,12 @@ def test_tf_image_native_and_tf2onnx_on_onnxruntime_and_openvino_agree(cli, dock
     campaign = f"tf-{uuid.uuid4().hex[:6]}"
     dock = [*TINY, "--runner", "docker"]
     tf_rec = run_ok(cli, "--image", "tf-cpu", "--model", "mobilenetv2", *dock, campaign=campaign)
-    ort_rec = run_ok(cli, "--image", "onnx-cpu", "--model", "mobilenetv2", "--source", "tensorflow", *dock,
-                     campaign=campaign)
-    ov_rec = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", "--source", "tensorflow", *dock,
-                    campaign=campaign)
+    ort_rec = run_ok(
+        cli, "--image", "onnx-cpu", "--model", "mobilenetv2", "--source", "tensorflow", *dock, campaign=campaign
+    )
+    ov_rec = run_ok(
+        cli, "--image", "openvino-cpu", "--model", "mobilenetv2", "--source", "tensorflow", *dock, campaign=campaign
+    )
     assert tf_rec["engine"] == "tensorflow" and tf_rec["result"]["providers_active"] == ["CPU:0"]
     assert tf_rec["result"]["versions"]["keras"]
     artifact = ort_rec["artifact"]
@@ -183,8 +216,21 @@ def test_tf_image_native_and_tf2onnx_on_onnxruntime_and_openvino_agree(cli, dock
 def test_tf_image_pretrained_weights_offline_fail_with_the_reason(cli, docker_client):
     need_image(docker_client, "tf-cpu")
     # Benchmark containers have no network: keras cannot download, and the record says so.
-    proc = cli("run", "--image", "tf-cpu", "--model", "resnet50", "--weights", "pretrained", "--runner", "docker",
-               "--samples", "2", "--warmup", "0")
+    proc = cli(
+        "run",
+        "--image",
+        "tf-cpu",
+        "--model",
+        "resnet50",
+        "--weights",
+        "pretrained",
+        "--runner",
+        "docker",
+        "--samples",
+        "2",
+        "--warmup",
+        "0",
+    )
     assert proc.returncode == 1
     (failed,) = cli.records()
     assert failed["status"] == "failed" and failed["weights"] == "pretrained"
@@ -198,10 +244,12 @@ def test_mxnet_image_native_and_mx2onnx_on_onnxruntime_and_openvino_agree(cli, d
     campaign = f"mx-{uuid.uuid4().hex[:6]}"
     dock = [*TINY, "--runner", "docker"]
     mx_rec = run_ok(cli, "--image", "mxnet-cpu", "--model", "mobilenetv2", *dock, campaign=campaign)
-    ort_rec = run_ok(cli, "--image", "onnx-cpu", "--model", "mobilenetv2", "--source", "mxnet", *dock,
-                     campaign=campaign)
-    ov_rec = run_ok(cli, "--image", "openvino-cpu", "--model", "mobilenetv2", "--source", "mxnet", *dock,
-                    campaign=campaign)
+    ort_rec = run_ok(
+        cli, "--image", "onnx-cpu", "--model", "mobilenetv2", "--source", "mxnet", *dock, campaign=campaign
+    )
+    ov_rec = run_ok(
+        cli, "--image", "openvino-cpu", "--model", "mobilenetv2", "--source", "mxnet", *dock, campaign=campaign
+    )
     assert mx_rec["engine"] == "mxnet" and mx_rec["result"]["versions"]["mxnet"] == "1.9.1"
     artifact = ort_rec["artifact"]
     assert artifact["conversion"] == "mx2onnx" and artifact["parity"]["ok"]

@@ -30,6 +30,7 @@ CONVERTERS: dict[str, tuple[str, str]] = {
     "torch2torchscript": ("torch_export", "model.pt"),
     "tf2onnx": ("tf_export", "model.onnx"),
     "mx2onnx": ("mx_export", "model.onnx"),
+    "onnx2openvino": ("openvino_export", "model.xml"),  # and model.bin beside it
 }
 
 
@@ -46,3 +47,19 @@ def fixed_inputs(spec: ConvertSpec) -> np.ndarray:
 
     shape = get_model(spec.model).size(spec.model_size).input_shape
     return np.random.default_rng(1234).standard_normal((spec.batch_size, *shape), dtype=np.float32)
+
+
+def fixed_model_inputs(spec: ConvertSpec) -> Any:
+    """The fixed inputs: one array, or for a model with several inputs a dict of token ids and masks."""
+    from suite.models import get_model
+
+    size = get_model(spec.model).size(spec.model_size)
+    if not size.input_names:
+        return fixed_inputs(spec)
+    assert size.vocab_size is not None
+    shape = (spec.batch_size, *size.input_shape)
+    rng = np.random.default_rng(1234)
+    mask = np.ones(shape, np.int64)
+    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
+    first, *rest = size.input_names
+    return {first: rng.integers(0, size.vocab_size, shape), **{name: mask for name in rest}}

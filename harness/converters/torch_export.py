@@ -7,26 +7,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.converters import Converted, fixed_inputs
+from harness.converters import Converted, fixed_model_inputs
 from harness.engines.base import EngineError
 from harness.engines.base import package_versions as versions
 from harness.protocol import ConvertSpec
 
-
-def _fixed(spec: ConvertSpec) -> Any:
-    """The fixed inputs: one array, or for a model with several inputs a dict of token ids and masks."""
-    from suite.models import get_model
-
-    size = get_model(spec.model).size(spec.model_size)
-    if not size.input_names:
-        return fixed_inputs(spec)
-    assert size.vocab_size is not None
-    shape = (spec.batch_size, *size.input_shape)
-    rng = np.random.default_rng(1234)
-    mask = np.ones(shape, np.int64)
-    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
-    first, *rest = size.input_names
-    return {first: rng.integers(0, size.vocab_size, shape), **{name: mask for name in rest}}
+_fixed = fixed_model_inputs
 
 
 def _args(fixed: Any) -> tuple[torch.Tensor, ...]:

@@ -1,4 +1,5 @@
-"""OpenVINO Runtime, loading the ONNX artifact directly (read_model + compile_model)."""
+"""OpenVINO Runtime: the ONNX artifact read directly, or OpenVINO IR from onnx2openvino
+(``--option model_format=ir``); read_model, then compile_model as the run's compile step."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ class OpenVinoEngine(Engine):
 
     def load(self) -> None:
         if not self.spec.artifact or not self.spec.artifact_root:
-            raise EngineError("openvino needs an ONNX artifact; the controller did not pass one")
+            raise EngineError("openvino needs an ONNX or IR artifact; the controller did not pass one")
         path = os.path.join(self.spec.artifact_root, self.spec.artifact)
         if not os.path.isfile(path):
-            raise EngineError(f"ONNX artifact {path} not found (is the artifact cache mounted?)")
+            raise EngineError(f"model artifact {path} not found (is the artifact cache mounted?)")
+        # An ONNX file (read by OpenVINO's ONNX frontend) or OpenVINO IR (onnx2openvino's model.xml).
+        self._format = "ir" if path.endswith(".xml") else "onnx"
         device = DEVICES.get(self.spec.provider)
         if device is None:
             raise EngineError(f"openvino serves providers {sorted(DEVICES)}, not {self.spec.provider!r}")
@@ -90,6 +93,7 @@ class OpenVinoEngine(Engine):
             "threads": int(get("INFERENCE_NUM_THREADS")),
             "streams": int(get("NUM_STREAMS")),
             "static_batch": self._static,
+            "model_format": self._format,
         }
 
 
