@@ -152,3 +152,15 @@ def test_model_format_is_refused_where_it_means_nothing(cli):
     proc = cli("run", "--image", "onnx-cpu", "--model", "mobilenetv2", *TINY, "--option", "model_format=ir")
     assert proc.returncode == 2
     assert "model_format=ir applies to the openvino engine only" in proc.stderr
+
+
+def test_a_torch_build_without_kernels_for_the_gpu_is_recognised():
+    pytest.importorskip("torch")
+    from harness.engines.torch_engine import has_kernels_for
+
+    # PyPI's old CUDA 11 wheels (and MXNet's) stop before Hopper: refused on an H100 (sm_90).
+    assert not has_kernels_for(["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86"], 9, 0)
+    assert has_kernels_for(["sm_80", "sm_86", "sm_90", "sm_100"], 9, 0)
+    assert has_kernels_for(["sm_80", "compute_80"], 9, 0)  # PTX, compiled by the driver
+    assert has_kernels_for(["sm_80"], 8, 6)  # same major, binary compatible
+    assert not has_kernels_for(["sm_90a"], 10, 0)  # arch-specific kernels run on that arch only

@@ -10,6 +10,25 @@ import torch
 from harness.engines.base import Engine, EngineError
 
 
+def has_kernels_for(arches: list[str], major: int, minor: int) -> bool:
+    """Whether a build for ``arches`` (torch.cuda.get_arch_list()) runs on compute capability
+    major.minor: binary kernels of the same major and a lower or equal minor, or PTX of an equal
+    or older architecture that the driver compiles just in time."""
+    for arch in arches:
+        kind, _, number = arch.partition("_")
+        digits = "".join(ch for ch in number if ch.isdigit())
+        if len(digits) < 2:
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor and not number.endswith("a"):
+            return True
+        if kind == "sm" and number == f"{major}{minor}a":
+            return True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
 class TorchEngine(Engine):
     name = "torch"
     packages = ("torch", "torchvision", "numpy")
@@ -18,6 +37,15 @@ class TorchEngine(Engine):
         if self.spec.provider == "cuda":
             if not torch.cuda.is_available():
                 raise EngineError("provider cuda requested but torch sees no CUDA device")
+            major, minor = torch.cuda.get_device_capability(0)
+            arches = torch.cuda.get_arch_list()
+            # A build without kernels for this GPU fails at the first kernel launch with "no kernel
+            # image is available"; say so before loading anything.
+            if arches and not has_kernels_for(arches, major, minor):
+                raise EngineError(
+                    f"this torch build has no kernels for {torch.cuda.get_device_name(0)} (sm_{major}{minor}); "
+                    f"it was built for {', '.join(arches)}: use an image built for this GPU (torch-cuda)"
+                )
             return torch.device("cuda")
         if self.spec.provider != "cpu":
             raise EngineError(f"torch serves providers cpu and cuda, not {self.spec.provider!r}")
