@@ -145,7 +145,29 @@ def table2(ok: pl.DataFrame) -> Table:
             )
         t.rows.append(row)
     t.remarks.append("Accuracy (%) of the original models only, as the paper: conversion does not change it.")
+    t.remarks += converted_accuracy(ok)
     return t
+
+
+def converted_accuracy(ok: pl.DataFrame) -> list[str]:
+    """Converted models against their source's accuracy: the same, or the difference (in points)."""
+    out = []
+    for (model, size, dataset), group in _groups(ok, ["model", "model_size", "dataset"]):
+        mean = {
+            fw: statistics.fmean(acc) * 100
+            for (fw,), runs in _groups(group, ["framework"])
+            if (acc := [a for a in runs["accuracy"].to_list() if a is not None])
+        }
+        for fw, value in mean.items():
+            source = {"torch2": "torch", "tf2": "tensorflow", "mx2": "mxnet"}.get(fw.split("2", 1)[0] + "2")
+            if "2" not in fw or source not in mean:
+                continue
+            diff = value - mean[source]
+            same = "the same as" if abs(diff) < 5e-3 else f"{diff:+.2f} points from"
+            out.append(
+                f"{model_label(model, size)} on {dataset}: {fw} {value:.2f} %, {same} {source} ({mean[source]:.2f} %)."
+            )
+    return out
 
 
 def table3(ok: pl.DataFrame) -> Table:
@@ -285,6 +307,7 @@ def _serving_table(key: str, title: str, part: pl.DataFrame, metrics: tuple[str,
                     v = num_value(statistics.fmean(vals))
                     if len(vals) < len(cats):
                         v.notes.append(t.note(f"mean of the {len(vals)} of {len(cats)} categories that measured it"))
+                    v.notes += [t.note(n) for n in notes_of(runs, c) if t.note(n) not in v.notes]
                     row.append(v)
                 else:
                     row.append(median_value(t, runs, c))  # n/a with the reasons

@@ -84,7 +84,8 @@ def _superscript(text: str) -> str:
 
 def to_markdown(t: Table) -> str:
     def cell(v: Value) -> str:
-        text = v.text.replace("|", "\\|")
+        # "<ONNX, CPU>" would be read as an HTML tag by Markdown renderers: escape the bracket.
+        text = v.text.replace("|", "\\|").replace("<", "\\<")
         if v.best:
             text = f"**{text}**"
         return text + _refs(v, sup=True)
