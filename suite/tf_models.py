@@ -8,6 +8,12 @@ ResNet), instead of 3-4-6-3.
 
 Keras takes NHWC ("channels_last") images; the harness hands out NCHW batches, which the
 tensorflow engine and the tf2onnx conversion transpose outside any timed window.
+
+bert-imdb is KerasHub's BERT: ``keras_hub.models.BertBackbone`` under a ``BertTextClassifier`` (full:
+bert_base_en_uncased's shape, ``pretrained`` its preset; tiny: 2 layers, hidden 32, as the torch tiny
+BERT). Its inputs are named ``token_ids``, ``segment_ids`` and ``padding_mask``; the harness's token
+batches (``input_ids``, ``attention_mask``: transformers' names) map onto them, with segment ids all 0
+(one sentence per review), in :func:`model_inputs`.
 """
 
 from __future__ import annotations
@@ -25,8 +31,95 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained weights could not be fetched or a weights file could not be loaded."""
 
 
-def definition_source() -> str:
-    return f"keras=={importlib.metadata.version('keras')}"
+# KerasHub's preset of BERT-base-uncased (the same uncased WordPiece vocabulary as bert-base-uncased).
+BERT_PRESET = "bert_base_en_uncased"
+# harness input name -> KerasHub BertBackbone input name; segment_ids are zeros.
+BERT_INPUTS = {"input_ids": "token_ids", "attention_mask": "padding_mask"}
+
+
+def definition_source(name: str | None = None) -> str:
+    keras_version = f"keras=={importlib.metadata.version('keras')}"
+    if name == "bert-imdb":
+        hub = importlib.metadata.version("keras-hub")
+        return f"keras-hub=={hub} (BertBackbone + BertTextClassifier), {keras_version}"
+    return keras_version
+
+
+def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A token batch (input_ids, attention_mask) as KerasHub's BERT takes it: int32 token_ids,
+    segment_ids (all 0: one segment) and padding_mask."""
+    ids = np.asarray(batch["input_ids"], dtype=np.int32)
+    return {
+        "token_ids": ids,
+        "segment_ids": np.zeros_like(ids),
+        "padding_mask": np.asarray(batch["attention_mask"], dtype=np.int32),
+    }
+
+
+def _bert_architecture(size: str) -> Any:
+    import keras_hub
+
+    info = get_model("bert-imdb").size(size)
+    if size == "full":  # bert_base_en_uncased's configuration
+        shape = {"num_layers": 12, "num_heads": 12, "hidden_dim": 768, "intermediate_dim": 3072}
+    else:  # as the torch tiny BERT
+        shape = {"num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64}
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=info.vocab_size or 30522, max_sequence_length=512, num_segments=2, **shape
+    )
+    # activation None: logits, like the other definitions. KerasHub's own (truncated-normal,
+    # stddev 0.02) initialisers give the random weights: seeded by keras.utils.set_random_seed.
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=info.num_classes, preprocessor=None)
+
+
+def _bert(size: str, weights: str, weights_path: str | None) -> Any:
+    """KerasHub's BertTextClassifier: the preset, a saved preset folder / .keras model, or a config."""
+    import keras
+    import keras_hub
+
+    info = get_model("bert-imdb").size(size)
+    if weights == "pretrained":
+        try:
+            return keras_hub.models.BertTextClassifier.from_preset(
+                BERT_PRESET, num_classes=info.num_classes, preprocessor=None
+            )
+        except Exception as exc:  # noqa: BLE001 - kagglehub raises assorted errors offline
+            raise WeightsUnavailable(
+                f"could not download the KerasHub preset {BERT_PRESET} ({definition_source('bert-imdb')}): "
+                f"{str(exc)[:300]}. Without network, save it once on a connected machine "
+                f"(keras_hub.models.BertTextClassifier.from_preset({BERT_PRESET!r}, num_classes=2)"
+                ".save_to_preset(DIR)) and pass --weights DIR"
+            ) from None
+    if weights == "path":
+        if not weights_path:
+            raise WeightsUnavailable("weights 'path' needs a saved model")
+        try:
+            if os.path.isdir(weights_path):  # a fine-tuned classifier saved with save_to_preset(DIR)
+                return keras_hub.models.BertTextClassifier.from_preset(weights_path, preprocessor=None)
+            if weights_path.endswith(".keras"):
+                return keras.models.load_model(weights_path, compile=False)
+        except Exception as exc:  # noqa: BLE001 - an unreadable folder or file is the user's input error
+            raise WeightsUnavailable(
+                f"cannot load a KerasHub BertTextClassifier from {weights_path} ({definition_source('bert-imdb')}): "
+                f"{str(exc)[:500]}. Expected a folder written by save_to_preset(DIR), a .keras file or a "
+                ".weights.h5 file of this size"
+            ) from None
+        if not weights_path.endswith(".weights.h5"):
+            raise WeightsUnavailable(
+                f"weights {os.path.basename(weights_path)} are neither a KerasHub preset folder "
+                "(save_to_preset), a .keras (whole model) nor a .weights.h5 (weights of bert-imdb) file"
+            )
+    model = _bert_architecture(size)
+    if weights == "path":
+        assert weights_path is not None
+        try:
+            model.load_weights(weights_path)
+        except Exception as exc:  # noqa: BLE001 - wrong file, wrong architecture: the user's input
+            raise WeightsUnavailable(
+                f"weights file {weights_path} does not fit bert-imdb ({size}, {definition_source('bert-imdb')}): "
+                f"{str(exc)[:500]}"
+            ) from None
+    return model
 
 
 def nhwc_shape(name: str, size: str) -> tuple[int, int, int]:
@@ -99,6 +192,10 @@ def build(name: str, size: str, weights: str, weights_path: str | None = None, s
     if pretrained and not info.pretrained:
         raise WeightsUnavailable(f"no pretrained weights for {name} size {size!r}; use --weights random or PATH")
     keras.utils.set_random_seed(seed)
+    if name == "bert-imdb":
+        model = _bert(size, weights, weights_path)
+        model.trainable = False
+        return model
     if weights == "path":
         if not weights_path:
             raise WeightsUnavailable("weights 'path' needs a weights file")

@@ -1,8 +1,10 @@
-"""TensorFlow/Keras -> ONNX with tf2onnx (``tf2onnx.convert.from_keras``)."""
+"""TensorFlow/Keras -> ONNX with tf2onnx (``tf2onnx.convert.from_keras``; KerasHub's BERT through
+``from_function``)."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # Before TensorFlow loads: keep its C++ info lines out of the logs' last lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -10,9 +12,77 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np  # noqa: E402
 
 from harness.converters import Converted, fixed_inputs  # noqa: E402
-from harness.engines.base import EngineError
+from harness.engines.base import EngineError  # noqa: E402
 from harness.engines.base import package_versions as _versions  # noqa: E402
 from harness.protocol import ConvertSpec  # noqa: E402
+
+VERSIONS = ("tensorflow", "tensorflow-cpu", "keras", "keras-hub", "tf2onnx", "onnx", "onnxruntime")
+
+
+def fixed_tokens(spec: ConvertSpec) -> dict[str, np.ndarray]:
+    """The fixed token inputs of a text model, as torch2onnx makes them: seeded ids, a padded row."""
+    from suite.models import get_model
+
+    size = get_model(spec.model).size(spec.model_size)
+    assert size.vocab_size is not None
+    shape = (spec.batch_size, *size.input_shape)
+    rng = np.random.default_rng(1234)
+    mask = np.ones(shape, np.int64)
+    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
+    return {"input_ids": rng.integers(0, size.vocab_size, shape), "attention_mask": mask}
+
+
+def _load(spec: ConvertSpec) -> Any:
+    from suite.tf_models import WeightsUnavailable, build
+
+    try:
+        return build(spec.model, spec.model_size, spec.weights, spec.weights_path, spec.seed)
+    except WeightsUnavailable as exc:
+        raise EngineError(str(exc)) from None
+
+
+def _text_model(spec: ConvertSpec, out_file: str) -> Converted:
+    """KerasHub's BERT -> ONNX taking the harness's inputs (int64 input_ids, attention_mask).
+
+    The graph maps them onto KerasHub's (int32 token_ids, padding_mask; segment_ids all 0) itself,
+    so the artifact is fed like torch2onnx's; batch and sequence length are dynamic.
+    """
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx as t2o
+
+    from suite.tf_models import definition_source, model_inputs
+
+    model = _load(spec)
+    fixed = fixed_tokens(spec)
+    reference = model({k: tf.constant(v) for k, v in model_inputs(fixed).items()}, training=False).numpy()
+    signature = [tf.TensorSpec((None, None), tf.int64, name=name) for name in fixed]
+
+    @tf.function(input_signature=signature)
+    def logits(input_ids: Any, attention_mask: Any) -> Any:
+        ids = tf.cast(input_ids, tf.int32)
+        mask = tf.cast(attention_mask, tf.int32)
+        return model({"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": mask}, training=False)
+
+    t2o.convert.from_function(logits, input_signature=signature, opset=spec.opset, output_path=out_file)
+    graph = onnx.load(out_file)
+    names = [i.name for i in graph.graph.input]
+    if sorted(names) != sorted(fixed):
+        raise EngineError(f"tf2onnx named the graph's inputs {names}, expected {list(fixed)}")
+    opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+    session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
+    candidate = np.asarray(session.run(None, fixed)[0])
+    return Converted(
+        reference,
+        candidate,
+        _versions(*VERSIONS),
+        {
+            "definition": definition_source(spec.model),
+            "opset_imports": opsets,
+            "input_mapping": "input_ids -> token_ids, attention_mask -> padding_mask, segment_ids = 0 (in the graph)",
+        },
+    )
 
 
 def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
@@ -21,12 +91,12 @@ def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     import tensorflow as tf
     import tf2onnx as t2o
 
-    from suite.tf_models import WeightsUnavailable, build, definition_source, nhwc_shape
+    from suite.models import get_model
+    from suite.tf_models import definition_source, nhwc_shape
 
-    try:
-        model = build(spec.model, spec.model_size, spec.weights, spec.weights_path, spec.seed)
-    except WeightsUnavailable as exc:
-        raise EngineError(str(exc)) from None
+    if get_model(spec.model).size(spec.model_size).input_names:
+        return _text_model(spec, out_file)
+    model = _load(spec)
     fixed = fixed_inputs(spec)  # NCHW, as every engine is fed
     reference = model(fixed.transpose(0, 2, 3, 1), training=False).numpy()
     signature = (tf.TensorSpec((None, *nhwc_shape(spec.model, spec.model_size)), tf.float32, name="input"),)
@@ -43,7 +113,7 @@ def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     return Converted(
         reference,
         candidate,
-        _versions("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"),
+        _versions(*VERSIONS),
         {
             "definition": definition_source(),
             "opset_imports": opsets,

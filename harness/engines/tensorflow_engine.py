@@ -1,4 +1,4 @@
-"""TensorFlow (Keras models from keras.applications), run as a traced tf.function."""
+"""TensorFlow (Keras models: keras.applications, KerasHub's BERT), run as a traced tf.function."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _flag(value: Any) -> bool:
 
 class TensorFlowEngine(Engine):
     name = "tensorflow"
-    packages = ("tensorflow", "tensorflow-cpu", "keras", "h5py", "numpy")
+    packages = ("tensorflow", "tensorflow-cpu", "keras", "keras-hub", "h5py", "numpy")
 
     def load(self) -> None:
         device = DEVICES.get(self.spec.provider)
@@ -38,23 +38,34 @@ class TensorFlowEngine(Engine):
             raise EngineError(f"TensorFlow sees no {device} device")
         self._device = f"/{device}:0"
         self._jit = _flag(opts.get("jit_compile", "false"))
+        self._text = bool(self._size().input_names)
         with tf.device(self._device):
             model = self._build()
-            c, h, w = self._input_shape()
-            signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
             # Graph mode, traced for the run's batch shape (as a SavedModel signature serves it);
             # tracing and, with jit_compile, XLA compilation happen on the first call, here.
+            if self._text:  # KerasHub's BERT: a dict of int32 token_ids, segment_ids, padding_mask
+                from harness.inputs import max_length
+                from suite.tf_models import model_inputs
+
+                shape = (self.spec.batch_size, max_length(self.spec))
+                zeros = {"input_ids": np.zeros(shape, np.int64), "attention_mask": np.ones(shape, np.int64)}
+                probe_in = {k: tf.constant(v) for k, v in model_inputs(zeros).items()}
+                signature: Any = [{k: tf.TensorSpec(v.shape, v.dtype, name=k) for k, v in probe_in.items()}]
+            else:
+                c, h, w = self._size().input_shape
+                probe_in = tf.zeros((self.spec.batch_size, h, w, c), tf.float32)
+                signature = [tf.TensorSpec(probe_in.shape, tf.float32, name="input")]
             self._fn = tf.function(lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit)
-            probe = self._fn(tf.zeros(signature[0].shape, tf.float32))
+            probe = self._fn(probe_in)
         self.model = model
         self._devices = [probe.device.rsplit("device:", 1)[-1]]
         if not self._devices[0].startswith(device):
             raise EngineError(f"requested {device} but TensorFlow placed the model's output on {self._devices}")
 
-    def _input_shape(self) -> tuple[int, ...]:
+    def _size(self) -> Any:
         from suite.models import get_model
 
-        return get_model(self.spec.model).size(self.spec.model_size).input_shape
+        return get_model(self.spec.model).size(self.spec.model_size)
 
     def _build(self) -> Any:
         from suite.tf_models import WeightsUnavailable, build
@@ -67,8 +78,12 @@ class TensorFlowEngine(Engine):
             raise EngineError(str(exc)) from None
 
     def prepare(self, batch: Any) -> Any:
-        # The harness makes NCHW batches; Keras takes NHWC. Transposed here, outside the window.
         with tf.device(self._device):
+            if self._text:  # harness names and int64 -> KerasHub's names and int32, outside the window
+                from suite.tf_models import model_inputs
+
+                return {k: tf.constant(v) for k, v in model_inputs(batch).items()}
+            # The harness makes NCHW batches; Keras takes NHWC. Transposed here, outside the window.
             return tf.constant(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
 
     def infer(self, prepared: Any) -> Any:
