@@ -323,9 +323,10 @@ def test_table5_reads_cuda_runs_cpu_gpu_and_global_energy(tmp_path):
 
 @pytest.mark.docker
 def test_a_serving_campaign_in_docker_leaves_no_container(tmp_path, tiny_lm, docker_client):
-    onnx_only = 'matrix.configurations=[{name = "onnx-cpu", image = "onnx-cpu", engine = "onnxruntime"}]'
+    # One configuration without an export (one container): what the docker path adds is the container.
+    torch_only = 'matrix.configurations=[{name = "torch-cpu", image = "torch-cpu", engine = "torch"}]'
     args = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--runner", "docker"]
-    overrides = cpu_overrides(tiny_lm, onnx_only, "campaign.repetitions=1", "campaign.name=serving-docker")
+    overrides = cpu_overrides(tiny_lm, torch_only, "campaign.repetitions=1", "campaign.name=serving-docker")
     proc = controller("campaign", "run", str(CPU), *args, *overrides, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recs = records(tmp_path / "results" / "serving-docker")
