@@ -710,9 +710,13 @@ def _what_runs(c: Campaign, assessment: Assessment) -> str:
         amount = f"{c.samples} samples"
     elif c.duration_s is not None:
         amount = f"{c.duration_s:g} s"
-    else:
-        amount = f"{SYNTHETIC_SAMPLES} samples of synthetic inputs or each labelled dataset once through"
     choices = {m: c.dataset_for(m) for m in c.models}
+    if c.samples is None and c.duration_s is None:
+        synthetic = {ch.dataset == "synthetic" for ch in choices.values()}
+        amount = {
+            frozenset({True}): f"{SYNTHETIC_SAMPLES} samples",
+            frozenset({False}): "each dataset once through",
+        }.get(frozenset(synthetic), f"{SYNTHETIC_SAMPLES} samples of synthetic inputs or each dataset once through")
     shown = []
     for choice in dict.fromkeys(choices.values()):
         who = [m for m, ch in choices.items() if ch == choice]
