@@ -407,7 +407,8 @@ def summary(
                 continue
             seen.add(key)
             n = sum(1 for c, _ in blocked if (c.configuration, c.model) == key)
-            lines.append(f"  {cell.model} on {cell.configuration} ({n} runs): {why}")
+            shown = cell.id.split(".")[0] if cell.mode == "serving" else cell.model
+            lines.append(f"  {shown} on {cell.configuration} ({n} runs): {why}")
     lines.append(f"records    {results / campaign.name}")
     if counts["ok"]:
         lines.append(f"report     python -m controller report {results / campaign.name}")
