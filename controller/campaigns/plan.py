@@ -24,6 +24,7 @@ ENGINE_PACKAGES = {
     "onnxruntime": "onnxruntime",
     "torch": "torch",
     "torchscript": "torch",
+    "torch-compile": "torch",
     "openvino": "openvino",
     "tensorflow": "tensorflow",
     "mxnet": "mxnet",
