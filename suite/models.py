@@ -71,9 +71,13 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             name="bert-imdb",
             task="text-classification",
-            sources=("torch",),
-            description="BERT-base-uncased sequence classifier (transformers), IMDB sentiment; PATH: a fine-tuned "
-            "model folder (from_pretrained); tiny: 2 layers, hidden 32; max length 256 (--option max_length=N)",
+            sources=("torch", "tensorflow", "mxnet"),
+            description="BERT-base-uncased sequence classifier, IMDB sentiment: transformers' "
+            "BertForSequenceClassification; KerasHub's BertBackbone + BertTextClassifier (preset "
+            "bert_base_en_uncased); GluonNLP 0.10's BERTModel + BERTClassifier (bert_12_768_12, "
+            "book_corpus_wiki_en_uncased). PATH: a fine-tuned model folder (from_pretrained; KerasHub: "
+            "save_to_preset), a .keras/.weights.h5 file, or a Gluon .params file; tiny: 2 layers, hidden 32; "
+            "max length 256 (--option max_length=N)",
             sizes={"full": _BERT, "tiny": _TINY_BERT},
         ),
         ModelInfo(

@@ -150,11 +150,10 @@ def test_pretrained_bert_offline_fails_with_a_clear_reason(cli, tmp_path):
     assert "--weights DIR" in rec["failure"]["reason"]
 
 
-def test_bert_refuses_image_datasets_and_tensorflow(cli):
+def test_bert_refuses_image_datasets(cli):
+    # (TensorFlow and MXNet definitions: tests/test_bert_frameworks.py)
     proc = cli("run", "--image", "torch-cpu", *TINY, "--dataset", "digits")
     assert proc.returncode == 2 and "digits serves image-classification models" in proc.stderr
-    proc = cli("run", "--image", "tf-cpu", *TINY, "--samples", "2")
-    assert proc.returncode == 2 and "bert-imdb has no tensorflow definition" in proc.stderr
 
 
 @pytest.mark.network

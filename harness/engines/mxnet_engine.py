@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import mxnet as mx
+import numpy as np
 
 from harness.engines.base import Engine, EngineError
 
@@ -15,7 +16,7 @@ def _flag(value: Any) -> bool:
 
 class MxNetEngine(Engine):
     name = "mxnet"
-    packages = ("mxnet", "numpy")
+    packages = ("mxnet", "gluonnlp", "numpy")
 
     def load(self) -> None:
         if self.spec.provider != "cpu":
@@ -36,14 +37,31 @@ class MxNetEngine(Engine):
         # The first call builds the cached graph: do it here, in the load phase.
         from suite.models import get_model
 
-        shape = (self.spec.batch_size, *get_model(self.spec.model).size(self.spec.model_size).input_shape)
-        net(mx.nd.zeros(shape, ctx=self.ctx)).wait_to_read()
+        size = get_model(self.spec.model).size(self.spec.model_size)
+        self._text = bool(size.input_names)
+        if self._text:  # GluonNLP's BERT: (inputs, token_types, valid_length), full-length probe
+            from harness.inputs import max_length
+
+            shape = (self.spec.batch_size, max_length(self.spec))
+            probe = self.prepare({"input_ids": np.zeros(shape, np.int64), "attention_mask": np.ones(shape, np.int64)})
+        else:
+            probe = (mx.nd.zeros((self.spec.batch_size, *size.input_shape), ctx=self.ctx),)
+        net(*probe).wait_to_read()
 
     def prepare(self, batch: Any) -> Any:
-        return mx.nd.array(batch, ctx=self.ctx, dtype=batch.dtype)
+        """The network's positional inputs, as MXNet arrays (outside the window)."""
+        if isinstance(batch, dict):  # token ids and mask -> GluonNLP's inputs, token_types, valid_length
+            from suite.mx_models import model_inputs
+
+            try:
+                arrays = model_inputs(batch)
+            except ValueError as exc:
+                raise EngineError(str(exc)) from None
+            return tuple(mx.nd.array(a, ctx=self.ctx, dtype=a.dtype) for a in arrays)
+        return (mx.nd.array(batch, ctx=self.ctx, dtype=batch.dtype),)
 
     def infer(self, prepared: Any) -> Any:
-        out = self.net(prepared)
+        out = self.net(*prepared)
         # MXNet's engine is asynchronous: wait until the output exists.
         out.wait_to_read()
         return out
