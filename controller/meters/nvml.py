@@ -71,6 +71,7 @@ class GpuInfo:
     energy_counter: Availability
     power_source: str
     power_averaging: str
+    mem_total_bytes: float | None = None  # for the papers' "GPU used memory %"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class GpuInfo:
             "energy_counter": self.energy_counter.to_dict(),
             "power_source": self.power_source,
             "power_averaging": self.power_averaging,
+            "mem_total_bytes": self.mem_total_bytes,
         }
 
 
@@ -193,7 +195,11 @@ class NvmlMeter:
             source, averaging = POWER_SOURCE_INSTANT, POWER_AVERAGING_INSTANT
         else:
             source, averaging = POWER_SOURCE_AVERAGE, POWER_AVERAGING_AVERAGE
-        return GpuInfo(k, uuid, name, handle, counter, source, averaging)
+        try:
+            total: float | None = float(nv.nvmlDeviceGetMemoryInfo(handle).total)
+        except nv.NVMLError:
+            total = None
+        return GpuInfo(k, uuid, name, handle, counter, source, averaging, total)
 
     def _instant_power_mw(self, handle: Any) -> float | None:
         nv = self._nv
@@ -358,6 +364,22 @@ class NvmlMeter:
                 )
             else:
                 metrics[metric_name] = Metric(metric_name, value, unit, src, extra=extra)
+        # The papers' "GPU used memory %": peak used over the GPUs' total memory.
+        used = metrics["gpu_mem_used_bytes"]
+        totals = [g.mem_total_bytes for g in self.gpus]
+        if not used.available or used.value is None:
+            metrics["gpu_mem_used_percent"] = Metric.unavailable(
+                "gpu_mem_used_percent", "%", used.reason or "GPU memory used not measured", "nvml"
+            )
+        elif any(t is None or t <= 0 for t in totals):
+            metrics["gpu_mem_used_percent"] = Metric.unavailable(
+                "gpu_mem_used_percent", "%", "NVML did not report the GPUs' total memory", "nvml"
+            )
+        else:
+            percent = 100.0 * used.value / sum(t for t in totals if t)
+            metrics["gpu_mem_used_percent"] = Metric(
+                "gpu_mem_used_percent", percent, "%", "nvml", extra={"stat": "peak used / total, over GPUs"}
+            )
         return metrics, flags
 
     def _gpu_energy(

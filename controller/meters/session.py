@@ -216,6 +216,7 @@ class MeterSession:
                 ("gpu_util_percent", "%"),
                 ("gpu_mem_util_percent", "%"),
                 ("gpu_mem_used_bytes", "B"),
+                ("gpu_mem_used_percent", "%"),
                 ("gpu_sm_clock_mhz", "MHz"),
                 ("gpu_temp_c", "C"),
             ):

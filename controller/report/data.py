@@ -33,6 +33,7 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("gpu_util_percent", "GPU util. cores", "%", None, "gpu_util_percent"),
         Metric("gpu_mem_util_percent", "GPU util. memory", "%", None, "gpu_mem_util_percent"),
+        Metric("gpu_mem_used_percent", "GPU used memory", "%", None, "gpu_mem_used_percent"),
         Metric("gpu_power_w", "GPU power", "W", None, "gpu_power_w"),
         Metric("gpu_energy", "GPU energy", "J", "low", "gpu_energy_j"),
         Metric("cpu_energy", "CPU energy", "J", "low", "cpu_energy_j"),
@@ -115,6 +116,7 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["trace_path"] = record.get("trace_path")
     row["elapsed_s"] = record.get("elapsed_s")
     row["gpu_mem_util_percent"] = (metrics.get("gpu_mem_util_percent") or {}).get("value")
+    row["gpu_mem_used_percent"] = (metrics.get("gpu_mem_used_percent") or {}).get("value")
     ram = (metrics.get("ram_peak_bytes") or {}).get("value")
     row["ram_peak_mib"] = None if ram is None else float(ram) / 2**20
     notes: dict[str, str] = {}
@@ -183,6 +185,7 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,
     "gpu_mem_util_percent": pl.Float64,
+    "gpu_mem_used_percent": pl.Float64,
     "ram_peak_mib": pl.Float64,
     "gpu_energy": pl.Float64,
     "cpu_energy": pl.Float64,

@@ -219,6 +219,7 @@ SERVING_TABLE_METRICS = (
     "ram_peak_mib",
     "gpu_util_percent",
     "gpu_mem_util_percent",
+    "gpu_mem_used_percent",
 )
 SERVING_HEADERS = {"total_energy": "Global energy (J)", "window_s": "Execution time (s)"}
 

@@ -102,6 +102,7 @@ SERVING_BOX_METRICS = (
     "ram_peak_mib",
     "gpu_util_percent",
     "gpu_mem_util_percent",
+    "gpu_mem_used_percent",
 )
 
 

@@ -64,6 +64,9 @@ def test_counter_and_integrated_power_agree(fake_nvml: FakeNvml) -> None:
     assert metrics["gpu_power_w"].value == pytest.approx(500.0)
     assert metrics["gpu_util_percent"].value == pytest.approx(50.0)
     assert metrics["gpu_mem_used_bytes"].value == 8 * 1024**3
+    # The papers' "GPU used memory %": 8 GiB used of two 80 GiB GPUs.
+    assert metrics["gpu_mem_used_percent"].value == pytest.approx(100 * 8 / 160)
+    assert meter.gpus[0].to_dict()["mem_total_bytes"] == 80 * 1024**3
 
 
 def test_disagreement_over_5_percent_is_flagged(fake_nvml: FakeNvml) -> None:
