@@ -77,3 +77,39 @@ def docker_client() -> Any:
 
 def containers_labelled(client: Any, label: str) -> list[Any]:
     return client.containers.list(all=True, filters={"label": label})
+
+
+def controller(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m controller ARGS`` from the repository root, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits-cnn trained on the digits training split (a few seconds), saved as a state_dict."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from suite.datasets import digits
+    from suite.torch_models import build
+
+    train_x, train_y, _, _ = digits.split()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build("digits-cnn", "full", "random", seed=0).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    for _ in range(15):
+        for idx in torch.randperm(len(y)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("weights") / "digits-cnn.pt"
+    torch.save(model.state_dict(), path)
+    return path

@@ -7,27 +7,13 @@ import csv
 import io
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from controller.campaigns import load_campaign_file
 from controller.errors import UserError
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def controller(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.conftest import controller
 
 
 def records(folder: Path) -> list[dict]:
@@ -36,30 +22,6 @@ def records(folder: Path) -> list[dict]:
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
-
-
-@pytest.fixture(scope="module")
-def digits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits-cnn trained on the digits training split (a few seconds), saved as a state_dict."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
-    from suite.datasets import digits
-    from suite.torch_models import build
-
-    train_x, train_y, _, _ = digits.split()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model = build("digits-cnn", "full", "random", seed=0).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    for _ in range(10):
-        for idx in torch.randperm(len(y)).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("weights") / "digits-cnn.pt"
-    torch.save(model.state_dict(), path)
-    return path
 
 
 DIGITS_CAMPAIGN = """

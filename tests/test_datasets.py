@@ -18,30 +18,6 @@ RUN = ["--runner", "local", "--warmup", "1", "--batch-size", "16"]
 # --- the honest accuracy test: a CNN trained here, run on every engine -------------------------
 
 
-@pytest.fixture(scope="module")
-def digits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits-cnn trained on the digits training split (a few seconds), saved as a state_dict."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
-    from suite.datasets import digits
-    from suite.torch_models import build
-
-    train_x, train_y, _, _ = digits.split()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model = build("digits-cnn", "full", "random", seed=0).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    for _ in range(15):
-        for idx in torch.randperm(len(y)).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("weights") / "digits-cnn.pt"
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def run_digits(cli, image: str, weights: Path, *extra: str) -> dict:
     proc = cli(
         "run", "--image", image, "--model", "digits-cnn", "--weights", str(weights), "--dataset", "digits", *RUN, *extra

@@ -15,24 +15,32 @@ from harness.protocol import RunSpec, parse_stream
 from tests.test_engines_cpu import TINY, run_ok
 
 
-def harness_run(engine: str, **options: Any) -> dict[str, Any]:
-    spec = RunSpec(
-        run_id="t",
-        engine=engine,
-        provider="cpu",
-        model="mobilenetv2",
-        model_size="tiny",
-        weights="random",
-        batch_size=2,
-        samples=8,
-        warmup=1,
-        seed=7,
-        options=options,
-    )
+def spec_for(engine: str, **fields: Any) -> RunSpec:
+    base: dict[str, Any] = {
+        "run_id": "t",
+        "engine": engine,
+        "provider": "cpu",
+        "model": "mobilenetv2",
+        "model_size": "tiny",
+        "weights": "random",
+        "batch_size": 2,
+        "samples": 8,
+        "warmup": 1,
+        "seed": 7,
+    }
+    return RunSpec(**(base | fields))
+
+
+def harness(spec: RunSpec) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """``python -m harness run`` on the spec: the process and its parsed output."""
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
     )
-    out = parse_stream(proc.stdout)
+    return proc, parse_stream(proc.stdout)
+
+
+def harness_run(engine: str, **options: Any) -> dict[str, Any]:
+    proc, out = harness(spec_for(engine, options=options))
     assert proc.returncode == 0 and out.result is not None, (out.error, proc.stderr[-3000:])
     phases = [(e["phase"], e["edge"]) for e in out.events]
     return {"result": out.result, "phases": phases}
@@ -65,21 +73,7 @@ def test_torch_compile_is_timed_as_its_own_phase_and_predicts_like_eager():
 
 def test_torch_compile_rejects_an_unknown_mode():
     pytest.importorskip("torch")
-    spec = RunSpec(
-        run_id="t",
-        engine="torch-compile",
-        provider="cpu",
-        model="mobilenetv2",
-        model_size="tiny",
-        weights="random",
-        batch_size=1,
-        samples=1,
-        options={"compile_mode": "fastest"},
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
-    )
-    out = parse_stream(proc.stdout)
+    proc, out = harness(spec_for("torch-compile", batch_size=1, samples=1, options={"compile_mode": "fastest"}))
     assert proc.returncode != 0 and out.error is not None
     assert "compile_mode 'fastest' is not one of default, reduce-overhead" in out.error["message"]
     assert "Traceback" not in proc.stderr

@@ -5,9 +5,6 @@ and the image workflow that builds them where a registry is reachable."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,13 +12,9 @@ import yaml
 from controller import images
 from controller.errors import UserError
 from harness.engines import ADAPTERS
+from tests.conftest import REPO, controller
 
 GPU_IMAGES = ["torch-cuda", "tf-cuda", "mxnet-cuda", "onnx-cuda", "onnx-trt", "tensorrt"]
-REPO = Path(__file__).resolve().parent.parent
-
-
-def controller(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller", *args], capture_output=True, text=True, cwd=REPO)
 
 
 @pytest.mark.parametrize("name", GPU_IMAGES)

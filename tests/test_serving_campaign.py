@@ -9,7 +9,6 @@ import io
 import json
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,12 @@ import pytest
 
 from controller.campaigns import load_campaign_file
 from controller.errors import UserError
+from tests.conftest import REPO, controller
 
-REPO = Path(__file__).resolve().parent.parent
 CAMPAIGNS = REPO / "suite" / "campaigns"
 FULL = CAMPAIGNS / "code-slm-serving.toml"
 CPU = CAMPAIGNS / "code-slm-serving-cpu.toml"
 FIXTURE = REPO / "tests" / "fixtures" / "records" / "fixture-serving"
-
-
-def controller(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def records(folder: Path) -> list[dict[str, Any]]:
