@@ -2,7 +2,7 @@
 it also runs inside an image (harness_overhead.py mounts this folder and runs it there).
 
 The bare loop calls the framework's own API the way a user's hand-written benchmark would
-(``session.run``, ``model(x)``, ``request.infer``, ``fn(x)``, ``net(x).wait_to_read()``); the
+(``session.run``, ``model(x)``, ``request.infer``, ``fn(x)``, ``net(*x).wait_to_read()``); the
 harness side is ``measure_loop`` over the engine adapter's ``infer``, as a real run times it.
 Both use the same loaded model and the same prepared inputs; rounds alternate their order.
 
@@ -45,7 +45,7 @@ def bare_call(engine: Any) -> Callable[[Any], Any]:
         return lambda x: fn(x)
     if name == "mxnet":
         net = engine.net
-        return lambda x: net(x).wait_to_read()
+        return lambda x: net(*x).wait_to_read()  # prepare() gives the positional inputs
     raise SystemExit(f"no bare loop for engine {name}")
 
 
