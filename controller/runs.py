@@ -272,11 +272,6 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         req.samples = dataset_size or 64
     conversion = conversion_for(engine, req.model, req.source)
     source = model_source(engine, conversion[0] if conversion else None)
-    if conversion is not None and weights_file is not None and weights_file.is_dir():
-        raise UserError(
-            f"--weights {weights_file} is a model folder: engine {engine} needs {conversion[0]}, and converting "
-            "from a folder is not supported yet; run it on torch, or pass a state_dict file"
-        )
     if conversion is None and source is not None and source not in get_model(req.model).sources:
         raise UserError(
             f"{req.model} has no {source} definition, so engine {engine} cannot run it; "
@@ -368,7 +363,8 @@ def execute(req: RunRequest, say: Callable[[str], None] = print) -> tuple[dict[s
         # the cache, and the cache's parents need not be readable by the container's user.
         mounts.append(Mount(str(cache / artifact.key), f"{ARTIFACT_MOUNT}/{artifact.key}"))
     weights_in = None
-    if weights_file is not None and artifact is None:
+    # A converted run needs the weights no more, except a model folder's tokenizer for text data.
+    if weights_file is not None and (artifact is None or weights_file.is_dir()):
         wm = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
         mounts.append(wm)
         weights_in = runner.path_for(wm)

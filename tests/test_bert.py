@@ -125,8 +125,14 @@ def test_a_finetuned_model_folder_runs_with_its_own_tokenizer_and_is_accurate(cl
     print(f"\nfine-tuned tiny BERT on 20 held-out reviews: {acc['value']:.2f}")
     assert rec["weights"] == "path" and acc["meaningful"] and acc["n"] == 20 and acc["value"] > 0.8
     assert "AutoTokenizer" in rec["result"]["dataset_info"]["preprocessing"]
+    # The same folder converted (torch2onnx) and run on ONNX Runtime: same predictions, same accuracy.
     proc = cli("run", "--image", "onnx-cpu", *TINY, *args)
-    assert proc.returncode == 2 and "is a model folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    conv = cli.records()[-1]
+    assert conv["artifact"]["conversion"] == "torch2onnx" and conv["artifact"]["parity"]["ok"]
+    assert conv["artifact"]["key_inputs"]["weights_sha256"]  # the folder's digest is part of the cache key
+    assert conv["result"]["predictions_digest"] == rec["result"]["predictions_digest"]
+    assert conv["metrics"]["accuracy"]["value"] == acc["value"]
 
 
 def test_pretrained_bert_offline_fails_with_a_clear_reason(cli, tmp_path):
@@ -174,3 +180,24 @@ def test_pretrained_bert_downloads_through_transformers(cli):
     if proc.returncode != 0 and "could not load BERT" in proc.stdout:
         pytest.skip("SKIPPING NETWORK TEST: the model hub is not reachable from here")
     assert proc.returncode == 0, proc.stdout
+
+
+def test_a_folder_with_only_a_wordpiece_vocabulary_tokenises_like_transformers(tmp_path, finetuned):
+    """KerasHub presets keep assets/tokenizer/vocabulary.txt, not tokenizer.json: the same ids."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    from suite.datasets.tokenize import encode
+
+    fast = AutoTokenizer.from_pretrained(finetuned)
+    tokens = [t for t, _ in sorted(fast.get_vocab().items(), key=lambda kv: kv[1])]
+    preset = tmp_path / "keras-preset"
+    (preset / "assets" / "tokenizer").mkdir(parents=True)
+    (preset / "assets" / "tokenizer" / "vocabulary.txt").write_text("\n".join(tokens) + "\n")
+    texts = [t for t, _ in reviews(12, 5)] + ["Unseen WORDS, punctuation!"]
+    got, how = encode("bert-imdb", texts, 16, 200, "path", str(preset))
+    assert "vocabulary.txt" in how
+    # The reference: transformers' own BERT tokenizer on the same vocabulary file.
+    reference = BertTokenizer(str(preset / "assets" / "tokenizer" / "vocabulary.txt"), do_lower_case=True)
+    want = reference(texts, padding="max_length", truncation=True, max_length=16, return_tensors="np")
+    assert (got["input_ids"] == want["input_ids"]).all()
+    assert (got["attention_mask"] == want["attention_mask"]).all()

@@ -7,6 +7,8 @@ model's outputs and the artifact's outputs on the same fixed inputs, for the par
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +59,17 @@ def fixed_model_inputs(spec: ConvertSpec) -> Any:
     if not size.input_names:
         return fixed_inputs(spec)
     assert size.vocab_size is not None
-    shape = (spec.batch_size, *size.input_shape)
+    vocab, length = size.vocab_size, size.input_shape[0]
+    config = os.path.join(spec.weights_path or "", "config.json")
+    if spec.weights == "path" and os.path.isfile(config):
+        # A model folder (save_pretrained): its own vocabulary and positions bound the token ids.
+        with open(config, encoding="utf-8") as fh:
+            found = json.load(fh)
+        vocab = min(vocab, int(found.get("vocab_size", vocab)))
+        length = min(length, int(found.get("max_position_embeddings", length)))
+    shape = (spec.batch_size, length)
     rng = np.random.default_rng(1234)
     mask = np.ones(shape, np.int64)
     mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
     first, *rest = size.input_names
-    return {first: rng.integers(0, size.vocab_size, shape), **{name: mask for name in rest}}
+    return {first: rng.integers(0, vocab, shape), **{name: mask for name in rest}}

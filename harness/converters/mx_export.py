@@ -8,23 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.converters import Converted, fixed_inputs
+from harness.converters import Converted, fixed_inputs, fixed_model_inputs
 from harness.engines.base import EngineError
 from harness.engines.base import package_versions as _versions
 from harness.protocol import ConvertSpec
-
-
-def fixed_tokens(spec: ConvertSpec) -> dict[str, np.ndarray]:
-    """The fixed token inputs of a text model, as torch2onnx makes them: seeded ids, a padded row."""
-    from suite.models import get_model
-
-    size = get_model(spec.model).size(spec.model_size)
-    assert size.vocab_size is not None
-    shape = (spec.batch_size, *size.input_shape)
-    rng = np.random.default_rng(1234)
-    mask = np.ones(shape, np.int64)
-    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
-    return {"input_ids": rng.integers(0, size.vocab_size, shape), "attention_mask": mask}
 
 
 def _load(spec: ConvertSpec) -> Any:
@@ -125,7 +112,7 @@ def _text_model(spec: ConvertSpec, out_file: str) -> tuple[np.ndarray, np.ndarra
     from suite.mx_models import model_inputs
 
     net = _load(spec)
-    fixed = fixed_tokens(spec)
+    fixed = fixed_model_inputs(spec)
     reference = net(*(mx.nd.array(a, dtype=a.dtype) for a in model_inputs(fixed))).asnumpy()
     wrapped = _token_inputs(net)
     wrapped.hybridize()

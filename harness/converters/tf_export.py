@@ -11,25 +11,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import numpy as np  # noqa: E402
 
-from harness.converters import Converted, fixed_inputs  # noqa: E402
+from harness.converters import Converted, fixed_inputs, fixed_model_inputs  # noqa: E402
 from harness.engines.base import EngineError  # noqa: E402
 from harness.engines.base import package_versions as _versions  # noqa: E402
 from harness.protocol import ConvertSpec  # noqa: E402
 
 VERSIONS = ("tensorflow", "tensorflow-cpu", "keras", "keras-hub", "tf2onnx", "onnx", "onnxruntime")
-
-
-def fixed_tokens(spec: ConvertSpec) -> dict[str, np.ndarray]:
-    """The fixed token inputs of a text model, as torch2onnx makes them: seeded ids, a padded row."""
-    from suite.models import get_model
-
-    size = get_model(spec.model).size(spec.model_size)
-    assert size.vocab_size is not None
-    shape = (spec.batch_size, *size.input_shape)
-    rng = np.random.default_rng(1234)
-    mask = np.ones(shape, np.int64)
-    mask[-1, shape[1] // 2 :] = 0  # a padded sequence, as real batches have
-    return {"input_ids": rng.integers(0, size.vocab_size, shape), "attention_mask": mask}
 
 
 def _load(spec: ConvertSpec) -> Any:
@@ -55,7 +42,7 @@ def _text_model(spec: ConvertSpec, out_file: str) -> Converted:
     from suite.tf_models import definition_source, model_inputs
 
     model = _load(spec)
-    fixed = fixed_tokens(spec)
+    fixed = fixed_model_inputs(spec)
     reference = model({k: tf.constant(v) for k, v in model_inputs(fixed).items()}, training=False).numpy()
     signature = [tf.TensorSpec((None, None), tf.int64, name=name) for name in fixed]
 
