@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import mxnet as mx
-import numpy as np
 
 from harness.engines.base import Engine, EngineError
 
@@ -19,34 +18,32 @@ class MxNetEngine(Engine):
     packages = ("mxnet", "gluonnlp", "numpy")
 
     def load(self) -> None:
-        if self.spec.provider != "cpu":
-            raise EngineError(f"this mxnet image serves provider cpu, not {self.spec.provider!r}")
+        if self.spec.provider == "cpu":
+            self.ctx = mx.cpu()
+        elif self.spec.provider == "cuda":
+            if mx.context.num_gpus() < 1:
+                raise EngineError("provider cuda requested but MXNet sees no GPU (is this a CUDA build, with --gpus?)")
+            self.ctx = mx.gpu(0)
+        else:
+            raise EngineError(f"mxnet serves providers cpu and cuda, not {self.spec.provider!r}")
         from suite.mx_models import WeightsUnavailable, build
 
-        self.ctx = mx.cpu()
         try:
             net = build(
                 self.spec.model, self.spec.model_size, self.spec.weights, self.spec.weights_path, self.spec.seed
             )
         except WeightsUnavailable as exc:
             raise EngineError(str(exc)) from None
+        if self.ctx != mx.cpu():
+            net.collect_params().reset_ctx(self.ctx)  # the suite builds on the CPU
         self._static = _flag(self.spec.options.get("static_alloc", "true"))
         # static_alloc/static_shape: memory planned once for the run's batch shape, as for serving.
         net.hybridize(static_alloc=self._static, static_shape=self._static)
         self.net = net
-        # The first call builds the cached graph: do it here, in the load phase.
-        from suite.models import get_model
+        self.compile_step = "hybridize: the first call builds the cached graph"
 
-        size = get_model(self.spec.model).size(self.spec.model_size)
-        self._text = bool(size.input_names)
-        if self._text:  # GluonNLP's BERT: (inputs, token_types, valid_length), full-length probe
-            from harness.inputs import max_length
-
-            shape = (self.spec.batch_size, max_length(self.spec))
-            probe = self.prepare({"input_ids": np.zeros(shape, np.int64), "attention_mask": np.ones(shape, np.int64)})
-        else:
-            probe = (mx.nd.zeros((self.spec.batch_size, *size.input_shape), ctx=self.ctx),)
-        net(*probe).wait_to_read()
+    def compile(self, example: Any) -> None:
+        self.net(*example).wait_to_read()
 
     def prepare(self, batch: Any) -> Any:
         """The network's positional inputs, as MXNet arrays (outside the window)."""

@@ -13,7 +13,7 @@ import tensorflow as tf  # noqa: E402
 
 from harness.engines.base import Engine, EngineError  # noqa: E402
 
-DEVICES = {"cpu": "CPU"}
+DEVICES = {"cpu": "CPU", "cuda": "GPU"}
 
 
 def _flag(value: Any) -> bool:
@@ -42,7 +42,7 @@ class TensorFlowEngine(Engine):
         with tf.device(self._device):
             model = self._build()
             # Graph mode, traced for the run's batch shape (as a SavedModel signature serves it);
-            # tracing and, with jit_compile, XLA compilation happen on the first call, here.
+            # tracing and, with jit_compile, XLA compilation happen on the first call: the compile step.
             if self._text:  # KerasHub's BERT: a dict of int32 token_ids, segment_ids, padding_mask
                 from harness.inputs import max_length
                 from suite.tf_models import model_inputs
@@ -53,14 +53,24 @@ class TensorFlowEngine(Engine):
                 signature: Any = [{k: tf.TensorSpec(v.shape, v.dtype, name=k) for k, v in probe_in.items()}]
             else:
                 c, h, w = self._size().input_shape
-                probe_in = tf.zeros((self.spec.batch_size, h, w, c), tf.float32)
-                signature = [tf.TensorSpec(probe_in.shape, tf.float32, name="input")]
+                signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
             self._fn = tf.function(lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit)
-            probe = self._fn(probe_in)
         self.model = model
+        self._wanted = device
+        self.compile_step = "tf.function trace" + (" and XLA compilation" if self._jit else "") + ", first call"
+        # On a GPU, ops are queued asynchronously: wait for them before the clock is read.
+        self._sync = None
+        if device == "GPU":
+            self._sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
+            if self._sync is None:
+                raise EngineError(f"TensorFlow {tf.__version__} lacks tf.test.experimental.sync_devices (2.13+)")
+
+    def compile(self, example: Any) -> None:
+        with tf.device(self._device):
+            probe = self._fn(example)
         self._devices = [probe.device.rsplit("device:", 1)[-1]]
-        if not self._devices[0].startswith(device):
-            raise EngineError(f"requested {device} but TensorFlow placed the model's output on {self._devices}")
+        if not self._devices[0].startswith(self._wanted):
+            raise EngineError(f"requested {self._wanted} but TensorFlow placed the model's output on {self._devices}")
 
     def _size(self) -> Any:
         from suite.models import get_model
@@ -87,8 +97,11 @@ class TensorFlowEngine(Engine):
             return tf.constant(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
 
     def infer(self, prepared: Any) -> Any:
-        # Eager execution is synchronous on CPU: the call returns once the output exists.
-        return self._fn(prepared)
+        # Synchronous on CPU: the call returns once the output exists; on a GPU, synchronised.
+        out = self._fn(prepared)
+        if self._sync is not None:
+            self._sync()
+        return out
 
     def to_numpy(self, output: Any) -> Any:
         return output.numpy()
