@@ -124,8 +124,21 @@ def test_pretrained_bert_offline_fails_with_the_reason(cli, docker_client, sourc
     image, _ = FRAMEWORKS[source]
     need_image(docker_client, image)
     # Benchmark containers have no network: the framework's own download fails, and the record says so.
-    proc = cli("run", "--image", image, "--model", "bert-imdb", "--weights", "pretrained", "--runner", "docker",
-               "--samples", "2", "--warmup", "0")
+    proc = cli(
+        "run",
+        "--image",
+        image,
+        "--model",
+        "bert-imdb",
+        "--weights",
+        "pretrained",
+        "--runner",
+        "docker",
+        "--samples",
+        "2",
+        "--warmup",
+        "0",
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (failed,) = cli.records()
     assert failed["status"] == "failed" and reason in failed["failure"]["reason"]
