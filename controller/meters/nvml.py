@@ -195,10 +195,12 @@ class NvmlMeter:
             source, averaging = POWER_SOURCE_INSTANT, POWER_AVERAGING_INSTANT
         else:
             source, averaging = POWER_SOURCE_AVERAGE, POWER_AVERAGING_AVERAGE
+        total: float | None = None
         try:
-            total: float | None = float(nv.nvmlDeviceGetMemoryInfo(handle).total)
+            found = getattr(nv.nvmlDeviceGetMemoryInfo(handle), "total", None)
+            total = float(found) if found else None
         except nv.NVMLError:
-            total = None
+            pass
         return GpuInfo(k, uuid, name, handle, counter, source, averaging, total)
 
     def _instant_power_mw(self, handle: Any) -> float | None:
