@@ -256,30 +256,3 @@ def test_mxnet_image_native_and_mx2onnx_on_onnxruntime_and_openvino_agree(cli, d
     assert artifact["versions"]["onnx"].startswith("1.17")  # mx.onnx needs onnx < 1.18
     digests = {r["image"]: r["result"]["predictions_digest"] for r in (mx_rec, ort_rec, ov_rec)}
     assert len(set(digests.values())) == 1, digests
-
-
-@pytest.mark.network
-@pytest.mark.parametrize(("image", "module"), [("tf-cpu", "tensorflow"), ("mxnet-cpu", "mxnet")])
-def test_pretrained_weights_download_through_keras_and_the_gluon_model_zoo(cli, image, module):
-    # Containers have no network in batch mode, so downloads are proven with the local runner.
-    pytest.importorskip(module)
-    proc = cli(
-        "run",
-        "--image",
-        image,
-        "--model",
-        "resnet50",
-        "--weights",
-        "pretrained",
-        "--runner",
-        "local",
-        "--samples",
-        "2",
-        "--warmup",
-        "0",
-    )
-    if proc.returncode != 0 and "could not download" in proc.stdout:
-        pytest.skip("SKIPPING NETWORK TEST: the model hub is not reachable from here")
-    assert proc.returncode == 0, proc.stdout
-    (rec,) = cli.records()
-    assert rec["weights"] == "pretrained" and rec["weights_label"] is None

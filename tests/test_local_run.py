@@ -184,11 +184,17 @@ def test_pretrained_weights_offline_fail_with_a_clear_reason(cli):
 
 
 @pytest.mark.network
-def test_pretrained_weights_download_through_the_framework(cli):
+@pytest.mark.parametrize(
+    ("image", "module"), [("torch-cpu", "torch"), ("tf-cpu", "tensorflow"), ("mxnet-cpu", "mxnet")]
+)
+def test_pretrained_weights_download_through_the_framework(cli, image, module):
+    # torchvision / transformers, keras.applications, the Gluon model zoo. Containers have no
+    # network in batch mode, so downloads are proven with the local runner where the framework is.
+    pytest.importorskip(module)
     proc = cli(
         "run",
         "--image",
-        "torch-cpu",
+        image,
         "--model",
         "resnet50",
         "--weights",
@@ -197,6 +203,8 @@ def test_pretrained_weights_download_through_the_framework(cli):
         "local",
         "--samples",
         "2",
+        "--warmup",
+        "0",
     )
     if proc.returncode != 0 and "could not download" in proc.stdout:
         pytest.skip("SKIPPING NETWORK TEST: the model hub is not reachable from here")
