@@ -322,3 +322,18 @@ def test_a_serving_campaign_in_docker_leaves_no_container(tmp_path, tiny_lm, doc
     assert recs[0]["metrics"]["requests_ok"] == LIMIT
     left = docker_client.containers.list(all=True, filters={"label": "joulebench.campaign=serving-docker"})
     assert left == []
+
+
+def test_a_serving_campaign_without_settings_serves_as_the_serve_command_does():
+    from dataclasses import fields
+
+    from controller.campaigns.spec import ServingSettings
+    from controller.serving import ServeRequest
+
+    request = ServeRequest(image="onnx-cpu", model="m")
+    settings = ServingSettings()
+    for f in fields(ServingSettings):
+        if f.name == "prompts":  # "humaneval" in a campaign file, None (HumanEval) for serve
+            assert settings.prompts == "humaneval" and request.prompts is None
+            continue
+        assert getattr(settings, f.name) == getattr(request, f.name), f.name

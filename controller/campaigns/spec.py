@@ -448,26 +448,31 @@ def _dataset_choice(raw: dict[str, Any], where: str, path: Path, default: str = 
 
 
 def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
-    prompts = raw.get("prompts", "humaneval")
+    d = ServingSettings()  # defaults in one place
+    prompts = raw.get("prompts", d.prompts)
     if not isinstance(prompts, str) or not prompts:
         raise UserError(f'{path}: [serving] prompts must be "humaneval" or a prompt file path, got {prompts!r}')
     if prompts != "humaneval":
         prompts = str(local_path(prompts, path.parent))
-    limit = raw.get("limit")
-    seed = raw.get("seed", 0)
+    limit = raw.get("limit", d.limit)
+    seed = raw.get("seed", d.seed)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise UserError(f"{path}: [serving] seed must be an integer, got {seed!r}")
+
+    def number(key: str, kind: type = int, allow_zero: bool = False) -> Any:
+        return _positive(raw.get(key, getattr(d, key)), f"[serving] {key}", path, kind, allow_zero=allow_zero)
+
     return ServingSettings(
         prompts=prompts,
         limit=None if limit is None else _positive(limit, "[serving] limit", path),
         seed=seed,
-        max_new_tokens=_positive(raw.get("max_new_tokens", 32), "[serving] max_new_tokens", path),
-        concurrency=_positive(raw.get("concurrency", 1), "[serving] concurrency", path),
-        warmup_requests=_positive(raw.get("warmup_requests", 2), "[serving] warmup_requests", path, allow_zero=True),
-        warmup_s=_positive(raw.get("warmup_s", 0.0), "[serving] warmup_s", path, float, allow_zero=True),
-        cooldown_s=_positive(raw.get("cooldown_s", 0.0), "[serving] cooldown_s", path, float, allow_zero=True),
-        request_timeout_s=_positive(raw.get("request_timeout_s", 120.0), "[serving] request_timeout_s", path, float),
-        ready_timeout_s=_positive(raw.get("ready_timeout_s", 600.0), "[serving] ready_timeout_s", path, float),
+        max_new_tokens=number("max_new_tokens"),
+        concurrency=number("concurrency"),
+        warmup_requests=number("warmup_requests", allow_zero=True),
+        warmup_s=number("warmup_s", float, allow_zero=True),
+        cooldown_s=number("cooldown_s", float, allow_zero=True),
+        request_timeout_s=number("request_timeout_s", float),
+        ready_timeout_s=number("ready_timeout_s", float),
     )
 
 
