@@ -158,3 +158,30 @@ def test_a_torch_build_without_kernels_for_the_gpu_is_recognised():
     assert has_kernels_for(["sm_80", "compute_80"], 9, 0)  # PTX, compiled by the driver
     assert has_kernels_for(["sm_80"], 8, 6)  # same major, binary compatible
     assert not has_kernels_for(["sm_90a"], 10, 0)  # arch-specific kernels run on that arch only
+
+
+def test_yes_no_options_mean_the_same_on_every_engine_and_nonsense_is_refused(cli):
+    from harness.engines.base import option_flag
+
+    for value in ("1", "true", "Yes", "on"):
+        assert option_flag({"io_binding": value}, "io_binding", False) is True
+    for value in ("0", "false", "No", "off"):
+        assert option_flag({"io_binding": value}, "io_binding", True) is False
+    assert option_flag({}, "io_binding", True) is True
+    proc = cli(
+        "run",
+        "--image",
+        "onnx-cpu",
+        "--model",
+        "mobilenetv2",
+        *TINY,
+        "--runner",
+        "local",
+        "--option",
+        "io_binding=maybe",
+        "--campaign",
+        "flag",
+    )
+    assert proc.returncode == 1
+    (bad,) = cli.records("flag")
+    assert "option io_binding='maybe' is not a yes/no value" in bad["failure"]["reason"]

@@ -6,11 +6,7 @@ from typing import Any
 
 import mxnet as mx
 
-from harness.engines.base import Engine, EngineError
-
-
-def _flag(value: Any) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
+from harness.engines.base import Engine, EngineError, option_flag
 
 
 class MxNetEngine(Engine):
@@ -36,7 +32,7 @@ class MxNetEngine(Engine):
             raise EngineError(str(exc)) from None
         if self.ctx != mx.cpu():
             net.collect_params().reset_ctx(self.ctx)  # the suite builds on the CPU
-        self._static = _flag(self.spec.options.get("static_alloc", "true"))
+        self._static = option_flag(self.spec.options, "static_alloc", True)
         # static_alloc/static_shape: memory planned once for the run's batch shape, as for serving.
         net.hybridize(static_alloc=self._static, static_shape=self._static)
         self.net = net

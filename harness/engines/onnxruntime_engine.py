@@ -14,7 +14,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from harness.engines.base import Engine, EngineError
+from harness.engines.base import Engine, EngineError, option_flag
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -29,10 +29,6 @@ CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 TRT_CACHE_DIR = "/trt-cache"
 
 
-def _flag(value: Any) -> bool:
-    return str(value).lower() not in ("0", "false", "no", "off", "")
-
-
 def provider_options(provider: str, options: dict[str, Any]) -> dict[str, str]:
     """The provider's options for this run, every one that changes results or speed explicit."""
     if provider == "cuda":
@@ -42,10 +38,10 @@ def provider_options(provider: str, options: dict[str, Any]) -> dict[str, str]:
         return {"device_id": str(options.get("device_id", 0)), "cudnn_conv_algo_search": search}
     if provider == "tensorrt":
         cache = str(options.get("trt_cache_dir", TRT_CACHE_DIR))
-        cache_on = _flag(options.get("trt_engine_cache", "true")) and os.access(cache, os.W_OK)
+        cache_on = option_flag(options, "trt_engine_cache", True) and os.access(cache, os.W_OK)
         found = {
             "device_id": str(options.get("device_id", 0)),
-            "trt_fp16_enable": "True" if _flag(options.get("trt_fp16", "false")) else "False",
+            "trt_fp16_enable": "True" if option_flag(options, "trt_fp16", False) else "False",
             "trt_engine_cache_enable": "True" if cache_on else "False",
         }
         if cache_on:
@@ -102,7 +98,7 @@ class OnnxRuntimeEngine(Engine):
         self._run = self.session.run
         on_gpu = self.spec.provider in GPU_PROVIDERS
         self._device = ("cuda", int(self.spec.options.get("device_id", 0))) if on_gpu else ("cpu", 0)
-        self._io_binding = _flag(self.spec.options.get("io_binding", "true" if on_gpu else "false"))
+        self._io_binding = option_flag(self.spec.options, "io_binding", on_gpu)
         if on_gpu and not self._io_binding:
             self.timing_scope = "end-to-end"  # host<->device copies inside every timed call
         if on_gpu:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from harness.engines.base import Engine, EngineError
+from harness.engines.base import Engine, EngineError, option_flag
 
 DEVICES = {"cpu": "CPU"}
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -51,7 +51,7 @@ class OpenVinoEngine(Engine):
         if device not in core.available_devices:
             raise EngineError(f"OpenVINO sees no {device} device (available: {core.available_devices})")
         model = core.read_model(path)
-        static = str(opts.get("static_batch", "true")).lower() not in ("0", "false", "no")
+        static = option_flag(opts, "static_batch", True)
         if static:
             # A static batch lets the CPU plugin pick its kernels once, at compile time.
             shape = list(model.input(0).get_partial_shape())

@@ -11,13 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from harness.engines.base import Engine, EngineError  # noqa: E402
+from harness.engines.base import Engine, EngineError, option_flag  # noqa: E402
 
 DEVICES = {"cpu": "CPU", "cuda": "GPU"}
-
-
-def _flag(value: Any) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
 
 
 class TensorFlowEngine(Engine):
@@ -37,7 +33,7 @@ class TensorFlowEngine(Engine):
         if not tf.config.list_logical_devices(device):
             raise EngineError(f"TensorFlow sees no {device} device")
         self._device = f"/{device}:0"
-        self._jit = _flag(opts.get("jit_compile", "false"))
+        self._jit = option_flag(opts, "jit_compile", False)
         self._text = bool(self._size().input_names)
         with tf.device(self._device):
             model = self._build()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.base import Engine, EngineError
+from harness.engines.base import Engine, EngineError, option_flag
 
 try:  # cuda-python >= 12.6 moved the runtime bindings under cuda.bindings
     from cuda.bindings import runtime as cudart
@@ -62,7 +62,7 @@ class TensorRtEngine(Engine):
             raise EngineError("tensorrt: no CUDA device visible in this container")
         props = _check(cudart.cudaGetDeviceProperties(0))
         self.gpu = f"{props.name.decode(errors='replace').strip()} sm{props.major}{props.minor}"
-        self.fp16 = str(self.spec.options.get("trt_fp16", "false")).lower() in ("1", "true", "yes")
+        self.fp16 = option_flag(self.spec.options, "trt_fp16", False)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.stream = _check(cudart.cudaStreamCreate())
         self.cache_dir = str(self.spec.options.get("trt_cache_dir", "/trt-cache"))
@@ -177,7 +177,13 @@ class TensorRtEngine(Engine):
         return [f"TensorRT {trt.__version__} on {self.gpu}"]
 
     def options_used(self) -> dict[str, Any]:
-        return {"trt_fp16": self.fp16, "engine_cache": self.cache_dir, "engine_cache_hit": self.cache_hit}
+        writable = os.access(self.cache_dir, os.W_OK)
+        return {
+            "trt_fp16": self.fp16,
+            # An unwritable cache is not silent: the engine is then rebuilt on every run.
+            "engine_cache": self.cache_dir if writable else f"none: {self.cache_dir} is not writable",
+            "engine_cache_hit": self.cache_hit,
+        }
 
 
 class _Bound:
