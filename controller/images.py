@@ -21,7 +21,8 @@ from controller.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO / "images"
-TAG_PREFIX = "joulebench/"
+# Another prefix keeps a second checkout's images apart from this one's (JOULEBENCH_TAG_PREFIX).
+TAG_PREFIX = os.environ.get("JOULEBENCH_TAG_PREFIX", "joulebench/")
 # Copied into every image: the harness and the suite it loads.
 IMAGE_PACKAGES = ("harness", "suite")
 
