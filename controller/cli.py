@@ -6,9 +6,22 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from controller.cache import check_writable_folder
 from controller.errors import UserError
+from controller.requests import (
+    BatchSettings,
+    MeterSettings,
+    RunRequest,
+    ServeSettings,
+    Where,
+    check_meters,
+    from_fields,
+    positive,
+)
+from controller.runners.choose import RUNNERS
+from controller.serving.settings import SERVE_TIMEOUT_S, ServingSettings
 
 EPILOG = """examples:
   python -m controller run --image onnx-cpu --model resnet50
@@ -21,6 +34,13 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that answers a usage error in one line (and exit code 2), not with the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -28,24 +48,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as a dict; UserError on anything else or a key given twice."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--option takes KEY=VALUE, got {pair!r}")
-        options[key] = value
-    return options
+        if not sep or not key.strip():
+            raise UserError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        if key.strip() in out:
+            raise UserError(f"{flag} {key.strip()} is given twice")
+        out[key.strip()] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m controller",
         description="joulebench: measure what deep-learning inference costs, per runtime engine.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     run = sub.add_parser("run", help="run one benchmark and write its record")
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
@@ -67,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="synthetic",
         help="synthetic (default; energy and time only), digits, imagenet-val or imdb (accuracy recorded)",
     )
-    run.add_argument("--dataset-path", type=Path, help="the dataset's folder or file (imagenet-val, imdb)")
+    run.add_argument("--dataset-path", help="the dataset's folder or file (imagenet-val, imdb)")
     run.add_argument("--limit", type=_positive_int, help="a seeded subset of N samples of the dataset")
     run.add_argument("--batch-size", type=_positive_int, default=1)
     amount = run.add_mutually_exclusive_group()
@@ -76,35 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="samples to measure (default: the whole labelled dataset or its --limit; 64 synthetic)",
     )
-    amount.add_argument("--duration", type=float, help="seconds to measure instead of a count")
+    amount.add_argument("--duration", dest="duration_s", type=float, help="seconds to measure instead of a count")
     run.add_argument("--warmup", type=int, default=5, help="warm-up batches (default 5)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="engine option, e.g. intra_op_threads=2 (recorded)",
-    )
-    run.add_argument(
-        "--runner",
-        choices=["auto", "docker", "local"],
-        default="auto",
-        help="auto (default): docker when an engine answers and the images exist or build, else local",
-    )
-    run.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-    run.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
-    run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is killed")
-    run.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
-    run.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
-
-    meters = run.add_argument_group("meters")
-    meters.add_argument("--interval", type=float, default=0.01, help="sampling interval in s (default 0.01)")
-    meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
-    meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
-    meters.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
-    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
-    meters.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+    _add_options(run, "engine option, e.g. intra_op_threads=2 (recorded)")
+    _add_where(run, timeout_s=Where.timeout_s)
+    _add_meters(run)
 
     idle = sub.add_parser("idle", help="measure and store this host's idle power per domain")
     idle.add_argument("--duration", type=float, default=600.0, help="seconds to measure (default 600)")
@@ -140,48 +140,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _where_and_meters(args: argparse.Namespace) -> dict[str, Any]:
-    """Options that `run` and `serve` share: where results go, limits, the meters' settings."""
-    return {
-        "results": args.results,
-        "campaign": args.campaign,
-        "memory": args.memory,
-        "cache": args.cache,
-        "interval_s": args.interval,
-        "keep_trace": args.keep_trace,
-        "wall_url": args.wall_url,
-        "wall_output": args.wall_output,
-        "baseline": args.baseline,
-        "baseline_max_age_s": args.baseline_max_age * 86400,
-    }
+def _add_options(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="option_pairs", help=text)
+
+
+def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
+    """Where a run executes and writes, and its limits (Where's fields)."""
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="auto",
+        help="auto (default): docker when an engine answers and the images exist or build, else local",
+    )
+    p.add_argument("--results", type=Path, default=Where.results, help="results directory")
+    p.add_argument("--campaign", default=Where.campaign, help="campaign name (results subfolder)")
+    p.add_argument("--timeout", dest="timeout_s", type=float, default=timeout_s, help="seconds before it is killed")
+    p.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
+    p.add_argument(
+        "--pids-limit", type=int, default=Where.pids_limit, help="container process/thread limit (docker runner)"
+    )
+    p.add_argument("--tmp-size", default=Where.tmp_size, help="size of the container's /tmp (docker runner)")
+    p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+
+
+def _add_meters(p: argparse.ArgumentParser) -> None:
+    meters = p.add_argument_group("meters")
+    meters.add_argument(
+        "--interval", dest="interval_s", type=float, default=MeterSettings.interval_s, help="sampling interval in s"
+    )
+    meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
+    meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
+    meters.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
+    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
+    meters.add_argument(
+        "--baseline-max-age", type=float, default=MeterSettings.baseline_max_age_s / 86400, help="days before stale"
+    )
+
+
+def _request(args: argparse.Namespace, what: Any) -> RunRequest:
+    meters = from_fields(MeterSettings, args, baseline_max_age_s=args.baseline_max_age * 86400)
+    return RunRequest(what, from_fields(Where, args), meters)
+
+
+def _run_one(request: RunRequest) -> int:
+    from controller import pipeline
+    from controller.progress import Progress
+
+    record, path = pipeline.run(request, Progress())
+    print(pipeline.summarise(record, path))
+    return 0 if record.status == "ok" else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controller import runs
-
-    req = runs.RunRequest(
-        image=args.image,
-        model=args.model,
-        engine=args.engine,
-        source=args.source,
-        model_size=args.model_size,
-        weights=args.weights,
-        dataset=args.dataset,
-        dataset_path=args.dataset_path,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        duration_s=args.duration,
-        warmup=args.warmup,
-        seed=args.seed,
-        options=_options(args.option),
-        runner=args.runner,
-        timeout_s=args.timeout,
-        **_where_and_meters(args),
-    )
-    record, path = runs.execute(req, say=runs.stderr_say)
-    print(runs.summary(record, path))
-    return 0 if record["status"] == "ok" else 1
+    what = from_fields(BatchSettings, args, options=_pairs(args.option_pairs, "--option"))
+    return _run_one(_request(args, what))
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -250,8 +262,10 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_idle(args: argparse.Namespace) -> int:
     from controller.meters import measure_idle, save_baseline
 
-    if args.duration <= 0:
-        raise UserError(f"--duration must be positive, got {args.duration}")
+    positive("--duration", args.duration)
+    check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
+    if args.output is not None:
+        check_writable_folder(args.output.parent, "the folder of --output")
     print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
     baseline = measure_idle(
         args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
@@ -289,7 +303,8 @@ def cmd_system(args: argparse.Namespace) -> int:
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM takes the same path as Ctrl-C: runners clean up their containers and processes.
+    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
+    # clean up their containers and processes, and the run is recorded as interrupted.
     raise KeyboardInterrupt
 
 
@@ -338,8 +353,10 @@ def add_report_parser(sub: Any) -> None:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns import load_campaign_file
-    from controller.campaigns.execute import resolve_seed, run_campaign
-    from controller.campaigns.plan import assess, render_plan, to_json
+    from controller.campaigns.execute import run_campaign
+    from controller.campaigns.history import resolve_seed
+    from controller.campaigns.plan import render_plan, to_json
+    from controller.campaigns.readiness import assess
 
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan":
@@ -362,6 +379,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_serve_parser(sub: Any) -> None:
+    d = ServingSettings()
     serve = sub.add_parser(
         "serve",
         help="serve a code language model over HTTP, replay prompts, measure (the second paper)",
@@ -374,79 +392,36 @@ def add_serve_parser(sub: Any) -> None:
         "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
     )
     serve.add_argument(
-        "--prompts", type=Path, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
+        "--prompts", default=d.prompts, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
     )
     serve.add_argument("--limit", type=_positive_int, help="only the first N prompts")
-    serve.add_argument("--seed", type=int, default=0, help="seed of the HumanEval-derived spans (default 0)")
+    serve.add_argument("--seed", type=int, default=d.seed, help="seed of the HumanEval-derived spans")
+    serve.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens, help="tokens per request")
+    serve.add_argument("--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight")
+    serve.add_argument("--warmup-requests", type=int, default=d.warmup_requests, help="requests before the window")
+    serve.add_argument("--warmup-s", type=float, default=d.warmup_s, help="seconds the ready server idles first")
+    serve.add_argument("--cooldown-s", type=float, default=d.cooldown_s, help="seconds it idles after the window")
     serve.add_argument(
-        "--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)"
+        "--request-timeout", dest="request_timeout_s", type=float, default=d.request_timeout_s, help="s per request"
     )
     serve.add_argument(
-        "--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)"
+        "--ready-timeout", dest="ready_timeout_s", type=float, default=d.ready_timeout_s, help="s for the model to load"
     )
-    serve.add_argument("--warmup-requests", type=int, default=2, help="requests before the window (default 2)")
-    serve.add_argument(
-        "--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)"
-    )
-    serve.add_argument(
-        "--cooldown-s", type=float, default=0.0, help="seconds the server idles after the window (paper: 300)"
-    )
-    serve.add_argument(
-        "--request-timeout", type=float, default=120.0, help="seconds one request may take (default 120)"
-    )
-    serve.add_argument(
-        "--ready-timeout", type=float, default=600.0, help="seconds to wait for the model to load (default 600)"
-    )
-    serve.add_argument(
-        "--timeout", type=float, default=7200.0, help="seconds before the server is killed (default 7200)"
-    )
-    serve.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="engine option, e.g. threads=2"
-    )
-    serve.add_argument("--runner", choices=["auto", "docker", "local"], default="auto")
-    serve.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-    serve.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
-    serve.add_argument("--memory", help="container memory limit, e.g. 8g (docker runner)")
-    serve.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
-    serve.add_argument("--interval", type=float, default=0.01, help="meter sampling interval in s (default 0.01)")
-    serve.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
-    serve.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API)")
-    serve.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
-    serve.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
-    serve.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+    _add_options(serve, "engine option, e.g. threads=2")
+    _add_where(serve, timeout_s=SERVE_TIMEOUT_S)
+    _add_meters(serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from controller import serving
-    from controller.runs import stderr_say
-
-    req = serving.ServeRequest(
-        image=args.image,
-        model=args.model,
-        engine=args.engine,
-        prompts=args.prompts,
-        limit=args.limit,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        concurrency=args.concurrency,
-        warmup_requests=args.warmup_requests,
-        warmup_s=args.warmup_s,
-        cooldown_s=args.cooldown_s,
-        request_timeout_s=args.request_timeout,
-        ready_timeout_s=args.ready_timeout,
-        timeout_s=args.timeout,
-        options=_options(args.option),
-        runner=args.runner,
-        **_where_and_meters(args),
-    )
-    record, path = serving.execute(req, say=stderr_say)
-    print(serving.summary(record, path))
-    return 0 if record["status"] == "ok" else 1
+    settings = from_fields(ServingSettings, args)
+    what = ServeSettings(args.image, args.model, args.engine, _pairs(args.option_pairs, "--option"), settings)
+    return _run_one(_request(args, what))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     handlers = {
         "run": cmd_run,
         "images": cmd_images,

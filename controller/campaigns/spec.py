@@ -58,6 +58,7 @@ overrides a key (``--set campaign.repetitions=2``, ``--set 'matrix.models=["/tmp
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,8 @@ from typing import Any
 import tomllib
 
 from controller.errors import UserError
+from controller.requests import BatchSettings, MeterSettings, RunRequest, ServeSettings, Where, from_fields, size_bytes
+from controller.serving.settings import ServingSettings
 
 MODES = ("batch", "serving")
 SYNTHETIC_SAMPLES = 64  # per run, when a campaign on synthetic inputs gives neither samples nor duration_s
@@ -168,22 +171,6 @@ class DatasetChoice:
     limit: int | None = None
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    """What one serving run does (controller/serving.py ServeRequest); defaults as ``serve``'s."""
-
-    prompts: str = "humaneval"  # or an absolute prompt-file path
-    limit: int | None = None  # prompts per run (None: every one, 164 for HumanEval)
-    seed: int = 0
-    max_new_tokens: int = 32
-    concurrency: int = 1
-    warmup_requests: int = 2
-    warmup_s: float = 0.0
-    cooldown_s: float = 0.0
-    request_timeout_s: float = 120.0
-    ready_timeout_s: float = 600.0
-
-
 # Cell fields added after campaigns were first recorded: left out of a cell's identity while they
 # hold their default, so folders recorded before them still resume.
 _LATER_FIELDS: dict[str, Any] = {"dataset_path": None, "limit": None, "mode": "batch", "serving": None}
@@ -225,6 +212,16 @@ class Cell:
     def to_record(self, seed: int, position: int, order: str) -> dict[str, Any]:
         """The ``cell`` block of the run record (RunRequest.cell)."""
         return self.identity() | {"order": {"mode": order, "seed": seed, "position": position}}
+
+    def request(self, where: Where, meters: MeterSettings, record: dict[str, Any] | None) -> RunRequest:
+        """The run request of this cell (``record``: its ``cell`` block, for resume)."""
+        what: BatchSettings | ServeSettings
+        if self.mode == "serving":
+            settings = ServingSettings(**(self.serving or {}))
+            what = ServeSettings(self.image, self.model, self.engine, dict(self.options), settings)
+        else:
+            what = from_fields(BatchSettings, self, options=dict(self.options))
+        return RunRequest(what, where, meters, record)
 
     @property
     def label(self) -> str:
@@ -385,8 +382,8 @@ def _positive(value: Any, key: str, path: Path, kind: type = int, allow_zero: bo
     ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
         ok_type = isinstance(value, int) and not isinstance(value, bool)
-    if not ok_type or value < 0 or (value == 0 and not allow_zero):
-        what = "an integer" if kind is int else "a number"
+    if not ok_type or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        what = "an integer" if kind is int else "a finite number"
         bound = "0 or more" if allow_zero else "positive"
         raise UserError(f"{path}: {key} must be {what}, {bound}; got {value!r}")
     return kind(value)
@@ -474,6 +471,25 @@ def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
         request_timeout_s=number("request_timeout_s", float),
         ready_timeout_s=number("ready_timeout_s", float),
     )
+
+
+def _interval(value: Any, path: Path) -> float:
+    interval = float(_positive(value, "interval_s", path, float))
+    if interval < 0.001:
+        raise UserError(
+            f"{path}: [campaign] interval_s = {interval:g} is under 1 ms: the meters cannot sample that often"
+        )
+    return interval
+
+
+def _memory(value: Any, path: Path) -> str | None:
+    if value is None:
+        return None
+    try:
+        size_bytes(str(value), "memory")
+    except UserError as exc:
+        raise UserError(f"{path}: [campaign] {exc}") from None
+    return str(value)
 
 
 def _serving_models(models: list[str], path: Path) -> list[str]:
@@ -621,8 +637,8 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         runner=_choice(camp.get("runner", "auto"), RUNNERS, "runner", path),
         order=_choice(camp.get("order", "interleaved"), ORDERS, "order", path),
         timeout_s=_positive(camp.get("timeout_s", 1800.0), "timeout_s", path, float),
-        memory=camp.get("memory"),
-        interval_s=_positive(camp.get("interval_s", 0.01), "interval_s", path, float),
+        memory=_memory(camp.get("memory"), path),
+        interval_s=_interval(camp.get("interval_s", 0.01), path),
         keep_trace=bool(camp.get("keep_trace", False)),
         options=dict(camp.get("options", {})),
         idle=IdlePolicy(
@@ -644,6 +660,6 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         dataset_path=default_dataset.dataset_path,
         limit=default_dataset.limit,
         datasets=datasets,
-        serving=_serving_settings(serving_raw, path) if mode == "serving" else None,
+        serving=_serving_settings(serving_raw or {}, path) if mode == "serving" else None,
         overrides=tuple(overrides),
     )

@@ -1,7 +1,6 @@
-"""Serving mode: start a model server (harness ``serve``), drive it over HTTP, measure the window."""
+"""Serving mode: a model server (harness ``serve``) driven over HTTP, its window measured.
 
-from controller.serving.client import send_prompt
-from controller.serving.run import execute, summary, validate
-from controller.serving.settings import ServeRequest, ServingFailed
-
-__all__ = ["ServeRequest", "ServingFailed", "execute", "send_prompt", "summary", "validate"]
+``settings`` (what a serving run does), ``client`` (HTTP), ``server`` (the server's lifecycle),
+``export`` (cached exports for the exported engines), ``metrics``, and ``workload`` (the step of
+the run pipeline that drives it all).
+"""

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.artifacts import new_staging
-from controller.runners.base import Invocation, Mount
+from controller.cache import ArtifactCache, Entry, key_of
+from controller.runners.base import Invocation, Mount, Runner, execute
 from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, ServingFailed
 from harness.protocol import (
     LM_EXPORT_FIELDS,
@@ -43,15 +41,15 @@ def model_identity(model: ResolvedModel) -> str:
 
 
 def ensure_export(
-    runner: Any,
-    cache_root: Path,
+    runner: Runner,
+    cache: ArtifactCache,
     fmt: str,
     model: ResolvedModel,
     parity_prompts: list[str],
     timeout_s: float,
-    say: Callable[[str], None],
-) -> tuple[Path, dict[str, Any]]:
-    """(folder, meta) of the cached export, exporting (with a greedy-token parity check) when missing."""
+    note: Callable[[str], None],
+) -> Entry:
+    """The cached export (folder and meta), exporting (with a greedy-token parity check) when missing."""
     inputs = {
         "format": fmt,
         "model": model_identity(model),
@@ -59,12 +57,29 @@ def ensure_export(
         "export_code": EXPORT_CODE_VERSION,
         "parity_prompts": parity_prompts,
     }
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
-    root = cache_root / "serving"
-    final = root / key
-    if (final / "meta.json").is_file():
-        return final, json.loads((final / "meta.json").read_text()) | {"reused": True}
-    staging = new_staging(root, key, runner)
+    key = key_of(inputs)
+    found = cache.lookup(key)
+    if found is not None:
+        return found
+    staging = cache.stage(key)
+    try:
+        meta = _export(runner, staging, fmt, model, parity_prompts, timeout_s, note)
+        entry = cache.commit(staging, key, {**meta, "key_inputs": inputs})
+    finally:
+        cache.discard(staging)
+    note(f"exported: {entry.folder}")
+    return entry
+
+
+def _export(
+    runner: Runner,
+    staging: Path,
+    fmt: str,
+    model: ResolvedModel,
+    parity_prompts: list[str],
+    timeout_s: float,
+    note: Callable[[str], None],
+) -> dict[str, Any]:
     out_mount = Mount(str(staging), "/out", read_only=False)
     mounts = [out_mount]
     model_path = model.location
@@ -75,49 +90,37 @@ def ensure_export(
     spec = LmExportSpec(
         format=fmt, model_path=model_path, out_dir=runner.path_for(out_mount), parity_prompts=parity_prompts
     )
-    say(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
+    note(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
+    ex = execute(
+        runner,
+        Invocation(
+            image=EXPORT_IMAGE,
+            argv=["serve-export", "--spec", spec.to_json()],
+            timeout_s=timeout_s,
+            mounts=mounts,
+            network=model.source == "hub",
+            env={"HF_HUB_OFFLINE": "1"} if model.source == "folder" else {},
+            labels={"joulebench.conversion": f"lm2{fmt}"},
+        ),
+    )
     try:
-        ex = runner.execute(
-            Invocation(
-                image=EXPORT_IMAGE,
-                argv=["serve-export", "--spec", spec.to_json()],
-                timeout_s=timeout_s,
-                mounts=mounts,
-                network=model.source == "hub",
-                env={"HF_HUB_OFFLINE": "1"} if model.source == "folder" else {},
-                labels={"joulebench.conversion": f"lm2{fmt}"},
-            )
+        out = parse_stream(ex.stdout, LM_EXPORT_FIELDS)
+    except ProtocolError as exc:
+        raise ServingFailed("export", f"export to {fmt}: {exc}") from None
+    if ex.start_error:
+        raise ServingFailed("export", f"export to {fmt} could not start: {ex.start_error}")
+    if ex.timed_out:
+        raise ServingFailed("export", f"export to {fmt} timed out after {timeout_s:g} s")
+    if out.error is not None:
+        raise ServingFailed("export", f"export to {fmt}: {out.error['message']}")
+    if ex.exit_code != 0 or out.result is None:
+        tail = " | ".join(ex.log_tail(5))
+        raise ServingFailed("export", f"export to {fmt} exited with code {ex.exit_code}: {tail}")
+    meta = out.result
+    if not meta["parity"]["ok"]:
+        raise ServingFailed(
+            "export",
+            f"{fmt} export's greedy tokens differ from transformers' on "
+            f"{1 - meta['parity']['greedy_token_agreement']:.0%} of {meta['parity']['prompts_checked']} prompts",
         )
-        try:
-            out = parse_stream(ex.stdout, LM_EXPORT_FIELDS)
-        except ProtocolError as exc:
-            raise ServingFailed("export", f"export to {fmt}: {exc}") from None
-        if ex.start_error:
-            raise ServingFailed("export", f"export to {fmt} could not start: {ex.start_error}")
-        if ex.timed_out:
-            raise ServingFailed("export", f"export to {fmt} timed out after {timeout_s:g} s")
-        if out.error is not None:
-            raise ServingFailed("export", f"export to {fmt}: {out.error['message']}")
-        if ex.exit_code != 0 or out.result is None:
-            tail = " | ".join(ex.log_tail(5))
-            raise ServingFailed("export", f"export to {fmt} exited with code {ex.exit_code}: {tail}")
-        meta = out.result
-        if not meta["parity"]["ok"]:
-            raise ServingFailed(
-                "export",
-                f"{fmt} export's greedy tokens differ from transformers' on "
-                f"{1 - meta['parity']['greedy_token_agreement']:.0%} of {meta['parity']['prompts_checked']} prompts",
-            )
-        meta = {**meta, "key": key, "key_inputs": inputs, "exported_by": ex.runner}
-        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-        say(f"exported: {final}")
-        return final, meta | {"reused": False}
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return {**meta, "exported_by": ex.runner}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from controller.record import _percentile
+from controller.record import percentile
 from controller.serving.client import RequestResult
 
 
@@ -54,9 +54,9 @@ def serving_metrics(
         "batches": len(ok),
         "samples": len(ok),
         "latency_ms_mean": statistics.fmean(lat_ms) if lat_ms else None,
-        "latency_ms_p50": _percentile(lat_ms, 0.50) if lat_ms else None,
-        "latency_ms_p90": _percentile(lat_ms, 0.90) if lat_ms else None,
-        "latency_ms_p99": _percentile(lat_ms, 0.99) if lat_ms else None,
+        "latency_ms_p50": percentile(lat_ms, 0.50) if lat_ms else None,
+        "latency_ms_p90": percentile(lat_ms, 0.90) if lat_ms else None,
+        "latency_ms_p99": percentile(lat_ms, 0.99) if lat_ms else None,
         "window_s": window_s,
         "throughput_sps": len(ok) / window_s if window_s > 0 else None,
         # Serving's own.

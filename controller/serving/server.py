@@ -1,19 +1,17 @@
-"""The model server (harness ``serve``) started through a runner, in a background thread, and its readiness."""
+"""The model server (harness ``serve``) started through a runner, and its readiness."""
 
 from __future__ import annotations
 
 import http.client
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.meters import MeterSession
-from controller.runners.base import Execution, Invocation
+from controller.progress import Progress
+from controller.runners.base import Execution, Invocation, Runner, Started, signals_deferred
 from controller.serving.client import http_json
-from controller.serving.settings import ServingFailed
+from controller.serving.settings import CONTAINER_PORT, ServingFailed
 from harness.protocol import (
     HarnessOutput,
     ProtocolError,
@@ -23,31 +21,41 @@ from harness.protocol import (
 
 
 class ServerHandle:
-    """The harness ``serve`` started through a runner, in a background thread."""
+    """The harness ``serve`` started through a runner; a thread waits for its end."""
 
-    def __init__(self, runner: Any, inv: Invocation, meters: MeterSession, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        inv: Invocation,
+        on_start: Callable[[dict[str, Any]], None],
+        on_exit: Callable[[], None],
+        progress: Progress,
+    ) -> None:
         self.runner = runner
         self.output = HarnessOutput()
         self.protocol_error: str | None = None
-        self.started: dict[str, Any] = {}
         self.execution: Execution | None = None
         self.error: BaseException | None = None
-        self._meters = meters
-        self._say = say
+        self.started: Started | None = None
+        self._on_start, self._on_exit = on_start, on_exit
+        self._progress = progress
         inv.on_line = self._line
-        inv.on_start = self._on_start
-        inv.on_exit = meters.stop
         self._inv = inv
-        self._thread = threading.Thread(target=self._run, name="joulebench-server", daemon=True)
+        self._thread = threading.Thread(target=self._wait, name="joulebench-server", daemon=True)
 
     def start(self) -> None:
+        self.started = self.runner.start(self._inv)
+        self._on_start(self.started.workload)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _wait(self) -> None:
+        assert self.started is not None
         try:
-            self.execution = self.runner.execute(self._inv)
+            self.execution = self.started.wait()
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             self.error = exc
+        finally:
+            self._on_exit()  # before the container (and its cgroup) is removed
 
     def _line(self, line: str) -> None:
         try:
@@ -59,40 +67,45 @@ class ServerHandle:
         if len(self.output.events) > before:
             e = self.output.events[-1]
             if e["phase"] == "load" and e["edge"] == "start":
-                self._say("  load ...")
+                self._progress.phase("load")
 
-    def _on_start(self, started: dict[str, Any]) -> None:
-        self.started = started
-        if "container" in started:
-            self._meters.attach_container(started["container"])
-        else:
-            self._meters.attach_process(started["pid"])
+    @property
+    def workload(self) -> dict[str, Any]:
+        return self.started.workload if self.started is not None else {}
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def bound_port(self) -> int | None:
+        """The port the server reported binding (in its process or container)."""
         for e in self.output.events:
             if e["phase"] == "load" and e["edge"] == "end" and isinstance(e.get("port"), int):
                 return int(e["port"])
         return None
+
+    def port(self, published: bool) -> int | None:
+        """Where the client reaches the server: the bound port, or the host port Docker published."""
+        bound = self.bound_port()
+        if not published or bound is None or self.started is None:
+            return bound
+        return self.started.published_port(CONTAINER_PORT)
 
     def wait(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
     def kill(self) -> None:
-        """Kill the server now (its process group, or its container); the runner then cleans up."""
-        if "pid" in self.started:
-            try:
-                os.killpg(self.started["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        elif "container" in self.started:
-            try:
-                self.runner.client.containers.get(self.started["container"]).kill()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        """Kill the server now; :meth:`cleanup` then removes what is left."""
+        if self.started is not None:
+            self.started.kill()
+
+    def cleanup(self) -> None:
+        if self.started is not None:
+            with signals_deferred():
+                if self.alive():
+                    self.started.kill()
+                    self.wait(60.0)
+                self.started.cleanup()
 
     def exit_note(self) -> str:
         """How the server ended, for a failure reason (empty while it runs)."""
@@ -111,19 +124,23 @@ class ServerHandle:
             return f"; the server reported {out.error.get('error_type')}: {out.error['message']}"
         if ex.oom_killed:
             return "; the server was killed: out of memory"
+        if ex.killed_from_outside is not None:
+            return f"; the server was killed by signal {ex.killed_from_outside} from outside the controller"
         return f"; the server exited with code {ex.exit_code}"
 
     def log_tail(self) -> list[str]:
-        return self.execution.log_tail() if self.execution is not None else []
+        if self.execution is not None:
+            return self.execution.log_tail()
+        return self.started.logs() if self.started is not None else []
 
 
-def wait_ready(server: ServerHandle, host: str, port_of: Callable[[], int | None], timeout_s: float) -> int:
+def wait_ready(server: ServerHandle, host: str, published: bool, timeout_s: float) -> int:
     """The port once /ready answers 200; ServingFailed when the server exits or the time is up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not server.alive():
             raise ServingFailed("load", f"the server exited before it was ready{server.exit_note()}")
-        port = port_of()
+        port = server.port(published)
         if port is not None:
             try:
                 status, _ = http_json(host, port, "GET", "/ready", None, 2.0)

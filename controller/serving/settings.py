@@ -1,10 +1,8 @@
-"""What a serving run is asked to do, and the constants its parts share."""
+"""How a serving run serves and drives its model, and the constants the serving parts share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 # engine -> exported format it serves (None: loads the transformers folder itself)
 EXPORT_FORMATS: dict[str, str | None] = {
@@ -21,38 +19,31 @@ PARITY_PROMPTS = 3
 EXPORT_CODE_VERSION = 1  # bump when harness/serving/export.py changes what it writes
 
 
-@dataclass
-class ServeRequest:
-    image: str
-    model: str
-    engine: str | None = None
-    prompts: Path | None = None
-    limit: int | None = None
-    seed: int = 0
+@dataclass(frozen=True)
+class ServingSettings:
+    """How a model is served and driven: the ``serve`` flags and a campaign's [serving] table.
+
+    The one place these defaults live: ``serve``'s flags and campaign files both take them from here.
+    """
+
+    prompts: str = "humaneval"  # or a prompt file (JSONL or text, one per line)
+    limit: int | None = None  # prompts per run (None: every one, 164 for HumanEval)
+    seed: int = 0  # of the HumanEval-derived spans
     max_new_tokens: int = 32
     concurrency: int = 1
     warmup_requests: int = 2
-    warmup_s: float = 0.0
-    cooldown_s: float = 0.0
+    warmup_s: float = 0.0  # the ready server idles this long before the warm-up requests (paper: 300)
+    cooldown_s: float = 0.0  # and this long after the measured window (paper: 300)
     request_timeout_s: float = 120.0
     ready_timeout_s: float = 600.0
-    timeout_s: float = 7200.0  # the whole server's life, export excluded
-    options: dict[str, Any] = field(default_factory=dict)
-    runner: str = "auto"
-    results: Path = Path("results")
-    campaign: str = "default"
-    memory: str | None = None
-    cache: Path | None = None
-    interval_s: float = 0.01
-    keep_trace: bool = False
-    wall_url: str | None = None
-    wall_output: int | None = None
-    baseline: Path | None = None
-    baseline_max_age_s: float = 7 * 86400
-    cell: dict[str, Any] | None = None
+
+
+SERVE_TIMEOUT_S = 7200.0  # the whole server's life, export excluded
 
 
 class ServingFailed(Exception):
+    """A serving run that cannot go on: the phase it stopped in and why."""
+
     def __init__(self, phase: str, reason: str) -> None:
         super().__init__(reason)
         self.phase = phase
