@@ -168,7 +168,6 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "run_id": str,
     "campaign": str,
-    "started_at": str,
     "mode": str,
     "image": str,
     "model": str,

@@ -62,6 +62,11 @@ _FAULTS = {  # tests of the controller's failure paths (serving)
     "fault_hang_after": Option("int", "server hangs after N requests (tests)", minimum=-1),
 }
 
+# Every batch engine takes these.
+_COMMON = {
+    "fault_raise": Option("choice", "fail in this phase (tests of failure handling)", ("load", "measure")),
+}
+
 ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
     "onnxruntime": {
         "intra_op_threads": _THREADS,
@@ -122,7 +127,7 @@ SERVING_OPTIONS: dict[str, Option] = {
 
 def check_options(engine: str, options: Mapping[str, Any], serving: bool = False) -> dict[str, Any]:
     """The options parsed to their types, or OptionError naming the bad one and the valid ones."""
-    known = SERVING_OPTIONS if serving else ENGINE_OPTIONS.get(engine, {})
+    known = SERVING_OPTIONS if serving else {**ENGINE_OPTIONS.get(engine, {}), **_COMMON}
     parsed: dict[str, Any] = {}
     for key, value in options.items():
         option = known.get(key)

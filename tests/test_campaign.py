@@ -101,12 +101,13 @@ image = "onnx-cpu"
 engine = "onnxruntime"
 source = "torch"
 
+# Valid options, a run that fails once started (a fault injected in the harness).
 [[matrix.configurations]]
 name = "bad-option"
 image = "onnx-cpu"
 engine = "onnxruntime"
 source = "torch"
-options = {{ intra_op_threads = "many" }}
+options = {{ fault_raise = "load" }}
 """
     )
     return path

@@ -43,60 +43,9 @@ def render_plan(assessment: Assessment, results: Path, seed: int) -> str:
         "",
         "matrix",
     ]
-    header: tuple[str, ...] = ("CONFIGURATION", "IMAGE", "ENGINE", "SOURCE", "MODEL", "BATCH", "RUNS", "RUNNABLE")
-    if c.mode == "serving":
-        header = ("CONFIGURATION", "IMAGE", "ENGINE", "EXPORT", "MODEL", "CATEGORY", "RUNS", "RUNNABLE")
-    rows = []
-    for combo in assessment.combos:
-        conf = combo.configuration
-        runnable = "yes" if combo.runnable and not assessment.problems else "NO"
-        if c.mode == "serving":
-            label, category = c.serving_model(combo.model)
-            rows.append(
-                (
-                    conf.name,
-                    conf.image,
-                    combo.engine or "-",
-                    combo.conversion or "-",
-                    label,
-                    category,
-                    str(c.repetitions),
-                    runnable,
-                )
-            )
-            continue
-        sizes = conf.batch_sizes or c.batch_sizes
-        rows.append(
-            (
-                conf.name,
-                conf.image,
-                combo.engine or "-",
-                conf.source or ("(" + combo.conversion + ")" if combo.conversion else "-"),
-                combo.model,
-                ",".join(map(str, sizes)),
-                str(len(sizes) * c.repetitions),
-                runnable,
-            )
-        )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in (header, *rows):
-        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    lines += _matrix_table(assessment)
     lines += ["", "images needed: " + ", ".join(assessment.images)]
-    blocked = [combo for combo in assessment.combos if not combo.runnable]
-    if assessment.problems or blocked:
-        lines.append("not runnable on this host:")
-        for p in assessment.problems:
-            lines.append(f"  every run: {p}")
-        by_reason: dict[str, list[str]] = {}
-        for combo in blocked:
-            shown = c.serving_model(combo.model)[0] if c.mode == "serving" else combo.model
-            for reason in combo.reasons:
-                by_reason.setdefault(reason, []).append(f"{shown} on {combo.configuration.name}")
-        for reason, where in by_reason.items():
-            lines.append(f"  {reason}")
-            lines.append(f"      -> {', '.join(where)}")
-    else:
-        lines.append("every run is runnable on this host")
+    lines += _blocked(assessment)
     todo = [cell for cell in c.ordered(seed) if states[cell.id] != "ok" and assessment.runnable(cell)[0]]
     est = estimate(todo, assessment, history)
     lines.append(f"estimated duration of the {len(todo)} runnable runs left: {est.describe()}")
@@ -107,6 +56,47 @@ def render_plan(assessment: Assessment, results: Path, seed: int) -> str:
             f"estimated duration of all {len(left)} runs left, on a host that can run them: {whole.describe()}"
         )
     return "\n".join(lines)
+
+
+def _matrix_table(assessment: Assessment) -> list[str]:
+    c = assessment.campaign
+    header: tuple[str, ...] = ("CONFIGURATION", "IMAGE", "ENGINE", "SOURCE", "MODEL", "BATCH", "RUNS", "RUNNABLE")
+    if c.mode == "serving":
+        header = ("CONFIGURATION", "IMAGE", "ENGINE", "EXPORT", "MODEL", "CATEGORY", "RUNS", "RUNNABLE")
+    rows = []
+    for combo in assessment.combos:
+        conf = combo.configuration
+        runnable = "yes" if combo.runnable and not assessment.problems else "NO"
+        if c.mode == "serving":
+            label, category = c.serving_model(combo.model)
+            export = combo.conversion or "-"
+            rows.append(
+                (conf.name, conf.image, combo.engine or "-", export, label, category, str(c.repetitions), runnable)
+            )
+            continue
+        sizes = conf.batch_sizes or c.batch_sizes
+        source = conf.source or ("(" + combo.conversion + ")" if combo.conversion else "-")
+        batches, runs = ",".join(map(str, sizes)), str(len(sizes) * c.repetitions)
+        rows.append((conf.name, conf.image, combo.engine or "-", source, combo.model, batches, runs, runnable))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+
+
+def _blocked(assessment: Assessment) -> list[str]:
+    """What cannot run here, grouped by reason."""
+    c = assessment.campaign
+    blocked = [combo for combo in assessment.combos if not combo.runnable]
+    if not (assessment.problems or blocked):
+        return ["every run is runnable on this host"]
+    lines = ["not runnable on this host:"] + [f"  every run: {p}" for p in assessment.problems]
+    by_reason: dict[str, list[str]] = {}
+    for combo in blocked:
+        shown = c.serving_model(combo.model)[0] if c.mode == "serving" else combo.model
+        for reason in combo.reasons:
+            by_reason.setdefault(reason, []).append(f"{shown} on {combo.configuration.name}")
+    for reason, where in by_reason.items():
+        lines += [f"  {reason}", f"      -> {', '.join(where)}"]
+    return lines
 
 
 def _full(c: Campaign) -> int:
