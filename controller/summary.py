@@ -90,6 +90,8 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
     if cpu and cpu["available"] and ram and ram["available"]:
         lines.append(f"resources  CPU {cpu['value']:.0f} % of a core, RAM peak {ram['value'] / 2**20:.0f} MiB")
     for flag in measurements.get("flags", []):
+        if flag.get("code") == "idle_baseline_not_used":
+            continue  # said once when the run started
         lines.append(f"warning    {flag['message']}")
     return lines
 
