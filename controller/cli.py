@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from controller.cache import check_writable_folder
 from controller.errors import UserError
 from controller.requests import (
     BatchSettings,
@@ -16,9 +15,7 @@ from controller.requests import (
     RunRequest,
     ServeSettings,
     Where,
-    check_meters,
     from_fields,
-    positive,
 )
 from controller.runners.choose import RUNNERS
 from controller.serving.settings import SERVE_TIMEOUT_S, ServingSettings
@@ -197,109 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from controller import images
+    from controller import commands
 
-    manifests = images.load_manifests()
-    if args.images_command == "list":
-        try:
-            from controller.runners.docker_runner import connect
-
-            client = connect()
-            note = None
-        except UserError as exc:
-            client, note = None, str(exc).split(".")[0]
-        rows = images.describe(manifests, client)
-        if args.json:
-            print(images.to_json(rows))
-            return 0
-        print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
-        for r in rows:
-            built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
-            if r["built"] and r["stale"]:
-                built = "yes (stale)"
-            if r["gpu"] and not r["pinned"] and not r["built"]:
-                built = "unpinned"
-            if r["unsupported"]:
-                built = "unsupported"
-            ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
-            print(
-                f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
-                f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
-            )
-        if note:
-            print(f"(built status unknown: {note})")
-        if any(r["gpu"] and not r["pinned"] for r in rows):
-            print("unpinned: a GPU image builds once its base is pinned (`images lock NAME` where the registry is)")
-        return 0
-    from controller.runners.docker_runner import connect
-
-    if args.images_command == "lock":
-        chosen = [images.get_manifest(name) for name in args.names]
-        client = connect()
-        for manifest in chosen:
-            digest = images.lock_base(client, manifest)
-            print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
-        return 0
-
-    for name in args.names:
-        images.get_manifest(name)
-    client = connect()
-    pip_config = images.host_pip_config() if args.pip_config == "host" else None
-    for name in args.names:
-        image_id = images.build_image(
-            client,
-            manifests[name],
-            base_image=args.base_image,
-            ca_bundle=args.ca_bundle,
-            pip_config=pip_config,
-            network=args.network,
-            say=lambda text: print(text, flush=True),
-        )
-        print(f"built {manifests[name].tag} {image_id}")
-    return 0
-
-
-def cmd_idle(args: argparse.Namespace) -> int:
-    from controller.meters import measure_idle, save_baseline
-
-    positive("--duration", args.duration)
-    check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
-    if args.output is not None:
-        check_writable_folder(args.output.parent, "the folder of --output")
-    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
-    baseline = measure_idle(
-        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
-    )
-    path = save_baseline(baseline, args.output)
-    for domain, entry in sorted(baseline.domains.items()):
-        shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
-        print(f"{domain:<6} {shown}")
-    print(f"stored {path}")
-    return 0
-
-
-def cmd_system(args: argparse.Namespace) -> int:
-    import json
-
-    from controller.images import get_manifest
-    from controller.meters import check_system
-
-    checks = check_system()
-    needs_gpu = any(get_manifest(name).gpu for name in args.image)
-    if args.json:
-        print(json.dumps([c.to_dict() for c in checks], indent=2))
-    else:
-        for c in checks:
-            mark = {True: "ok ", False: "NO ", None: " ? "}[c.ok]
-            print(f"[{mark}] {c.name:<32} {c.detail}")
-            if c.hint and c.ok is False:
-                print(f"      {'':<32} -> {c.hint}")
-    required = ["rapl_zones", "rapl_permissions"] + (["nvml", "gpu_energy_counter"] if needs_gpu else [])
-    missing = [c.name for c in checks if c.ok is False and c.name.split("[")[0] in required]
-    if args.image and missing:
-        print(f"not measurable for {', '.join(args.image)}: {', '.join(missing)}", file=sys.stderr)
-        return 1
-    return 0
+    action = {"list": commands.images_list, "lock": commands.images_lock, "build": commands.images_build}
+    return action[args.images_command](args)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -419,14 +317,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from controller import commands
+
     args = build_parser().parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     handlers = {
         "run": cmd_run,
         "images": cmd_images,
-        "idle": cmd_idle,
-        "system": cmd_system,
+        "idle": commands.idle,
+        "system": commands.system,
         "campaign": cmd_campaign,
         "report": cmd_report,
         "serve": cmd_serve,

@@ -33,7 +33,9 @@ class Option:
                 return True
             if text.lower() in FLAG_FALSE:
                 return False
-            raise OptionError(f"option {key}={value!r} is not a yes/no value (one of {', '.join(FLAG_TRUE + FLAG_FALSE)})")
+            raise OptionError(
+                f"option {key}={value!r} is not a yes/no value (one of {', '.join(FLAG_TRUE + FLAG_FALSE)})"
+            )
         if self.kind == "int":
             try:
                 number = int(text)
@@ -113,7 +115,12 @@ ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
         "max_length": _MAX_LENGTH,
     },
     "mxnet": {"static_alloc": Option("flag", "hybridize with static memory allocation"), "max_length": _MAX_LENGTH},
-    "tensorrt": {"trt_fp16": _TRT_FP16, "trt_cache_dir": _TRT_CACHE, "device_id": _DEVICE_ID, "max_length": _MAX_LENGTH},
+    "tensorrt": {
+        "trt_fp16": _TRT_FP16,
+        "trt_cache_dir": _TRT_CACHE,
+        "device_id": _DEVICE_ID,
+        "max_length": _MAX_LENGTH,
+    },
 }
 
 # Serving engines read their thread count under any of these names, and take the fault hooks.

@@ -38,7 +38,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("engine not in image", [*RUN, "--engine", "torch"], ["onnxruntime"]),
     ("unknown model size", [*RUN, "--model-size", "huge"], ["full", "tiny"]),
     ("missing weights file", [*RUN, "--weights", "/no/such.pt"], ["pretrained", "existing file"]),
-    ("source of a native run", ["run", "--image", "torch-cpu", "--model", "resnet50", "--source", "tensorflow"], ["natively"]),
+    (
+        "source of a native run",
+        ["run", "--image", "torch-cpu", "--model", "resnet50", "--source", "tensorflow"],
+        ["natively"],
+    ),
     ("unknown source", [*RUN, "--source", "jax"], ["no jax definition", "torch"]),
     ("missing model flag", ["run", "--image", "onnx-cpu"], ["--model"]),
     ("unknown flag", [*RUN, "--bogus"], ["--bogus"]),
@@ -57,7 +61,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("unknown dataset", [*RUN, "--dataset", "nosuch"], ["nosuch", "digits"]),
     ("dataset of another shape", [*RUN, "--dataset", "digits"], ["1x8x8", "digits-cnn"]),
     ("dataset without its path", [*RUN, "--dataset", "imagenet-val"], ["--dataset-path"]),
-    ("dataset path missing", [*RUN[:4], "bert-imdb", *RUN[5:], "--dataset", "imdb", "--dataset-path", "/no/such"], ["/no/such"]),
+    (
+        "dataset path missing",
+        [*RUN[:4], "bert-imdb", *RUN[5:], "--dataset", "imdb", "--dataset-path", "/no/such"],
+        ["/no/such"],
+    ),
     ("dataset of another task", [*RUN, "--dataset", "imdb", "--dataset-path", "{tmp}"], ["text-classification"]),
     # run: where it writes
     ("campaign escapes results", [*RUN, "--campaign", "../../x"], ["plain folder name"]),
@@ -96,7 +104,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("option below its minimum", [*RUN, "--option", "intra_op_threads=0"], ["at least 1"]),
     ("option not yes/no", [*RUN, "--option", "io_binding=maybe"], ["yes/no"]),
     ("option of another engine", [*RUN, "--option", "model_format=ir"], ["unknown option"]),
-    ("option not a choice", ["run", "--image", "openvino-cpu", "--model", "resnet50", "--option", "performance_hint=FAST"], ["LATENCY"]),
+    (
+        "option not a choice",
+        ["run", "--image", "openvino-cpu", "--model", "resnet50", "--option", "performance_hint=FAST"],
+        ["LATENCY"],
+    ),
     ("option set by the controller", [*RUN, "--option", "trt_cache_dir=/x"], ["unknown option"]),
     # serve
     ("serve unknown image", ["serve", "--image", "nosuch", "--model", "{lm}"], ["unknown image"]),
@@ -126,7 +138,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("campaign file missing", ["campaign", "plan", "/no/such.toml"], ["cannot read"]),
     ("campaign file not TOML", ["campaign", "plan", "{notoml}"], ["not valid TOML"]),
     ("campaign unknown key", ["campaign", "plan", "{campaign:turbo = true}"], ["unknown key", "turbo"]),
-    ("campaign memory not a size", ["campaign", "plan", "{campaign:memory = \"lots\"}"], ["memory", "512m"]),
+    ("campaign memory not a size", ["campaign", "plan", '{campaign:memory = "lots"}'], ["memory", "512m"]),
     ("campaign interval too short", ["campaign", "plan", "{campaign:interval_s = 0.0001}"], ["1 ms"]),
     ("campaign timeout inf", ["campaign", "plan", "{campaign:timeout_s = inf}"], ["timeout_s", "finite"]),
     ("campaign name escapes", ["campaign", "run", "{campaign:}", "--set", "campaign.name='../x'"], ["campaign name"]),

@@ -1,0 +1,125 @@
+"""What the commands other than run and serve do: images, idle, system (cli.py parses their flags)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from controller import images
+from controller.cache import check_writable_folder
+from controller.errors import UserError
+from controller.progress import Progress
+from controller.requests import MeterSettings, check_meters, positive
+
+
+def images_list(args: argparse.Namespace) -> int:
+    manifests = images.load_manifests()
+    try:
+        from controller.runners.docker_runner import connect
+
+        client = connect()
+        note = None
+    except UserError as exc:
+        client, note = None, str(exc).split(".")[0]
+    rows = images.describe(manifests, client)
+    if args.json:
+        print(images.to_json(rows))
+        return 0
+    print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+    for r in rows:
+        ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
+        print(
+            f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
+            f"{'yes' if r['gpu'] else 'no':<4} {_built(r):<12} {ident}"
+        )
+    if note:
+        print(f"(built status unknown: {note})")
+    if any(r["gpu"] and not r["pinned"] for r in rows):
+        print("unpinned: a GPU image builds once its base is pinned (`images lock NAME` where the registry is)")
+    return 0
+
+
+def _built(r: dict[str, object]) -> str:
+    if r["unsupported"]:
+        return "unsupported"
+    if r["gpu"] and not r["pinned"] and not r["built"]:
+        return "unpinned"
+    if r["built"] and r["stale"]:
+        return "yes (stale)"
+    return {None: "unknown", False: "no", True: "yes"}[r["built"]]  # type: ignore[index]
+
+
+def images_lock(args: argparse.Namespace) -> int:
+    from controller.runners.docker_runner import connect
+
+    chosen = [images.get_manifest(name) for name in args.names]
+    client = connect()
+    for manifest in chosen:
+        digest = images.lock_base(client, manifest)
+        print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
+    return 0
+
+
+def images_build(args: argparse.Namespace) -> int:
+    from controller.runners.docker_runner import connect
+
+    manifests = {name: images.get_manifest(name) for name in args.names}
+    client = connect()
+    pip_config = images.host_pip_config() if args.pip_config == "host" else None
+    progress = Progress()
+    for name, manifest in manifests.items():
+        with progress.step(f"building image {name}"):
+            image_id = images.build_image(
+                client,
+                manifest,
+                base_image=args.base_image,
+                ca_bundle=args.ca_bundle,
+                pip_config=pip_config,
+                network=args.network,
+                say=lambda text: print(text, flush=True),
+            )
+        print(f"built {manifest.tag} {image_id}")
+    return 0
+
+
+def idle(args: argparse.Namespace) -> int:
+    from controller.meters import measure_idle, save_baseline
+
+    positive("--duration", args.duration)
+    check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
+    if args.output is not None:
+        check_writable_folder(args.output.parent, "the folder of --output")
+    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
+    baseline = measure_idle(
+        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
+    )
+    path = save_baseline(baseline, args.output)
+    for domain, entry in sorted(baseline.domains.items()):
+        shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
+        print(f"{domain:<6} {shown}")
+    print(f"stored {path}")
+    return 0
+
+
+def system(args: argparse.Namespace) -> int:
+    import json
+
+    from controller.images import get_manifest
+    from controller.meters import check_system
+
+    checks = check_system()
+    needs_gpu = any(get_manifest(name).gpu for name in args.image)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = {True: "ok ", False: "NO ", None: " ? "}[c.ok]
+            print(f"[{mark}] {c.name:<32} {c.detail}")
+            if c.hint and c.ok is False:
+                print(f"      {'':<32} -> {c.hint}")
+    required = ["rapl_zones", "rapl_permissions"] + (["nvml", "gpu_energy_counter"] if needs_gpu else [])
+    missing = [c.name for c in checks if c.ok is False and c.name.split("[")[0] in required]
+    if args.image and missing:
+        print(f"not measurable for {', '.join(args.image)}: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
