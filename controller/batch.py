@@ -26,11 +26,11 @@ from controller.cache import CONTAINER_UID, ArtifactCache
 from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession
-from controller.pipeline import Outcome, Plan, attach_meters
 from controller.progress import Progress
 from controller.record import Failure, RunRecord, timing_metrics
 from controller.requests import BatchSettings, RunRequest
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
+from controller.workload import Outcome, Plan, attach_meters
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
