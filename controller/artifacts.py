@@ -14,7 +14,9 @@ from typing import Any
 from controller.errors import UserError
 from controller.runners.base import Invocation, Mount
 from harness.protocol import CONVERT_FIELDS, ConvertSpec, ProtocolError, parse_stream
+from suite.model_formats import file_sha256
 from suite.models import get_model
+from suite.sources import MODEL_MOUNT, ModelSource
 
 # engine -> (artifact format it loads, or None when it builds the model itself)
 ENGINE_FORMATS: dict[str, str | None] = {
@@ -93,26 +95,9 @@ def new_staging(cache_root: Path, key: str, runner: Any) -> Path:
     return staging
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file, or of a model folder: every file's path (relative to it) and content.
-
-    A folder's digest changes when any file in it is added, removed, renamed or edited, so an
-    artifact converted from a fine-tuned model folder is made again after any such change.
-    """
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            name = file.relative_to(path).as_posix().encode()
-            # Length-prefixed name, then the file's own digest: no two layouts hash alike.
-            digest.update(len(name).to_bytes(8, "big") + name + bytes.fromhex(file_sha256(file)))
-        return digest.hexdigest()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cache_key(spec: ConvertSpec, environment: str, weights_sha: str | None) -> tuple[str, dict[str, Any]]:
+def cache_key(
+    spec: ConvertSpec, environment: str, weights_sha: str | None, source_key: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     inputs = {
         "conversion": spec.conversion,
         "model": spec.model,
@@ -123,6 +108,8 @@ def cache_key(spec: ConvertSpec, environment: str, weights_sha: str | None) -> t
         "opset": spec.opset,
         "exporter_environment": environment,
     }
+    if source_key is not None:  # a model source: its contents' sha256 and the inputs it is traced with
+        inputs["model_source"] = source_key
     blob = json.dumps(inputs, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], inputs
 
@@ -140,15 +127,20 @@ def ensure_artifact(
     timeout_s: float,
     say: Any = print,
     source: Artifact | None = None,
+    model_source: ModelSource | None = None,
 ) -> Artifact:
     """The cached artifact for these inputs, converting (and checking parity) when missing.
 
     ``source``: for a conversion of an artifact (onnx2openvino), the cached artifact it converts;
     its key joins the cache key and its folder is mounted read-only for the conversion.
+    ``model_source``: a model given as a file, folder or hub id (``model`` is then its label): its
+    files are mounted read-only and its digest joins the cache key; an ONNX file is what
+    onnx2openvino converts when no ``source`` artifact is given.
     """
     weights_sha = file_sha256(weights_file) if weights_file else None
     probe = ConvertSpec(conversion=conversion, model=model, model_size=model_size, weights=weights, seed=seed)
-    key, inputs = cache_key(probe, runner.environment_id(source_image), weights_sha)
+    source_key = model_source.conversion_key() if model_source is not None else None
+    key, inputs = cache_key(probe, runner.environment_id(source_image), weights_sha, source_key)
     if source is not None:
         inputs["source_artifact"] = source.key
         key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
@@ -170,6 +162,13 @@ def ensure_artifact(
         source_mount = Mount(str(cache_root / source.key), f"{ARTIFACT_MOUNT}/{source.key}")
         mounts.append(source_mount)
         source_in = f"{runner.path_for(source_mount)}/{source.meta['artifact_file']}"
+    source_fields = None
+    if model_source is not None:
+        mounts += [Mount(host, f"{MODEL_MOUNT}/{rel}") for host, rel in model_source.mounts()]
+        model_in = runner.path_for(Mount(model_source.location, f"{MODEL_MOUNT}/{model_source.entry}"))
+        source_fields = model_source.harness_fields(model_in)
+        if source is None and model_source.kind == "onnx":
+            source_in = model_in
     spec = ConvertSpec(
         conversion=conversion,
         model=model,
@@ -179,6 +178,7 @@ def ensure_artifact(
         seed=seed,
         out_dir=runner.path_for(mounts[0]),
         source_artifact=source_in,
+        model_source=source_fields,
     )
     say(f"converting {model} ({model_size}, {weights} weights) with {conversion} in {source_image} ...")
     try:

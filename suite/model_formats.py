@@ -49,9 +49,9 @@ def folder_files(path: Path) -> list[Path]:
 
 
 def combined_sha256(named: list[tuple[str, str]]) -> str:
-    """One digest over (relative name, sha256) pairs, sorted by name."""
+    """One digest over (relative name, sha256) pairs, in the order given (folder_files' order)."""
     digest = hashlib.sha256()
-    for name, sha in sorted(named):
+    for name, sha in named:
         raw = name.encode()
         # Length-prefixed name, then the file's own digest: no two layouts hash alike.
         digest.update(len(raw).to_bytes(8, "big") + raw + bytes.fromhex(sha))
@@ -194,7 +194,10 @@ def read_torchscript(path: Path) -> TorchScriptInfo:
             raise FormatError("no data.pkl in it: not a torch archive")
         prefix = data.split("/", 1)[0]
         if not any(n.startswith(f"{prefix}/code/") for n in names):
-            raise FormatError("a torch.save checkpoint (no code/ in the archive), not a TorchScript module")
+            raise FormatError(
+                "a torch.save checkpoint (no code/ in the archive), not a TorchScript module: save the module with "
+                "torch.jit.save, export it to ONNX, or give a registered model's state_dict to --weights"
+            )
         root, storages = _unpickle(z, data)
         qualified = type(root).__name__
         module = _root_module(z, data)

@@ -150,12 +150,12 @@ class ModelSource:
                 note = "+ onnx2openvino with --option model_format=ir" if engine == "openvino" else ""
                 found[engine] = Route(engine, converted[engine], None, note)
             else:
-                runs = ", ".join([*native, *converted]) or "nothing"
-                found[engine] = Route(
-                    engine,
-                    reason=f"{engine} needs {ENGINE_NEEDS[engine]}; {KIND_NAMES[self.kind]} runs on {runs}",
-                )
+                found[engine] = Route(engine, reason=f"{engine} needs {ENGINE_NEEDS[engine]}")
         return found
+
+    def engines(self) -> list[str]:
+        """The engines that can run it, natively or converted."""
+        return [e for e, r in self.routes().items() if r.runnable]
 
     def route(self, engine: str) -> Route:
         """How ``engine`` runs this model; SourceError with the reason when it cannot."""
@@ -163,9 +163,9 @@ class ModelSource:
             raise SourceError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
         found = self.routes()[engine]
         if found.reason is not None:
-            runnable = [e for e, r in self.routes().items() if r.runnable]
             raise SourceError(
-                f"{self.label} cannot run on {engine}: {found.reason} (it runs on: {', '.join(runnable)})"
+                f"{self.label} ({KIND_NAMES[self.kind]}) cannot run on {engine}: {found.reason}; "
+                f"it runs on {', '.join(self.engines())}"
             )
         return found
 
@@ -184,7 +184,7 @@ class ModelSource:
                 )
         return replace(self, inputs=inputs)
 
-    def check_run(self, batch_size: int) -> None:
+    def check_run(self, batch_size: int | None = None) -> None:
         """SourceError unless every input has a concrete shape and the batch fits the model."""
         for spec in self.inputs:
             if spec.dtype in ("string", "non-tensor", "", "undefined"):
@@ -193,13 +193,16 @@ class ModelSource:
             if spec.shape is None:
                 raise SourceError(_missing_shape(self.label, spec))
             batch = spec.dims[0] if spec.dims else None
-            if isinstance(batch, int) and batch != batch_size:
+            if isinstance(batch, int) and batch_size is not None and batch != batch_size:
                 raise SourceError(
                     f"{self.label} fixes the batch of input {spec.name} at {batch}: run it with --batch-size {batch}"
                 )
 
-    def harness_fields(self, path: str, batch_size: int = 1) -> dict[str, Any]:
-        """What RunSpec.model_source / ConvertSpec.model_source carry; ``path`` as the harness sees it."""
+    def harness_fields(self, path: str, batch_size: int | None = None) -> dict[str, Any]:
+        """What RunSpec.model_source / ConvertSpec.model_source carry; ``path`` as the harness sees it.
+
+        SourceError when an input lacks a concrete shape, or ``batch_size`` (a run's) does not fit.
+        """
         self.check_run(batch_size)
         return {
             "kind": self.kind,
