@@ -356,6 +356,30 @@ class IrInfo:
     inputs: list[OnnxValue]
     outputs: list[OnnxValue]
     parameters: int
+    vocab: dict[str, int] = field(default_factory=dict)  # input -> rows of the table it indexes
+
+
+Edges = dict[tuple[str | None, str | None], tuple[str | None, str | None]]
+
+
+def _ir_vocab(layers: dict[str | None, ElementTree.Element], edges: Edges) -> dict[str, int]:
+    """Integer Parameters that index an embedding table (Gather, maybe through Converts): the table's rows."""
+    found: dict[str, int] = {}
+    for layer_id, layer in layers.items():
+        table = layer.find("input/port[@id='0']")
+        if layer.get("type") != "Gather" or table is None or len(_ir_dims(table)) != 2:
+            continue
+        rows = _ir_dims(table)[0]
+        source = edges.get((layer_id, "1"))
+        while source is not None and layers.get(source[0]) is not None:
+            producer = layers[source[0]]
+            if producer.get("type") == "Parameter" and isinstance(rows, int):
+                port = producer.find("output/port")
+                name = _port_name(producer, port) if port is not None else str(producer.get("name"))
+                found[name] = min(found.get(name, rows), rows)
+                break
+            source = edges.get((source[0], "0")) if producer.get("type") == "Convert" else None
+    return found
 
 
 def _ir_dims(port: ElementTree.Element) -> list[int | str]:
@@ -410,4 +434,5 @@ def read_ir(xml: Path) -> IrInfo:
         outputs.append(OnnxValue(name, IR_DTYPES.get(precision.lower().replace("fp", "f"), precision.lower()), dims))
     if not inputs:
         raise FormatError("it has no Parameter layer")
-    return IrInfo(str(root.get("name", "")), str(root.get("version", "")), inputs, outputs, parameters)
+    vocab = _ir_vocab(layers, edges)
+    return IrInfo(str(root.get("name", "")), str(root.get("version", "")), inputs, outputs, parameters, vocab)

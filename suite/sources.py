@@ -520,7 +520,7 @@ def _ir_file(path: Path) -> ModelSource:
     if not weights.is_file():
         raise SourceError(f"OpenVINO IR {path} needs its weights {weights.name} beside it")
     details = {"ir_version": info.version, "name": info.name}
-    inputs = tuple(_spec(v) for v in info.inputs)
+    inputs = tuple(_spec(v, info.vocab.get(v.name)) for v in info.inputs)
     return _single_files(
         "openvino-ir",
         path,
