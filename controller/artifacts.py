@@ -98,7 +98,7 @@ def new_staging(cache_root: Path, key: str, runner: Any) -> Path:
 def cache_key(
     spec: ConvertSpec, environment: str, weights_sha: str | None, source_key: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    inputs = {
+    inputs: dict[str, Any] = {
         "conversion": spec.conversion,
         "model": spec.model,
         "model_size": spec.model_size,
@@ -112,6 +112,13 @@ def cache_key(
         inputs["model_source"] = source_key
     blob = json.dumps(inputs, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32], inputs
+
+
+def mount_source(runner: Any, source: ModelSource, mounts: list[Mount]) -> dict[str, Any]:
+    """Mount a model source's files read-only (appended to ``mounts``); its harness fields (RunSpec
+    or ConvertSpec.model_source), with its path as the harness sees it."""
+    mounts += [Mount(host, f"{MODEL_MOUNT}/{rel}") for host, rel in source.mounts()]
+    return source.harness_fields(runner.path_for(Mount(source.location, f"{MODEL_MOUNT}/{source.entry}")))
 
 
 def ensure_artifact(
@@ -164,11 +171,9 @@ def ensure_artifact(
         source_in = f"{runner.path_for(source_mount)}/{source.meta['artifact_file']}"
     source_fields = None
     if model_source is not None:
-        mounts += [Mount(host, f"{MODEL_MOUNT}/{rel}") for host, rel in model_source.mounts()]
-        model_in = runner.path_for(Mount(model_source.location, f"{MODEL_MOUNT}/{model_source.entry}"))
-        source_fields = model_source.harness_fields(model_in)
+        source_fields = mount_source(runner, model_source, mounts)
         if source is None and model_source.kind == "onnx":
-            source_in = model_in
+            source_in = source_fields["path"]  # onnx2openvino of the user's own ONNX file
     spec = ConvertSpec(
         conversion=conversion,
         model=model,

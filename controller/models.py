@@ -8,8 +8,11 @@ run a model when one of its engines can, natively or through conversions done in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from controller.artifacts import Artifact
 from controller.errors import UserError
 from controller.images import Manifest, load_manifests
 from suite.models import MODELS
@@ -23,6 +26,53 @@ def conversion_images(manifests: dict[str, Manifest]) -> dict[str, str]:
         for conversion in manifest.converts:
             found.setdefault(conversion, manifest.name)
     return found
+
+
+def conversion_steps(source: ModelSource, engine: str, image: str, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """(conversion, image that runs it) in order for ``engine`` to run ``source``; [] natively.
+
+    SourceError (exit 2) when the engine cannot run it. ``--option model_format=ir`` on openvino adds
+    onnx2openvino in the run's image, after whatever made the ONNX file.
+    """
+    route = source.route(engine)
+    where = conversion_images(load_manifests())
+    steps = [(conversion, where[conversion]) for conversion in route.conversions]
+    if engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir":
+        steps.append(("onnx2openvino", image))
+    return steps
+
+
+def source_artifact(
+    runner: Any,
+    cache: Path,
+    source: ModelSource,
+    steps: list[tuple[str, str]],
+    seed: int,
+    timeout_s: float,
+    say: Callable[[str], None] = print,
+) -> Artifact | None:
+    """Run ``steps`` (conversion_steps) into the artifact cache, each from the one before; the last
+    artifact, or None when the engine loads the source itself. ConversionFailed as for registry models."""
+    from controller.artifacts import ensure_artifact
+
+    artifact = None
+    for conversion, image in steps:
+        artifact = ensure_artifact(
+            runner,
+            cache,
+            conversion,
+            image,
+            source.label,
+            "full",
+            "random",
+            None,
+            seed,
+            timeout_s,
+            say,
+            source=artifact,
+            model_source=source,
+        )
+    return artifact
 
 
 def image_verdicts(source: ModelSource, manifests: dict[str, Manifest]) -> dict[str, dict[str, Any]]:

@@ -391,3 +391,47 @@ def test_transformers_folder_natively_and_converted_with_parity(hf_folders, arti
         assert script.meta["parity"]["ok"], script.meta["parity"]
         traced = harness_run(source, "torchscript", artifact=script.relpath, artifact_root=str(artifact_cache))
         assert traced["predictions_digest"] == native["predictions_digest"]
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative sizes are ten-byte two's complement, as protobuf writes int64
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def _len(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _int(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _tensor_info(name: str, dims: list[int]) -> bytes:
+    shape = b"".join(_len(2, _int(1, d)) for d in dims)
+    return _len(1, name.encode()) + _int(2, 1) + _len(3, shape)  # dtype 1: DT_FLOAT
+
+
+def test_saved_model_signature_is_read_from_its_protobuf(tmp_path):
+    # saved_model.pb written field by field as TensorFlow lays it out (SavedModel > MetaGraphDef >
+    # SignatureDef > TensorInfo), so the reader is checked without TensorFlow.
+    signature = (
+        _len(1, _len(1, b"x") + _len(2, _tensor_info("serving_default_x:0", [-1, 4])))
+        + _len(2, _len(1, b"y") + _len(2, _tensor_info("StatefulPartitionedCall:0", [-1, 3])))
+        + _len(3, b"tensorflow/serving/predict")
+    )
+    meta = _len(1, _len(4, b"serve")) + _len(5, _len(1, b"serving_default") + _len(2, signature))
+    folder = tmp_path / "saved"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(_int(1, 1) + _len(2, meta))
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+    source = resolve_source(str(folder))
+    assert source.kind == "savedmodel" and len(source.files) == 2
+    assert [(s.name, s.dtype, s.dims, s.shape) for s in source.inputs] == [("x", "float32", ("batch", 4), (4,))]
+    assert [(o.name, o.dims) for o in source.outputs] == [("y", ["?", 3])]
+    assert source.engines() == ["onnxruntime", "openvino", "tensorrt", "tensorflow"]
+    assert source.harness_fields("/model/saved", 2)["signature"] == "serving_default"
