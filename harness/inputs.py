@@ -93,14 +93,13 @@ def load_inputs(spec: RunSpec, n_batches: int | None) -> Inputs:
     from harness.engines.base import EngineError
     from suite.datasets import DatasetError
 
-    if spec.model_source is not None:
-        raise EngineError(
-            f"dataset {spec.dataset} is not yet read for a model given as a file or folder "
-            f"({spec.model_source['label']}): use --dataset synthetic"
-        )
-
     try:
-        samples, labels, info = _load_samples(spec)
+        if spec.model_source is not None:
+            from harness.source_data import source_samples
+
+            samples, labels, info = source_samples(spec)
+        else:
+            samples, labels, info = _load_samples(spec)
     except DatasetError as exc:  # a stated reason for the user, not a harness bug
         raise EngineError(str(exc)) from None
     size = len(labels)

@@ -31,7 +31,7 @@ torch = pytest.importorskip("torch")
 # --- models made here ------------------------------------------------------------------------------
 
 
-class TwoInputs(torch.nn.Module):
+class TwoInputs(torch.nn.Module):  # type: ignore[name-defined]
     """An image and a token sequence of any length: one dynamic axis besides the batch."""
 
     def __init__(self) -> None:
@@ -128,16 +128,8 @@ INPUT_LAYER = {
 
 def harness_run(source: ModelSource, engine: str, batch: int = 2, **fields: Any) -> dict[str, Any]:
     """``python -m harness run`` of a source, as the controller will start it (local runner paths)."""
-    spec = RunSpec(
-        run_id="t",
-        engine=engine,
-        provider="cpu",
-        model=source.label,
-        batch_size=batch,
-        samples=8,
-        warmup=1,
-        **({"model_source": source.harness_fields(source.location, batch)} | fields),
-    )
+    base: dict[str, Any] = {"samples": 8, "warmup": 1, "model_source": source.harness_fields(source.location, batch)}
+    spec = RunSpec(run_id="t", engine=engine, provider="cpu", model=source.label, batch_size=batch, **(base | fields))
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
     )
@@ -146,7 +138,7 @@ def harness_run(source: ModelSource, engine: str, batch: int = 2, **fields: Any)
     return out.result
 
 
-def convert(source: ModelSource, conversion: str, cache: Path, image: str = "torch-cpu", **kwargs: Any) -> Any:
+def convert(source: ModelSource, conversion: str, cache: Path, image: str = "torch-cpu") -> Any:
     from controller.artifacts import ensure_artifact
     from controller.runners.local import LocalRunner
 
@@ -163,7 +155,6 @@ def convert(source: ModelSource, conversion: str, cache: Path, image: str = "tor
         900,
         say=lambda _: None,
         model_source=source,
-        **kwargs,
     )
 
 
@@ -346,9 +337,16 @@ def test_onnx_file_runs_on_onnxruntime_and_openvino_alike(models):
 
 def test_openvino_ir_made_from_the_onnx_file(models, artifact_cache):
     pytest.importorskip("openvino")
+    from controller.models import conversion_steps, source_artifact
+    from controller.runners.local import LocalRunner
+
     source = resolve_source(str(models / "two.onnx"), {"ids": (11,)})
-    artifact = convert(source, "onnx2openvino", artifact_cache, image="openvino-cpu")
-    assert artifact.meta["parity"]["ok"], artifact.meta["parity"]
+    assert conversion_steps(source, "openvino", "openvino-cpu", {}) == []  # read as ONNX, natively
+    steps = conversion_steps(source, "openvino", "openvino-cpu", {"model_format": "ir"})
+    assert steps == [("onnx2openvino", "openvino-cpu")]
+    artifact = source_artifact(LocalRunner(), artifact_cache, source, steps, 0, 900, say=lambda _: None)
+    assert artifact is not None and artifact.meta["parity"]["ok"], artifact
+    assert artifact.meta["key_inputs"]["model_source"]["sha256"] == source.digest
     ir = resolve_source(str(artifact_cache / artifact.relpath), {"ids": (11,)})
     assert ir.kind == "openvino-ir" and ir.engines() == ["openvino"]
     assert [(s.name, s.dtype) for s in ir.inputs] == [("pixels", "float32"), ("ids", "int64")]
@@ -386,6 +384,17 @@ def test_transformers_folder_natively_and_converted_with_parity(hf_folders, arti
     assert converted["predictions_digest"] == native["predictions_digest"]
     if task == "image" and __import__("importlib").util.find_spec("openvino"):
         assert harness_run(source, "openvino", **root)["predictions_digest"] == native["predictions_digest"]
+        # The chain to OpenVINO IR: torch2onnx (reused from the cache), then onnx2openvino from it.
+        from controller.models import conversion_steps, source_artifact
+        from controller.runners.local import LocalRunner
+
+        steps = conversion_steps(source, "openvino", "openvino-cpu", {"model_format": "ir"})
+        assert steps == [("torch2onnx", "torch-cpu"), ("onnx2openvino", "openvino-cpu")]
+        ir = source_artifact(LocalRunner(), artifact_cache, source, steps, 0, 900, say=lambda _: None)
+        assert ir is not None and ir.meta["source_artifact"]["key"] == onnx.key and ir.meta["parity"]["ok"]
+        from_ir = harness_run(source, "openvino", artifact=ir.relpath, artifact_root=str(artifact_cache))
+        assert from_ir["options_used"]["model_format"] == "ir"
+        assert from_ir["predictions_digest"] == native["predictions_digest"]
     if task == "text":
         script = convert(source, "torch2torchscript", artifact_cache)
         assert script.meta["parity"]["ok"], script.meta["parity"]
@@ -435,3 +444,45 @@ def test_saved_model_signature_is_read_from_its_protobuf(tmp_path):
     assert [(o.name, o.dims) for o in source.outputs] == [("y", ["?", 3])]
     assert source.engines() == ["onnxruntime", "openvino", "tensorrt", "tensorflow"]
     assert source.harness_fields("/model/saved", 2)["signature"] == "serving_default"
+
+
+def test_labelled_datasets_fit_a_model_file_by_its_inputs(models, hf_folders, tmp_path):
+    pytest.importorskip("sklearn")
+    digits = tmp_path / "digits.onnx"
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    torch.onnx.export(
+        net,
+        (torch.randn(2, 1, 8, 8),),
+        str(digits),
+        input_names=["image"],
+        dynamic_axes={"image": {0: "n"}},
+        dynamo=False,
+    )
+    result = harness_run(resolve_source(str(digits)), "onnxruntime", dataset="digits", limit=20, samples=20)
+    assert result["dataset_info"]["preprocessing"] == "pixels / 16, NCHW"
+    assert len(result["predictions"]) == len(result["labels"]) == 20
+    # Texts, tokenised below the folder's vocabulary (it has no tokenizer: WordPiece trained on them).
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text(
+        "text,label\n" + "".join(f"review number {i} was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(12))
+    )
+    text = resolve_source(str(hf_folders["text"]), {"input_ids": (16,)})
+    result = harness_run(text, "torch", dataset="imdb", dataset_path=str(reviews), samples=12)
+    assert len(result["labels"]) == 12 and "WordPiece" in result["dataset_info"]["preprocessing"]
+    # A dataset whose samples do not fit the model's inputs is refused with the reason.
+    spec = RunSpec(
+        run_id="t",
+        engine="onnxruntime",
+        provider="cpu",
+        model="two",
+        samples=2,
+        dataset="digits",
+        model_source=resolve_source(str(models / "two.onnx"), {"ids": (7,)}).harness_fields(
+            str(models / "two.onnx"), 1
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--spec", spec.to_json()], capture_output=True, text=True
+    )
+    assert proc.returncode == 3
+    assert "dataset digits gives images; two takes pixels 3x16x16, ids 7" in parse_stream(proc.stdout).error["message"]
