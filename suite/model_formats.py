@@ -37,11 +37,51 @@ def file_sha256(path: Path) -> str:
     """
     if path.is_dir():
         return combined_sha256([(f.relative_to(path).as_posix(), file_sha256(f)) for f in folder_files(path)])
+    stat = path.stat()
+    # Weights of gigabytes are hashed once per version of the file, not on every run.
+    remembered = _known_digests() if stat.st_size >= LARGE_FILE else {}
+    tag = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    if tag in remembered:
+        return remembered[tag]
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    if stat.st_size >= LARGE_FILE:
+        _remember(tag, digest.hexdigest())
     return digest.hexdigest()
+
+
+LARGE_FILE = 64 << 20
+
+
+def _digest_cache() -> Path:
+    import os
+
+    root = Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
+    return root / "sha256.json"
+
+
+def _known_digests() -> dict[str, str]:
+    try:
+        found = json.loads(_digest_cache().read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _remember(tag: str, sha: str) -> None:
+    import os
+
+    path = _digest_cache()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        known = {**_known_digests(), tag: sha}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: hashed again next time
 
 
 def folder_files(path: Path) -> list[Path]:

@@ -486,3 +486,20 @@ def test_labelled_datasets_fit_a_model_file_by_its_inputs(models, hf_folders, tm
     )
     assert proc.returncode == 3
     assert "dataset digits gives images; two takes pixels 3x16x16, ids 7" in parse_stream(proc.stdout).error["message"]
+
+
+def test_large_files_are_hashed_once_per_version(tmp_path, monkeypatch):
+    import os
+
+    from suite import model_formats
+
+    monkeypatch.setenv("JOULEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(model_formats, "LARGE_FILE", 16)
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"a" * 32)
+    first = model_formats.file_sha256(weights)
+    assert first == hashlib.sha256(b"a" * 32).hexdigest()
+    assert len(json.loads((tmp_path / "cache" / "sha256.json").read_text())) == 1
+    weights.write_bytes(b"b" * 32)  # same size, new contents: a new version, hashed again
+    os.utime(weights, ns=(1, 1))
+    assert model_formats.file_sha256(weights) == hashlib.sha256(b"b" * 32).hexdigest()
