@@ -503,3 +503,20 @@ def test_large_files_are_hashed_once_per_version(tmp_path, monkeypatch):
     weights.write_bytes(b"b" * 32)  # same size, new contents: a new version, hashed again
     os.utime(weights, ns=(1, 1))
     assert model_formats.file_sha256(weights) == hashlib.sha256(b"b" * 32).hexdigest()
+
+
+def test_onnx_weights_in_an_external_data_file_are_hashed_mounted_and_run(models, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    folder = tmp_path / "external"
+    folder.mkdir()
+    model = onnx.load(str(models / "two.onnx"))
+    onnx.save(model, str(folder / "two.onnx"), save_as_external_data=True, location="two.weights", size_threshold=0)
+    source = resolve_source(str(folder / "two.onnx"), {"ids": (5,)})
+    assert [f[0] for f in source.files] == ["two.onnx", "two.weights"]
+    assert source.mounts() == [(str(folder / "two.onnx"), "two.onnx"), (str(folder / "two.weights"), "two.weights")]
+    assert source.parameters == resolve_source(str(models / "two.onnx")).parameters
+    inline = harness_run(resolve_source(str(models / "two.onnx"), {"ids": (5,)}), "onnxruntime")
+    assert harness_run(source, "onnxruntime")["predictions_digest"] == inline["predictions_digest"]
+    (folder / "two.weights").unlink()
+    with pytest.raises(SourceError, match="keeps weights in two.weights, which is not a file beside it"):
+        resolve_source(str(folder / "two.onnx"))
