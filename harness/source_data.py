@@ -18,14 +18,14 @@ from harness.protocol import RunSpec
 def source_samples(spec: RunSpec) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
     """(every input by name, labels, info) of the whole (limited) dataset; DatasetError when it does not fit."""
     from suite.datasets import DatasetError, get_dataset
+    from suite.sources import dataset_refusal
 
     source = spec.model_source
     assert source is not None
+    refusal = dataset_refusal(source["label"], source.get("task"), source["inputs"], spec.dataset)
+    if refusal is not None:
+        raise DatasetError(refusal)
     info = get_dataset(spec.dataset)
-    if source.get("task") and info.task != source["task"]:
-        raise DatasetError(
-            f"dataset {spec.dataset} serves {info.task} models; {source['label']} is a {source['task']} model"
-        )
     if info.needs_path and not spec.dataset_path:
         raise DatasetError(f"dataset {spec.dataset} needs a path ({info.description})")
     meta: dict[str, Any] = {"dataset": spec.dataset, "limit": spec.limit, "subset_seed": spec.seed}
@@ -37,18 +37,13 @@ def source_samples(spec: RunSpec) -> tuple[dict[str, np.ndarray], np.ndarray, di
 def _images(spec: RunSpec, source: dict[str, Any], meta: dict[str, Any]) -> Any:
     from suite.datasets import DatasetError, subset
 
-    inputs = source["inputs"]
-    names = ", ".join(f"{s['name']} {'x'.join(map(str, s['shape']))}" for s in inputs)
+    inputs = source["inputs"]  # one float input of three axes (dataset_refusal checked)
     shape = tuple(inputs[0]["shape"])
-    if len(inputs) != 1 or inputs[0]["fill"] != "normal" or len(shape) != 3:
-        raise DatasetError(f"dataset {spec.dataset} gives images; {source['label']} takes {names}")
     nhwc = shape[-1] in (1, 3) and shape[0] not in (1, 3)
     chw = (shape[2], shape[0], shape[1]) if nhwc else shape
     if spec.dataset == "digits":
         from suite.datasets import digits
 
-        if chw != digits.SHAPE:
-            raise DatasetError(f"dataset digits gives 1x8x8 images; {source['label']} takes {names}")
         images, labels = digits.test_split()
         keep = np.asarray(subset(list(range(len(labels))), spec.limit, spec.seed), dtype=np.int64)
         images, labels, how = images[keep], labels[keep], "pixels / 16"
@@ -75,9 +70,7 @@ def _texts(spec: RunSpec, source: dict[str, Any], meta: dict[str, Any]) -> Any:
     from suite.datasets.tokenize import encode
 
     inputs = {s["name"]: s for s in source["inputs"]}
-    ids = inputs.get("input_ids")
-    if ids is None or ids["fill"] != "ids" or len(ids["shape"]) != 1:
-        raise DatasetError(f"dataset imdb gives texts; {source['label']} takes no token ids (input_ids) of one axis")
+    ids = inputs["input_ids"]  # token ids of one axis (dataset_refusal checked)
     assert spec.dataset_path is not None
     reviews = subset(imdb.find(spec.dataset_path), spec.limit, spec.seed)
     length, vocab = int(ids["shape"][0]), int(ids["vocab_size"])

@@ -231,6 +231,10 @@ class ModelSource:
             "inputs": [s.to_dict() for s in self.inputs],
         }
 
+    def dataset_refusal(self, dataset: str) -> str | None:
+        """Why ``dataset`` cannot feed this model (its inputs do not fit), or None."""
+        return dataset_refusal(self.label, self.task, [s.to_dict() for s in self.inputs], dataset)
+
     def conversion_key(self) -> dict[str, Any]:
         """The source's part of a conversion's cache key: contents and the inputs it is traced with."""
         return {
@@ -239,6 +243,41 @@ class ModelSource:
             "task": self.task,
             "inputs": [{"name": s.name, "dtype": s.dtype, "dims": list(s.dims), "shape": s.shape} for s in self.inputs],
         }
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+def dataset_refusal(label: str, task: str | None, inputs: list[dict[str, Any]], dataset: str) -> str | None:
+    """Why ``dataset`` cannot feed a source with these inputs (InputSpec.to_dict()s), or None when it fits.
+
+    Images (digits 1x8x8, imagenet-val 3xHxW, or HxWx3) go to one float input; texts (imdb) to token
+    ids of one axis, with masks and type ids beside them.
+    """
+    from suite.datasets import DatasetError, get_dataset
+
+    if dataset == "synthetic":
+        return None
+    try:
+        info = get_dataset(dataset)
+    except DatasetError as exc:
+        return str(exc)
+    if task and info.task != task:
+        return f"dataset {dataset} serves {info.task} models; {label} is a {task} model"
+    shown = ", ".join(f"{s['name']} {'x'.join(map(str, s['shape'] or ['?']))}" for s in inputs)
+    if dataset == "imdb":
+        ids = [s for s in inputs if s["name"] == "input_ids" and s["fill"] == "ids" and len(s["shape"] or []) == 1]
+        others_fit = all(s["fill"] in ("ones", "zeros") for s in inputs if s["name"] != "input_ids")
+        return None if ids and others_fit else f"dataset imdb gives texts; {label} takes {shown}"
+    shape = tuple(inputs[0]["shape"] or ()) if len(inputs) == 1 else ()
+    if len(shape) != 3 or inputs[0]["fill"] != "normal":
+        return f"dataset {dataset} gives images; {label} takes {shown}"
+    channels = shape[2] if shape[-1] in (1, 3) and shape[0] not in (1, 3) else shape[0]
+    if dataset == "digits" and sorted(shape) != [1, 8, 8]:
+        return f"dataset digits gives 1x8x8 images; {label} takes {shown}"
+    if dataset == "imagenet-val" and channels != 3:
+        return f"dataset imagenet-val gives RGB images; {label} takes {shown}"
+    return None
 
 
 # --- shapes ---------------------------------------------------------------------------------------

@@ -469,7 +469,14 @@ def test_labelled_datasets_fit_a_model_file_by_its_inputs(models, hf_folders, tm
     text = resolve_source(str(hf_folders["text"]), {"input_ids": (16,)})
     result = harness_run(text, "torch", dataset="imdb", dataset_path=str(reviews), samples=12)
     assert len(result["labels"]) == 12 and "WordPiece" in result["dataset_info"]["preprocessing"]
-    # A dataset whose samples do not fit the model's inputs is refused with the reason.
+    # A dataset whose samples do not fit the model's inputs is refused with the reason: by the
+    # controller before anything runs, and by the harness.
+    two = resolve_source(str(models / "two.onnx"), {"ids": (7,)})
+    assert two.dataset_refusal("digits") == "dataset digits gives images; two takes pixels 3x16x16, ids 7"
+    assert text.dataset_refusal("imdb") is None and resolve_source(str(digits)).dataset_refusal("digits") is None
+    assert text.dataset_refusal("digits") == (
+        "dataset digits serves image-classification models; text is a text-classification model"
+    )
     spec = RunSpec(
         run_id="t",
         engine="onnxruntime",
