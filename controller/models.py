@@ -37,7 +37,8 @@ def conversion_steps(source: ModelSource, engine: str, image: str, options: dict
     route = source.route(engine)
     where = conversion_images(load_manifests())
     steps = [(conversion, where[conversion]) for conversion in route.conversions]
-    if engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir":
+    wants_ir = engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
+    if wants_ir and source.kind != "openvino-ir":  # an IR is run as it is
         steps.append(("onnx2openvino", image))
     return steps
 
