@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_campaign_parser(sub)
     add_report_parser(sub)
     add_serve_parser(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -316,6 +317,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run_one(_request(args, what))
 
 
+# --- models ------------------------------------------------------------------------------------
+
+
+def add_models_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="registered models, or what a model file, folder or hub id is and runs on")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="registered models and the images each runs on")
+    mlist.add_argument("--json", action="store_true")
+    minspect = msub.add_parser(
+        "inspect", help="inputs, outputs, dtypes, dynamic axes, parameters, size, and which images can run it"
+    )
+    minspect.add_argument(
+        "model", metavar="MODEL", help="an ONNX/TorchScript/Keras/IR file, a model folder, hf:ORG/NAME"
+    )
+    minspect.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="size of an input's dynamic axes after the batch, e.g. pixel_values=3x224x224 or input_ids=128",
+    )
+    minspect.add_argument("--json", action="store_true")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from controller import models
+
+    if args.models_command == "list":
+        return models.main("list", None, [], args.json)
+    return models.main("inspect", args.model, args.input_shape, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     from controller import commands
 
@@ -330,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "campaign": cmd_campaign,
         "report": cmd_report,
         "serve": cmd_serve,
+        "models": cmd_models,
     }
     try:
         return handlers[args.command](args)
