@@ -69,7 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one benchmark and write its record")
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
-    run.add_argument("--model", required=True, help="model id, e.g. resnet50")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="a registered model (resnet50; see `models list`), an ONNX/TorchScript/Keras/OpenVINO IR file, "
+        "a transformers folder, or hf:ORG/NAME",
+    )
+    run.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        dest="input_shapes",
+        metavar="NAME=DIMS",
+        help="an input's shape without the batch axis, e.g. pixel_values=3x224x224 (your own model's dynamic axes)",
+    )
     run.add_argument("--engine", help="engine within the image (default: the image's first)")
     run.add_argument(
         "--source",

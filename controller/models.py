@@ -44,6 +44,23 @@ def conversion_steps(source: ModelSource, engine: str, image: str, options: dict
     return steps
 
 
+def plan_source(
+    text: str, input_shapes: list[str], engine: str, image: str, options: dict[str, Any], batch_size: int, dataset: str
+) -> tuple[ModelSource, list[tuple[str, str]]]:
+    """A user's own model for a run: (source, conversion steps), or UserError saying what does not fit
+    (an engine that cannot run it, an input without a concrete shape, a dataset it cannot read)."""
+    try:
+        source = resolve_source(text, parse_input_shapes(input_shapes))
+        steps = conversion_steps(source, engine, image, options)
+        source.check_run(batch_size)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    refusal = source.dataset_refusal(dataset)
+    if refusal:
+        raise UserError(refusal)
+    return source, steps
+
+
 def source_artifact(
     runner: Runner,
     cache: ArtifactCache,

@@ -13,8 +13,8 @@ from controller.cache import ArtifactCache
 from controller.images import Manifest
 from controller.meters import MeterSession
 from controller.progress import Progress
-from controller.record import RunRecord
-from controller.runners.base import Runner
+from controller.record import Failure, RunRecord
+from controller.runners.base import Execution, Runner
 
 
 @dataclass
@@ -69,3 +69,30 @@ def attach_meters(meters: MeterSession, workload: dict[str, Any]) -> None:
         meters.attach_process(workload["pid"])
 
 
+def harness_failure(
+    execution: Execution, error: dict[str, Any] | None, no_result: bool, timeout_s: float, memory: str | None
+) -> tuple[str | None, str | None]:
+    """(failure code, reason) of a harness that did not end well, or (None, None). ``{phase}`` in a
+    reason stands for the phase it was in."""
+    if execution.start_error:
+        return Failure.START, f"the harness could not start: {execution.start_error}"
+    if execution.timed_out:
+        return Failure.TIMEOUT, f"timed out after {timeout_s:g} s (in phase {{phase}})"
+    if execution.oom_killed:
+        limit = f" (limit {memory})" if memory else ""
+        return Failure.OUT_OF_MEMORY, f"killed: out of memory{limit} in phase {{phase}}"
+    if execution.killed_from_outside is not None:
+        who = (
+            "from outside the controller (not a timeout; the container was not out of memory)"
+            if execution.runner.get("kind") == "docker"
+            else "from outside the controller (a user's kill, or the kernel's OOM killer: the local runner "
+            "cannot tell which)"
+        )
+        return Failure.KILLED, f"killed by signal {execution.killed_from_outside} {who} in phase {{phase}}"
+    if error is not None:
+        return Failure.HARNESS_ERROR, f"{error.get('error_type', 'error')}: {error['message']}"
+    if execution.exit_code != 0:
+        return Failure.EXIT_CODE, f"harness exited with code {execution.exit_code}"
+    if no_result:
+        return Failure.NO_RESULT, "harness exited without a result"
+    return None, None

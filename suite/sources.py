@@ -424,8 +424,8 @@ def resolve_source(text: str, input_shapes: dict[str, tuple[int, ...]] | None = 
         path = Path(text).expanduser()
         if not path.exists():
             raise SourceError(
-                f"model {text!r} is neither a registered model ({', '.join(sorted(MODELS))}) nor an existing file "
-                "or folder (a hub model is named hf:ORG/NAME)"
+                f"unknown model {text!r}: neither a registered model ({', '.join(sorted(MODELS))}) nor an existing "
+                "file or folder (a hub model is named hf:ORG/NAME)"
             )
         from suite.source_files import from_path
 
