@@ -334,6 +334,12 @@ def add_report_parser(sub: Any) -> None:
     )
     report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
     report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
+    report.add_argument(
+        "--duplicates",
+        default="refuse",
+        metavar="POLICY",
+        help="two ok records of one campaign cell: refuse (default), all (both count), latest (keep the latest)",
+    )
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -355,7 +361,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from controller.report import build_report
 
-    return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix)
+    return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix, duplicates=args.duplicates)
 
 
 # --- serving mode ------------------------------------------------------------------------------
