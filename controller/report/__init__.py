@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
 from controller.report.data import Runs, load_runs
@@ -46,10 +47,11 @@ def build_report(
     mix: bool = False,
     duplicates: str = "refuse",
     with_plots: bool = True,
+    carbon: CarbonFactor | None = None,
 ) -> int:
     from controller.report import render
 
-    runs = load_runs(folder, duplicates)
+    runs = load_runs(folder, duplicates, carbon)
     if runs.skipped_warning:
         print(f"warning: {runs.skipped_warning}", file=sys.stderr)
     if runs.ok.height == 0:
@@ -81,6 +83,8 @@ def build_report(
 
 def assemble(runs: Runs, mixed: list[str]) -> Sections:
     s = Sections(energy=runs.energy.statement)
+    if runs.energy.carbon is not None:
+        s.energy += " " + runs.energy.carbon.statement
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += runs.duplicates
     if runs.skipped_warning:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import polars as pl
 
 from controller.report.columns import COLUMNS
-from controller.report.data import flags_of, notes_of
+from controller.report.data import EnergyKind, flags_of, notes_of
 from controller.report.table import Table, Value, num_value
 
 
@@ -86,8 +86,14 @@ def measured_columns(
     return [c for c in wanted if c not in skip]
 
 
-def energy_remarks(frame: pl.DataFrame, statement: str, paper_total: str) -> list[str]:
-    """What Total sums in these runs, whether DRAM is in it, and which kind of energy is shown."""
+def with_carbon(wanted: tuple[str, ...], kind: EnergyKind) -> tuple[str, ...]:
+    """The columns of a table, and the carbon estimate after them when it was asked for."""
+    return (*wanted, "carbon_g") if kind.carbon is not None else wanted
+
+
+def energy_remarks(frame: pl.DataFrame, kind: EnergyKind, paper_total: str) -> list[str]:
+    """What Total sums in these runs, whether DRAM is in it, which kind of energy is shown, and
+    how the carbon estimate is made when there is one."""
     covers = [c for c in frame["total_energy_covers"].to_list() if c] if frame.height else []
     kinds = sorted(set(covers))
     if not kinds:
@@ -102,8 +108,9 @@ def energy_remarks(frame: pl.DataFrame, statement: str, paper_total: str) -> lis
             "do not compare"
         )
     dram = "dram" in "+".join(kinds)
-    return [
+    out = [
         f"{what}; the paper's Total = {paper_total}."
         + (" DRAM energy is measured here and is part of Total." if dram else " DRAM energy is not measured here."),
-        statement,
+        kind.statement,
     ]
+    return out + ([kind.carbon.statement] if kind.carbon is not None else [])

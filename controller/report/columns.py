@@ -46,10 +46,12 @@ COLUMNS: dict[str, Column] = {
         Column("energy_per_token", "Energy per token", "J", "low", "total_energy_j"),
         Column("time_per_request_s", "Time per request", "s", "low", None),
         Column("tokens_per_s", "Throughput", "tokens/s", "high", None),
+        # Derived from Total energy with a grid factor (issue 19): an estimate, never a measurement.
+        Column("carbon_g", "Carbon, estimated", "gCO2e", "low", "total_energy_j"),
     )
 }
 ENERGIES = ("gpu_energy", "cpu_energy", "dram_energy", "total_energy")
-ENERGY_DERIVED = ("energy_per_request", "energy_per_token")
+ENERGY_DERIVED = ("energy_per_request", "energy_per_token", "carbon_g")
 
 
 def header(key: str) -> str:

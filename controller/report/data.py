@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report.columns import COLUMNS, ENERGIES
 from controller.report.flags import run_flags
@@ -98,6 +99,7 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["converted"] = bool(record.get("conversion"))
     row["configuration"] = cell.get("configuration") or f"{record.get('image')}:{framework}"
     row["conversion"] = record.get("conversion")
+    row["options"] = json.dumps(cell.get("options") or (record.get("spec") or {}).get("options") or {}, sort_keys=True)
     row["dataset"] = (record.get("spec") or {}).get("dataset")
     # Accuracy is computed by the controller (controller/accuracy.py); with random weights it is
     # recorded but meaningless, so the tables leave it out.
@@ -153,6 +155,7 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "converted": pl.Boolean,
     "configuration": pl.Utf8,
     "conversion": pl.Utf8,
+    "options": pl.Utf8,
     "dataset": pl.Utf8,
     "accuracy": pl.Float64,
     "serving": pl.Boolean,
@@ -163,6 +166,7 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "tokens_per_s": pl.Float64,
     "energy_per_request": pl.Float64,
     "energy_per_token": pl.Float64,
+    "carbon_g": pl.Float64,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,
     "gpu_mem_util_percent": pl.Float64,
@@ -195,6 +199,7 @@ class EnergyKind:
     kind: str | None  # "net", "gross", or None when no run measured energy
     statement: str
     power_kind: str = "gross"
+    carbon: CarbonFactor | None = None  # the estimate's factor, when asked for
 
     @property
     def label(self) -> str:
@@ -221,7 +226,15 @@ def decide_energy_kind(rows: list[dict[str, Any]]) -> EnergyKind:
             "(the first paper subtracts idle power too)." + power_text,
             power,
         )
-    reasons = sorted({r["net_reason"] or "no reason recorded" for r in lacking})
+    # The baseline's status says why in most cases; the record's own reason when the baseline was fine.
+    reasons = sorted(
+        {
+            f"idle baseline {r['baseline_status']}"
+            if r["baseline_status"] not in (None, "ok")
+            else (r["net_reason"] or "no reason recorded")
+            for r in lacking
+        }
+    )
     mixed = len(lacking) < len(measured)
     return EnergyKind(
         "gross",
@@ -260,6 +273,9 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
             r[col] = total / count if r["serving"] and total is not None and count else None
             if r["serving"] and "total_energy" in notes:
                 notes[col] = notes["total_energy"]
+        r["carbon_g"] = kind.carbon.grams(total) if kind.carbon is not None and total is not None else None
+        if "total_energy" in notes:
+            notes["carbon_g"] = notes["total_energy"]
         r["notes"] = json.dumps(notes)
 
 
@@ -310,7 +326,7 @@ def resolve_duplicates(folder: Path, ok: list[dict[str, Any]], policy: str) -> t
     return ok, [said + "every record counts as a repetition (--duplicates all)"]
 
 
-def load_runs(folder: Path | str, duplicates: str = "refuse") -> Runs:
+def load_runs(folder: Path | str, duplicates: str = "refuse", carbon: CarbonFactor | None = None) -> Runs:
     if duplicates not in DUPLICATE_POLICIES:
         raise UserError(f"--duplicates {duplicates!r}: use one of {', '.join(DUPLICATE_POLICIES)}")
     found = read_folder(folder)
@@ -324,6 +340,7 @@ def load_runs(folder: Path | str, duplicates: str = "refuse") -> Runs:
     ok = [r for r in rows if r["status"] == "ok"]
     ok, said = resolve_duplicates(found.path, ok, duplicates)
     kind = decide_energy_kind(ok)
+    kind.carbon = carbon
     apply_energy_kind(rows, kind)
 
     def frame(part: list[dict[str, Any]]) -> pl.DataFrame:

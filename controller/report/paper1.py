@@ -25,6 +25,7 @@ from controller.report.cells import (
     measured_columns,
     metric_value,
     model_label,
+    with_carbon,
 )
 from controller.report.columns import header
 from controller.report.data import EnergyKind
@@ -67,8 +68,10 @@ def beyond_runs(ok: pl.DataFrame) -> pl.DataFrame:
     return ok.filter(~pl.col("run_id").is_in(list(ids))).with_columns(_device().alias("device"))
 
 
-def _metric_table(key: str, title: str, first: list[str], runs: pl.DataFrame) -> tuple[Table, list[str]]:
-    metrics = measured_columns(runs, TABLE1_METRICS)
+def _metric_table(
+    key: str, title: str, first: list[str], runs: pl.DataFrame, kind: EnergyKind
+) -> tuple[Table, list[str]]:
+    metrics = measured_columns(runs, with_carbon(TABLE1_METRICS, kind))
     return Table(key, title, [*first, *(header(c) for c in metrics)]), metrics
 
 
@@ -80,6 +83,7 @@ def table1(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "(means over repetitions)",
         ["Model", "Batch", "Device", "Framework", "Runtime / provider", "Runs"],
         runs1,
+        kind,
     )
     first = len(t.columns) - len(metrics)
     for (model, size, batch, device), group in groups(runs1, ["model", "model_size", "batch_size", "device"]):
@@ -110,7 +114,7 @@ def table1(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "execution provider); CPU rows are this suite's CPU analogue. TensorRT is in Table 3 only; TorchScript, "
         "torch.compile and OpenVINO are in their own table. Inference time is the harness's measured window."
     )
-    t.remarks += energy_remarks(runs1, kind.statement, PAPER_TOTAL)
+    t.remarks += energy_remarks(runs1, kind, PAPER_TOTAL)
     return t
 
 
@@ -181,6 +185,7 @@ def table3(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "Table 3: execution providers compared on the same converted model (means over repetitions)",
         ["Model", "Batch", "Device", "Conversion", "Execution provider", "Runs"],
         runs3,
+        kind,
     )
     first = len(t.columns) - len(metrics)
     keys = ["model", "model_size", "batch_size", "device", "conversion"]
@@ -213,7 +218,7 @@ def table3(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "beside them); CPU groups (CPU vs OpenVINO execution provider) are this suite's CPU analogue. Best values "
         "are bold within each group."
     )
-    t.remarks += energy_remarks(runs3, kind.statement, PAPER_TOTAL)
+    t.remarks += energy_remarks(runs3, kind, PAPER_TOTAL)
     return t
 
 
@@ -227,6 +232,7 @@ def beyond(ok: pl.DataFrame, kind: EnergyKind) -> Table | None:
         "Beyond the paper: TorchScript, torch.compile, OpenVINO runtime (means over repetitions)",
         ["Model", "Batch", "Device", "Framework", "Runtime / provider", "Runs"],
         runs_b,
+        kind,
     )
     first = len(t.columns) - len(metrics)
     for (model, size, batch, device), group in groups(runs_b, ["model", "model_size", "batch_size", "device"]):
@@ -249,5 +255,5 @@ def beyond(ok: pl.DataFrame, kind: EnergyKind) -> Table | None:
         "Runtimes the first paper did not study. Bold marks the best among these rows only: they never compete "
         "with Table 1's rows for the paper's bold (compare them with Table 1 by eye, same model, batch and device)."
     )
-    t.remarks += energy_remarks(runs_b, kind.statement, PAPER_TOTAL)
+    t.remarks += energy_remarks(runs_b, kind, PAPER_TOTAL)
     return t

@@ -12,7 +12,7 @@ import statistics
 
 import polars as pl
 
-from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value
+from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value, with_carbon
 from controller.report.columns import header
 from controller.report.data import EnergyKind, notes_of
 from controller.report.paper1 import GPU_PROVIDERS
@@ -90,7 +90,7 @@ def _mean_cell(t: Table, runs: pl.DataFrame, column: str, medians: list[float], 
 
 
 def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, ...], kind: EnergyKind) -> Table:
-    metrics = measured_columns(part, wanted)
+    metrics = measured_columns(part, with_carbon(wanted, kind))
     headers = [SERVING_HEADERS.get(c, header(c)) for c in metrics]
     t = Table(key, title, ["Model size category", "Serving configuration", "Models", "Runs", *headers])
     first = 4
@@ -152,7 +152,7 @@ def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, 
         f"({', '.join(map(str, prompts)) or '?'} per run here; the paper: 164). Global energy: the energy "
         "measured in that window (the paper: CPU + GPU)."
     )
-    t.remarks += energy_remarks(part, kind.statement, PAPER_TOTAL)
+    t.remarks += energy_remarks(part, kind, PAPER_TOTAL)
     return t
 
 
@@ -188,7 +188,7 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
     """Every serving model × configuration: medians over repetitions, per request and per token,
     and the paper's resource metrics (its Figures 4-5) with ours beside them."""
     serving = ok.filter(pl.col("serving"))
-    metrics = measured_columns(serving, SERVING_TABLE_METRICS)
+    metrics = measured_columns(serving, with_carbon(SERVING_TABLE_METRICS, kind))
     t = Table(
         "serving",
         "Serving runs per model and configuration (medians over repetitions)",
@@ -214,7 +214,7 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "its requests and by the tokens it generated; time per request is the client's mean latency."
     )
     t.remarks.append(RESOURCE_DEFINITIONS)
-    t.remarks += energy_remarks(serving, kind.statement, PAPER_TOTAL)
+    t.remarks += energy_remarks(serving, kind, PAPER_TOTAL)
     return t
 
 

@@ -50,7 +50,7 @@ def _not_a_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def read_folder(folder: Path | str, what: str = "report") -> Folder:
+def read_folder(folder: Path | str) -> Folder:
     """Every run record of ``folder`` (not recursive), in file-name (run-id) order."""
     path = Path(folder)
     if not path.exists():
@@ -69,5 +69,5 @@ def read_folder(folder: Path | str, what: str = "report") -> Folder:
             raise UserError(str(exc)) from None
     if not out.records:
         also = f" ({len(out.skipped)} other JSON files skipped)" if out.skipped else ""
-        raise UserError(f"{path} holds no run records (*.json){also}; run a campaign into it first, then {what} it")
+        raise UserError(f"{path} holds no run records (*.json){also}; run a campaign into it first")
     return out
