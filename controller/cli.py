@@ -27,6 +27,7 @@ EPILOG = """examples:
   python -m controller campaign plan suite/campaigns/green-ai-runtimes-cpu.toml
   python -m controller campaign run suite/campaigns/ci-smoke.toml
   python -m controller report results/ci-smoke --format term
+  python -m controller compare results/main results/candidate --threshold 5% --format markdown
   python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
 """
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ilock.add_argument("names", nargs="+", metavar="NAME")
     add_campaign_parser(sub)
     add_report_parser(sub)
+    add_compare_parser(sub)
     add_serve_parser(sub)
     add_models_parser(sub)
     return parser
@@ -261,6 +263,73 @@ def add_report_parser(sub: Any) -> None:
     )
     report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
     report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
+    report.add_argument(
+        "--duplicates",
+        default="refuse",
+        metavar="POLICY",
+        help="two ok records of one campaign cell: refuse (default), all (both count), latest (keep the latest)",
+    )
+    add_carbon_arguments(report)
+    one_line_errors(report)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Argparse's own errors (a missing argument, an unknown option) as one line, exit 2."""
+
+    def error(message: str) -> None:
+        print(f"error: {parser.prog.split()[-1]}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def add_carbon_arguments(parser: Any) -> None:
+    carbon = parser.add_argument_group("carbon (a derived estimate; energy stays the primary figure)")
+    carbon.add_argument("--grid-intensity", metavar="G", help="grid carbon intensity in gCO2e/kWh")
+    carbon.add_argument("--country", metavar="ISO", help="the bundled annual average of a country (ISO alpha-3: FRA)")
+    carbon.add_argument("--pue", metavar="P", help="power usage effectiveness (default 1.0)")
+
+
+def add_compare_parser(sub: Any) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="energy-regression gate: campaign B against campaign A, per cell (exit 1 on a regression)",
+    )
+    compare.add_argument("a", type=Path, metavar="A", help="the reference campaign's records, e.g. results/main")
+    compare.add_argument("b", type=Path, metavar="B", help="the candidate's records, e.g. results/candidate")
+    # Strings, checked by controller.compare.options: a wrong value is one line and exit 2.
+    compare.add_argument("--metric", default="energy,time", help="energy, time or both (default energy,time)")
+    compare.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% (default)")
+    compare.add_argument("--alpha", default="0.01", help="significance level of Mann-Whitney U (default 0.01)")
+    compare.add_argument("--format", default="term", help="term (default), markdown (a PR comment) or json")
+    compare.add_argument(
+        "--require-energy", action="store_true", help="energy unavailable or flagged fails instead of 'not comparable'"
+    )
+    compare.add_argument("--bootstrap", default="2000", help="bootstrap resamples for the interval (default 2000)")
+    compare.add_argument("--seed", default="0", help="the bootstrap's seed (default 0)")
+    compare.add_argument("--duplicates", default="refuse", metavar="POLICY", help="as for report: refuse, all, latest")
+    add_carbon_arguments(compare)
+    one_line_errors(compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from controller.compare import run_compare
+    from controller.compare.options import parse_options
+
+    opts = parse_options(
+        metric=args.metric,
+        threshold=args.threshold,
+        alpha=args.alpha,
+        fmt=args.format,
+        require_energy=args.require_energy,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        duplicates=args.duplicates,
+        grid_intensity=args.grid_intensity,
+        country=args.country,
+        pue=args.pue,
+    )
+    return run_compare(args.a, args.b, opts)
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -282,9 +351,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from controller.carbon import carbon_factor
     from controller.report import build_report
 
-    return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix)
+    carbon = carbon_factor(args.grid_intensity, args.country, args.pue)
+    return build_report(
+        args.folder, fmt=args.format, output=args.output, mix=args.mix, duplicates=args.duplicates, carbon=carbon
+    )
 
 
 # --- serving mode ------------------------------------------------------------------------------
@@ -375,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "system": commands.system,
         "campaign": cmd_campaign,
         "report": cmd_report,
+        "compare": cmd_compare,
         "serve": cmd_serve,
         "models": cmd_models,
     }
