@@ -182,6 +182,7 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "net_reason": pl.Utf8,
     "notes": pl.Utf8,
     "flags": pl.Utf8,
+    "model_identity": pl.Utf8,
     "fingerprint_id": pl.Utf8,
     "gpu_identity": pl.Utf8,
     "environment": pl.Utf8,

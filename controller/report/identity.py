@@ -19,7 +19,11 @@ def extra_identity(record: dict[str, Any]) -> dict[str, Any]:
     else:
         versions = ",".join(f"{k}=={v}" for k, v in sorted((result.get("versions") or {}).items()))
         env = f"{record.get('image')} local:{host.get('python')}:{versions}"
+    own = record.get("model_source") or {}
     return {
+        # A user's own model is its path (or hub id) and the sha256 of its files: one label, two
+        # contents are two models.
+        "model_identity": f"{own.get('location')} sha256 {str(own.get('sha256'))[:16]}" if own else record.get("model"),
         "fingerprint_id": host.get("fingerprint_id"),
         "gpu_identity": "; ".join(f"{d.get('name')} {d.get('uuid')} driver {d.get('driver')}" for d in devices)
         or "no GPU",
@@ -42,6 +46,10 @@ def identity_problems(ok: pl.DataFrame) -> list[str]:
     gpus = ok["gpu_identity"].unique().to_list()
     if len(gpus) > 1:
         problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
+    for model, group in ok.group_by("model"):
+        versions = sorted({str(v) for v in group["model_identity"].to_list()})
+        if len(versions) > 1:
+            problems.append(f"model {model[0]} in {len(versions)} different versions: {' | '.join(versions)}")
     for image, group in ok.group_by("image"):
         envs = sorted(set(group["environment"].to_list()))
         if any(environments_differ(a, b) for i, a in enumerate(envs) for b in envs[i + 1 :]):
