@@ -28,7 +28,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from controller.artifacts import ARTIFACT_MOUNT, default_cache, ensure_artifact
+from controller.artifacts import ARTIFACT_MOUNT, Conversion, default_cache, ensure_artifact
+from controller.cache import ArtifactCache
 from controller.errors import UserError
 from controller.runners.local import LocalRunner
 from harness.protocol import RunSpec
@@ -61,19 +62,9 @@ def engine_ratio(
             raise UserError(f"{source.label} does not run on {engine} as it is")
         conversion = None
     if conversion:
-        artifact = ensure_artifact(
-            LocalRunner(),
-            default_cache(),
-            conversion,
-            "torch-cpu",
-            "resnet50",
-            model_size,
-            "random",
-            None,
-            0,
-            1800,
-            say=lambda _: None,
-        )
+        cache = ArtifactCache(default_cache(), container_writes=False, warn=print)
+        conv = Conversion(conversion, "torch-cpu", "resnet50", model_size, "random", None, 0)
+        artifact = ensure_artifact(LocalRunner(), cache, conv, 1800, lambda _: None)
     spec = RunSpec(
         run_id="bench",
         engine=engine,

@@ -304,8 +304,13 @@ def test_every_bad_model_is_one_clear_line_and_exit_2(models, hf_folders, tmp_pa
 
 
 def test_a_changed_file_changes_the_conversion_key(hf_folders, tmp_path):
-    from controller.artifacts import cache_key
+    from controller.artifacts import cache_inputs
+    from controller.cache import key_of
     from harness.protocol import ConvertSpec
+
+    def cache_key(spec: ConvertSpec, env: str, weights: None, source: dict | None = None) -> tuple[str, dict]:
+        inputs = cache_inputs(spec, env, weights, source)
+        return key_of(inputs), inputs
 
     folder = tmp_path / "copy"
     shutil.copytree(hf_folders["text"], folder)
