@@ -336,13 +336,17 @@ class StartedContainer:
         return None
 
     def cleanup(self) -> None:
+        """Remove the container. An engine too busy to answer leaves it, labelled with this
+        controller, for the next controller start to reap."""
         import docker.errors
+        import requests.exceptions
 
-        if self.container is not None:
-            _remove(self.container)
-            return
-        if self.name:  # created, maybe, before an interrupt reached us
-            try:
+        try:
+            if self.container is not None:
+                _remove(self.container)
+            elif self.name:  # created, maybe, before an interrupt reached us
                 _remove(self.client.containers.get(self.name))
-            except docker.errors.NotFound:
-                pass
+        except docker.errors.NotFound:
+            pass
+        except requests.exceptions.RequestException:
+            pass
