@@ -132,8 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="host: forward this host's pip indexes, find-links wheels and CA",
     )
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
-    ilock = isub.add_parser("lock", help="pin GPU images' bases by registry digest (needs the registry)")
+    ibuild.add_argument(
+        "--unpinned", action="store_true", help="build even if the base has no digest (the image and records say so)"
+    )
+    ilock = isub.add_parser("lock", help="pin images' bases by registry digest (needs the registry)")
     ilock.add_argument("names", nargs="+", metavar="NAME")
+    irelock = isub.add_parser("relock", help="write images/<name>/requirements.lock (with hashes) using uv")
+    irelock.add_argument("names", nargs="*", metavar="NAME")
+    irelock.add_argument("--all", action="store_true", help="every image")
+    irelock.add_argument(
+        "--find-links",
+        type=Path,
+        action="append",
+        default=[],
+        help="a wheel folder standing in for the manifest's indexes where they are unreachable (said in the lock)",
+    )
     add_campaign_parser(sub)
     add_report_parser(sub)
     add_serve_parser(sub)
@@ -205,7 +218,9 @@ def cmd_images(args: argparse.Namespace) -> int:
             built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
             if r["built"] and r["stale"]:
                 built = "yes (stale)"
-            if r["gpu"] and not r["pinned"] and not r["built"]:
+            if not r["built"] and r["lock"] != "current":
+                built = "no lock"
+            if not r["pinned"] and not r["built"]:
                 built = "unpinned"
             if r["unsupported"]:
                 built = "unsupported"
@@ -216,17 +231,23 @@ def cmd_images(args: argparse.Namespace) -> int:
             )
         if note:
             print(f"(built status unknown: {note})")
-        if any(r["gpu"] and not r["pinned"] for r in rows):
-            print("unpinned: a GPU image builds once its base is pinned (`images lock NAME` where the registry is)")
+        if any(not r["pinned"] for r in rows):
+            print("unpinned: an image builds once its base is pinned (`images lock NAME` where the registry is)")
+        if any(r["lock"] != "current" for r in rows):
+            print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
         return 0
+    if args.images_command == "relock":
+        return cmd_images_relock(args, manifests)
     from controller.runners.docker_runner import connect
 
     if args.images_command == "lock":
         chosen = [images.get_manifest(name) for name in args.names]
         client = connect()
         for manifest in chosen:
-            digest = images.lock_base(client, manifest)
+            digest, replaced = images.lock_base(client, manifest)
             print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
+            if replaced:
+                print(f"  the tag has moved: the manifest had {replaced}; relock and rebuild {manifest.name}")
         return 0
 
     for name in args.names:
@@ -242,8 +263,23 @@ def cmd_images(args: argparse.Namespace) -> int:
             pip_config=pip_config,
             network=args.network,
             say=lambda text: print(text, flush=True),
+            unpinned=args.unpinned,
         )
         print(f"built {manifests[name].tag} {image_id}")
+    return 0
+
+
+def cmd_images_relock(args: argparse.Namespace, manifests: dict[str, Any]) -> int:
+    from controller import images
+    from controller.image_lock import relock
+
+    if bool(args.names) == args.all:
+        raise UserError("images relock: name the images (NAME ...) or pass --all, not both")
+    chosen = list(manifests.values()) if args.all else [images.get_manifest(name) for name in args.names]
+    for manifest in chosen:
+        print(f"relocking {manifest.name} (Python {manifest.python}, {manifest.platform})", flush=True)
+        path = relock(manifest, args.find_links, say=lambda text: print(text, flush=True))
+        print(f"wrote {path.relative_to(images.REPO)}")
     return 0
 
 
