@@ -213,28 +213,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         if args.json:
             print(images.to_json(rows))
             return 0
-        print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
-        for r in rows:
-            built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
-            if r["built"] and r["stale"]:
-                built = "yes (stale)"
-            if not r["built"] and r["lock"] != "current":
-                built = "no lock"
-            if not r["pinned"] and not r["built"]:
-                built = "unpinned"
-            if r["unsupported"]:
-                built = "unsupported"
-            ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
-            print(
-                f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
-                f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
-            )
-        if note:
-            print(f"(built status unknown: {note})")
-        if any(not r["pinned"] for r in rows):
-            print("unpinned: an image builds once its base is pinned (`images lock NAME` where the registry is)")
-        if any(r["lock"] != "current" for r in rows):
-            print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
+        _print_images(rows, note)
         return 0
     if args.images_command == "relock":
         return cmd_images_relock(args, manifests)
@@ -267,6 +246,31 @@ def cmd_images(args: argparse.Namespace) -> int:
         )
         print(f"built {manifests[name].tag} {image_id}")
     return 0
+
+
+def _print_images(rows: list[dict[str, Any]], note: str | None) -> None:
+    print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+    for r in rows:
+        built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
+        if r["built"] and r["stale"]:
+            built = "yes (stale)"
+        if not r["built"] and r["lock"] != "current":
+            built = "no lock"
+        if not r["pinned"] and not r["built"]:
+            built = "unpinned"
+        if r["unsupported"]:
+            built = "unsupported"
+        ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
+        print(
+            f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
+            f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
+        )
+    if note:
+        print(f"(built status unknown: {note})")
+    if any(not r["pinned"] for r in rows):
+        print("unpinned: an image builds once its base is pinned (`images lock NAME` with a registry) or --unpinned")
+    if any(r["lock"] != "current" for r in rows):
+        print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
 
 
 def cmd_images_relock(args: argparse.Namespace, manifests: dict[str, Any]) -> int:

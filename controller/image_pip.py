@@ -71,31 +71,36 @@ def write_pip_dir(
             raise UserError(f"CA bundle {ca_bundle} is not a file")
         shutil.copy(ca_bundle, dest / "ca.pem")
         lines.append("cert = /opt/build/pip/ca.pem")
-    remote = lambda url: url.startswith(("http://", "https://"))  # noqa: E731
-    if remote(settings.get("index-url", "")):
+    if _remote(settings.get("index-url", "")):
         lines.append(f"index-url = {settings['index-url']}")
-    extra = [u for u in settings.get("extra-index-url", "").split() if remote(u)]
+    extra = [u for u in settings.get("extra-index-url", "").split() if _remote(u)]
     if pip_config is None:
         extra = list(indexes or [])
     if extra:
         lines.append("extra-index-url = " + " ".join(extra))
-    wanted = _requirement_names(requirements)
-    links = []
-    for link in settings.get("find-links", "").split():
-        if remote(link):
-            links.append(link)
-            continue
-        folder = Path(link.removeprefix("file://"))
-        if not folder.is_dir():
-            continue
-        wheels = [w for w in folder.glob("*.whl") if _norm(w.name.split("-")[0]) in wanted]
-        if wheels:
-            (dest / "wheels").mkdir(exist_ok=True)
-            for wheel in wheels:
-                shutil.copy(wheel, dest / "wheels" / wheel.name)
-                say(f"forwarding local wheel {wheel.name}")
-    if (dest / "wheels").is_dir():
-        links.append("/opt/build/pip/wheels")
+    links = _forward_links(settings.get("find-links", ""), _requirement_names(requirements), dest, say)
     if links:
         lines.append("find-links = " + " ".join(links))
     (dest / "pip.conf").write_text("\n".join(lines) + "\n")
+
+
+def _remote(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def _forward_links(find_links: str, wanted: set[str], dest: Path, say: Callable[[str], None]) -> list[str]:
+    """Remote find-links as they are; local wheel folders as copies of the wheels the image needs."""
+    links = []
+    for link in find_links.split():
+        if _remote(link):
+            links.append(link)
+            continue
+        folder = Path(link.removeprefix("file://"))
+        wheels = [w for w in folder.glob("*.whl") if _norm(w.name.split("-")[0]) in wanted] if folder.is_dir() else []
+        for wheel in wheels:
+            (dest / "wheels").mkdir(exist_ok=True)
+            shutil.copy(wheel, dest / "wheels" / wheel.name)
+            say(f"forwarding local wheel {wheel.name}")
+    if (dest / "wheels").is_dir():
+        links.append("/opt/build/pip/wheels")
+    return links
