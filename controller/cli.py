@@ -230,7 +230,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         return 0
 
     for name in args.names:
-        images.get_manifest(name)
+        images.preflight(images.get_manifest(name), args.base_image, args.unpinned)  # refusals before Docker
     client = connect()
     pip_config = images.host_pip_config() if args.pip_config == "host" else None
     for name in args.names:

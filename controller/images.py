@@ -179,6 +179,15 @@ def build_labels(manifest: Manifest, pin: BasePin) -> dict[str, str]:
     }
 
 
+def preflight(manifest: Manifest, base_image: str | None, unpinned: bool) -> None:
+    """What refuses a build without asking Docker: unsupported, unpinned base, missing or stale lock."""
+    if manifest.unsupported:
+        raise UserError(f"image {manifest.name} cannot be built here: {manifest.unsupported}")
+    if not base_image:
+        resolve_base(None, manifest, None, unpinned)
+    check_lock(manifest)
+
+
 def build_image(
     client: Any,
     manifest: Manifest,
@@ -190,10 +199,8 @@ def build_image(
     unpinned: bool = False,
 ) -> str:
     """Build one image from its lock; stream the build's output through ``say``; return the image id."""
-    if manifest.unsupported:
-        raise UserError(f"image {manifest.name} cannot be built here: {manifest.unsupported}")
+    preflight(manifest, base_image, unpinned)
     pin = resolve_base(client, manifest, base_image, unpinned)
-    check_lock(manifest)
     if pin.kind == "registry digest" and not base_image and not manifest.digest_verified:
         say(f"note: {manifest.name}'s base digest is from public sources, not yet confirmed by `images lock`")
     ctx = build_context(manifest, ca_bundle, pip_config, say)
