@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.meters.base import Sampler  # noqa: E402
-from controller.meters.rapl import DEFAULT_POWERCAP_ROOT, discover  # noqa: E402
+from controller.meters.powercap import DEFAULT_POWERCAP_ROOT, discover  # noqa: E402
+from controller.meters.sampler import Sampler  # noqa: E402
 from controller.meters.session import MeterSession  # noqa: E402
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.cache import ArtifactCache, default_root, file_sha256, key_of
 from controller.errors import UserError
-from controller.runners.base import Invocation, Mount
+from controller.runners.base import Invocation, Mount, Runner, execute
 from harness.protocol import CONVERT_FIELDS, ConvertSpec, ProtocolError, parse_stream
 from suite.models import get_model
 
@@ -36,7 +33,6 @@ CONVERSIONS: dict[tuple[str, str], str] = {
 }
 # The image in which a framework's models are built and converted.
 FRAMEWORK_IMAGES = {"torch": "torch-cpu", "tensorflow": "tf-cpu", "mxnet": "mxnet-cpu"}
-CONTAINER_UID = 10001
 ARTIFACT_MOUNT = "/artifacts"
 WEIGHTS_MOUNT = "/weights"
 
@@ -57,7 +53,7 @@ class Artifact:
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench")) / "artifacts"
+    return default_root() / "artifacts"
 
 
 def conversion_for(engine: str, model: str, source: str | None = None) -> tuple[str, str] | None:
@@ -80,40 +76,22 @@ def conversion_for(engine: str, model: str, source: str | None = None) -> tuple[
     return CONVERSIONS[(source, fmt)], FRAMEWORK_IMAGES[source]
 
 
-def new_staging(cache_root: Path, key: str, runner: Any) -> Path:
-    """A fresh folder beside the cache entry ``key`` that the converting harness may write into.
+@dataclass(frozen=True)
+class Conversion:
+    """One conversion of one model: what it is, where it runs, what it starts from."""
 
-    It is renamed into place only once the conversion passed its checks.
-    """
-    cache_root.mkdir(parents=True, exist_ok=True)
-    staging = cache_root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(mode=0o755)
-    if runner.kind == "docker" and os.getuid() == 0:
-        os.chown(staging, CONTAINER_UID, CONTAINER_UID)  # the container writes as that user
-    return staging
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file, or of a model folder: every file's path (relative to it) and content.
-
-    A folder's digest changes when any file in it is added, removed, renamed or edited, so an
-    artifact converted from a fine-tuned model folder is made again after any such change.
-    """
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            name = file.relative_to(path).as_posix().encode()
-            # Length-prefixed name, then the file's own digest: no two layouts hash alike.
-            digest.update(len(name).to_bytes(8, "big") + name + bytes.fromhex(file_sha256(file)))
-        return digest.hexdigest()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    name: str  # torch2onnx, onnx2openvino, ...
+    image: str  # the image that runs it
+    model: str
+    model_size: str
+    weights: str
+    weights_file: Path | None
+    seed: int
+    source: Artifact | None = None  # a conversion of an artifact (onnx2openvino): the one it converts
 
 
-def cache_key(spec: ConvertSpec, environment: str, weights_sha: str | None) -> tuple[str, dict[str, Any]]:
-    inputs = {
+def cache_inputs(spec: ConvertSpec, environment: str, weights_sha: str | None) -> dict[str, Any]:
+    return {
         "conversion": spec.conversion,
         "model": spec.model,
         "model_size": spec.model_size,
@@ -123,110 +101,94 @@ def cache_key(spec: ConvertSpec, environment: str, weights_sha: str | None) -> t
         "opset": spec.opset,
         "exporter_environment": environment,
     }
-    blob = json.dumps(inputs, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:32], inputs
 
 
 def ensure_artifact(
-    runner: Any,
-    cache_root: Path,
-    conversion: str,
-    source_image: str,
-    model: str,
-    model_size: str,
-    weights: str,
-    weights_file: Path | None,
-    seed: int,
-    timeout_s: float,
-    say: Any = print,
-    source: Artifact | None = None,
+    runner: Runner, cache: ArtifactCache, conv: Conversion, timeout_s: float, note: Callable[[str], None]
 ) -> Artifact:
-    """The cached artifact for these inputs, converting (and checking parity) when missing.
+    """The cached artifact for these inputs, converting (and checking parity) when missing or damaged.
 
-    ``source``: for a conversion of an artifact (onnx2openvino), the cached artifact it converts;
-    its key joins the cache key and its folder is mounted read-only for the conversion.
+    A conversion of an artifact (``conv.source``) has the source's key in its own key, and the
+    source's folder is mounted read-only for it.
     """
-    weights_sha = file_sha256(weights_file) if weights_file else None
-    probe = ConvertSpec(conversion=conversion, model=model, model_size=model_size, weights=weights, seed=seed)
-    key, inputs = cache_key(probe, runner.environment_id(source_image), weights_sha)
-    if source is not None:
-        inputs["source_artifact"] = source.key
-        key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
-    final = cache_root / key
-    meta_path = final / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return Artifact(key, f"{key}/{meta['artifact_file']}", meta, reused=True)
+    weights_sha = file_sha256(conv.weights_file) if conv.weights_file else None
+    probe = ConvertSpec(
+        conversion=conv.name, model=conv.model, model_size=conv.model_size, weights=conv.weights, seed=conv.seed
+    )
+    inputs = cache_inputs(probe, runner.environment_id(conv.image), weights_sha)
+    if conv.source is not None:
+        inputs["source_artifact"] = conv.source.key
+    key = key_of(inputs)
+    found = cache.lookup(key)
+    if found is not None:
+        return Artifact(key, f"{key}/{found.meta['artifact_file']}", found.meta, reused=True)
+    staging = cache.stage(key)
+    try:
+        meta = _convert(runner, cache, conv, staging, timeout_s, note)
+        meta = {**meta, "key_inputs": inputs}
+        if conv.source is not None:  # the chain, for the record: which artifact this one was made from
+            meta["source_artifact"] = {"key": conv.source.key, "conversion": conv.source.meta.get("conversion")}
+        entry = cache.commit(staging, key, meta)
+    finally:
+        cache.discard(staging)
+    note(f"converted: {entry.folder} (parity max abs diff {entry.meta['parity']['max_abs_diff']:.2g})")
+    return Artifact(key, f"{key}/{entry.meta['artifact_file']}", entry.meta, reused=False)
 
-    staging = new_staging(cache_root, key, runner)
+
+def _convert(
+    runner: Runner, cache: ArtifactCache, conv: Conversion, staging: Path, timeout_s: float, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run the conversion into ``staging``; its result (meta) once parity holds, else ConversionFailed."""
     mounts = [Mount(str(staging), "/out", read_only=False)]
-    weights_in = None
-    if weights_file is not None:
-        weights_mount = Mount(str(weights_file), f"{WEIGHTS_MOUNT}/{weights_file.name}")
-        mounts.append(weights_mount)
-        weights_in = runner.path_for(weights_mount)
-    source_in = None
-    if source is not None:
-        source_mount = Mount(str(cache_root / source.key), f"{ARTIFACT_MOUNT}/{source.key}")
-        mounts.append(source_mount)
-        source_in = f"{runner.path_for(source_mount)}/{source.meta['artifact_file']}"
+    weights_in = source_in = None
+    if conv.weights_file is not None:
+        mounts.append(Mount(str(conv.weights_file), f"{WEIGHTS_MOUNT}/{conv.weights_file.name}"))
+        weights_in = runner.path_for(mounts[-1])
+    if conv.source is not None:
+        mounts.append(Mount(str(cache.root / conv.source.key), f"{ARTIFACT_MOUNT}/{conv.source.key}"))
+        source_in = f"{runner.path_for(mounts[-1])}/{conv.source.meta['artifact_file']}"
     spec = ConvertSpec(
-        conversion=conversion,
-        model=model,
-        model_size=model_size,
-        weights=weights,
+        conversion=conv.name,
+        model=conv.model,
+        model_size=conv.model_size,
+        weights=conv.weights,
         weights_path=weights_in,
-        seed=seed,
+        seed=conv.seed,
         out_dir=runner.path_for(mounts[0]),
         source_artifact=source_in,
     )
-    say(f"converting {model} ({model_size}, {weights} weights) with {conversion} in {source_image} ...")
+    note(f"converting {conv.model} ({conv.model_size}, {conv.weights} weights) with {conv.name} in {conv.image} ...")
+    execution = execute(
+        runner,
+        Invocation(
+            image=conv.image,
+            argv=["convert", "--spec", spec.to_json()],
+            timeout_s=timeout_s,
+            mounts=mounts,
+            network=conv.weights == "pretrained" and conv.source is None,  # only a download needs it
+            labels={"joulebench.conversion": conv.name},
+        ),
+    )
+    tail = execution.log_tail()
+    if execution.start_error:
+        raise ConversionFailed(f"{conv.name} could not start: {execution.start_error}", tail)
     try:
-        execution = runner.execute(
-            Invocation(
-                image=source_image,
-                argv=["convert", "--spec", spec.to_json()],
-                timeout_s=timeout_s,
-                mounts=mounts,
-                network=weights == "pretrained" and source is None,  # only a download needs it
-                labels={"joulebench.conversion": conversion},
-            )
+        out = parse_stream(execution.stdout, CONVERT_FIELDS)
+    except ProtocolError as exc:
+        raise ConversionFailed(f"{conv.name}: {exc}", tail) from None
+    if execution.timed_out:
+        raise ConversionFailed(f"{conv.name} timed out after {timeout_s:.0f} s", tail)
+    if out.error is not None:
+        raise ConversionFailed(f"{conv.name}: {out.error['message']}", tail)
+    if execution.exit_code != 0 or out.result is None:
+        raise ConversionFailed(f"{conv.name} exited with code {execution.exit_code}", tail)
+    parity = out.result["parity"]
+    if not parity["ok"]:
+        raise ConversionFailed(
+            f"{conv.name} output differs from the source model beyond tolerance: "
+            f"max abs diff {parity['max_abs_diff']:.3g} (atol {parity['atol']}), max rel diff "
+            f"{parity['max_rel_diff']:.3g} (rtol {parity['rtol']}), argmax agreement "
+            f"{parity['argmax_agreement']:.1%}",
+            tail,
         )
-        tail = execution.log_tail()
-        if execution.start_error:
-            raise ConversionFailed(f"{conversion} could not start: {execution.start_error}", tail)
-        try:
-            out = parse_stream(execution.stdout, CONVERT_FIELDS)
-        except ProtocolError as exc:
-            raise ConversionFailed(f"{conversion}: {exc}", tail) from None
-        if execution.timed_out:
-            raise ConversionFailed(f"{conversion} timed out after {timeout_s:.0f} s", tail)
-        if out.error is not None:
-            raise ConversionFailed(f"{conversion}: {out.error['message']}", tail)
-        if execution.exit_code != 0 or out.result is None:
-            raise ConversionFailed(f"{conversion} exited with code {execution.exit_code}", tail)
-        meta = out.result
-        parity = meta["parity"]
-        if not parity["ok"]:
-            raise ConversionFailed(
-                f"{conversion} output differs from the source model beyond tolerance: "
-                f"max abs diff {parity['max_abs_diff']:.3g} (atol {parity['atol']}), max rel diff "
-                f"{parity['max_rel_diff']:.3g} (rtol {parity['rtol']}), argmax agreement "
-                f"{parity['argmax_agreement']:.1%}",
-                tail,
-            )
-        meta = {**meta, "key": key, "key_inputs": inputs, "converted_by": execution.runner}
-        if source is not None:  # the chain, for the record: which artifact this one was made from
-            meta["source_artifact"] = {"key": source.key, "conversion": source.meta.get("conversion")}
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not meta_path.is_file():  # a concurrent conversion did not finish either
-                raise
-        say(f"converted: {final} (parity max abs diff {parity['max_abs_diff']:.2g})")
-        return Artifact(key, f"{key}/{meta['artifact_file']}", meta, reused=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return {**out.result, "converted_by": execution.runner}

@@ -6,9 +6,19 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from controller.errors import UserError
+from controller.requests import (
+    BatchSettings,
+    MeterSettings,
+    RunRequest,
+    ServeSettings,
+    Where,
+    from_fields,
+)
+from controller.runners.choose import RUNNERS
+from controller.serving.settings import SERVE_TIMEOUT_S, ServingSettings
 
 EPILOG = """examples:
   python -m controller run --image onnx-cpu --model resnet50
@@ -21,6 +31,13 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that answers a usage error in one line (and exit code 2), not with the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -28,24 +45,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as a dict; UserError on anything else or a key given twice."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--option takes KEY=VALUE, got {pair!r}")
-        options[key] = value
-    return options
+        if not sep or not key.strip():
+            raise UserError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        if key.strip() in out:
+            raise UserError(f"{flag} {key.strip()} is given twice")
+        out[key.strip()] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m controller",
         description="joulebench: measure what deep-learning inference costs, per runtime engine.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     run = sub.add_parser("run", help="run one benchmark and write its record")
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
@@ -67,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="synthetic",
         help="synthetic (default; energy and time only), digits, imagenet-val or imdb (accuracy recorded)",
     )
-    run.add_argument("--dataset-path", type=Path, help="the dataset's folder or file (imagenet-val, imdb)")
+    run.add_argument("--dataset-path", help="the dataset's folder or file (imagenet-val, imdb)")
     run.add_argument("--limit", type=_positive_int, help="a seeded subset of N samples of the dataset")
     run.add_argument("--batch-size", type=_positive_int, default=1)
     amount = run.add_mutually_exclusive_group()
@@ -76,35 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="samples to measure (default: the whole labelled dataset or its --limit; 64 synthetic)",
     )
-    amount.add_argument("--duration", type=float, help="seconds to measure instead of a count")
+    amount.add_argument("--duration", dest="duration_s", type=float, help="seconds to measure instead of a count")
     run.add_argument("--warmup", type=int, default=5, help="warm-up batches (default 5)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="engine option, e.g. intra_op_threads=2 (recorded)",
-    )
-    run.add_argument(
-        "--runner",
-        choices=["auto", "docker", "local"],
-        default="auto",
-        help="auto (default): docker when an engine answers and the images exist or build, else local",
-    )
-    run.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-    run.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
-    run.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is killed")
-    run.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
-    run.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
-
-    meters = run.add_argument_group("meters")
-    meters.add_argument("--interval", type=float, default=0.01, help="sampling interval in s (default 0.01)")
-    meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
-    meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
-    meters.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
-    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
-    meters.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+    _add_options(run, "engine option, e.g. intra_op_threads=2 (recorded)")
+    _add_where(run, timeout_s=Where.timeout_s)
+    _add_meters(run)
 
     idle = sub.add_parser("idle", help="measure and store this host's idle power per domain")
     idle.add_argument("--duration", type=float, default=600.0, help="seconds to measure (default 600)")
@@ -153,183 +150,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _where_and_meters(args: argparse.Namespace) -> dict[str, Any]:
-    """Options that `run` and `serve` share: where results go, limits, the meters' settings."""
-    return {
-        "results": args.results,
-        "campaign": args.campaign,
-        "memory": args.memory,
-        "cache": args.cache,
-        "interval_s": args.interval,
-        "keep_trace": args.keep_trace,
-        "wall_url": args.wall_url,
-        "wall_output": args.wall_output,
-        "baseline": args.baseline,
-        "baseline_max_age_s": args.baseline_max_age * 86400,
-    }
+def _add_options(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="option_pairs", help=text)
+
+
+def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
+    """Where a run executes and writes, and its limits (Where's fields)."""
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="auto",
+        help="auto (default): docker when an engine answers and the images exist or build, else local",
+    )
+    p.add_argument("--results", type=Path, default=Where.results, help="results directory")
+    p.add_argument("--campaign", default=Where.campaign, help="campaign name (results subfolder)")
+    p.add_argument("--timeout", dest="timeout_s", type=float, default=timeout_s, help="seconds before it is killed")
+    p.add_argument("--memory", help="container memory limit, e.g. 2g (docker runner)")
+    p.add_argument(
+        "--pids-limit", type=int, default=Where.pids_limit, help="container process/thread limit (docker runner)"
+    )
+    p.add_argument("--tmp-size", default=Where.tmp_size, help="size of the container's /tmp (docker runner)")
+    p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+
+
+def _add_meters(p: argparse.ArgumentParser) -> None:
+    meters = p.add_argument_group("meters")
+    meters.add_argument(
+        "--interval", dest="interval_s", type=float, default=MeterSettings.interval_s, help="sampling interval in s"
+    )
+    meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
+    meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
+    meters.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
+    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
+    meters.add_argument(
+        "--baseline-max-age", type=float, default=MeterSettings.baseline_max_age_s / 86400, help="days before stale"
+    )
+
+
+def _request(args: argparse.Namespace, what: Any) -> RunRequest:
+    meters = from_fields(MeterSettings, args, baseline_max_age_s=args.baseline_max_age * 86400)
+    return RunRequest(what, from_fields(Where, args), meters)
+
+
+def _run_one(request: RunRequest) -> int:
+    from controller import pipeline
+    from controller.progress import Progress
+
+    record, path = pipeline.run(request, Progress())
+    print(pipeline.summarise(record, path))
+    return 0 if record.status == "ok" else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from controller import runs
-
-    req = runs.RunRequest(
-        image=args.image,
-        model=args.model,
-        engine=args.engine,
-        source=args.source,
-        model_size=args.model_size,
-        weights=args.weights,
-        dataset=args.dataset,
-        dataset_path=args.dataset_path,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        duration_s=args.duration,
-        warmup=args.warmup,
-        seed=args.seed,
-        options=_options(args.option),
-        runner=args.runner,
-        timeout_s=args.timeout,
-        **_where_and_meters(args),
-    )
-    record, path = runs.execute(req, say=runs.stderr_say)
-    print(runs.summary(record, path))
-    return 0 if record["status"] == "ok" else 1
+    what = from_fields(BatchSettings, args, options=_pairs(args.option_pairs, "--option"))
+    return _run_one(_request(args, what))
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from controller import images
+    from controller import commands
 
-    manifests = images.load_manifests()
-    if args.images_command == "list":
-        try:
-            from controller.runners.docker_runner import connect
-
-            client = connect()
-            note = None
-        except UserError as exc:
-            client, note = None, str(exc).split(".")[0]
-        rows = images.describe(manifests, client)
-        if args.json:
-            print(images.to_json(rows))
-            return 0
-        _print_images(rows, note)
-        return 0
-    if args.images_command == "relock":
-        return cmd_images_relock(args, manifests)
-    from controller.runners.docker_runner import connect
-
-    if args.images_command == "lock":
-        chosen = [images.get_manifest(name) for name in args.names]
-        client = connect()
-        for manifest in chosen:
-            digest, replaced = images.lock_base(client, manifest)
-            print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
-            if replaced:
-                print(f"  the tag has moved: the manifest had {replaced}; relock and rebuild {manifest.name}")
-        return 0
-
-    for name in args.names:
-        images.preflight(images.get_manifest(name), args.base_image, args.unpinned)  # refusals before Docker
-    client = connect()
-    pip_config = images.host_pip_config() if args.pip_config == "host" else None
-    for name in args.names:
-        image_id = images.build_image(
-            client,
-            manifests[name],
-            base_image=args.base_image,
-            ca_bundle=args.ca_bundle,
-            pip_config=pip_config,
-            network=args.network,
-            say=lambda text: print(text, flush=True),
-            unpinned=args.unpinned,
-        )
-        print(f"built {manifests[name].tag} {image_id}")
-    return 0
-
-
-def _print_images(rows: list[dict[str, Any]], note: str | None) -> None:
-    print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
-    for r in rows:
-        built = {None: "unknown", False: "no", True: "yes"}[r["built"]]
-        if r["built"] and r["stale"]:
-            built = "yes (stale)"
-        if not r["built"] and r["lock"] != "current":
-            built = "no lock"
-        if not r["pinned"] and not r["built"]:
-            built = "unpinned"
-        if r["unsupported"]:
-            built = "unsupported"
-        ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
-        print(
-            f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
-            f"{'yes' if r['gpu'] else 'no':<4} {built:<12} {ident}"
-        )
-    if note:
-        print(f"(built status unknown: {note})")
-    if any(not r["pinned"] for r in rows):
-        print("unpinned: an image builds once its base is pinned (`images lock NAME` with a registry) or --unpinned")
-    if any(r["lock"] != "current" for r in rows):
-        print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
-
-
-def cmd_images_relock(args: argparse.Namespace, manifests: dict[str, Any]) -> int:
-    from controller import images
-    from controller.image_lock import relock
-
-    if bool(args.names) == args.all:
-        raise UserError("images relock: name the images (NAME ...) or pass --all, not both")
-    chosen = list(manifests.values()) if args.all else [images.get_manifest(name) for name in args.names]
-    for manifest in chosen:
-        print(f"relocking {manifest.name} (Python {manifest.python}, {manifest.platform})", flush=True)
-        path = relock(manifest, args.find_links, say=lambda text: print(text, flush=True))
-        print(f"wrote {path.relative_to(images.REPO)}")
-    return 0
-
-
-def cmd_idle(args: argparse.Namespace) -> int:
-    from controller.meters import measure_idle, save_baseline
-
-    if args.duration <= 0:
-        raise UserError(f"--duration must be positive, got {args.duration}")
-    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
-    baseline = measure_idle(
-        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
-    )
-    path = save_baseline(baseline, args.output)
-    for domain, entry in sorted(baseline.domains.items()):
-        shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
-        print(f"{domain:<6} {shown}")
-    print(f"stored {path}")
-    return 0
-
-
-def cmd_system(args: argparse.Namespace) -> int:
-    import json
-
-    from controller.images import get_manifest
-    from controller.meters import check_system
-
-    checks = check_system()
-    needs_gpu = any(get_manifest(name).gpu for name in args.image)
-    if args.json:
-        print(json.dumps([c.to_dict() for c in checks], indent=2))
-    else:
-        for c in checks:
-            mark = {True: "ok ", False: "NO ", None: " ? "}[c.ok]
-            print(f"[{mark}] {c.name:<32} {c.detail}")
-            if c.hint and c.ok is False:
-                print(f"      {'':<32} -> {c.hint}")
-    required = ["rapl_zones", "rapl_permissions"] + (["nvml", "gpu_energy_counter"] if needs_gpu else [])
-    missing = [c.name for c in checks if c.ok is False and c.name.split("[")[0] in required]
-    if args.image and missing:
-        print(f"not measurable for {', '.join(args.image)}: {', '.join(missing)}", file=sys.stderr)
-        return 1
-    return 0
+    action = {
+        "list": commands.images_list,
+        "lock": commands.images_lock,
+        "relock": commands.images_relock,
+        "build": commands.images_build,
+    }
+    return action[args.images_command](args)
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM takes the same path as Ctrl-C: runners clean up their containers and processes.
+    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
+    # clean up their containers and processes, and the run is recorded as interrupted.
     raise KeyboardInterrupt
 
 
@@ -378,8 +269,10 @@ def add_report_parser(sub: Any) -> None:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns import load_campaign_file
-    from controller.campaigns.execute import resolve_seed, run_campaign
-    from controller.campaigns.plan import assess, render_plan, to_json
+    from controller.campaigns.execute import run_campaign
+    from controller.campaigns.history import resolve_seed
+    from controller.campaigns.plan import render_plan, to_json
+    from controller.campaigns.readiness import assess
 
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan":
@@ -402,6 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_serve_parser(sub: Any) -> None:
+    d = ServingSettings()
     serve = sub.add_parser(
         "serve",
         help="serve a code language model over HTTP, replay prompts, measure (the second paper)",
@@ -414,84 +308,43 @@ def add_serve_parser(sub: Any) -> None:
         "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
     )
     serve.add_argument(
-        "--prompts", type=Path, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
+        "--prompts", default=d.prompts, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
     )
     serve.add_argument("--limit", type=_positive_int, help="only the first N prompts")
-    serve.add_argument("--seed", type=int, default=0, help="seed of the HumanEval-derived spans (default 0)")
+    serve.add_argument("--seed", type=int, default=d.seed, help="seed of the HumanEval-derived spans")
+    serve.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens, help="tokens per request")
+    serve.add_argument("--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight")
+    serve.add_argument("--warmup-requests", type=int, default=d.warmup_requests, help="requests before the window")
+    serve.add_argument("--warmup-s", type=float, default=d.warmup_s, help="seconds the ready server idles first")
+    serve.add_argument("--cooldown-s", type=float, default=d.cooldown_s, help="seconds it idles after the window")
     serve.add_argument(
-        "--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)"
+        "--request-timeout", dest="request_timeout_s", type=float, default=d.request_timeout_s, help="s per request"
     )
     serve.add_argument(
-        "--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)"
+        "--ready-timeout", dest="ready_timeout_s", type=float, default=d.ready_timeout_s, help="s for the model to load"
     )
-    serve.add_argument("--warmup-requests", type=int, default=2, help="requests before the window (default 2)")
-    serve.add_argument(
-        "--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)"
-    )
-    serve.add_argument(
-        "--cooldown-s", type=float, default=0.0, help="seconds the server idles after the window (paper: 300)"
-    )
-    serve.add_argument(
-        "--request-timeout", type=float, default=120.0, help="seconds one request may take (default 120)"
-    )
-    serve.add_argument(
-        "--ready-timeout", type=float, default=600.0, help="seconds to wait for the model to load (default 600)"
-    )
-    serve.add_argument(
-        "--timeout", type=float, default=7200.0, help="seconds before the server is killed (default 7200)"
-    )
-    serve.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="engine option, e.g. threads=2"
-    )
-    serve.add_argument("--runner", choices=["auto", "docker", "local"], default="auto")
-    serve.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-    serve.add_argument("--campaign", default="default", help="campaign name (results subfolder)")
-    serve.add_argument("--memory", help="container memory limit, e.g. 8g (docker runner)")
-    serve.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
-    serve.add_argument("--interval", type=float, default=0.01, help="meter sampling interval in s (default 0.01)")
-    serve.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
-    serve.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API)")
-    serve.add_argument("--wall-output", type=int, help="the meter's output (socket) id")
-    serve.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
-    serve.add_argument("--baseline-max-age", type=float, default=7.0, help="days before a baseline is stale")
+    _add_options(serve, "engine option, e.g. threads=2")
+    _add_where(serve, timeout_s=SERVE_TIMEOUT_S)
+    _add_meters(serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from controller import serving
-    from controller.runs import stderr_say
-
-    req = serving.ServeRequest(
-        image=args.image,
-        model=args.model,
-        engine=args.engine,
-        prompts=args.prompts,
-        limit=args.limit,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        concurrency=args.concurrency,
-        warmup_requests=args.warmup_requests,
-        warmup_s=args.warmup_s,
-        cooldown_s=args.cooldown_s,
-        request_timeout_s=args.request_timeout,
-        ready_timeout_s=args.ready_timeout,
-        timeout_s=args.timeout,
-        options=_options(args.option),
-        runner=args.runner,
-        **_where_and_meters(args),
-    )
-    record, path = serving.execute(req, say=stderr_say)
-    print(serving.summary(record, path))
-    return 0 if record["status"] == "ok" else 1
+    settings = from_fields(ServingSettings, args)
+    what = ServeSettings(args.image, args.model, args.engine, _pairs(args.option_pairs, "--option"), settings)
+    return _run_one(_request(args, what))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from controller import commands
+
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     handlers = {
         "run": cmd_run,
         "images": cmd_images,
-        "idle": cmd_idle,
-        "system": cmd_system,
+        "idle": commands.idle,
+        "system": commands.system,
         "campaign": cmd_campaign,
         "report": cmd_report,
         "serve": cmd_serve,

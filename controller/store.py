@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from controller.record import SCHEMA_VERSION
+from controller.record import RecordError, load_record
 
 COLUMNS: dict[str, Any] = {
     "run_id": pl.Utf8,
@@ -48,24 +47,6 @@ COLUMNS: dict[str, Any] = {
     "cpu_model": pl.Utf8,
     "path": pl.Utf8,
 }
-
-
-class RecordError(ValueError):
-    pass
-
-
-def load_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RecordError(f"{path}: not a readable run record ({exc})") from None
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RecordError(
-            f"{path}: schema version {version!r}, this joulebench reads {SCHEMA_VERSION}; "
-            "use the joulebench version that wrote it, or migrate the records"
-        )
-    return data
 
 
 def measured(record: dict[str, Any]) -> dict[str, Any]:

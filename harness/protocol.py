@@ -182,27 +182,35 @@ def parse_line(line: str, out: HarnessOutput, required: Mapping[str, type] = RES
     data = _load_versioned(stripped, "harness line")
     kind = data.get("kind")
     if kind == "event":
-        if data.get("phase") not in PHASES or data.get("edge") not in EDGES:
-            raise ProtocolError(f"event with unknown phase/edge: {stripped[:200]}")
-        if not isinstance(data.get("t_ns"), int):
-            raise ProtocolError(f"event without integer t_ns: {stripped[:200]}")
-        out.events.append(data)
+        out.events.append(_event(data, stripped))
     elif kind == "result":
         if out.result is not None:
             raise ProtocolError("harness sent more than one result")
-        result = data.get("result")
-        if not isinstance(result, dict):
-            raise ProtocolError("result payload must be an object")
-        for name, typ in required.items():
-            if not isinstance(result.get(name), typ):
-                raise ProtocolError(f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}")
-        out.result = result
+        out.result = _result(data, required)
     elif kind == "error":
         if not isinstance(data.get("message"), str):
             raise ProtocolError("error payload without a message")
         out.error = data
     else:
         raise ProtocolError(f"unknown line kind {kind!r}; expected one of {KINDS}")
+
+
+def _event(data: dict[str, Any], line: str) -> dict[str, Any]:
+    if data.get("phase") not in PHASES or data.get("edge") not in EDGES:
+        raise ProtocolError(f"event with unknown phase/edge: {line[:200]}")
+    if not isinstance(data.get("t_ns"), int):
+        raise ProtocolError(f"event without integer t_ns: {line[:200]}")
+    return data
+
+
+def _result(data: dict[str, Any], required: Mapping[str, type]) -> dict[str, Any]:
+    result = data.get("result")
+    if not isinstance(result, dict):
+        raise ProtocolError("result payload must be an object")
+    for name, typ in required.items():
+        if not isinstance(result.get(name), typ):
+            raise ProtocolError(f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}")
+    return result
 
 
 def parse_stream(text: str, required: Mapping[str, type] = RESULT_FIELDS) -> HarnessOutput:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from harness.engines import load_engine_class
+from harness.engines.base import EngineError
 from harness.inputs import load_inputs
 from harness.protocol import Emitter, RunSpec
 
@@ -62,11 +63,18 @@ def predictions_digest(outputs: list[np.ndarray]) -> tuple[str, list[int]]:
     return hashlib.sha256(labels.tobytes()).hexdigest(), labels.tolist()
 
 
+def inject_fault(spec: RunSpec, phase: str) -> None:
+    """``--option fault_raise=PHASE``: fail there, for tests of how failures are recorded."""
+    if spec.options.get("fault_raise") == phase:
+        raise EngineError(f"fault injected in phase {phase} (option fault_raise, for tests)")
+
+
 def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
     engine = load_engine_class(spec.engine)(spec)
     n_batches = None if spec.samples is None else math.ceil(spec.samples / spec.batch_size)
 
     t_load = emit.event("load", "start")
+    inject_fault(spec, "load")
     engine.load()
     data = load_inputs(spec, n_batches)
     inputs = [engine.prepare(b) for b in data.batches]
@@ -85,6 +93,7 @@ def run(spec: RunSpec, emit: Emitter) -> dict[str, Any]:
 
     duration_ns = None if spec.duration_s is None else int(spec.duration_s * 1e9)
     emit.event("measure", "start")
+    inject_fault(spec, "measure")
     latencies, outputs = measure_loop(engine.infer, inputs, n_batches, duration_ns)
     emit.event("measure", "end")
 

@@ -183,6 +183,25 @@ def _seeded_init(model: Any, seed: int) -> None:
         layer.set_weights(values)
 
 
+def _whole_model_file(name: str, weights_path: str | None) -> Any:
+    """A .keras file is the whole model (returned); a .weights.h5 file is loaded later (None)."""
+    import keras
+
+    if not weights_path:
+        raise WeightsUnavailable("weights 'path' needs a weights file")
+    if weights_path.endswith(".keras"):
+        try:
+            return keras.models.load_model(weights_path, compile=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
+            raise WeightsUnavailable(f"cannot load Keras model file {weights_path}: {exc}") from None
+    if not weights_path.endswith(".weights.h5"):
+        raise WeightsUnavailable(
+            f"weights file {os.path.basename(weights_path)} is neither a .weights.h5 (weights of "
+            f"{name}) nor a .keras (whole model) file"
+        )
+    return None
+
+
 def build(name: str, size: str, weights: str, weights_path: str | None = None, seed: int = 0) -> Any:
     """The Keras model (inference only) with the requested weights; random ones are seeded."""
     import keras
@@ -197,18 +216,9 @@ def build(name: str, size: str, weights: str, weights_path: str | None = None, s
         model.trainable = False
         return model
     if weights == "path":
-        if not weights_path:
-            raise WeightsUnavailable("weights 'path' needs a weights file")
-        if weights_path.endswith(".keras"):
-            try:
-                return keras.models.load_model(weights_path, compile=False)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-                raise WeightsUnavailable(f"cannot load Keras model file {weights_path}: {exc}") from None
-        if not weights_path.endswith(".weights.h5"):
-            raise WeightsUnavailable(
-                f"weights file {os.path.basename(weights_path)} is neither a .weights.h5 (weights of "
-                f"{name}) nor a .keras (whole model) file"
-            )
+        whole = _whole_model_file(name, weights_path)
+        if whole is not None:
+            return whole
     try:
         model = _architecture(name, size, pretrained)
     except Exception as exc:  # noqa: BLE001 - keras' get_file raises a bare Exception offline

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 
+import docker.errors
 import pytest
 
 from tests.conftest import REPO, containers_labelled
@@ -76,23 +79,61 @@ def test_container_runs_unprivileged_without_network_on_a_read_only_root(docker_
     from controller.runners.docker_runner import DockerRunner
 
     runner = DockerRunner(docker_client)
-    seen = {}
-
-    def inspect(started):
-        attrs = docker_client.api.inspect_container(started["container"])
-        seen.update(attrs["HostConfig"], User=attrs["Config"]["User"])
-
-    execution = runner.execute(
-        Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60, on_start=inspect)
-    )
+    started = runner.start(Invocation(image="onnx-cpu", argv=["run", "--spec", "{}"], timeout_s=60))
+    try:
+        attrs = docker_client.api.inspect_container(started.workload["container"])
+        execution = started.wait()
+    finally:
+        started.cleanup()
+    seen = attrs["HostConfig"]
     assert execution.exit_code == 2  # the harness refused the empty spec, and said why
     assert "run spec" in execution.stdout
-    assert seen["User"] and not seen["User"].startswith("0")
+    assert attrs["Config"]["User"] and not attrs["Config"]["User"].startswith("0")
     assert seen["NetworkMode"] == "none"
     assert seen["ReadonlyRootfs"] is True
     assert seen["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in seen["SecurityOpt"]
     assert not seen.get("DeviceRequests")
+    # Bounded processes and /tmp, and both on the record.
+    assert seen["PidsLimit"] == 4096 and "size=1g" in seen["Tmpfs"]["/tmp"]
+    assert execution.runner["pids_limit"] == 4096 and execution.runner["tmp_size"] == "1g"
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(started.name)
+
+
+def test_reaping_orphans_from_two_controllers_at_once_is_not_an_error(docker_client):
+    """A controller that finds another one removing the same orphan (409) or done with it (404) goes on."""
+    import threading
+
+    from controller.images import get_manifest
+    from controller.runners.docker_runner import LABEL, OWNER_LABEL, reap_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owner = f"{socket.gethostname()}:{dead.pid}"
+    tag = get_manifest("onnx-cpu").tag
+    made = [
+        docker_client.containers.create(
+            tag, ["--help"], labels={LABEL: "1", OWNER_LABEL: owner, "joulebench.t": "race"}
+        )
+        for _ in range(3)
+    ]
+    errors: list[BaseException] = []
+
+    def reap() -> None:
+        try:
+            reap_orphans(docker_client)
+        except BaseException as exc:  # noqa: BLE001 - what the test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reap) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert containers_labelled(docker_client, "joulebench.t=race") == []
+    assert len(made) == 3
 
 
 def _wait_for(predicate, limit_s):
@@ -112,7 +153,7 @@ def start_long_docker_run(tmp_path, cache, campaign, **popen):
     return subprocess.Popen(argv, cwd=REPO, **popen)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interrupting_a_docker_run_removes_its_container(tmp_path, artifact_cache, docker_client, sig):
     campaign = f"kill-{uuid.uuid4().hex[:6]}"
     label = f"joulebench.campaign={campaign}"
@@ -129,7 +170,31 @@ def test_interrupting_a_docker_run_removes_its_container(tmp_path, artifact_cach
     assert proc.returncode == 130, err
     assert containers_labelled(docker_client, label) == []
     records = list((tmp_path / campaign).glob("*.json"))
-    assert len(records) == 1 and "interrupted" in records[0].read_text()
+    assert len(records) == 1
+    failure = json.loads(records[0].read_text())["failure"]
+    assert failure["code"] == "interrupted" and failure["reason"] == "interrupted by the user"
+
+
+def test_a_container_killed_from_outside_is_recorded_as_such(tmp_path, artifact_cache, docker_client):
+    campaign = f"ext-{uuid.uuid4().hex[:6]}"
+    label = f"joulebench.campaign={campaign}"
+    proc = start_long_docker_run(
+        tmp_path, artifact_cache, campaign, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert _wait_for(lambda: containers_labelled(docker_client, label), 120), "no container started"
+        time.sleep(3)
+        containers_labelled(docker_client, label)[0].kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / campaign).glob("*.json")]
+    failure = record["failure"]
+    assert failure["code"] == "killed" and "from outside the controller" in failure["reason"]
+    assert "out of memory" not in failure["reason"].split("(")[0] and "timed out" not in failure["reason"]
+    assert containers_labelled(docker_client, label) == []
 
 
 def test_a_killed_controller_leaves_an_orphan_that_the_next_start_removes(tmp_path, artifact_cache, docker_client):

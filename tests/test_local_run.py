@@ -46,7 +46,7 @@ def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli, tmp_
     assert "(cached)" in second.stdout
     a, b = cli.records()
     for rec in (a, b):
-        assert rec["status"] == "ok" and rec["schema_version"] == 1
+        assert rec["status"] == "ok" and rec["schema_version"] == 2
         assert rec["runner"]["kind"] == "local"
         assert rec["host"]["cpu_model"] and rec["host"]["logical_cores"] >= 1
         assert rec["result"]["providers_active"][0] == "CPUExecutionProvider"

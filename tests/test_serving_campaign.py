@@ -56,7 +56,7 @@ def test_the_papers_matrix_is_12_models_by_7_configurations_by_10_repetitions():
 
 
 def test_plan_of_the_full_matrix_says_per_cell_why_it_cannot_run_here(tmp_path):
-    from controller.campaigns.plan import _hub_unreachable, _nvml_reason
+    from controller.campaigns.readiness import _hub_unreachable, _nvml_reason
 
     proc = controller("campaign", "plan", str(FULL), "--results", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -325,15 +325,12 @@ def test_a_serving_campaign_in_docker_leaves_no_container(tmp_path, tiny_lm, doc
 
 
 def test_a_serving_campaign_without_settings_serves_as_the_serve_command_does():
-    from dataclasses import fields
+    from controller.campaigns.file import load_campaign_file
+    from controller.cli import build_parser
+    from controller.requests import from_fields
+    from controller.serving.settings import ServingSettings
 
-    from controller.campaigns.spec import ServingSettings
-    from controller.serving import ServeRequest
-
-    request = ServeRequest(image="onnx-cpu", model="m")
-    settings = ServingSettings()
-    for f in fields(ServingSettings):
-        if f.name == "prompts":  # "humaneval" in a campaign file, None (HumanEval) for serve
-            assert settings.prompts == "humaneval" and request.prompts is None
-            continue
-        assert getattr(settings, f.name) == getattr(request, f.name), f.name
+    args = build_parser().parse_args(["serve", "--image", "onnx-cpu", "--model", "m"])
+    from_cli = from_fields(ServingSettings, args)
+    campaign = load_campaign_file(CPU, ["serving={}"])  # a [serving] table with nothing set
+    assert campaign.serving == from_cli == ServingSettings()

@@ -5,6 +5,7 @@ plus a repetition, with a deterministic id); ``plan`` says what is runnable on t
 long it should take; ``execute`` runs the cells in order, with cool-downs, progress and resume.
 """
 
-from controller.campaigns.spec import Campaign, Cell, Configuration, load_campaign_file
+from controller.campaigns.file import load_campaign_file
+from controller.campaigns.spec import Campaign, Cell, Configuration
 
 __all__ = ["Campaign", "Cell", "Configuration", "load_campaign_file"]

@@ -1,21 +1,16 @@
-"""Building blocks shared by every meter: availability, metrics, traces and the sampler thread.
+"""Building blocks shared by every meter: availability, metrics, summaries, traces.
 
 A meter reads one hardware or kernel source and returns a fixed tuple of floats per read
-(``NaN`` where one value could not be read). The :class:`Sampler` thread calls its meters on
-absolute deadlines and appends each read to the meter's :class:`Trace`, stamped with
-``time.monotonic_ns()`` — the clock the harness stamps its phase markers with. Window figures
-are computed afterwards from the traces (:func:`counter_delta`, :func:`integrate`,
-:func:`window_values`).
+(``NaN`` where one value could not be read). The sampler thread (``sampler``) appends each read
+to the meter's :class:`Trace`; afterwards the meter cuts its window figures from the trace
+(arithmetic in ``window``) and returns them as a :class:`MeterSummary`.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 from array import array
-from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -161,248 +156,38 @@ class Meter(Protocol):
 
 
 @dataclass
-class _Slot:
-    meter: Meter
-    trace: Trace
-    every: int
-    errors: int = 0
-    last_error: str | None = None
+class MeterSummary:
+    """What every meter's ``summarize`` returns: its metrics over a window, and its flags."""
+
+    metrics: dict[str, Metric]
+    flags: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def unavailable(
+        cls, units: Mapping[str, str], reason: str, source: str | None, **reasons: str | None
+    ) -> MeterSummary:
+        """Every metric in ``units`` (name -> unit) unavailable with ``reason``; ``reasons``
+        overrides it per metric name where one figure has its own."""
+        return cls({n: Metric.unavailable(n, u, reasons.get(n) or reason, source) for n, u in units.items()})
 
 
-class Sampler:
-    """Background thread that reads its meters every ``interval_s`` on absolute deadlines.
+class SummarizingMeter(Protocol):
+    """What a session needs from a meter after sampling: its figures over a window.
 
-    Deadline ``k`` is ``start + k * interval``; a late tick does not push later ones back, and
-    deadlines that were missed entirely are skipped (counted in ``missed``) instead of being
-    fired in a burst. Each read is stamped with the midpoint of ``monotonic_ns()`` before and
-    after the read. The thread's own CPU time is measured with ``time.thread_time()``.
+    ``units`` names every metric the meter reports (name -> unit); ``summarize`` and
+    ``unavailable`` both return exactly those names, so a record has the same keys either way.
     """
 
-    def __init__(self, interval_s: float = 0.01, name: str = "joulebench-sampler") -> None:
-        if not interval_s > 0:
-            raise ValueError(f"sampler interval_s must be > 0, got {interval_s!r}")
-        self.interval_s = interval_s
-        self.name = name
-        self._slots: tuple[_Slot, ...] = ()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._first_tick = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.ticks = 0
-        self.missed = 0
-        self.max_lateness_ns = 0
-        self.started_ns: int | None = None
-        self.stopped_ns: int | None = None
-        self.thread_cpu_s = 0.0
-        self._thread_cpu_start = 0.0
-        self.native_id: int | None = None
-
-    def add(self, meter: Meter) -> Trace:
-        """Register an opened meter (also while running) and return the trace it fills."""
-        every = 1
-        if meter.interval_s is not None:
-            every = max(1, round(meter.interval_s / self.interval_s))
-        slot = _Slot(meter, Trace(meter.name, meter.fields), every)
-        with self._lock:
-            self._slots = (*self._slots, slot)  # copy-on-write: the thread reads a snapshot
-        return slot.trace
-
-    def errors(self) -> dict[str, dict[str, Any]]:
-        return {s.meter.name: {"errors": s.errors, "last_error": s.last_error} for s in self._slots if s.errors}
-
-    def start(self, wait_first_tick: bool = True) -> None:
-        """Start the thread; by default return once every meter has been read once."""
-        if self._thread is not None:
-            raise RuntimeError("sampler already started")
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-        if wait_first_tick:
-            self._first_tick.wait(timeout=10.0)
-
-    def stop(self) -> None:
-        """Stop the thread after its current tick and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    name: str
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def units(self) -> Mapping[str, str]: ...
 
-    def tick(self, k: int = 0, force: bool = False) -> None:
-        """Read every due meter once (every meter if ``force``). Called by the thread."""
-        for slot in self._slots:
-            if k % slot.every and not force:
-                continue
-            a = time.monotonic_ns()
-            try:
-                values = slot.meter.read()
-            except Exception as exc:  # noqa: BLE001 -- a meter must never kill the sampler
-                slot.errors += 1
-                slot.last_error = f"{type(exc).__name__}: {exc}"
-                continue
-            slot.trace.append((a + time.monotonic_ns()) // 2, values)
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary: ...
 
-    def _run(self) -> None:
-        self.native_id = threading.get_native_id()
-        self._thread_cpu_start = time.thread_time()
-        interval_ns = int(self.interval_s * 1e9)
-        start = time.monotonic_ns()
-        self.started_ns = start
-        k = 0
-        try:
-            while True:
-                self.tick(k)
-                self.ticks += 1
-                if k == 0:
-                    self._first_tick.set()
-                k += 1
-                deadline = start + k * interval_ns
-                now = time.monotonic_ns()
-                if now > deadline:
-                    late = now - deadline
-                    self.max_lateness_ns = max(self.max_lateness_ns, late)
-                    skip = late // interval_ns + 1 if late >= interval_ns else 0
-                    if skip:
-                        self.missed += skip
-                        k += skip
-                        deadline = start + k * interval_ns
-                # time.sleep, not Event.wait: on VMs a timed Event.wait costs several times
-                # more CPU per wake-up. Sleep in slices so stop() is seen within 100 ms.
-                while not self._stop.is_set():
-                    remaining = deadline - time.monotonic_ns()
-                    if remaining <= 0:
-                        break
-                    time.sleep(min(remaining, 100_000_000) / 1e9)
-                if self._stop.is_set():
-                    break
-            # One last read of every meter, slow ones included, so that the traces reach the
-            # moment stop() was called.
-            self.tick(k, force=True)
-        finally:
-            self.stopped_ns = time.monotonic_ns()
-            self.thread_cpu_s = time.thread_time() - self._thread_cpu_start
-            self._first_tick.set()
+    def unavailable(self) -> MeterSummary: ...
 
-    def stats(self) -> dict[str, Any]:
-        """Ticks done vs requested, missed deadlines, and the thread's CPU cost."""
-        end = self.stopped_ns if self.stopped_ns is not None else time.monotonic_ns()
-        wall_s = (end - self.started_ns) / 1e9 if self.started_ns is not None else 0.0
-        requested = int(wall_s / self.interval_s) + 1 if wall_s > 0 else 0
-        cpu_s = self.thread_cpu_s
-        if self.stopped_ns is None and self.running:
-            cpu_s = float("nan")  # thread_time() is per-thread; known only at stop
-        return {
-            "interval_s": self.interval_s,
-            "wall_s": wall_s,
-            "ticks": self.ticks,
-            "requested_ticks": requested,
-            "achieved_rate_ratio": (self.ticks / requested) if requested else None,
-            "missed_deadlines": self.missed,
-            "max_lateness_ms": self.max_lateness_ns / 1e6,
-            "thread_cpu_s": None if math.isnan(cpu_s) else cpu_s,
-            "thread_cpu_percent_of_core": (100.0 * cpu_s / wall_s if wall_s > 0 and not math.isnan(cpu_s) else None),
-            "meter_errors": self.errors(),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Window arithmetic on traces
-
-
-@dataclass(frozen=True)
-class WindowValue:
-    """A figure computed over a window, or why it could not be."""
-
-    value: float | None
-    reason: str | None = None
-    samples: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
-
-def _interp(ts: Sequence[int], vs: Sequence[float], t: int) -> float | None:
-    """Linear interpolation of (ts, vs) at t; None if t is outside the covered span."""
-    if not ts or t < ts[0] or t > ts[-1]:
-        return None
-    i = bisect_left(ts, t)
-    if ts[i] == t:
-        return vs[i]
-    t_a, t_b = ts[i - 1], ts[i]
-    v_a, v_b = vs[i - 1], vs[i]
-    return v_a + (v_b - v_a) * (t - t_a) / (t_b - t_a)
-
-
-def _coverage_reason(ts: Sequence[int], t0: int, t1: int, what: str) -> str:
-    if not ts:
-        return f"{what}: no valid samples were recorded"
-    if ts[0] > t0:
-        return (
-            f"{what}: first valid sample is {(ts[0] - t0) / 1e6:.1f} ms after the window start "
-            "(meter started or attached too late)"
-        )
-    return (
-        f"{what}: last valid sample is {(t1 - ts[-1]) / 1e6:.1f} ms before the window end "
-        "(meter stopped too early, or the source disappeared)"
-    )
-
-
-def counter_delta(trace: Trace, name: str, t0: int, t1: int) -> WindowValue:
-    """Increase of a monotonic cumulative column over [t0, t1], interpolated at both edges."""
-    ts, vs = trace.series(name)
-    a = _interp(ts, vs, t0)
-    b = _interp(ts, vs, t1)
-    if a is None or b is None:
-        return WindowValue(None, _coverage_reason(ts, t0, t1, f"{trace.meter}.{name}"))
-    n = bisect_right(ts, t1) - bisect_left(ts, t0)
-    return WindowValue(b - a, None, n)
-
-
-def integrate(trace: Trace, name: str, t0: int, t1: int) -> WindowValue:
-    """Trapezoidal integral over [t0, t1] of a rate column (e.g. watts -> joules)."""
-    ts, vs = trace.series(name)
-    a = _interp(ts, vs, t0)
-    b = _interp(ts, vs, t1)
-    if a is None or b is None:
-        return WindowValue(None, _coverage_reason(ts, t0, t1, f"{trace.meter}.{name}"))
-    i0 = bisect_right(ts, t0)
-    i1 = bisect_left(ts, t1)
-    pts_t = [t0, *ts[i0:i1], t1]
-    pts_v = [a, *vs[i0:i1], b]
-    total = 0.0
-    for j in range(1, len(pts_t)):
-        total += (pts_v[j] + pts_v[j - 1]) * 0.5 * (pts_t[j] - pts_t[j - 1])
-    return WindowValue(total / 1e9, None, i1 - i0)
-
-
-def window_values(trace: Trace, name: str, t0: int, t1: int, hold: bool = False) -> list[float]:
-    """Valid values of one column sampled inside [t0, t1].
-
-    ``hold``: for a gauge read less often than the window is long, when no sample falls inside,
-    the samples just before and just after the window (the values it held then).
-    """
-    ts, vs = trace.series(name)
-    i0, i1 = bisect_left(ts, t0), bisect_right(ts, t1)
-    if i0 == i1 and hold:
-        return vs[max(0, i0 - 1) : i1 + 1]
-    return vs[i0:i1]
-
-
-def max_gap_ns(trace: Trace, t0: int, t1: int) -> int:
-    """Longest gap between consecutive rows that touch [t0, t1] (0 if fewer than two)."""
-    t = trace.t_ns[: len(trace.t_ns)]
-    i0 = max(0, bisect_left(t, t0) - 1)
-    i1 = min(len(t), bisect_right(t, t1) + 1)
-    gap = 0
-    for i in range(i0 + 1, i1):
-        gap = max(gap, t[i] - t[i - 1])
-    return gap
-
-
-def mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    def describe(self) -> dict[str, Any]: ...
 
 
 def flag(code: str, message: str, **context: Any) -> dict[str, Any]:
@@ -410,56 +195,27 @@ def flag(code: str, message: str, **context: Any) -> dict[str, Any]:
     return {"code": code, "message": message, **context}
 
 
-def summary_stats(values: Sequence[float]) -> dict[str, float | None]:
-    """Mean, min and max of a list (None for an empty list)."""
-    if not values:
-        return {"mean": None, "min": None, "max": None}
-    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+def seconds(s: float) -> str:
+    """A duration for people, to three figures: ``40 ms``, ``1.5 s``, ``131 s``."""
+    if abs(s) < 1.0:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s" if abs(s) < 100 else f"{s:.0f} s"
 
 
-def cpu_ram_metrics(
-    trace: Trace,
-    t0: int,
-    t1: int,
-    *,
-    source: str,
-    scope: str,
-    ram_note: str,
-    ram_kernel_peak_field: str | None = None,
-) -> dict[str, Metric]:
-    """cpu_time_s, cpu_percent, ram_peak_bytes and ram_mean_bytes over [t0, t1].
+class Absent:
+    """A meter that is not there (none configured, nothing attached): its figures, all unavailable."""
 
-    Expects a cumulative ``cpu_time_s`` column and a sampled ``ram_bytes`` column.
-    """
-    window_s = (t1 - t0) / 1e9
-    out: dict[str, Metric] = {}
-    cpu = counter_delta(trace, "cpu_time_s", t0, t1)
-    if cpu.value is None:
-        reason = cpu.reason or "no CPU samples"
-        out["cpu_time_s"] = Metric.unavailable("cpu_time_s", "s", reason, source, scope=scope)
-        out["cpu_percent"] = Metric.unavailable("cpu_percent", "%", reason, source, scope=scope)
-    else:
-        out["cpu_time_s"] = Metric("cpu_time_s", cpu.value, "s", source, extra={"scope": scope})
-        out["cpu_percent"] = Metric(
-            "cpu_percent",
-            100.0 * cpu.value / window_s if window_s > 0 else None,
-            "%",
-            source,
-            available=window_s > 0,
-            reason=None if window_s > 0 else "empty window",
-            extra={"scope": scope, "note": "100 = one core fully busy over the window"},
-        )
-    # RAM is read every 50 ms by default: a shorter window takes the values around it.
-    ram = window_values(trace, "ram_bytes", t0, t1, hold=True)
-    if not ram:
-        reason = f"no RAM samples inside the window ({len(trace)} samples in the trace)"
-        out["ram_peak_bytes"] = Metric.unavailable("ram_peak_bytes", "B", reason, source)
-        out["ram_mean_bytes"] = Metric.unavailable("ram_mean_bytes", "B", reason, source)
-    else:
-        extra: dict[str, Any] = {"scope": scope, "note": ram_note, "samples": len(ram)}
-        if ram_kernel_peak_field is not None:
-            peaks = window_values(trace, ram_kernel_peak_field, t0, t1)
-            extra["kernel_peak_since_start_bytes"] = max(peaks) if peaks else None
-        out["ram_peak_bytes"] = Metric("ram_peak_bytes", max(ram), "B", source, extra=extra)
-        out["ram_mean_bytes"] = Metric("ram_mean_bytes", sum(ram) / len(ram), "B", source, extra=dict(extra))
-    return out
+    def __init__(self, name: str, units: Mapping[str, str], reason: str, source: str | None) -> None:
+        self.name = name
+        self.units = units
+        self.reason = reason
+        self.source = source
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
+        return self.unavailable()
+
+    def unavailable(self) -> MeterSummary:
+        return MeterSummary.unavailable(self.units, self.reason, self.source)
+
+    def describe(self) -> dict[str, Any]:
+        return Availability.no(self.reason).to_dict()

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.meters.base import NAN, Availability, Metric, Trace, cpu_ram_metrics
+from controller.meters.base import NAN, Availability, MeterSummary, Trace
+from controller.meters.workload import WORKLOAD_UNITS, workload_summary
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -82,6 +83,7 @@ class CgroupMeter:
     """Samples a container's cgroup: cumulative CPU seconds and RAM bytes."""
 
     name = "cgroup"
+    units = WORKLOAD_UNITS
 
     def __init__(
         self,
@@ -192,11 +194,15 @@ class CgroupMeter:
             "cgroup_version": self.version,
         }
 
-    def summarize(self, trace: Trace, t0: int, t1: int) -> dict[str, Metric]:
-        return cpu_ram_metrics(
+    def unavailable(self) -> MeterSummary:
+        return MeterSummary.unavailable(self.units, self.availability.reason or "not opened", self.name)
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
+        return workload_summary(
             trace,
             t0,
             t1,
+            meter=self.name,
             source=self.source(),
             scope="container",
             ram_note="cgroup memory usage minus inactive page cache, as `docker stats` shows it",

@@ -3,32 +3,21 @@
 The library is imported lazily; tests pass a fake module object implementing the handful of
 functions used here. GPUs are selected by UUID. Per GPU and per read the meter records the
 total-energy counter (mJ, Volta and later), instant power, utilisation, memory used, SM clock and
-temperature. Window energy: the counter is the primary figure, integrated power the cross-check.
+temperature. Window figures are cut from the trace in ``nvml_window``.
 """
 
 from __future__ import annotations
 
 import importlib
-import itertools
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.meters.base import (
-    NAN,
-    Availability,
-    Metric,
-    Trace,
-    counter_delta,
-    flag,
-    integrate,
-    summary_stats,
-    window_values,
-)
+from controller.meters.base import NAN, Availability, MeterSummary, Trace
+from controller.meters.nvml_window import DISAGREEMENT_THRESHOLD, NVML_UNITS, gpu_summary, update_period_s
 
-#: Relative difference between counter and integrated power above which a run is flagged.
-DISAGREEMENT_THRESHOLD = 0.05
+__all__ = ["DISAGREEMENT_THRESHOLD", "GpuInfo", "NvmlMeter", "load_pynvml"]
+
 #: Assumed update period of the total-energy counter when the trace is too short to estimate it.
 DEFAULT_COUNTER_UPDATE_PERIOD_S = 0.1
 
@@ -92,6 +81,7 @@ class NvmlMeter:
     """
 
     name = "nvml"
+    units = NVML_UNITS
 
     def __init__(
         self,
@@ -279,188 +269,14 @@ class NvmlMeter:
 
     def estimate_update_period_s(self, trace: Trace, gpu: GpuInfo) -> float:
         """Median time between changes of the energy counter, or the configured default."""
-        ts, vs = trace.series(f"gpu{gpu.index}.energy_mj")
-        changes = [ts[i] for i in range(1, len(vs)) if vs[i] != vs[i - 1]]
-        if len(changes) < 5:
-            return self.counter_update_period_s
-        gaps = [b - a for a, b in itertools.pairwise(changes)]
-        return statistics.median(gaps) / 1e9
+        return update_period_s(trace, gpu, self.counter_update_period_s)
 
-    def summarize(self, trace: Trace, t0: int, t1: int) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+    def unavailable(self) -> MeterSummary:
+        return MeterSummary.unavailable(self.units, self.availability.reason or "not opened", "nvml")
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
         """GPU metrics over [t0, t1] summed over the selected GPUs, and flags."""
-        window_s = (t1 - t0) / 1e9
-        flags: list[dict[str, Any]] = []
-        per_device: list[dict[str, Any]] = []
-        energy_total = 0.0
-        energy_reason: str | None = None
-        sources: set[str] = set()
-        for g in self.gpus:
-            dev, dev_flags = self._gpu_energy(trace, g, t0, t1, window_s)
-            flags.extend(dev_flags)
-            per_device.append(dev)
-            if dev["energy_j"] is None:
-                energy_reason = energy_reason or f"GPU {g.uuid}: {dev['reason']}"
-            else:
-                energy_total += dev["energy_j"]
-                sources.add(dev["energy_source"])
-        metrics: dict[str, Metric] = {}
-        if energy_reason is not None:
-            metrics["gpu_energy_j"] = Metric.unavailable(
-                "gpu_energy_j", "J", energy_reason, "nvml", per_device=per_device
-            )
-        else:
-            metrics["gpu_energy_j"] = Metric(
-                "gpu_energy_j",
-                energy_total,
-                "J",
-                "nvml: " + " + ".join(sorted(sources)),
-                extra={"scope": "selected GPUs", "per_device": per_device},
-            )
-
-        def _mean_over_gpus(field: str, combine: str) -> tuple[float | None, list[Any]]:
-            per: list[Any] = []
-            for g in self.gpus:
-                vals = window_values(trace, f"gpu{g.index}.{field}", t0, t1)
-                per.append(summary_stats(vals))
-            if any(p["mean"] is None for p in per):
-                return None, per
-            if combine == "sum_mean":
-                return sum(p["mean"] for p in per), per
-            if combine == "sum_max":
-                return sum(p["max"] for p in per), per
-            if combine == "max":
-                return max(p["max"] for p in per), per
-            return sum(p["mean"] for p in per) / len(per), per
-
-        specs = (
-            ("gpu_power_w", "power_w", "W", "sum_mean", "mean power, summed over GPUs"),
-            ("gpu_util_percent", "util_gpu_percent", "%", "mean", "mean over samples and GPUs"),
-            (
-                "gpu_mem_util_percent",
-                "util_mem_percent",
-                "%",
-                "mean",
-                "mean memory-controller busy time over samples and GPUs",
-            ),
-            (
-                "gpu_mem_used_bytes",
-                "mem_used_bytes",
-                "B",
-                "sum_max",
-                "peak, summed over GPUs (each GPU's own peak)",
-            ),
-            ("gpu_sm_clock_mhz", "sm_clock_mhz", "MHz", "mean", "mean over samples and GPUs"),
-            ("gpu_temp_c", "temp_c", "C", "max", "hottest GPU's peak"),
-        )
-        power_src = sorted({g.power_source for g in self.gpus})
-        for metric_name, field, unit, combine, stat in specs:
-            value, per = _mean_over_gpus(field, combine)
-            extra: dict[str, Any] = {"stat": stat, "per_device": per}
-            src = "nvml"
-            if field == "power_w":
-                src = "nvml: " + " / ".join(power_src)
-                extra["averaging"] = sorted({g.power_averaging for g in self.gpus})
-            if value is None:
-                metrics[metric_name] = Metric.unavailable(
-                    metric_name, unit, f"no valid {field} samples in the window", src, **extra
-                )
-            else:
-                metrics[metric_name] = Metric(metric_name, value, unit, src, extra=extra)
-        # The papers' "GPU used memory %": peak used over the GPUs' total memory.
-        used = metrics["gpu_mem_used_bytes"]
-        totals = [g.mem_total_bytes for g in self.gpus]
-        if not used.available or used.value is None:
-            metrics["gpu_mem_used_percent"] = Metric.unavailable(
-                "gpu_mem_used_percent", "%", used.reason or "GPU memory used not measured", "nvml"
-            )
-        elif any(t is None or t <= 0 for t in totals):
-            metrics["gpu_mem_used_percent"] = Metric.unavailable(
-                "gpu_mem_used_percent", "%", "NVML did not report the GPUs' total memory", "nvml"
-            )
-        else:
-            percent = 100.0 * used.value / sum(t for t in totals if t)
-            metrics["gpu_mem_used_percent"] = Metric(
-                "gpu_mem_used_percent", percent, "%", "nvml", extra={"stat": "peak used / total, over GPUs"}
-            )
-        return metrics, flags
-
-    def _gpu_energy(
-        self, trace: Trace, g: GpuInfo, t0: int, t1: int, window_s: float
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        flags: list[dict[str, Any]] = []
-        integ = integrate(trace, f"gpu{g.index}.power_w", t0, t1)
-        integrated_j = integ.value
-        dev: dict[str, Any] = {
-            "uuid": g.uuid,
-            "name": g.name,
-            "energy_j": None,
-            "energy_source": None,
-            "counter_j": None,
-            "integrated_power_j": integrated_j,
-            "power_source": g.power_source,
-            "reason": None,
-        }
-        counter_j: float | None = None
-        period_s: float | None = None
-        if g.energy_counter.available:
-            delta = counter_delta(trace, f"gpu{g.index}.energy_mj", t0, t1)
-            counter_j = None if delta.value is None else delta.value / 1e3
-            dev["counter_j"] = counter_j
-            period_s = self.estimate_update_period_s(trace, g)
-            dev["counter_update_period_s"] = period_s
-            if delta.value is None:
-                dev["counter_reason"] = delta.reason
-        short = period_s is not None and window_s < period_s
-        stalled = counter_j == 0.0 and (integrated_j or 0.0) > 0.0
-        if counter_j is not None and not short and not stalled:
-            dev["energy_j"], dev["energy_source"] = counter_j, "total-energy counter"
-            if integrated_j is not None and counter_j > 0:
-                rel = abs(counter_j - integrated_j) / counter_j
-                dev["disagreement"] = rel
-                if rel > DISAGREEMENT_THRESHOLD:
-                    flags.append(
-                        flag(
-                            "gpu_energy_disagreement",
-                            f"GPU {g.uuid}: energy counter {counter_j:.3f} J and integrated "
-                            f"power {integrated_j:.3f} J differ by {rel:.1%} (> "
-                            f"{DISAGREEMENT_THRESHOLD:.0%}); power source: {g.power_source}",
-                            uuid=g.uuid,
-                            relative_difference=rel,
-                        )
-                    )
-            return dev, flags
-        if short:
-            assert period_s is not None
-            flags.append(
-                flag(
-                    "gpu_energy_short_window",
-                    f"GPU {g.uuid}: window {window_s * 1e3:.1f} ms is shorter than the energy "
-                    f"counter's update period (~{period_s * 1e3:.0f} ms); the counter cannot "
-                    "resolve it, integrated power is reported instead",
-                    uuid=g.uuid,
-                    window_s=window_s,
-                    counter_update_period_s=period_s,
-                )
-            )
-        elif stalled:
-            flags.append(
-                flag(
-                    "gpu_energy_counter_stalled",
-                    f"GPU {g.uuid}: the energy counter did not advance while power was drawn; "
-                    "integrated power is reported instead",
-                    uuid=g.uuid,
-                )
-            )
-        if integrated_j is not None:
-            dev["energy_j"] = integrated_j
-            dev["energy_source"] = f"integrated power ({g.power_source})"
-        else:
-            if short:
-                base = "window shorter than the energy counter's update period"
-            else:
-                base = dev.get("counter_reason") or g.energy_counter.reason or "no counter"
-            dev["reason"] = f"{base}; power integration: {integ.reason}"
-        return dev, flags
+        return gpu_summary(self.gpus, trace, t0, t1, self.counter_update_period_s)
 
 
 def _field_value(nv: Any, v: Any) -> float | None:

@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from controller.meters.base import NAN, Availability, Metric, Trace, cpu_ram_metrics
+from controller.meters.base import NAN, Availability, MeterSummary, Trace
+from controller.meters.workload import WORKLOAD_UNITS, workload_summary
 
 _PROC = "/proc"
 
@@ -92,6 +93,7 @@ class ProcessMeter:
     """Samples a pid and its descendants: cumulative CPU seconds and summed RSS."""
 
     name = "process"
+    units = WORKLOAD_UNITS
 
     def __init__(self, pid: int, *, interval_s: float | None = None, children_refresh_s: float = 1.0) -> None:
         self.pid = pid
@@ -209,11 +211,15 @@ class ProcessMeter:
     def describe(self) -> dict[str, Any]:
         return {**self.availability.to_dict(), "source": self.source(), "pid": self.pid}
 
-    def summarize(self, trace: Trace, t0: int, t1: int) -> dict[str, Metric]:
-        return cpu_ram_metrics(
+    def unavailable(self) -> MeterSummary:
+        return MeterSummary.unavailable(self.units, self.availability.reason or "not opened", self.name)
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
+        return workload_summary(
             trace,
             t0,
             t1,
+            meter=self.name,
             source=self.source(),
             scope="process tree",
             ram_note="sum of RSS over the process tree (shared pages counted once per process)",

@@ -1,18 +1,9 @@
-"""CPU package and DRAM energy from RAPL through the Linux powercap sysfs tree.
+"""CPU package and DRAM energy from RAPL counters (zones found by ``powercap.discover``).
 
-Layout (``/sys/class/powercap``)::
-
-    intel-rapl:0          name=package-0   energy_uj  max_energy_range_uj
-    intel-rapl:0:0        name=core        (never added to the package: it is inside it)
-    intel-rapl:0:1        name=uncore      (idem)
-    intel-rapl:0:2        name=dram        (DRAM of socket 0; Intel server parts only)
-    intel-rapl:1          name=package-1   (second socket)  -- or name=psys (platform, skipped)
-    intel-rapl-mmio:0     name=package-0   (same package through MMIO: a duplicate, dropped)
-
-AMD (Zen, ``intel_rapl_msr`` or ``amd_energy`` style) exposes package zones only: no DRAM domain.
 ``energy_uj`` wraps at ``max_energy_range_uj``; the meter unwraps on every read, which is correct as
 long as at most one wrap happens between two reads — :attr:`RaplMeter.max_safe_interval_s` says how
-often that requires reading, assuming a pessimistic power.
+often that requires reading, assuming a pessimistic power. A step no zone can draw (a counter that
+went backwards by less than a wrap would need, or jumped) makes the window's figure unavailable.
 """
 
 from __future__ import annotations
@@ -20,19 +11,29 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.meters.base import NAN, Availability, Metric, Trace, counter_delta, flag, max_gap_ns
+from controller.meters.base import NAN, Availability, MeterSummary, Metric, Trace, flag, seconds
+from controller.meters.powercap import DEFAULT_POWERCAP_ROOT, RaplZone, discover
+from controller.meters.window import (
+    CounterFault,
+    counter_delta,
+    max_gap_ns,
+    sampling_interval_s,
+    short_window_flag,
+)
 
-DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
-#: Assumed worst-case power of one zone when sizing the poll period for wraparound.
+__all__ = ["DEFAULT_POWERCAP_ROOT", "PESSIMISTIC_ZONE_POWER_W", "RaplMeter", "RaplZone", "discover"]
+
+#: Assumed worst-case power of one zone, for sizing the poll period and bounding a counter step.
 PESSIMISTIC_ZONE_POWER_W = 1000.0
+#: Added to the time between two reads when bounding a step: the counters update about every ms.
+UPDATE_SLACK_S = 0.002
+#: What the RAPL meter reports: metric name -> unit.
+RAPL_UNITS = {"cpu_energy_j": "J", "dram_energy_j": "J", "cpu_power_w": "W"}
 
-_ZONE_RE = re.compile(r"^(intel-rapl|intel-rapl-mmio):(\d+)(?::(\d+))?$")
 _PERMISSION_HINT = (
     "energy_uj is readable by root only on kernels patched for CVE-2020-8694 (Platypus): run the "
     "controller as root, or grant read access (e.g. a udev rule / `chmod a+r "
@@ -48,139 +49,11 @@ def _default_opener(path: str) -> int:
     return os.open(path, os.O_RDONLY)
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-@dataclass
-class RaplZone:
-    """One RAPL energy counter the meter reads."""
-
-    domain: str  # "cpu" (package) or "dram"
-    name: str  # zone name from sysfs: package-0, dram
-    socket: str  # package name this zone belongs to, e.g. package-0
-    path: Path
-    max_energy_range_uj: int
-    fd: int | None = None
-    last_raw: int | None = None
-    total_uj: float = 0.0
-    wraps: int = 0
-
-    @property
-    def field(self) -> str:
-        return f"{self.domain}.{self.socket}.energy_uj"
-
-
-@dataclass
-class RaplDiscovery:
-    """Zones found under a powercap root and what was skipped, with reasons."""
-
-    zones: list[RaplZone] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    availability: Availability = field(default_factory=Availability.ok)
-    dram: Availability = field(default_factory=Availability.ok)
-
-
-def discover(root: str | os.PathLike[str] = DEFAULT_POWERCAP_ROOT) -> RaplDiscovery:
-    """Find package and DRAM zones under ``root`` without opening their counters."""
-    rootp = Path(root)
-    out = RaplDiscovery()
-    if not rootp.is_dir():
-        out.availability = Availability.no(
-            f"no powercap on this host ({rootp} missing): RAPL is not exposed in VMs and "
-            "containers; run the controller on bare metal, on the host (modprobe intel_rapl_msr)"
-        )
-        out.dram = out.availability
-        return out
-
-    # Zones appear flat under /sys/class/powercap and nested inside their parent; walk both and
-    # dedupe by zone id, which sysfs keeps unique.
-    candidates: dict[str, tuple[str, Path]] = {}
-    for entry in sorted(rootp.iterdir()):
-        m = _ZONE_RE.match(entry.name)
-        if not m:
-            continue
-        candidates.setdefault(entry.name, (entry.name, entry))
-        for child in sorted(entry.iterdir()) if entry.is_dir() else []:
-            if _ZONE_RE.match(child.name):
-                candidates.setdefault(child.name, (child.name, child))
-
-    packages: dict[str, tuple[bool, Path, str]] = {}  # package name -> (is_mmio, path, zone id)
-    drams: list[tuple[str, Path, str]] = []  # (parent zone id, path, zone id)
-    zone_pkg_name: dict[str, str] = {}  # zone id ("intel-rapl:0") -> package name
-    for zone_id, path in sorted(candidates.values()):
-        m = _ZONE_RE.match(zone_id)
-        assert m is not None
-        kind, top, sub = m.group(1), m.group(2), m.group(3)
-        name = _read_text(path / "name") or "?"
-        if sub is None:
-            if not name.startswith("package"):
-                out.skipped.append(f"{zone_id} ({name}): not a package zone, never summed")
-                continue
-            is_mmio = kind == "intel-rapl-mmio"
-            prev = packages.get(name)
-            if prev is not None:
-                if is_mmio or not prev[0]:
-                    out.skipped.append(f"{zone_id} ({name}): duplicate of {prev[2]}")
-                    continue
-                out.skipped.append(f"{prev[2]} ({name}): duplicate of {zone_id}")
-            packages[name] = (is_mmio, path, zone_id)
-            if not is_mmio:
-                zone_pkg_name[f"{kind}:{top}"] = name
-        else:
-            if name == "dram":
-                if kind == "intel-rapl-mmio":
-                    out.skipped.append(f"{zone_id} (dram): MMIO duplicate")
-                    continue
-                drams.append((f"{kind}:{top}", path, zone_id))
-            else:
-                out.skipped.append(f"{zone_id} ({name}): part of its package, never added")
-
-    for pkg_name, (_mmio, path, zone_id) in sorted(packages.items()):
-        zone = _make_zone("cpu", pkg_name, pkg_name, path, zone_id, out)
-        if zone is not None:
-            out.zones.append(zone)
-    for parent, path, zone_id in drams:
-        socket = zone_pkg_name.get(parent, parent)
-        zone = _make_zone("dram", "dram", socket, path, zone_id, out)
-        if zone is not None:
-            out.zones.append(zone)
-
-    if not any(z.domain == "cpu" for z in out.zones):
-        why = "; ".join(out.skipped) or "no intel-rapl:N zones"
-        out.availability = Availability.no(
-            f"no RAPL package zone under {rootp} ({why}); load intel_rapl_msr (Intel, AMD Zen) and run on bare metal"
-        )
-    if not any(z.domain == "dram" for z in out.zones):
-        out.dram = Availability.no(
-            f"no DRAM zone under {rootp}: this CPU/platform does not expose RAPL DRAM energy "
-            "(AMD and most client Intel CPUs expose package zones only)"
-        )
-    return out
-
-
-def _make_zone(domain: str, name: str, socket: str, path: Path, zone_id: str, out: RaplDiscovery) -> RaplZone | None:
-    rng_text = _read_text(path / "max_energy_range_uj")
-    try:
-        rng = int(rng_text) if rng_text is not None else 0
-    except ValueError:
-        rng = 0
-    if rng <= 0:
-        out.skipped.append(
-            f"{zone_id} ({name}): max_energy_range_uj unreadable ({rng_text!r}); without it "
-            "wraparound cannot be handled, so the zone is not used"
-        )
-        return None
-    return RaplZone(domain, name, socket, path, rng)
-
-
 class RaplMeter:
     """Reads package and DRAM energy counters; each read returns cumulative, unwrapped µJ."""
 
     name = "rapl"
+    units = RAPL_UNITS
 
     def __init__(
         self,
@@ -307,41 +180,21 @@ class RaplMeter:
             "max_safe_interval_s": None if safe is None or math.isinf(safe) else safe,
         }
 
-    def summarize(self, trace: Trace, t0: int, t1: int) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
+    def source(self) -> str:
+        return f"RAPL powercap {self.root}"
+
+    def unavailable(self) -> MeterSummary:
+        why = self.availability.reason or "not opened"
+        return MeterSummary.unavailable(self.units, why, self.source(), dram_energy_j=self.dram.reason)
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
         """cpu_energy_j (packages), dram_energy_j and cpu_power_w over [t0, t1], and flags."""
         window_s = (t1 - t0) / 1e9
         flags: list[dict[str, Any]] = []
-        metrics: dict[str, Metric] = {}
-        for domain, metric_name, avail in (
-            ("cpu", "cpu_energy_j", self.availability),
-            ("dram", "dram_energy_j", self.dram),
-        ):
-            zones = [z for z in self.zones if z.domain == domain]
-            src = f"RAPL powercap {self.root}"
-            if not avail.available or not zones:
-                metrics[metric_name] = Metric.unavailable(metric_name, "J", avail.reason or f"no {domain} zone", src)
-                continue
-            per: dict[str, float | None] = {}
-            reason: str | None = None
-            for z in zones:
-                d = counter_delta(trace, z.field, t0, t1)
-                per[z.socket] = None if d.value is None else d.value / 1e6
-                reason = reason or d.reason
-            if reason is not None:
-                metrics[metric_name] = Metric.unavailable(metric_name, "J", reason, src, per_socket=per)
-                continue
-            total = sum(v for v in per.values() if v is not None)
-            metrics[metric_name] = Metric(
-                metric_name,
-                total,
-                "J",
-                src,
-                extra={
-                    "scope": "host (whole socket, not only the benchmark)",
-                    "per_socket": per,
-                    "zones": [str(z.path) for z in zones],
-                },
-            )
+        metrics = {
+            "cpu_energy_j": self._energy(trace, "cpu", self.availability, t0, t1, flags),
+            "dram_energy_j": self._energy(trace, "dram", self.dram, t0, t1, flags),
+        }
         cpu = metrics["cpu_energy_j"]
         if cpu.value is not None and window_s > 0:
             metrics["cpu_power_w"] = Metric(
@@ -353,22 +206,78 @@ class RaplMeter:
             )
         else:
             metrics["cpu_power_w"] = Metric.unavailable("cpu_power_w", "W", cpu.reason or "empty window", cpu.source)
+        interval = sampling_interval_s(trace, t0, t1)
+        for name in ("cpu_energy_j", "dram_energy_j"):
+            short = short_window_flag(self.name, name, window_s, interval)
+            if short is not None and metrics[name].available:
+                flags.append(short)
+        missed = self._missed_wrap_flag(trace, t0, t1)
+        return MeterSummary(metrics, flags + ([missed] if missed else []))
+
+    def _energy(
+        self, trace: Trace, domain: str, avail: Availability, t0: int, t1: int, flags: list[dict[str, Any]]
+    ) -> Metric:
+        """One domain's energy summed over its zones; any zone unmeasurable makes it unavailable."""
+        metric_name = f"{domain}_energy_j"
+        zones = [z for z in self.zones if z.domain == domain]
+        if not avail.available or not zones:
+            return Metric.unavailable(metric_name, "J", avail.reason or f"no {domain} zone", self.source())
+        per: dict[str, float | None] = {}
+        reason: str | None = None
+        for z in zones:
+            d = counter_delta(trace, z.field, t0, t1, max_rate=self.pessimistic_power_w * 1e6, slack_s=UPDATE_SLACK_S)
+            per[z.socket] = None if d.value is None else d.value / 1e6
+            if d.faults:
+                code, why = self._explain(z, d.faults[0])
+                more = f" ({len(d.faults) - 1} more such steps)" if len(d.faults) > 1 else ""
+                why = f"RAPL {domain} {z.socket}: {why}{more}"
+                flags.append(flag(code, f"{why}; {metric_name} is not reported", meter=self.name, zone=str(z.path)))
+                reason = reason or why
+            reason = reason or d.reason
+        if reason is not None:
+            return Metric.unavailable(metric_name, "J", reason, self.source(), per_socket=per)
+        return Metric(
+            metric_name,
+            sum(v for v in per.values() if v is not None),
+            "J",
+            self.source(),
+            extra={
+                "scope": "host (whole socket, not only the benchmark)",
+                "per_socket": per,
+                "zones": [str(z.path) for z in zones],
+            },
+        )
+
+    def _explain(self, zone: RaplZone, fault: CounterFault) -> tuple[str, str]:
+        """(flag code, clause) for a step of the unwrapped counter that no zone can draw."""
+        rng = zone.max_energy_range_uj
+        if fault.kind == "jump" and fault.step > rng / 2:
+            # read() took the raw counter going backwards for a wrap; a real wrap adds what the
+            # zone drew since the last read, not most of the counter's range.
+            back = (rng - fault.step) / 1e6
+            return "rapl_counter_reset", (
+                f"energy_uj went backwards by {back:.6g} J within {seconds(fault.dt_s)}; as a "
+                f"wraparound of its {rng / 1e6:.6g} J range that would be {fault.step / 1e6:.6g} J, more than "
+                f"{self.pessimistic_power_w:.0f} W can draw: the counter was reset"
+            )
+        if fault.kind == "backwards":
+            return "rapl_counter_reset", fault.describe(1e-6, "J")
+        return "rapl_counter_jump", f"{fault.describe(1e-6, 'J')} at {self.pessimistic_power_w:.0f} W"
+
+    def _missed_wrap_flag(self, trace: Trace, t0: int, t1: int) -> dict[str, Any] | None:
         safe = self.max_safe_interval_s
-        if self.zones and safe is not None:
-            gap_s = max_gap_ns(trace, t0, t1) / 1e9
-            if gap_s > safe:
-                flags.append(
-                    flag(
-                        "rapl_possible_missed_wrap",
-                        f"RAPL was not read for {gap_s:.1f} s, longer than the {safe:.1f} s in "
-                        "which a counter can wrap at "
-                        f"{self.pessimistic_power_w:.0f} W; energy may be short by a full "
-                        "counter range",
-                        gap_s=gap_s,
-                        max_safe_interval_s=safe,
-                    )
-                )
-        return metrics, flags
+        if not self.zones or safe is None:
+            return None
+        gap_s = max_gap_ns(trace, t0, t1) / 1e9
+        if gap_s <= safe:
+            return None
+        return flag(
+            "rapl_possible_missed_wrap",
+            f"RAPL was not read for {seconds(gap_s)}, longer than {seconds(safe)} (half the time a counter "
+            f"takes to wrap at {self.pessimistic_power_w:.0f} W); energy may be short by a full counter range",
+            gap_s=gap_s,
+            max_safe_interval_s=safe,
+        )
 
 
 def _describe(exc: BaseException) -> str:

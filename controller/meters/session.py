@@ -20,32 +20,56 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from controller.meters.base import Availability, Metric, Sampler, Trace, flag, max_gap_ns
+from controller.meters.base import Absent, Availability, Metric, SummarizingMeter, Trace, flag
+from controller.meters.baseline import BaselineStatus, IdleBaseline
 from controller.meters.cgroup import DEFAULT_CGROUP_ROOT, CgroupMeter
-from controller.meters.idle import DOMAINS, BaselineStatus, IdleBaseline, net_energy
+from controller.meters.measurements import refuse_negative_energy, sampling_flags, subtract_idle, total_energy
 from controller.meters.nvml import NvmlMeter
+from controller.meters.powercap import DEFAULT_POWERCAP_ROOT
 from controller.meters.process import ProcessMeter
-from controller.meters.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
-from controller.meters.system import Check, check_system, host_fingerprint
-from controller.meters.wall import WallMeter
+from controller.meters.rapl import RaplMeter
+from controller.meters.sampler import Sampler
+from controller.meters.wall import WALL_UNITS, WallMeter
+from controller.meters.workload import WORKLOAD_UNITS
+
+if TYPE_CHECKING:
+    from typing import Unpack  # 3.11; annotations only, so 3.10 still imports this module
 
 SCHEMA = "joulebench.measurements/1"
-#: Below this share of the requested sample rate a window is flagged.
-MIN_SAMPLE_RATE_RATIO = 0.95
 
-__all__ = ["SCHEMA", "Check", "MeterSession", "check_system", "host_fingerprint"]
+__all__ = ["SCHEMA", "MeterOptions", "MeterSession"]
+
+
+class MeterOptions(TypedDict, total=False):
+    """Where a session's meters read from, and how often; every key may be left out.
+
+    ``powercap_root`` (default ``/sys/class/powercap``), ``cgroup_root`` (``/sys/fs/cgroup``);
+    ``nvml``: a pynvml-like module (None: import ``pynvml`` if installed); ``gpu_uuids``: the
+    run's GPUs (None: every visible GPU; ``[]``: none); ``wall_*``: a wall-socket meter, only
+    with ``wall_url`` (protocol ``netio``, read every ``wall_interval_s``, default 1 s);
+    ``workload_interval_s``: how often the run's cgroup or process tree is read (default 50 ms).
+    """
+
+    powercap_root: str | os.PathLike[str]
+    cgroup_root: str | os.PathLike[str]
+    nvml: Any
+    gpu_uuids: Sequence[str] | None
+    wall_url: str | None
+    wall_output: int | None
+    wall_protocol: str
+    wall_interval_s: float
+    wall_auth: tuple[str, str] | None
+    workload_interval_s: float
 
 
 class MeterSession:
     """Host-side meters for one run, sampled in the background from start() to stop().
 
-    ``nvml``: a pynvml-like module (None: import ``pynvml`` if installed).
-    ``gpu_uuids``: the run's GPUs (None: every visible GPU; ``[]``: none).
-    ``baseline``: from :func:`controller.meters.idle.load_baseline`; only an ``ok`` one is
+    ``options``: see :class:`MeterOptions` (idle measurement takes the same).
+    ``baseline``: from :func:`controller.meters.baseline.load_baseline`; only an ``ok`` one is
     subtracted. An :class:`IdleBaseline` passed directly is taken as checked by the caller.
-    ``workload_interval_s``: how often the run's cgroup or process tree is read (default 50 ms).
     ``keep_trace``: allow :meth:`write_trace`. Traces are kept in memory for :meth:`summarize`
     either way (8 bytes per value: about 30 MB per hour at 10 ms with a GPU).
     """
@@ -54,40 +78,34 @@ class MeterSession:
         self,
         interval_s: float = 0.01,
         *,
-        powercap_root: str | os.PathLike[str] = DEFAULT_POWERCAP_ROOT,
-        nvml: Any | None = None,
-        gpu_uuids: Sequence[str] | None = None,
-        wall_url: str | None = None,
-        wall_output: int | None = None,
-        wall_protocol: str = "netio",
-        wall_interval_s: float = 1.0,
-        wall_auth: tuple[str, str] | None = None,
-        cgroup_root: str | os.PathLike[str] = DEFAULT_CGROUP_ROOT,
         baseline: BaselineStatus | IdleBaseline | None = None,
         keep_trace: bool = False,
-        workload_interval_s: float = 0.05,
+        **options: Unpack[MeterOptions],
     ) -> None:
         self.interval_s = interval_s
         # CPU time and RAM of the run: the kernel accounts CPU time in scheduler ticks (4-10 ms)
         # and RAM changes slowly, so 50 ms loses nothing and keeps the sampler's cost down.
-        self.workload_interval_s = max(interval_s, workload_interval_s)
+        self.workload_interval_s = max(interval_s, options.get("workload_interval_s", 0.05))
         self.keep_trace = keep_trace
-        self.cgroup_root = Path(cgroup_root)
+        self.cgroup_root = Path(options.get("cgroup_root", DEFAULT_CGROUP_ROOT))
         if isinstance(baseline, IdleBaseline):
             baseline = BaselineStatus("ok", "given directly to the session", None, baseline)
         self.baseline = baseline
+        gpu_uuids = options.get("gpu_uuids")
         self.gpu_uuids = None if gpu_uuids is None else list(gpu_uuids)
-        self.rapl = RaplMeter(powercap_root)
-        self.nvml = NvmlMeter(nvml=nvml, gpu_uuids=gpu_uuids)
+        self.rapl = RaplMeter(options.get("powercap_root", DEFAULT_POWERCAP_ROOT))
+        self.nvml = NvmlMeter(nvml=options.get("nvml"), gpu_uuids=gpu_uuids)
         self.wall: WallMeter | None = None
+        wall_url = options.get("wall_url")
         if wall_url:
+            wall_interval_s = options.get("wall_interval_s", 1.0)
             self.wall = WallMeter(
                 wall_url,
-                output_id=wall_output,
-                protocol=wall_protocol,
+                output_id=options.get("wall_output"),
+                protocol=options.get("wall_protocol", "netio"),
                 interval_s=wall_interval_s,
                 timeout_s=min(2.0, max(0.2, wall_interval_s)),
-                auth=wall_auth,
+                auth=options.get("wall_auth"),
             )
         self.workload: CgroupMeter | ProcessMeter | None = None
         self._workload_avail: Availability = Availability.no(
@@ -167,6 +185,15 @@ class MeterSession:
 
     # -- results ------------------------------------------------------------------------
 
+    def meters(self) -> list[SummarizingMeter]:
+        """Every meter a record reports, in order; one not configured or not attached is
+        :class:`Absent`, so that its figures are still listed with why they are missing."""
+        wall = self.wall or Absent("wall", WALL_UNITS, "no wall meter configured (wall_url)", "wall")
+        workload = self.workload or Absent(
+            "workload", WORKLOAD_UNITS, self._workload_avail.reason or "no workload meter", "cgroup/process"
+        )
+        return [self.rapl, self.nvml, wall, workload]
+
     def summarize(self, t0_ns: int, t1_ns: int) -> dict[str, Any]:
         """Cut every trace to [t0_ns, t1_ns] (``time.monotonic_ns()``) and return measurements.
 
@@ -190,74 +217,25 @@ class MeterSession:
         window_s = (t1_ns - t0_ns) / 1e9
         metrics: dict[str, Metric] = {}
         flags: list[dict[str, Any]] = []
-
-        # RAPL
-        if "rapl" in self.traces:
-            m, f = self.rapl.summarize(self.traces["rapl"], t0_ns, t1_ns)
-            metrics.update(m)
-            flags.extend(f)
-        else:
-            why = self.rapl.availability.reason or "RAPL not started"
-            src = f"RAPL powercap {self.rapl.root}"
-            metrics["cpu_energy_j"] = Metric.unavailable("cpu_energy_j", "J", why, src)
-            metrics["cpu_power_w"] = Metric.unavailable("cpu_power_w", "W", why, src)
-            metrics["dram_energy_j"] = Metric.unavailable("dram_energy_j", "J", self.rapl.dram.reason or why, src)
-
-        # NVML
-        if "nvml" in self.traces:
-            m, f = self.nvml.summarize(self.traces["nvml"], t0_ns, t1_ns)
-            metrics.update(m)
-            flags.extend(f)
-        else:
-            why = self.nvml.availability.reason or "NVML not started"
-            for name, unit in (
-                ("gpu_energy_j", "J"),
-                ("gpu_power_w", "W"),
-                ("gpu_util_percent", "%"),
-                ("gpu_mem_util_percent", "%"),
-                ("gpu_mem_used_bytes", "B"),
-                ("gpu_mem_used_percent", "%"),
-                ("gpu_sm_clock_mhz", "MHz"),
-                ("gpu_temp_c", "C"),
-            ):
-                metrics[name] = Metric.unavailable(name, unit, why, "nvml")
-
-        # Wall socket
-        if self.wall is not None and "wall" in self.traces:
-            metrics.update(self.wall.summarize(self.traces["wall"], t0_ns, t1_ns))
-        else:
-            why = (
-                self.wall.availability.reason or "wall meter not started"
-                if self.wall is not None
-                else "no wall meter configured (wall_url)"
-            )
-            metrics["wall_energy_j"] = Metric.unavailable("wall_energy_j", "J", why, "wall")
-            metrics["wall_power_w"] = Metric.unavailable("wall_power_w", "W", why, "wall")
-
-        # Container / process
-        wl = self.workload
-        if wl is not None and wl.name in self.traces:
-            metrics.update(wl.summarize(self.traces[wl.name], t0_ns, t1_ns))
-        else:
-            why = self._workload_avail.reason or "no workload meter"
-            for name, unit in (
-                ("cpu_time_s", "s"),
-                ("cpu_percent", "%"),
-                ("ram_peak_bytes", "B"),
-                ("ram_mean_bytes", "B"),
-            ):
-                metrics[name] = Metric.unavailable(name, unit, why, "cgroup/process")
-
-        # Gross / idle / net, then the total.
+        meters: dict[str, Any] = {}
+        for meter in self.meters():
+            trace = self.traces.get(meter.name)
+            part = meter.unavailable() if trace is None else meter.summarize(trace, t0_ns, t1_ns)
+            metrics.update(part.metrics)
+            flags.extend(part.flags)
+            meters[meter.name] = meter.describe()
+            if trace is not None:
+                meters[meter.name]["samples_in_window"] = sum(1 for t in trace.t_ns if t0_ns <= t <= t1_ns)
+        flags.extend(refuse_negative_energy(metrics))
         gpu_uuids = [g.uuid for g in self.nvml.gpus] if self.nvml.gpus else self.gpu_uuids
-        for domain, name in (*DOMAINS.items(), ("wall", "wall_energy_j")):
-            met = metrics[name]
-            gross = met.value if met.available else None
-            met.extra.update(net_energy(gross, domain, window_s, self.baseline, gpu_uuids=gpu_uuids))
-        metrics["total_energy_j"] = self._total(metrics, window_s)
+        flags.extend(subtract_idle(metrics, window_s, self.baseline, gpu_uuids))
+        metrics["total_energy_j"] = total_energy(metrics)
 
         sampler_stats = self.sampler.stats()
-        flags.extend(self._sampling_flags(t0_ns, t1_ns, window_s))
+        intervals = {name: self.interval_s for name in ("rapl", "nvml")}
+        if self.workload is not None:
+            intervals[self.workload.name] = self.workload_interval_s
+        flags.extend(sampling_flags(self.traces, intervals, t0_ns, t1_ns))
         if self.baseline is not None and not self.baseline.usable:
             flags.append(
                 flag(
@@ -265,23 +243,7 @@ class MeterSession:
                     f"idle baseline {self.baseline.status}: {self.baseline.reason}",
                 )
             )
-
-        meters: dict[str, Any] = {
-            "rapl": self.rapl.describe(),
-            "nvml": self.nvml.describe(),
-            "wall": self.wall.describe()
-            if self.wall is not None
-            else Availability.no("no wall meter configured").to_dict(),
-        }
-        if wl is not None:
-            meters[wl.name] = wl.describe()
-        else:
-            meters["workload"] = self._workload_avail.to_dict()
-        for name, trace in self.traces.items():
-            n = sum(1 for t in trace.t_ns if t0_ns <= t <= t1_ns)
-            meters[name]["samples_in_window"] = n
-        errs = sampler_stats.get("meter_errors", {})
-        for name, e in errs.items():
+        for name, e in sampler_stats.get("meter_errors", {}).items():
             if name in meters:
                 meters[name]["read_errors"] = e
 
@@ -300,73 +262,6 @@ class MeterSession:
             "sampler": sampler_stats,
             "flags": flags,
         }
-
-    def _total(self, metrics: dict[str, Metric], window_s: float) -> Metric:
-        covers = [d for d, name in DOMAINS.items() if metrics[name].available and metrics[name].value is not None]
-        not_covered = {d: metrics[name].reason for d, name in DOMAINS.items() if d not in covers}
-        if not covers:
-            return Metric.unavailable(
-                "total_energy_j",
-                "J",
-                "no energy domain could be measured: " + "; ".join(f"{d}: {r}" for d, r in not_covered.items()),
-                None,
-                covers=[],
-                not_covered=not_covered,
-            )
-        gross = sum(float(metrics[DOMAINS[d]].value or 0.0) for d in covers)
-        nets = [metrics[DOMAINS[d]].extra.get("net_j") for d in covers]
-        idles = [metrics[DOMAINS[d]].extra.get("idle_j") for d in covers]
-        net_ok = all(n is not None for n in nets)
-        reasons = [
-            f"{d}: {metrics[DOMAINS[d]].extra.get('net_reason')}"
-            for d in covers
-            if metrics[DOMAINS[d]].extra.get("net_j") is None
-        ]
-        return Metric(
-            "total_energy_j",
-            gross,
-            "J",
-            " + ".join(str(metrics[DOMAINS[d]].source) for d in covers),
-            extra={
-                "covers": covers,
-                "not_covered": not_covered,
-                "gross_j": gross,
-                "idle_j": sum(i for i in idles if i is not None) if net_ok else None,
-                "net_j": sum(n for n in nets if n is not None) if net_ok else None,
-                "net_reason": None if net_ok else "; ".join(reasons),
-                "note": "wall-socket energy is reported apart (it already includes all of these)",
-            },
-        )
-
-    def _sampling_flags(self, t0: int, t1: int, window_s: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for name, trace in self.traces.items():
-            if name == "wall":
-                continue
-            n = sum(1 for t in trace.t_ns if t0 <= t <= t1)
-            interval = self.workload_interval_s if name in ("process", "cgroup") else self.interval_s
-            expected = window_s / interval
-            if expected >= 10 and n < MIN_SAMPLE_RATE_RATIO * math.floor(expected):
-                out.append(
-                    flag(
-                        "sample_rate_low",
-                        f"{name}: {n} samples in the window, {expected:.0f} requested "
-                        f"({n / expected:.0%}); the host was too busy for the sampler",
-                        meter=name,
-                        ratio=n / expected,
-                    )
-                )
-            gap = max_gap_ns(trace, t0, t1) / 1e9
-            if gap > max(5 * interval, 0.05) and n:
-                out.append(
-                    flag(
-                        "sample_gap",
-                        f"{name}: {gap * 1e3:.0f} ms without a sample inside the window",
-                        meter=name,
-                        gap_s=gap,
-                    )
-                )
-        return out
 
     def write_trace(self, path: str | os.PathLike[str]) -> Path:
         """Write every trace as one long Parquet table (meter, t_ns, field, value).

@@ -18,7 +18,8 @@ from typing import Any
 
 from controller.meters.cgroup import DEFAULT_CGROUP_ROOT, cgroup_version
 from controller.meters.nvml import POWER_SOURCE_INSTANT, NvmlMeter
-from controller.meters.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter, discover
+from controller.meters.powercap import DEFAULT_POWERCAP_ROOT, discover
+from controller.meters.rapl import RaplMeter
 
 DEFAULT_CPU_ROOT = "/sys/devices/system/cpu"
 

@@ -24,15 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.meters.base import (
-    NAN,
-    Availability,
-    Metric,
-    Trace,
+from controller.meters.base import NAN, Availability, MeterSummary, Metric, Trace
+from controller.meters.window import (
     counter_delta,
     integrate,
+    sampling_interval_s,
+    short_window_flag,
     window_values,
 )
+
+#: What the wall meter reports: metric name -> unit.
+WALL_UNITS = {"wall_energy_j": "J", "wall_power_w": "W"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class WallMeter:
     """Polls a wall-socket meter over HTTP (bounded timeouts; urllib only)."""
 
     name = "wall"
+    units = WALL_UNITS
 
     def __init__(
         self,
@@ -185,10 +188,15 @@ class WallMeter:
             "interval_s": self.interval_s,
         }
 
-    def summarize(self, trace: Trace, t0: int, t1: int) -> dict[str, Metric]:
-        src = f"{self.protocol.name} {self.request_url}" + (
-            f" output {self.output_id}" if self.output_id is not None else " total"
-        )
+    def source(self) -> str:
+        where = f" output {self.output_id}" if self.output_id is not None else " total"
+        return f"{self.protocol.name} {self.request_url}{where}"
+
+    def unavailable(self) -> MeterSummary:
+        return MeterSummary.unavailable(self.units, self.availability.reason or "not opened", "wall")
+
+    def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
+        src = self.source()
         out: dict[str, Metric] = {}
         integ = integrate(trace, "power_w", t0, t1)
         extra: dict[str, Any] = {
@@ -199,19 +207,23 @@ class WallMeter:
             c = counter_delta(trace, "energy_counter_j", t0, t1)
             extra["device_counter_j"] = c.value
             extra["device_counter_resolution_j"] = 3600.0
+            if c.faults:
+                extra["device_counter_reason"] = c.reason
         if integ.value is None:
             out["wall_energy_j"] = Metric.unavailable("wall_energy_j", "J", integ.reason or "no samples", src, **extra)
         else:
             out["wall_energy_j"] = Metric("wall_energy_j", integ.value, "J", src, extra=extra)
         vals = window_values(trace, "power_w", t0, t1)
+        window_s = (t1 - t0) / 1e9
         if integ.value is not None and t1 > t0:
             out["wall_power_w"] = Metric(
                 "wall_power_w",
-                integ.value / ((t1 - t0) / 1e9),
+                integ.value / window_s,
                 "W",
                 src,
                 extra={"stat": "mean over the window", "samples_in_window": len(vals)},
             )
         else:
             out["wall_power_w"] = Metric.unavailable("wall_power_w", "W", integ.reason or "empty window", src)
-        return out
+        short = short_window_flag(self.name, "wall_energy_j", window_s, sampling_interval_s(trace, t0, t1))
+        return MeterSummary(out, [short] if short and integ.value is not None else [])

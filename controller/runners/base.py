@@ -1,12 +1,22 @@
-"""What every runner takes and returns."""
+"""What every runner is: the :class:`Runner` and :class:`Started` protocols, and what they take and return.
+
+A runner starts the harness somewhere (a container, a subprocess) and hands back a
+:class:`Started` handle: wait for it, kill it, read its logs, find its published port, clean up.
+Nothing outside ``controller/runners/`` touches the Docker SDK's containers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 LOG_TAIL_LINES = 40
+DEFAULT_PIDS_LIMIT = 4096  # processes and threads of one container: frameworks start many threads
+DEFAULT_TMP_SIZE = "1g"  # the container's /tmp (tmpfs, in RAM)
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,10 @@ class Invocation:
     ports: dict[int, str] = field(default_factory=dict)
     gpu: bool = False
     memory: str | None = None
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    tmp_size: str = DEFAULT_TMP_SIZE
     labels: dict[str, str] = field(default_factory=dict)
     on_line: Callable[[str], None] | None = None  # each stdout line, live
-    on_start: Callable[[dict[str, Any]], None] | None = None  # {"pid": ..} or {"container": ..}
-    # Called once the harness has exited, before its container is removed (cgroup still there).
-    on_exit: Callable[[], None] | None = None
 
 
 @dataclass
@@ -45,11 +54,75 @@ class Execution:
     stderr: str
     timed_out: bool = False
     oom_killed: bool = False
+    # Killed by a signal the controller did not send (docker kill, kill -9, the OOM killer where
+    # the runner cannot tell it apart): the signal's number.
+    killed_from_outside: int | None = None
     runner: dict[str, Any] = field(default_factory=dict)
     start_error: str | None = None  # the harness never started (the engine refused the container)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return self.stderr.splitlines()[-lines:]
+
+
+class Started(Protocol):
+    """A harness that a runner started."""
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """What the meters attach to: ``{"container": id}`` or ``{"pid": pid}``."""
+        ...
+
+    def alive(self) -> bool: ...
+
+    def wait(self) -> Execution:
+        """Block until it exits, or kill it at the invocation's timeout; what it said and how it ended."""
+        ...
+
+    def kill(self) -> None: ...
+
+    def logs(self) -> list[str]:
+        """The last lines of its stderr so far."""
+        ...
+
+    def published_port(self, container_port: int) -> int | None:
+        """The host port a published container port landed on (None: not published, or not yet)."""
+        ...
+
+    def cleanup(self) -> None:
+        """Remove what the start left behind (the container); safe to call twice."""
+        ...
+
+
+class Runner(Protocol):
+    kind: str
+
+    def path_for(self, mount: Mount) -> str:
+        """Where the harness sees a mount."""
+        ...
+
+    def environment_id(self, image: str) -> str:
+        """What identifies the environment an image's harness runs in (for the artifact cache)."""
+        ...
+
+    def describe(self, image: str) -> dict[str, Any]:
+        """The runner and image, for the record."""
+        ...
+
+    def server_address(self) -> tuple[str, bool]:
+        """(address a server binds to, whether its port is published by the runner)."""
+        ...
+
+    def start(self, inv: Invocation) -> Started: ...
+
+
+def execute(runner: Runner, inv: Invocation) -> Execution:
+    """Start, wait, always clean up: one harness invocation that runs to its end."""
+    started = runner.start(inv)
+    try:
+        return started.wait()
+    finally:
+        with signals_deferred():
+            started.cleanup()
 
 
 class LineSplitter:
@@ -71,3 +144,27 @@ class LineSplitter:
 
     def text(self) -> str:
         return b"".join(self.parts).decode("utf-8", "replace")
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
+        return self.text().splitlines()[-lines:]
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Cleanup that a second Ctrl-C (or SIGTERM, SIGHUP) cannot cut short: the signal is held
+    until the block ends, then acted on. Outside the main thread signals cannot arrive here anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt

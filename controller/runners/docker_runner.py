@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import socket
 import threading
 import time
@@ -10,12 +12,13 @@ from typing import Any
 
 from controller.errors import UserError
 from controller.images import get_manifest, image_provenance, source_hash
-from controller.runners.base import Execution, Invocation, LineSplitter, Mount
+from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
 LABEL = "joulebench"
 OWNER_LABEL = "joulebench.owner"
 CONTAINER_USER = "10001:10001"
 WAIT_SLICE_S = 1.0
+SIGKILL_EXIT = 128 + signal.SIGKILL
 
 
 def connect() -> Any:
@@ -40,16 +43,36 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _remove(container: Any) -> bool:
+    """Remove a container; one that is already gone or already being removed counts as removed."""
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        # 409: another controller (or the engine) is removing it right now.
+        if exc.status_code != 409:
+            raise
+    return True
+
+
 def reap_orphans(client: Any) -> list[str]:
     """Remove joulebench containers whose controller process on this host is gone."""
+    import docker.errors
+
     removed = []
     host = socket.gethostname()
     for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = container.labels.get(OWNER_LABEL, "")
+        try:
+            owner = container.labels.get(OWNER_LABEL, "")
+        except docker.errors.NotFound:
+            continue
         owner_host, _, pid = owner.rpartition(":")
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        container.remove(force=True)
+        _remove(container)
         removed.append(container.name)
     return removed
 
@@ -91,6 +114,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def container_kwargs(inv: Invocation) -> dict[str, Any]:
+    """The hardened container: unprivileged, read-only root, no capabilities, bounded /tmp and pids."""
+    kwargs: dict[str, Any] = {
+        "command": inv.argv,
+        "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
+        "environment": inv.env,
+        "volumes": {m.host: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in inv.mounts},
+        "network_mode": _network_mode(inv.network),
+        "user": CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"exec,size={inv.tmp_size}"},
+        "pids_limit": inv.pids_limit,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "detach": True,
+    }
+    if inv.ports:
+        kwargs["ports"] = {f"{port}/tcp": (address, None) for port, address in inv.ports.items()}
+    if inv.memory:
+        kwargs["mem_limit"] = inv.memory
+        kwargs["memswap_limit"] = inv.memory  # no swap: over the limit means killed
+    if inv.gpu:
+        import docker.types
+
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return kwargs
+
+
 class DockerRunner:
     kind = "docker"
 
@@ -113,9 +164,12 @@ class DockerRunner:
                 f"{name}` or run with --runner local"
             ) from None
 
-    def has_bridge(self) -> bool:
-        """Whether the engine has a bridge network (containers can publish ports on it)."""
-        return bool(self.client.networks.list(names=["bridge"]))
+    def server_address(self) -> tuple[str, bool]:
+        # With a bridge network the container's port is published on the host's loopback; an
+        # engine without one (--bridge=none) runs the server on the host's network, on loopback.
+        if self.client.networks.list(names=["bridge"]):
+            return "0.0.0.0", True
+        return "127.0.0.1", False
 
     def environment_id(self, image: str) -> str:
         return f"docker:{self.image(image).id}"
@@ -137,93 +191,150 @@ class DockerRunner:
             **image_provenance(img.attrs, manifest),  # base digest, lock_sha256, harness_source_hash
         }
 
-    def execute(self, inv: Invocation) -> Execution:
-        import docker.types
-
+    def start(self, inv: Invocation) -> StartedContainer:
         described = self.describe(inv.image)
+        described |= {"memory_limit": inv.memory, "pids_limit": inv.pids_limit, "tmp_size": inv.tmp_size}
         if os.getuid() == 0:  # the container runs as CONTAINER_USER, not as the files' owner
             hidden = [p for m in inv.mounts if m.read_only for p in _unreadable_by_others(m.host)]
             if hidden:
-                return Execution(
-                    None,
-                    "",
-                    "",
-                    runner=described,
-                    start_error=(
-                        f"the container's unprivileged user ({CONTAINER_USER}) cannot read "
-                        f"{', '.join(hidden[:5])}{' ...' if len(hidden) > 5 else ''}: make them "
-                        "readable (chmod -R a+rX PATH) or run the controller as their owner"
-                    ),
+                return StartedContainer.refused(
+                    self.client,
+                    inv,
+                    described,
+                    f"the container's unprivileged user ({CONTAINER_USER}) cannot read "
+                    f"{', '.join(hidden[:5])}{' ...' if len(hidden) > 5 else ''}: make them "
+                    "readable (chmod -R a+rX PATH) or run the controller as their owner",
                 )
-        kwargs: dict[str, Any] = {
-            "command": inv.argv,
-            "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
-            "environment": inv.env,
-            "volumes": {m.host: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in inv.mounts},
-            "network_mode": _network_mode(inv.network),
-            "user": CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
-            "read_only": True,
-            "tmpfs": {"/tmp": "exec"},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "detach": True,
-        }
-        if inv.ports:
-            kwargs["ports"] = {f"{port}/tcp": (address, None) for port, address in inv.ports.items()}
-        if inv.memory:
-            kwargs["mem_limit"] = inv.memory
-            kwargs["memswap_limit"] = inv.memory  # no swap: over the limit means killed
-        if inv.gpu:
-            kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        return StartedContainer.create(self.client, inv, described)
+
+
+class StartedContainer:
+    """One container of the harness; :meth:`cleanup` removes it whatever happened."""
+
+    def __init__(self, client: Any, inv: Invocation, described: dict[str, Any], name: str) -> None:
+        self.client = client
+        self.inv = inv
+        self.described = described
+        self.name = name
+        self.container: Any = None
+        self.start_error: str | None = None
+        self.out = LineSplitter(inv.on_line)
+        self.killed_by_us = False
+        self._follower: threading.Thread | None = None
+        self._deadline = time.monotonic() + inv.timeout_s
+
+    @classmethod
+    def refused(cls, client: Any, inv: Invocation, described: dict[str, Any], why: str) -> StartedContainer:
+        started = cls(client, inv, described, "")
+        started.start_error = why
+        return started
+
+    @classmethod
+    def create(cls, client: Any, inv: Invocation, described: dict[str, Any]) -> StartedContainer:
         import docker.errors
 
-        out = LineSplitter(inv.on_line)
-        timed_out = False
+        # A name chosen before creation: a Ctrl-C during the create call still finds the container.
+        started = cls(client, inv, described, f"joulebench-{secrets.token_hex(6)}")
         try:
-            container = self.client.containers.create(described["image_tag"], **kwargs)
+            kwargs = container_kwargs(inv)
+            started.container = client.containers.create(described["image_tag"], name=started.name, **kwargs)
+            started.container.start()
         except docker.errors.APIError as exc:
-            return Execution(None, "", "", runner=described, start_error=_explain(exc))
-        try:
-            try:
-                container.start()
-            except docker.errors.APIError as exc:
-                return Execution(None, "", "", runner=described, start_error=_explain(exc))
-            if inv.on_start:
-                inv.on_start({"container": container.id})
-            follower = threading.Thread(target=self._follow, args=(container, out), daemon=True)
-            follower.start()
-            deadline = time.monotonic() + inv.timeout_s
-            while True:
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    break
-                if time.monotonic() >= deadline:
-                    timed_out = True
-                    container.kill()
-                    break
-                time.sleep(min(WAIT_SLICE_S, max(0.05, deadline - time.monotonic())))
-            state = container.wait(timeout=60)
-            if inv.on_exit:
-                inv.on_exit()
-            follower.join(timeout=10)
-            container.reload()
-            stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-            stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            return Execution(
-                exit_code=state.get("StatusCode"),
-                stdout=stdout,
-                stderr=stderr,
-                timed_out=timed_out,
-                oom_killed=bool(container.attrs["State"].get("OOMKilled")),
-                runner=described | {"container": container.name, "memory_limit": inv.memory},
-            )
-        finally:
-            container.remove(force=True)
+            started.start_error = _explain(exc)
+            return started
+        except BaseException:
+            with signals_deferred():
+                started.cleanup()
+            raise
+        started._follower = threading.Thread(target=started._follow, daemon=True)
+        started._follower.start()
+        return started
 
-    @staticmethod
-    def _follow(container: Any, out: LineSplitter) -> None:
+    @property
+    def workload(self) -> dict[str, Any]:
+        return {"container": self.container.id} if self.container is not None else {}
+
+    def alive(self) -> bool:
+        if self.container is None:
+            return False
         try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
-                out.feed(chunk)
+            self.container.reload()
+        except Exception:  # noqa: BLE001 - gone
+            return False
+        return self.container.status not in ("exited", "dead")
+
+    def _follow(self) -> None:
+        try:
+            for chunk in self.container.logs(stream=True, follow=True, stdout=True, stderr=False):
+                self.out.feed(chunk)
         except Exception:  # noqa: BLE001 - the container went away; final logs are read after
             return
+
+    def wait(self) -> Execution:
+        if self.container is None:
+            return Execution(None, "", "", runner=self.described, start_error=self.start_error)
+        timed_out = False
+        while self.alive():
+            if time.monotonic() >= self._deadline:
+                timed_out = True
+                self.kill()
+                break
+            time.sleep(min(WAIT_SLICE_S, max(0.05, self._deadline - time.monotonic())))
+        state = self.container.wait(timeout=60)
+        if self._follower is not None:
+            self._follower.join(timeout=10)
+        self.container.reload()
+        code = state.get("StatusCode")
+        oom = bool(self.container.attrs["State"].get("OOMKilled"))
+        outside = signal.SIGKILL if code == SIGKILL_EXIT and not (oom or self.killed_by_us) else None
+        return Execution(
+            exit_code=code,
+            stdout=self.container.logs(stdout=True, stderr=False).decode("utf-8", "replace"),
+            stderr=self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace"),
+            timed_out=timed_out,
+            oom_killed=oom,
+            killed_from_outside=outside,
+            runner=self.described | {"container": self.name},
+        )
+
+    def kill(self) -> None:
+        self.killed_by_us = True
+        if self.container is None:
+            return
+        try:
+            self.container.kill()
+        except Exception:  # noqa: BLE001 - already stopped or gone
+            pass
+
+    def logs(self) -> list[str]:
+        if self.container is None:
+            return []
+        try:
+            return self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace").splitlines()[-40:]
+        except Exception:  # noqa: BLE001 - gone
+            return []
+
+    def published_port(self, container_port: int) -> int | None:
+        if self.container is None:
+            return None
+        try:
+            self.container.reload()
+        except Exception:  # noqa: BLE001 - not there yet or gone
+            return None
+        ports = (self.container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{container_port}/tcp")
+        for binding in ports or []:
+            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return None
+
+    def cleanup(self) -> None:
+        import docker.errors
+
+        if self.container is not None:
+            _remove(self.container)
+            return
+        if self.name:  # created, maybe, before an interrupt reached us
+            try:
+                _remove(self.client.containers.get(self.name))
+            except docker.errors.NotFound:
+                pass

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import IO, Any
 
 from controller.images import package_sources_hash
@@ -23,6 +24,9 @@ class LocalRunner:
     def path_for(self, mount: Mount) -> str:
         return mount.host
 
+    def server_address(self) -> tuple[str, bool]:
+        return "127.0.0.1", False
+
     def environment_id(self, image: str) -> str:
         versions = []
         for name in ENV_PACKAGES:
@@ -37,44 +41,79 @@ class LocalRunner:
     def describe(self, image: str) -> dict[str, Any]:
         return {"kind": self.kind, "image": image, "python": sys.executable}
 
-    def execute(self, inv: Invocation) -> Execution:
-        env = {**os.environ, **inv.env, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
+    def start(self, inv: Invocation) -> StartedProcess:
+        return StartedProcess(inv, self.describe(inv.image))
+
+
+class StartedProcess:
+    """The harness in its own process group, so that a kill takes its children too."""
+
+    def __init__(self, inv: Invocation, described: dict[str, Any]) -> None:
+        self.inv = inv
+        self.out, self.err = LineSplitter(inv.on_line), LineSplitter(None)
+        self.killed_by_us = False
+        self._deadline = time.monotonic() + inv.timeout_s
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness", *inv.argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # its own process group: a kill takes its children too
+            env={**os.environ, **inv.env, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
         )
-        out, err = LineSplitter(inv.on_line), LineSplitter(None)
-        readers = [_reader(proc.stdout, out), _reader(proc.stderr, err)]
-        if inv.on_start:
-            inv.on_start({"pid": proc.pid})
+        self.described = described | {"pid": self.proc.pid}
+        self._readers = [_reader(self.proc.stdout, self.out), _reader(self.proc.stderr, self.err)]
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        return {"pid": self.proc.pid}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self) -> Execution:
         timed_out = False
         try:
-            proc.wait(timeout=inv.timeout_s)
+            self.proc.wait(timeout=max(0.0, self._deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_group(proc)
+            self.kill()
         except BaseException:
-            _kill_group(proc)
+            self.kill()
             raise
         finally:
-            for thread in readers:
+            for thread in self._readers:
                 thread.join(timeout=5)
-        if inv.on_exit:
-            inv.on_exit()
-        code = proc.returncode
+        code = self.proc.returncode
+        # Without a cgroup the kernel's OOM killer and a user's kill -9 look the same: a SIGKILL
+        # the controller did not send. The failure reason says both.
+        outside = -code if code is not None and code < 0 and not self.killed_by_us else None
         return Execution(
             exit_code=code,
-            stdout=out.text(),
-            stderr=err.text(),
+            stdout=self.out.text(),
+            stderr=self.err.text(),
             timed_out=timed_out,
-            # Without a cgroup the kernel's OOM killer shows only as SIGKILL we did not send.
-            oom_killed=(code == -signal.SIGKILL and not timed_out),
-            runner=self.describe(inv.image) | {"pid": proc.pid},
+            killed_from_outside=outside,
+            runner=self.described,
         )
+
+    def kill(self) -> None:
+        self.killed_by_us = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def logs(self) -> list[str]:
+        return self.err.tail()
+
+    def published_port(self, container_port: int) -> int | None:
+        return None
+
+    def cleanup(self) -> None:
+        if self.alive():
+            self.kill()
 
 
 def _reader(stream: IO[bytes] | None, sink: LineSplitter) -> threading.Thread:
@@ -86,11 +125,3 @@ def _reader(stream: IO[bytes] | None, sink: LineSplitter) -> threading.Thread:
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     return thread
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from harness.options import OptionError, flag
 from harness.protocol import RunSpec
 
 
@@ -23,21 +24,12 @@ class EngineError(RuntimeError):
     """A run that cannot go on for a reason worth telling the user (not a harness bug)."""
 
 
-FLAG_TRUE = ("1", "true", "yes", "on")
-FLAG_FALSE = ("0", "false", "no", "off")
-
-
 def option_flag(options: dict[str, Any], key: str, default: bool) -> bool:
     """A yes/no engine option (``--option key=VALUE``); anything else is refused, not guessed."""
-    value = options.get(key)
-    if value is None:
-        return default
-    text = str(value).strip().lower()
-    if text in FLAG_TRUE:
-        return True
-    if text in FLAG_FALSE:
-        return False
-    raise EngineError(f"option {key}={value!r} is not a yes/no value (one of {', '.join(FLAG_TRUE + FLAG_FALSE)})")
+    try:
+        return flag(options, key, default)
+    except OptionError as exc:
+        raise EngineError(str(exc)) from None
 
 
 class Engine:

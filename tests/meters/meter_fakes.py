@@ -1,7 +1,10 @@
-"""Fakes of the lowest hardware boundary only: a powercap sysfs tree and the NVML module."""
+"""Fakes of the lowest hardware boundary only: a powercap sysfs tree and the NVML module, and a
+known power profile to drive their counters with."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,12 +13,46 @@ from typing import Any
 MAX_RANGE_UJ = 262_143_328_850  # a real Skylake-SP value
 
 
+@dataclass(frozen=True)
+class PowerProfile:
+    """Known power: ``steps`` of (from_s, watts), constant until the next step, 0 W before the
+    first. Energy is its exact integral, so a meter's figure can be checked against it."""
+
+    steps: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def constant(cls, watts: float) -> PowerProfile:
+        return cls(((0.0, watts),))
+
+    @classmethod
+    def burst(cls, idle_w: float, busy_w: float, t0_s: float, t1_s: float) -> PowerProfile:
+        """``idle_w``, stepping to ``busy_w`` over [t0_s, t1_s) (a workload starting and stopping)."""
+        return cls(((0.0, idle_w), (t0_s, busy_w), (t1_s, idle_w)))
+
+    def watts(self, t_s: float) -> float:
+        i = bisect_right([s for s, _ in self.steps], t_s) - 1
+        return self.steps[i][1] if i >= 0 else 0.0
+
+    def joules(self, t_s: float, from_s: float = 0.0) -> float:
+        """Energy over [from_s, t_s]."""
+        total = 0.0
+        bounds = [*self.steps[1:], (math.inf, 0.0)]
+        for (start, w), (end, _) in zip(self.steps, bounds, strict=True):
+            lo, hi = max(start, from_s), min(end, t_s)
+            if hi > lo:
+                total += w * (hi - lo)
+        return total
+
+
 class PowercapTree:
     """Writes zones like the kernel lays them out: nested dirs plus flat symlinks."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.ranges: dict[str, int] = {}
+        self._base_uj: dict[str, float] = {}
+        self._last_uj: dict[str, float] = {}
 
     def zone(
         self,
@@ -37,10 +74,24 @@ class PowercapTree:
         (d / "energy_uj").write_text(f"{energy_uj}\n")
         if max_range_uj is not None:
             (d / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+        if isinstance(max_range_uj, int):
+            self.ranges[zone_id] = max_range_uj
+        self._base_uj[zone_id] = self._last_uj[zone_id] = float(energy_uj)
         return d
 
     def set(self, zone_id: str, energy_uj: int) -> None:
         (self.root / zone_id / "energy_uj").write_text(f"{energy_uj}\n")
+
+    def follow(self, zone_id: str, profile: PowerProfile, t_s: float) -> None:
+        """Set the counter to what the zone has counted by ``t_s`` under ``profile``, wrapped at
+        its ``max_energy_range_uj`` as the hardware does."""
+        total = self._base_uj[zone_id] + profile.joules(t_s) * 1e6
+        self._last_uj[zone_id] = total
+        self.set(zone_id, round(total) % self.ranges[zone_id])
+
+    def reset_counter(self, zone_id: str) -> None:
+        """The counter starts again from 0 after the last value written (firmware reset)."""
+        self._base_uj[zone_id] -= self._last_uj[zone_id]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +123,19 @@ class FakeGpu:
     mem_used: int = 4 * 1024**3
     sm_clock: int = 1980
     temp: int = 45
+    power_readable: bool = True  # False: both power reads fail (NVML_ERROR_NOT_SUPPORTED)
+    counter_base_mj: float = 1_000_000.0
+
+    def follow(self, profile: PowerProfile, t_s: float, counter_period_s: float = 0.0) -> None:
+        """Power now and the total-energy counter as ``profile`` makes them at ``t_s``; the counter
+        moves only every ``counter_period_s`` (NVML's counters update every few tens of ms)."""
+        self.power_mw = self.avg_power_mw = round(profile.watts(t_s) * 1e3)
+        t_q = math.floor(t_s / counter_period_s + 1e-9) * counter_period_s if counter_period_s else t_s
+        self.energy_mj = round(self.counter_base_mj + profile.joules(t_q) * 1e3)
+
+    def reset_counter(self) -> None:
+        """Driver reload or GPU reset: the counter starts again from 0 after its last value."""
+        self.counter_base_mj -= self.energy_mj
 
 
 @dataclass
@@ -126,7 +190,7 @@ class FakeNvml:
 
     def nvmlDeviceGetFieldValues(self, h: FakeGpu, ids: list[int]) -> list[Any]:  # noqa: N802
         assert ids == [self.NVML_FI_DEV_POWER_INSTANT]
-        ret = 0 if h.field_supported else 3
+        ret = 0 if h.field_supported and h.power_readable else 3
         return [
             SimpleNamespace(
                 fieldId=ids[0],
@@ -137,6 +201,8 @@ class FakeNvml:
         ]
 
     def nvmlDeviceGetPowerUsage(self, h: FakeGpu) -> int:  # noqa: N802
+        if not h.power_readable:
+            raise FakeNVMLError(3)
         return h.avg_power_mw
 
     def nvmlDeviceGetUtilizationRates(self, h: FakeGpu) -> Any:  # noqa: N802

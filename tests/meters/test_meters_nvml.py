@@ -53,7 +53,8 @@ def test_counter_and_integrated_power_agree(fake_nvml: FakeNvml) -> None:
     meter = NvmlMeter(nvml=fake_nvml)
     meter.open()
     trace = _replay(meter, fake_nvml, 201, 10, _steady(fake_nvml, 250.0, 100))  # 2 s
-    metrics, flags = meter.summarize(trace, 0, 2000 * MS)
+    s = meter.summarize(trace, 0, 2000 * MS)
+    metrics, flags = s.metrics, s.flags
     gpu = metrics["gpu_energy_j"]
     assert gpu.value == pytest.approx(2 * 250.0 * 2.0)  # two GPUs, 250 W, 2 s
     assert "total-energy counter" in (gpu.source or "")
@@ -74,7 +75,8 @@ def test_disagreement_over_5_percent_is_flagged(fake_nvml: FakeNvml) -> None:
     meter = NvmlMeter(nvml=fake_nvml)
     meter.open()
     trace = _replay(meter, fake_nvml, 201, 10, _steady(fake_nvml, 200.0, 100, counter_scale=1.1))
-    metrics, flags = meter.summarize(trace, 0, 2000 * MS)
+    s = meter.summarize(trace, 0, 2000 * MS)
+    metrics, flags = s.metrics, s.flags
     assert metrics["gpu_energy_j"].value == pytest.approx(440.0)  # the counter stays primary
     assert [f["code"] for f in flags] == ["gpu_energy_disagreement"]
     assert flags[0]["relative_difference"] == pytest.approx(40 / 440)
@@ -85,7 +87,8 @@ def test_window_shorter_than_counter_period_is_flagged_not_zero(fake_nvml: FakeN
     meter = NvmlMeter(nvml=fake_nvml)
     meter.open()
     trace = _replay(meter, fake_nvml, 201, 10, _steady(fake_nvml, 300.0, 100))
-    metrics, flags = meter.summarize(trace, 110 * MS, 140 * MS)  # 30 ms, no counter step inside
+    s = meter.summarize(trace, 110 * MS, 140 * MS)  # 30 ms, no counter step inside
+    metrics, flags = s.metrics, s.flags
     gpu = metrics["gpu_energy_j"]
     assert gpu.value == pytest.approx(300.0 * 0.03)
     assert "integrated power" in (gpu.source or "")
@@ -101,7 +104,7 @@ def test_field_api_unsupported_falls_back_to_power_usage(fake_nvml: FakeNvml) ->
     values = dict(zip(meter.fields, meter.read(), strict=True))
     assert values["gpu0.power_w"] == 190.0  # the averaged reading, not the instant one
     trace = _replay(meter, fake_nvml, 101, 10, _steady(fake_nvml, 100.0, 100))
-    metrics, _ = meter.summarize(trace, 0, 1000 * MS)
+    metrics = meter.summarize(trace, 0, 1000 * MS).metrics
     assert "1 s" in str(metrics["gpu_power_w"].extra["averaging"])
     assert "nvmlDeviceGetPowerUsage" in (metrics["gpu_power_w"].source or "")
 
@@ -112,7 +115,7 @@ def test_no_energy_counter_uses_integration(fake_nvml: FakeNvml) -> None:
     meter.open()
     assert not meter.gpus[0].energy_counter.available
     trace = _replay(meter, fake_nvml, 101, 10, _steady(fake_nvml, 150.0, 100))
-    metrics, _ = meter.summarize(trace, 0, 1000 * MS)
+    metrics = meter.summarize(trace, 0, 1000 * MS).metrics
     assert metrics["gpu_energy_j"].value == pytest.approx(150.0)
     assert "integrated power" in (metrics["gpu_energy_j"].source or "")
 

@@ -55,7 +55,8 @@ def test_two_sockets_sum_packages_and_dram_never_core_uncore_psys_or_mmio(
         },
     ]
     trace = _replay(meter, intel_two_sockets, steps)
-    metrics, flags = meter.summarize(trace, 0, 1_000_000_000)
+    s = meter.summarize(trace, 0, 1_000_000_000)
+    metrics, flags = s.metrics, s.flags
     assert metrics["cpu_energy_j"].value == pytest.approx(30.0)
     assert metrics["cpu_energy_j"].extra["per_socket"] == {
         "package-0": pytest.approx(10.0),
@@ -63,7 +64,11 @@ def test_two_sockets_sum_packages_and_dram_never_core_uncore_psys_or_mmio(
     }
     assert metrics["dram_energy_j"].value == pytest.approx(4.0)
     assert metrics["cpu_power_w"].value == pytest.approx(30.0)
-    assert flags == []
+    # Two reads 1 s apart make the window a single interval long: short, and nothing else.
+    assert [(f["code"], f["metric"]) for f in flags] == [
+        ("short_window", "cpu_energy_j"),
+        ("short_window", "dram_energy_j"),
+    ]
     meter.close()
 
 
@@ -72,7 +77,7 @@ def test_window_edges_are_interpolated(powercap: PowercapTree) -> None:
     meter = RaplMeter(powercap.root)
     meter.open()
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 100_000_000}])  # 100 J over 1 s
-    metrics, _ = meter.summarize(trace, 250_000_000, 750_000_000)
+    metrics = meter.summarize(trace, 250_000_000, 750_000_000).metrics
     assert metrics["cpu_energy_j"].value == pytest.approx(50.0)
 
 
@@ -83,7 +88,7 @@ def test_wraparound_is_unwrapped_with_max_energy_range(powercap: PowercapTree) -
     meter.open()
     # 5 J up to the top, wrap, 7 J after it; then another 3 J.
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 7_000_000}, {"intel-rapl:0": 10_000_000}])
-    metrics, _ = meter.summarize(trace, 0, 2_000_000_000)
+    metrics = meter.summarize(trace, 0, 2_000_000_000).metrics
     assert metrics["cpu_energy_j"].value == pytest.approx(15.0)
     assert meter.zones[0].wraps == 1
     # At 1 kW a 262 kJ range wraps in 262 s; the meter wants reads at least twice as often.
@@ -95,8 +100,9 @@ def test_gap_longer_than_wrap_period_is_flagged(powercap: PowercapTree) -> None:
     meter = RaplMeter(powercap.root, pessimistic_power_w=100.0)  # 10 J at 100 W: 0.1 s
     meter.open()
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 4_000_000}])  # reads 1 s apart
-    metrics, flags = meter.summarize(trace, 0, 1_000_000_000)
-    assert [f["code"] for f in flags] == ["rapl_possible_missed_wrap"]
+    s = meter.summarize(trace, 0, 1_000_000_000)
+    metrics, flags = s.metrics, s.flags
+    assert [f["code"] for f in flags] == ["short_window", "rapl_possible_missed_wrap"]
     assert metrics["cpu_energy_j"].value == pytest.approx(4.0)
 
 
@@ -108,7 +114,7 @@ def test_amd_package_only_has_no_dram(powercap: PowercapTree) -> None:
     assert not meter.dram.available
     assert "AMD" in (meter.dram.reason or "")
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 2_000_000, "intel-rapl:1": 1_000_000}])
-    metrics, _ = meter.summarize(trace, 0, 1_000_000_000)
+    metrics = meter.summarize(trace, 0, 1_000_000_000).metrics
     assert metrics["cpu_energy_j"].value == pytest.approx(3.0)
     dram = metrics["dram_energy_j"].to_dict()
     assert dram["value"] is None and dram["available"] is False and dram["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,18 @@ from controller.meters import (
     measure_idle,
     save_baseline,
 )
-from controller.meters.base import Availability, Sampler
+from controller.meters.base import Availability
+from controller.meters.sampler import Sampler
 
 FP: dict[str, Any] = {"id": "abc123", "cpu_model": "Xeon", "gpus": [{"uuid": "GPU-aaaa"}]}
 
 
-def _run(ms: MeterSession, tree: PowercapTree, nvml: FakeNvml | None) -> tuple[int, int]:
+def _run(ms: MeterSession, tree: PowercapTree, nvml: FakeNvml | None, pid: int | None = None) -> tuple[int, int]:
     """Counters flat around both edges so the window energy is exact: +30 J package-0, +4 J
-    DRAM, +50 J on GPU-aaaa inside the window."""
+    DRAM, +50 J on GPU-aaaa inside the window. ``pid``: a process to attach."""
     ms.start()
+    if pid is not None:
+        assert ms.attach_process(pid).available
     ms.sample_now()
     t0 = time.monotonic_ns()
     ms.sample_now()
@@ -175,8 +179,12 @@ def test_stale_baseline_is_reported_not_subtracted(tree: PowercapTree, tmp_path:
 
 def test_measure_idle_power_is_energy_over_duration(tree: PowercapTree) -> None:
     def fake_sleep(_duration: float) -> None:
+        # +12 J while "idle", 1 J every 20 ms (50 W): one step of 12 J between two reads 10 ms
+        # apart would be a counter jump no package can draw, and refused as such.
         time.sleep(0.1)
-        tree.set("intel-rapl:0", 13_000_000)  # +12 J while "idle"
+        for k in range(1, 13):
+            tree.set("intel-rapl:0", 1_000_000 + k * 1_000_000)
+            time.sleep(0.02)
         time.sleep(0.1)
 
     fake = FakeNvml(gpus=[FakeGpu("GPU-aaaa")])
@@ -269,3 +277,97 @@ def test_check_system_without_anything(tmp_path: Path, no_nvml: FakeNvml) -> Non
     assert checks["nvml"].ok is False
     assert checks["rapl_zones"].ok is False and "no powercap" in checks["rapl_zones"].detail
     assert checks["cpu_governor"].ok is None
+
+
+# The metric names a record's measurements hold, measured or not: the report and old records
+# read these.
+RECORD_METRICS = {
+    "cpu_energy_j",
+    "dram_energy_j",
+    "cpu_power_w",
+    "gpu_energy_j",
+    "gpu_power_w",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+    "gpu_mem_used_bytes",
+    "gpu_mem_used_percent",
+    "gpu_sm_clock_mhz",
+    "gpu_temp_c",
+    "wall_energy_j",
+    "wall_power_w",
+    "cpu_time_s",
+    "cpu_percent",
+    "ram_peak_bytes",
+    "ram_mean_bytes",
+    "total_energy_j",
+}
+MEASUREMENT_KEYS = {"schema", "window", "window_s", "metrics", "meters", "baseline", "sampler", "flags"}
+
+
+def test_every_figure_is_listed_measured_or_not(tree: PowercapTree, fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    nothing = MeterSession(interval_s=3600, powercap_root=tmp_path / "none", gpu_uuids=[])
+    t0, t1 = _run(nothing, tree, None)
+    empty = nothing.summarize(t0, t1)
+    ms = MeterSession(interval_s=3600, powercap_root=tree.root, nvml=fake_nvml, gpu_uuids=["GPU-aaaa"])
+    t0, t1 = _run(ms, tree, fake_nvml, pid=os.getpid())
+    full = ms.summarize(t0, t1)
+    for out in (empty, full):
+        assert set(out) == MEASUREMENT_KEYS
+        assert set(out["metrics"]) == RECORD_METRICS
+        for m in out["metrics"].values():
+            assert {"value", "unit", "source", "available", "reason"} <= set(m)
+    assert all(not m["available"] for m in empty["metrics"].values())
+    assert full["metrics"]["cpu_time_s"]["available"] and full["metrics"]["gpu_energy_j"]["available"]
+    assert set(empty["meters"]) == {"rapl", "nvml", "wall", "workload"}
+    assert set(full["meters"]) == {"rapl", "nvml", "wall", "process"}
+    for name in ("cpu_energy_j", "gpu_energy_j", "wall_energy_j", "total_energy_j"):
+        assert {"gross_j", "idle_j", "net_j", "net_reason"} <= set(full["metrics"][name]), name
+
+
+def test_counter_reset_in_a_run_is_flagged_and_integrated(tree: PowercapTree, fake_nvml: FakeNvml) -> None:
+    ms = MeterSession(interval_s=3600, powercap_root=tree.root, nvml=fake_nvml, gpu_uuids=["GPU-aaaa"])
+    ms.start()
+    ms.sample_now()
+    t0 = time.monotonic_ns()
+    ms.sample_now()
+    time.sleep(0.15)
+    fake_nvml.gpus[0].energy_mj = 10  # the driver was reloaded: the counter starts again
+    ms.sample_now()
+    t1 = time.monotonic_ns()
+    ms.sample_now()
+    ms.stop()
+    out = ms.summarize(t0, t1)
+    gpu = out["metrics"]["gpu_energy_j"]
+    assert gpu["available"] and gpu["value"] == pytest.approx(200.0 * out["window_s"], rel=1e-6)  # 200 W
+    assert "integrated power" in gpu["source"]
+    assert "gpu_energy_counter_reset" in [f["code"] for f in out["flags"]]
+    json.dumps(out)
+
+
+def test_short_window_flag_reaches_the_record(tree: PowercapTree) -> None:
+    ms = MeterSession(interval_s=0.01, powercap_root=tree.root, gpu_uuids=[])
+    ms.start()
+    t0 = time.monotonic_ns()
+    time.sleep(0.03)
+    t1 = time.monotonic_ns()
+    time.sleep(0.02)
+    ms.stop()
+    out = ms.summarize(t0, t1)
+    short = {f["metric"]: f for f in out["flags"] if f["code"] == "short_window"}
+    assert set(short) == {"cpu_energy_j", "dram_energy_j"}
+    cpu = short["cpu_energy_j"]
+    assert cpu["window_s"] == out["window_s"]
+    assert cpu["expected_bias"] == pytest.approx(-cpu["interval_s"] / (3 * cpu["window_s"]))
+    assert f"{100 * cpu['expected_bias']:.1f} %" in cpu["message"]
+
+
+def test_net_below_idle_is_flagged(tree: PowercapTree) -> None:
+    high = _baseline(time.time())
+    high.domains["cpu"]["power_w"] = 1000.0  # far above the 30 J the run draws in ~0.15 s
+    ms = MeterSession(interval_s=3600, powercap_root=tree.root, gpu_uuids=[], baseline=high)
+    t0, t1 = _run(ms, tree, None)
+    out = ms.summarize(t0, t1)
+    cpu = out["metrics"]["cpu_energy_j"]
+    assert cpu["value"] == pytest.approx(30.0) and cpu["net_j"] < 0
+    (neg,) = [f for f in out["flags"] if f["code"] == "net_energy_negative"]
+    assert neg["metric"] == "cpu_energy_j"

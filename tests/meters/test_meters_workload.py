@@ -47,7 +47,7 @@ def test_cgroup_v2(tmp_path: Path, systemd: bool) -> None:
     trace.append(1 * S, meter.read())
     _write_v2(d, 5_000_000, 700 << 20, 200 << 20, 950 << 20)
     trace.append(2 * S, meter.read())
-    m = meter.summarize(trace, 0, 2 * S)
+    m = meter.summarize(trace, 0, 2 * S).metrics
     assert m["cpu_time_s"].value == pytest.approx(4.0)
     assert m["cpu_percent"].value == pytest.approx(200.0)  # two cores busy
     assert m["ram_peak_bytes"].value == 800 << 20  # usage minus inactive page cache
@@ -76,7 +76,7 @@ def test_cgroup_v1(tmp_path: Path, layout: str) -> None:
     trace.append(0, meter.read())
     write(10 * S + S // 2, 400 << 20, 50 << 20)
     trace.append(S, meter.read())
-    m = meter.summarize(trace, 0, S)
+    m = meter.summarize(trace, 0, S).metrics
     assert m["cpu_time_s"].value == pytest.approx(0.5)
     assert m["cpu_percent"].value == pytest.approx(50.0)
     assert m["ram_peak_bytes"].value == 350 << 20
@@ -97,7 +97,7 @@ def test_cgroup_gone_gives_nan_and_window_after_it_is_unavailable(tmp_path: Path
     trace.append(0, meter.read())
     (d / "cpu.stat").write_text("")  # what a vanished cgroup file reads like to us
     trace.append(S, meter.read())
-    m = meter.summarize(trace, 0, S)
+    m = meter.summarize(trace, 0, S).metrics
     assert m["cpu_time_s"].to_dict()["value"] is None
     assert "last valid sample" in (m["cpu_time_s"].reason or "")
 

@@ -1,0 +1,382 @@
+"""The batch workload: the harness's measure loop over a model, in its image or locally.
+
+Its steps in the pipeline (``controller/pipeline.py``): :meth:`BatchWorkload.plan` validates,
+:meth:`~BatchWorkload.resolve` converts the model when the engine loads another format,
+:meth:`~BatchWorkload.drive` starts ``python -m harness run`` and waits for its result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from controller.accuracy import accuracy
+from controller.artifacts import (
+    ARTIFACT_MOUNT,
+    WEIGHTS_MOUNT,
+    Artifact,
+    Conversion,
+    conversion_for,
+    ensure_artifact,
+)
+from controller.cache import CONTAINER_UID, ArtifactCache
+from controller.errors import UserError
+from controller.images import get_manifest
+from controller.meters import MeterSession
+from controller.progress import Progress
+from controller.record import Failure, RunRecord, timing_metrics
+from controller.requests import BatchSettings, RunRequest
+from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
+from controller.workload import Outcome, Plan, attach_meters
+from harness.options import OptionError, check_options
+from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
+from suite.models import WEIGHTS_KINDS, get_model
+
+# Native engines and the framework whose definition (and preprocessing) they run.
+NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
+CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
+TRT_CACHE_MOUNT = "/trt-cache"
+SYNTHETIC_SAMPLES = 64
+# A batch whose inputs alone would take more than this share of the host's RAM is refused.
+MAX_INPUT_RAM_SHARE = 0.5
+
+
+def model_source(engine: str, conversion: str | None) -> str | None:
+    """The framework whose model definition a run executes (natively or converted)."""
+    if conversion is not None:
+        return CONVERSION_SOURCES.get(conversion.split("2", 1)[0])
+    return NATIVE_SOURCES.get(engine)
+
+
+def wants_ir(engine: str, options: dict[str, Any]) -> bool:
+    """Whether an OpenVINO run asked for OpenVINO IR (onnx2openvino) rather than reading ONNX."""
+    return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
+
+
+class BatchWorkload:
+    mode = "batch"
+
+    def __init__(self, request: RunRequest) -> None:
+        assert isinstance(request.what, BatchSettings)
+        self.request = request
+        self.what: BatchSettings = request.what
+        self.last_phase: str | None = None
+        self.engine = ""
+        self.conversion: tuple[str, str] | None = None
+        self.weights_kind = self.what.weights
+        self.weights_file: Path | None = None
+        self.dataset_path: Path | None = None
+        self.artifact: Artifact | None = None
+        self.output = HarnessOutput()
+
+    # -- validate ----------------------------------------------------------------------------
+
+    def plan(self, check_data: bool = True) -> Plan:
+        w = self.what
+        manifest = get_manifest(w.image)
+        self.engine = engine = w.engine or manifest.engines[0]
+        if engine not in manifest.engines:
+            raise UserError(
+                f"image {w.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
+            )
+        if manifest.unsupported:
+            raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
+        try:
+            info = get_model(w.model)
+            size = info.size(w.model_size)
+        except KeyError as exc:
+            raise UserError(str(exc).strip("'\"")) from None
+        self._check_amounts()
+        try:
+            check_options(engine, w.options)
+        except OptionError as exc:
+            raise UserError(str(exc)) from None
+        self._check_weights()
+        size_samples = self._check_dataset() if check_data else None
+        if w.samples is None and w.duration_s is None:
+            # A labelled dataset is measured once through; synthetic inputs 64 samples.
+            w.samples = size_samples or SYNTHETIC_SAMPLES
+        self.conversion = conversion_for(engine, w.model, w.source)
+        source = model_source(engine, self.conversion[0] if self.conversion else None)
+        if self.conversion is None and source is not None and source not in info.sources:
+            raise UserError(
+                f"{w.model} has no {source} definition, so engine {engine} cannot run it; "
+                f"it is defined for: {', '.join(info.sources)}"
+            )
+        self._check_batch_memory(size.input_shape)
+        images = [w.image] + ([self.conversion[1]] if self.conversion else [])
+        identity = {
+            "model": w.model,
+            "model_size": w.model_size,
+            "conversion": self.conversion[0] if self.conversion else None,
+            "weights": self.weights_kind,
+            "weights_label": "random (seeded, not trained: accuracy meaningless)"
+            if self.weights_kind == "random"
+            else None,
+        }
+        return Plan(manifest, engine, images, identity)
+
+    def _check_amounts(self) -> None:
+        from controller.requests import positive
+
+        w = self.what
+        for name, value in (("--batch-size", w.batch_size), ("--samples", w.samples), ("--limit", w.limit)):
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be at least 1, got {value}")
+        positive("--duration", w.duration_s)
+        if w.warmup < 0:
+            raise UserError(f"--warmup must be 0 or more, got {w.warmup}")
+
+    def _check_weights(self) -> None:
+        w = self.what
+        if w.weights in ("random", "pretrained"):
+            return
+        path = Path(w.weights).expanduser().resolve()
+        if not (path.is_file() or path.is_dir()):
+            raise UserError(
+                f"--weights {w.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file "
+                "or model folder"
+            )
+        self.weights_kind, self.weights_file = "path", path
+
+    def _check_dataset(self) -> int | None:
+        """The samples the dataset yields, or UserError saying what was expected."""
+        from suite.datasets import DatasetError, check, get_dataset
+
+        w = self.what
+        path = Path(w.dataset_path).expanduser().resolve() if w.dataset_path is not None else None
+        try:
+            info = get_dataset(w.dataset)
+            model = get_model(w.model)
+            if info.task is not None and info.task != model.task:
+                raise UserError(f"dataset {w.dataset} serves {info.task} models; {w.model} is a {model.task} model")
+            size = check(w.dataset, path, w.limit, w.seed)
+        except DatasetError as exc:
+            raise UserError(str(exc)) from None
+        if w.dataset == "digits":
+            from suite.datasets.digits import SHAPE
+
+            shape = get_model(w.model).size(w.model_size).input_shape
+            if tuple(shape) != SHAPE:
+                raise UserError(
+                    f"dataset digits gives 1x8x8 images; {w.model} ({w.model_size}) takes "
+                    f"{'x'.join(map(str, shape))}: use digits-cnn, or another dataset"
+                )
+        self.dataset_path = path
+        return size
+
+    def _check_batch_memory(self, input_shape: tuple[int, ...]) -> None:
+        from controller.hostinfo import ram_bytes
+
+        ram = ram_bytes()
+        need = self.what.batch_size * 4
+        for dim in input_shape:
+            need *= dim
+        if ram and need > MAX_INPUT_RAM_SHARE * ram:
+            raise UserError(
+                f"--batch-size {self.what.batch_size}: one batch of inputs alone needs {need / 2**30:.1f} GiB "
+                f"and this host has {ram / 2**30:.1f} GiB of RAM; choose a smaller batch"
+            )
+
+    # -- resolve artifacts -------------------------------------------------------------------
+
+    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+        if self.conversion is None:
+            return
+        w = self.what
+        timeout = self.request.where.timeout_s
+        conv = Conversion(
+            self.conversion[0], self.conversion[1], w.model, w.model_size, self.weights_kind, self.weights_file, w.seed
+        )
+        with progress.step(f"conversion {conv.name} of {w.model}"):
+            artifact = ensure_artifact(runner, cache, conv, timeout, progress.note)
+            if wants_ir(self.engine, w.options):
+                # Second step of the chain: the ONNX artifact to OpenVINO IR, in the OpenVINO image.
+                ir = Conversion(
+                    "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
+                )
+                artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
+        self.artifact = artifact
+        self.cache_root = cache.root
+        record.artifact = {"key": artifact.key, "path": artifact.relpath, "reused": artifact.reused, **artifact.meta}
+
+    # -- drive -------------------------------------------------------------------------------
+
+    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
+        spec, mounts = self._spec(runner, record.run_id)
+        record.spec = asdict(spec)
+        where = self.request.where
+        inv = Invocation(
+            image=self.what.image,
+            argv=["run", "--spec", spec.to_json()],
+            timeout_s=where.timeout_s,
+            mounts=mounts,
+            gpu=get_manifest(self.what.image).gpu,
+            memory=where.memory,
+            pids_limit=where.pids_limit,
+            tmp_size=where.tmp_size,
+            labels={"joulebench.campaign": where.campaign, "joulebench.run": record.run_id},
+            on_line=lambda line: self._line(line, progress),
+        )
+        progress.note(f"running {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
+        t0 = time.monotonic()
+        started = runner.start(inv)
+        try:
+            attach_meters(meters, started.workload)
+            execution = started.wait()
+            meters.stop()  # before the container (and its cgroup) is removed
+        finally:
+            with signals_deferred():
+                started.cleanup()
+        record.elapsed_s = time.monotonic() - t0
+        return self._outcome(execution)
+
+    def _line(self, line: str, progress: Progress) -> None:
+        """Each stdout line as it arrives: the harness's phases shown live."""
+        try:
+            before = len(self.output.events)
+            parse_line(line, self.output, required={})
+        except ProtocolError:
+            return  # the final parse reports it
+        if len(self.output.events) > before:
+            event = self.output.events[-1]
+            if event["edge"] == "start":
+                self.last_phase = event["phase"]
+                progress.phase(event["phase"])
+
+    def _spec(self, runner: Runner, run_id: str) -> tuple[RunSpec, list[Mount]]:
+        w = self.what
+        mounts: list[Mount] = []
+        artifact = self.artifact
+        artifact_root = None
+        if artifact is not None:
+            # Only this run's artifact is mounted (read-only): the container sees nothing else of
+            # the cache, and the cache's parents need not be readable by the container's user.
+            mounts.append(Mount(str(self.cache_root / artifact.key), f"{ARTIFACT_MOUNT}/{artifact.key}"))
+            artifact_root = runner.path_for(Mount(str(self.cache_root), ARTIFACT_MOUNT))
+        weights_in = None
+        # A converted run needs the weights no more, except a model folder's tokenizer for text data.
+        if self.weights_file is not None and (artifact is None or self.weights_file.is_dir()):
+            mounts.append(Mount(str(self.weights_file), f"{WEIGHTS_MOUNT}/{self.weights_file.name}"))
+            weights_in = runner.path_for(mounts[-1])
+        dataset_in = None
+        if self.dataset_path is not None:
+            dm = dataset_mount(self.dataset_path)
+            mounts.append(dm)
+            inside = runner.path_for(dm)
+            dataset_in = inside if dm.host == str(self.dataset_path) else f"{inside}/{self.dataset_path.name}"
+        options = dict(w.options)
+        manifest = get_manifest(w.image)
+        if manifest.provider == "tensorrt":
+            # TensorRT engines are built for one GPU and TensorRT version: keep them on a writable
+            # volume so that each is built once (the build is timed as the run's compile step).
+            tm = Mount(str(tensorrt_cache(self.cache_root.parent, runner)), TRT_CACHE_MOUNT, read_only=False)
+            mounts.append(tm)
+            options.setdefault("trt_cache_dir", runner.path_for(tm))
+        spec = RunSpec(
+            run_id=run_id,
+            engine=self.engine,
+            provider=manifest.provider,
+            model=w.model,
+            model_size=w.model_size,
+            weights=self.weights_kind,
+            dataset=w.dataset,
+            dataset_path=dataset_in,
+            limit=w.limit,
+            source=model_source(self.engine, self.conversion[0] if self.conversion else None),
+            batch_size=w.batch_size,
+            samples=w.samples,
+            duration_s=w.duration_s if w.samples is None else None,
+            warmup=w.warmup,
+            seed=w.seed,
+            artifact=artifact.relpath if artifact else None,
+            artifact_root=artifact_root,
+            weights_path=weights_in,
+            options=options,
+        )
+        return spec, mounts
+
+    def _outcome(self, execution: Execution) -> Outcome:
+        outcome = Outcome(runner=execution.runner)
+        try:
+            out = parse_stream(execution.stdout)
+        except ProtocolError as exc:
+            outcome.failure = self._failure(execution, Failure.PROTOCOL, f"protocol: {exc}")
+            return outcome
+        outcome.events = out.events
+        where = self.request.where
+        code, reason = harness_failure(execution, out.error, out.result is None, where.timeout_s, where.memory)
+        if code is not None:
+            outcome.failure = self._failure(execution, code, reason or "")
+            return outcome
+        outcome.result = out.result
+        outcome.window = out.window_ns("measure")
+        return outcome
+
+    def _failure(self, execution: Execution, code: str, reason: str) -> dict[str, Any]:
+        phase = self.last_phase or "start-up"
+        return {
+            "code": code,
+            "reason": reason.replace("{phase}", phase),
+            "phase": self.last_phase,
+            "exit_code": execution.exit_code,
+            "log_tail": execution.log_tail(),
+        }
+
+    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
+        assert outcome.result is not None
+        metrics = timing_metrics(outcome.result, outcome.window)
+        metrics["accuracy"] = accuracy(outcome.result, self.weights_kind)
+        return metrics
+
+
+def harness_failure(
+    execution: Execution, error: dict[str, Any] | None, no_result: bool, timeout_s: float, memory: str | None
+) -> tuple[str | None, str | None]:
+    """(failure code, reason) of a harness that did not end well, or (None, None). ``{phase}`` in a
+    reason stands for the phase it was in."""
+    if execution.start_error:
+        return Failure.START, f"the harness could not start: {execution.start_error}"
+    if execution.timed_out:
+        return Failure.TIMEOUT, f"timed out after {timeout_s:g} s (in phase {{phase}})"
+    if execution.oom_killed:
+        limit = f" (limit {memory})" if memory else ""
+        return Failure.OUT_OF_MEMORY, f"killed: out of memory{limit} in phase {{phase}}"
+    if execution.killed_from_outside is not None:
+        who = (
+            "from outside the controller (not a timeout; the container was not out of memory)"
+            if execution.runner.get("kind") == "docker"
+            else "from outside the controller (a user's kill, or the kernel's OOM killer: the local runner "
+            "cannot tell which)"
+        )
+        return Failure.KILLED, f"killed by signal {execution.killed_from_outside} {who} in phase {{phase}}"
+    if error is not None:
+        return Failure.HARNESS_ERROR, f"{error.get('error_type', 'error')}: {error['message']}"
+    if execution.exit_code != 0:
+        return Failure.EXIT_CODE, f"harness exited with code {execution.exit_code}"
+    if no_result:
+        return Failure.NO_RESULT, "harness exited without a result"
+    return None, None
+
+
+def dataset_mount(path: Path) -> Mount:
+    """Read-only mount of a dataset: a folder or a table as is; a file list with its folder (its
+    relative paths point there)."""
+    from suite.datasets import DATASET_MOUNT
+
+    if path.is_file() and path.suffix.lower() not in (".csv", ".parquet"):
+        return Mount(str(path.parent), f"{DATASET_MOUNT}/{path.parent.name or 'root'}")
+    return Mount(str(path), f"{DATASET_MOUNT}/{path.name}")
+
+
+def tensorrt_cache(cache_parent: Path, runner: Runner) -> Path:
+    """The host folder for TensorRT engine and timing caches, writable by the container's user."""
+    folder = cache_parent / "tensorrt"
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=0o755)
+        if runner.kind == "docker" and os.getuid() == 0:
+            os.chown(folder, CONTAINER_UID, CONTAINER_UID)
+    return folder

@@ -1,0 +1,148 @@
+"""What the commands other than run and serve do: images, idle, system (cli.py parses their flags)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from controller import images
+from controller.cache import check_writable_folder
+from controller.errors import UserError
+from controller.progress import Progress
+from controller.requests import MeterSettings, check_meters, positive
+
+
+def images_list(args: argparse.Namespace) -> int:
+    manifests = images.load_manifests()
+    try:
+        from controller.runners.docker_runner import connect
+
+        client = connect()
+        note = None
+    except UserError as exc:
+        client, note = None, str(exc).split(".")[0]
+    rows = images.describe(manifests, client)
+    if args.json:
+        print(images.to_json(rows))
+        return 0
+    print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+    for r in rows:
+        ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
+        print(
+            f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
+            f"{'yes' if r['gpu'] else 'no':<4} {_built(r):<12} {ident}"
+        )
+    if note:
+        print(f"(built status unknown: {note})")
+    if any(not r["pinned"] for r in rows):
+        print("unpinned: an image builds once its base is pinned (`images lock NAME` with a registry) or --unpinned")
+    if any(r["lock"] != "current" for r in rows):
+        print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
+    return 0
+
+
+def _built(r: dict[str, object]) -> str:
+    if r["unsupported"]:
+        return "unsupported"
+    if not r["pinned"] and not r["built"]:
+        return "unpinned"
+    if r["lock"] != "current" and not r["built"]:
+        return "no lock"
+    if r["built"] and r["stale"]:
+        return "yes (stale)"
+    return {None: "unknown", False: "no", True: "yes"}[r["built"]]  # type: ignore[index]
+
+
+def images_lock(args: argparse.Namespace) -> int:
+    from controller.runners.docker_runner import connect
+
+    chosen = [images.get_manifest(name) for name in args.names]
+    client = connect()
+    for manifest in chosen:
+        digest, replaced = images.lock_base(client, manifest)
+        print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
+        if replaced:
+            print(f"  the tag has moved: the manifest had {replaced}; relock and rebuild {manifest.name}")
+    return 0
+
+
+def images_relock(args: argparse.Namespace) -> int:
+    from controller.image_lock import relock
+
+    if bool(args.names) == args.all:
+        raise UserError("images relock: name the images (NAME ...) or pass --all, not both")
+    manifests = images.load_manifests()
+    chosen = list(manifests.values()) if args.all else [images.get_manifest(name) for name in args.names]
+    for manifest in chosen:
+        print(f"relocking {manifest.name} (Python {manifest.python}, {manifest.platform})", flush=True)
+        path = relock(manifest, args.find_links, say=lambda text: print(text, flush=True))
+        print(f"wrote {path.relative_to(images.REPO)}")
+    return 0
+
+
+def images_build(args: argparse.Namespace) -> int:
+    from controller.runners.docker_runner import connect
+
+    manifests = {name: images.get_manifest(name) for name in args.names}
+    for manifest in manifests.values():
+        images.preflight(manifest, args.base_image, args.unpinned)  # its refusals need no Docker
+    client = connect()
+    pip_config = images.host_pip_config() if args.pip_config == "host" else None
+    progress = Progress()
+    for name, manifest in manifests.items():
+        with progress.step(f"building image {name}"):
+            image_id = images.build_image(
+                client,
+                manifest,
+                base_image=args.base_image,
+                ca_bundle=args.ca_bundle,
+                pip_config=pip_config,
+                network=args.network,
+                say=lambda text: print(text, flush=True),
+                unpinned=args.unpinned,
+            )
+        print(f"built {manifest.tag} {image_id}")
+    return 0
+
+
+def idle(args: argparse.Namespace) -> int:
+    from controller.meters import measure_idle, save_baseline
+
+    positive("--duration", args.duration)
+    check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
+    if args.output is not None:
+        check_writable_folder(args.output.parent, "the folder of --output")
+    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
+    baseline = measure_idle(
+        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
+    )
+    path = save_baseline(baseline, args.output)
+    for domain, entry in sorted(baseline.domains.items()):
+        shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
+        print(f"{domain:<6} {shown}")
+    print(f"stored {path}")
+    return 0
+
+
+def system(args: argparse.Namespace) -> int:
+    import json
+
+    from controller.images import get_manifest
+    from controller.meters import check_system
+
+    checks = check_system()
+    needs_gpu = any(get_manifest(name).gpu for name in args.image)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = {True: "ok ", False: "NO ", None: " ? "}[c.ok]
+            print(f"[{mark}] {c.name:<32} {c.detail}")
+            if c.hint and c.ok is False:
+                print(f"      {'':<32} -> {c.hint}")
+    required = ["rapl_zones", "rapl_permissions"] + (["nvml", "gpu_energy_counter"] if needs_gpu else [])
+    missing = [c.name for c in checks if c.ok is False and c.name.split("[")[0] in required]
+    if args.image and missing:
+        print(f"not measurable for {', '.join(args.image)}: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,156 @@
+"""One run on this host, batch or serving, as its steps — read this after ``cli.py``.
+
+    validate -> choose the runner -> the record -> resolve artifacts -> start the meters
+      -> drive the workload -> cut the traces to its window -> build the record -> write -> summarise
+
+Batch and serving runs differ only in their :class:`Workload` (``controller/batch.py``: the
+harness's measure loop; ``controller/serving/workload.py``: a model server driven over HTTP).
+A failed run is a record too; an interrupted one is recorded, then the interrupt goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller import hostinfo
+from controller.artifacts import ConversionFailed, default_cache
+from controller.batch import BatchWorkload
+from controller.cache import ArtifactCache
+from controller.errors import UserError
+from controller.meters import MeterSession, host_fingerprint, load_baseline
+from controller.progress import Progress
+from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
+from controller.requests import RunRequest, check_meters, check_where
+from controller.runners.base import Runner
+from controller.runners.choose import choose_runner, stale_images
+from controller.serving.workload import ServingWorkload
+from controller.summary import summary
+from controller.workload import Outcome, Plan, Workload
+from harness.protocol import PROTOCOL_VERSION
+
+
+def workload_for(request: RunRequest) -> Workload:
+    if request.mode == "serving":
+        return ServingWorkload(request)
+    return BatchWorkload(request)
+
+
+def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
+    """Run once and write the record; (record, path). A failed run is a record too."""
+    workload = workload_for(request)
+    plan = validate(request, workload)
+    runner = choose_runner(request.where.runner, plan.images, progress.note)
+    for image in stale_images(runner, plan.images):
+        progress.note(
+            f"warning: image {image} was built from other harness/suite sources than this checkout's; "
+            f"rebuild it: python -m controller images build {image}"
+        )
+    record = new_record(request, plan, runner)
+    path = record_path(request.where.results, request.where.campaign, record.run_id)
+    cache = open_cache(request, runner, progress)
+
+    try:
+        workload.resolve(runner, cache, record, progress)
+    except ConversionFailed as exc:
+        record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail)
+        write_record(path, record)
+        return record, path
+    except KeyboardInterrupt:
+        write_record(path, record.interrupted("convert"))
+        raise
+
+    meters = start_meters(request, plan, progress)
+    try:
+        outcome = workload.drive(runner, meters, record, progress)
+    except KeyboardInterrupt:
+        meters.stop()
+        write_record(path, record.interrupted(workload.last_phase))
+        raise
+    finally:
+        meters.stop()
+
+    build_record(record, workload, outcome, meters)
+    if request.meters.keep_trace and record.measurements is not None:
+        trace = path.with_suffix(".trace.parquet")
+        meters.write_trace(trace)
+        record.trace_path = trace.name
+    write_record(path, record)
+    return record, path
+
+
+def validate(request: RunRequest, workload: Workload) -> Plan:
+    """Every check that can fail before work starts: the request, where it writes, its meters, the host."""
+    check_where(request.where)
+    check_meters(request.meters)
+    plan = workload.plan()
+    fingerprint = host_fingerprint()
+    gpus = hostinfo.gpus(fingerprint)
+    if plan.manifest.gpu and not gpus["available"]:
+        raise UserError(
+            f"image {plan.manifest.name} ({plan.engine} on {plan.manifest.provider}) needs an NVIDIA GPU and this "
+            f"host has none that NVML can see ({gpus['reason']}); run it on a GPU host, or use a CPU image "
+            "(python -m controller images list)"
+        )
+    return plan
+
+
+def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
+    """The run's record as it starts: failed until the workload proves otherwise."""
+    fingerprint = host_fingerprint()
+    return RunRecord(
+        run_id=new_run_id(),
+        campaign=request.where.campaign,
+        started_at=now_iso(),
+        mode=request.mode,
+        image=plan.manifest.name,
+        engine=plan.engine,
+        provider=plan.manifest.provider,
+        cell=request.cell,
+        host=hostinfo.host(fingerprint),
+        gpus=hostinfo.gpus(fingerprint),
+        runner=runner.describe(plan.manifest.name),
+        protocol_version=PROTOCOL_VERSION,
+        **plan.identity,
+    )
+
+
+def open_cache(request: RunRequest, runner: Runner, progress: Progress) -> ArtifactCache:
+    cache = ArtifactCache(request.where.cache or default_cache(), runner.kind == "docker", progress.note)
+    for abandoned in cache.clean_abandoned():
+        progress.note(f"removed {abandoned.name}, left by a conversion that was killed")
+    return cache
+
+
+def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSession:
+    m = request.meters
+    baseline = load_baseline(m.baseline, fingerprint=host_fingerprint(), max_age_s=m.baseline_max_age_s)
+    if not baseline.usable:
+        progress.note(f"idle baseline {baseline.status}: {baseline.reason} (energies are gross only)")
+    meters = MeterSession(
+        m.interval_s,
+        gpu_uuids=None if plan.manifest.gpu else [],  # a CPU image's run is not charged for GPUs
+        wall_url=m.wall_url,
+        wall_output=m.wall_output,
+        baseline=baseline,
+        keep_trace=m.keep_trace,
+    )
+    meters.start()
+    return meters
+
+
+def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters: MeterSession) -> None:
+    """Fill the record from the outcome: the failure, or the result with its figures over the window."""
+    record.runner = outcome.runner or record.runner
+    record.events = outcome.events
+    if outcome.failure is not None:
+        record.fail(**outcome.failure)
+        return
+    assert outcome.result is not None
+    if outcome.window is not None:
+        record.measurements = meters.summarize(*outcome.window)
+    record.ok(outcome.result, workload.metrics(outcome, record.measurements))
+
+
+def summarise(record: RunRecord, path: Path) -> str:
+    """The one-screen summary printed after a run."""
+    return summary(record.to_dict(), path)

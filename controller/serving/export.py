@@ -1,0 +1,126 @@
+"""Exports of a causal LM for the onnxruntime, openvino and torchscript serving engines, cached."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.cache import ArtifactCache, Entry, key_of
+from controller.runners.base import Invocation, Mount, Runner, execute
+from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, ServingFailed
+from harness.protocol import (
+    LM_EXPORT_FIELDS,
+    LmExportSpec,
+    ProtocolError,
+    parse_stream,
+)
+from suite.slm_models import ResolvedModel
+
+
+def model_identity(model: ResolvedModel) -> str:
+    """Content of a model folder's small files, names and sizes of its weights; or the hub id."""
+    if model.source == "hub":
+        return f"hub:{model.location}"
+    digest = hashlib.sha256()
+    root = Path(model.location)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        if size < 64 << 20:
+            digest.update(path.read_bytes())
+        else:  # weights of a real model: hash the first and last MiB (hashing GBs on every run is slow)
+            with open(path, "rb") as fh:
+                digest.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read())
+    return digest.hexdigest()
+
+
+def ensure_export(
+    runner: Runner,
+    cache: ArtifactCache,
+    fmt: str,
+    model: ResolvedModel,
+    parity_prompts: list[str],
+    timeout_s: float,
+    note: Callable[[str], None],
+) -> Entry:
+    """The cached export (folder and meta), exporting (with a greedy-token parity check) when missing."""
+    inputs = {
+        "format": fmt,
+        "model": model_identity(model),
+        "exporter_environment": runner.environment_id(EXPORT_IMAGE),
+        "export_code": EXPORT_CODE_VERSION,
+        "parity_prompts": parity_prompts,
+    }
+    key = key_of(inputs)
+    found = cache.lookup(key)
+    if found is not None:
+        return found
+    staging = cache.stage(key)
+    try:
+        meta = _export(runner, staging, fmt, model, parity_prompts, timeout_s, note)
+        entry = cache.commit(staging, key, {**meta, "key_inputs": inputs})
+    finally:
+        cache.discard(staging)
+    note(f"exported: {entry.folder}")
+    return entry
+
+
+def _export(
+    runner: Runner,
+    staging: Path,
+    fmt: str,
+    model: ResolvedModel,
+    parity_prompts: list[str],
+    timeout_s: float,
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    out_mount = Mount(str(staging), "/out", read_only=False)
+    mounts = [out_mount]
+    model_path = model.location
+    if model.source == "folder":
+        mm = Mount(model.location, f"{MODEL_MOUNT}/{Path(model.location).name}")
+        mounts.append(mm)
+        model_path = runner.path_for(mm)
+    spec = LmExportSpec(
+        format=fmt, model_path=model_path, out_dir=runner.path_for(out_mount), parity_prompts=parity_prompts
+    )
+    note(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
+    ex = execute(
+        runner,
+        Invocation(
+            image=EXPORT_IMAGE,
+            argv=["serve-export", "--spec", spec.to_json()],
+            timeout_s=timeout_s,
+            mounts=mounts,
+            network=model.source == "hub",
+            env={"HF_HUB_OFFLINE": "1"} if model.source == "folder" else {},
+            labels={"joulebench.conversion": f"lm2{fmt}"},
+        ),
+    )
+    try:
+        out = parse_stream(ex.stdout, LM_EXPORT_FIELDS)
+    except ProtocolError as exc:
+        raise ServingFailed("export", f"export to {fmt}: {exc}") from None
+    if ex.start_error:
+        raise ServingFailed("export", f"export to {fmt} could not start: {ex.start_error}")
+    if ex.timed_out:
+        raise ServingFailed("export", f"export to {fmt} timed out after {timeout_s:g} s")
+    if out.error is not None:
+        raise ServingFailed("export", f"export to {fmt}: {out.error['message']}")
+    if ex.exit_code != 0 or out.result is None:
+        tail = " | ".join(ex.log_tail(5))
+        raise ServingFailed("export", f"export to {fmt} exited with code {ex.exit_code}: {tail}")
+    meta = out.result
+    if not meta["parity"]["ok"]:
+        raise ServingFailed(
+            "export",
+            f"{fmt} export's greedy tokens differ from transformers' on "
+            f"{1 - meta['parity']['greedy_token_agreement']:.0%} of {meta['parity']['prompts_checked']} prompts",
+        )
+    return {**meta, "exported_by": ex.runner}

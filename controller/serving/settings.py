@@ -1,0 +1,50 @@
+"""How a serving run serves and drives its model, and the constants the serving parts share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# engine -> exported format it serves (None: loads the transformers folder itself)
+EXPORT_FORMATS: dict[str, str | None] = {
+    "torch": None,
+    "onnxruntime": "onnx",
+    "openvino": "onnx",
+    "torchscript": "torchscript",
+}
+EXPORT_IMAGE = "torch-cpu"  # where transformers models are exported
+CONTAINER_PORT = 8000
+MODEL_MOUNT = "/models"
+EXPORT_MOUNT = "/exports"
+PARITY_PROMPTS = 3
+EXPORT_CODE_VERSION = 1  # bump when harness/serving/export.py changes what it writes
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How a model is served and driven: the ``serve`` flags and a campaign's [serving] table.
+
+    The one place these defaults live: ``serve``'s flags and campaign files both take them from here.
+    """
+
+    prompts: str = "humaneval"  # or a prompt file (JSONL or text, one per line)
+    limit: int | None = None  # prompts per run (None: every one, 164 for HumanEval)
+    seed: int = 0  # of the HumanEval-derived spans
+    max_new_tokens: int = 32
+    concurrency: int = 1
+    warmup_requests: int = 2
+    warmup_s: float = 0.0  # the ready server idles this long before the warm-up requests (paper: 300)
+    cooldown_s: float = 0.0  # and this long after the measured window (paper: 300)
+    request_timeout_s: float = 120.0
+    ready_timeout_s: float = 600.0
+
+
+SERVE_TIMEOUT_S = 7200.0  # the whole server's life, export excluded
+
+
+class ServingFailed(Exception):
+    """A serving run that cannot go on: the phase it stopped in and why."""
+
+    def __init__(self, phase: str, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason

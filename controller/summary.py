@@ -1,0 +1,136 @@
+"""The one-screen summaries printed after a run: batch or serving, energy lines shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from controller.accuracy import describe as describe_accuracy
+
+
+def summary(record: dict[str, Any], path: Path) -> str:
+    """The summary of any record."""
+    if record.get("mode") == "serving":
+        return serving_summary(record, path)
+    return batch_summary(record, path)
+
+
+def batch_summary(record: dict[str, Any], path: Path) -> str:
+    """The one-screen summary printed after a batch run."""
+    runner = record.get("runner", {})
+    where = runner.get("kind", "?")
+    if where == "docker":
+        where += f" ({runner.get('image_id', '')[:19]})"
+    spec = record.get("spec", {})
+    lines = [
+        f"run        {record['run_id']}  [{record.get('status', '?').upper()}]",
+        f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
+        f"model      {record['model']} ({record['model_size']})   "
+        f"weights {record['weights_label'] or record['weights']}",
+        f"batch      {spec.get('batch_size', '?')}   runner {where}",
+    ]
+    art = record.get("artifact")
+    if art:
+        parity = art.get("parity", {})
+        lines.append(
+            f"artifact   {art['conversion']} {'(cached)' if art['reused'] else '(new)'}  "
+            f"parity max abs diff {parity.get('max_abs_diff', float('nan')):.2g}"
+        )
+    if record.get("status") == "ok":
+        m = record["metrics"]
+        lines += [
+            f"samples    {m['samples']} in {m['batches']} batches over {m['window_s']:.3f} s",
+            f"throughput {m['throughput_sps']:.2f} samples/s",
+            f"latency    p50 {m['latency_ms_p50']:.2f} ms   p90 {m['latency_ms_p90']:.2f} ms   "
+            f"p99 {m['latency_ms_p99']:.2f} ms   (per batch)",
+        ]
+        result = record.get("result", {})
+        if result.get("load_s") is not None:
+            setup = f"setup      load {result['load_s']:.2f} s"
+            if result.get("compile_s") is not None:
+                setup += f", compile {result['compile_s']:.2f} s ({result.get('compile_step')})"
+            lines.append(setup + "   (outside the window)")
+        shown = describe_accuracy(m.get("accuracy"))
+        if shown:
+            lines.append(shown)
+        lines += energy_lines(record.get("measurements"))
+    else:
+        failure = record.get("failure", {})
+        lines.append(f"failed     {failure.get('reason')}")
+        for line in failure.get("log_tail", [])[-8:]:
+            lines.append(f"  | {line}")
+    lines.append(f"record     {path}")
+    return "\n".join(lines)
+
+
+ENERGY_SHOWN = ("total_energy_j", "cpu_energy_j", "dram_energy_j", "gpu_energy_j", "wall_energy_j")
+
+
+def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
+    """Energy and resource figures for the summary; unavailable ones say why, never 0."""
+    if not measurements:
+        return ["energy     not measured (no measure window)"]
+    metrics = measurements["metrics"]
+    lines = []
+    for name in ENERGY_SHOWN:
+        m = metrics.get(name)
+        if m is None:
+            continue
+        label = name.removesuffix("_energy_j")
+        if m["available"]:
+            net = m.get("net_j")
+            extra = f", net of idle {net:.3f} J" if net is not None else ", gross (no idle subtracted)"
+            covers = f" covers {'+'.join(m['covers'])}" if m.get("covers") else ""
+            lines.append(f"energy     {label:<6} {m['value']:.3f} J{extra}{covers}")
+        elif name == "total_energy_j":
+            lines.append(f"energy     {label:<6} unavailable: {m['reason'].split(':')[0]}")
+        elif name in ("cpu_energy_j", "gpu_energy_j"):
+            lines.append(f"energy     {label:<6} unavailable: {m['reason']}")
+    cpu, ram = metrics.get("cpu_percent"), metrics.get("ram_peak_bytes")
+    if cpu and cpu["available"] and ram and ram["available"]:
+        lines.append(f"resources  CPU {cpu['value']:.0f} % of a core, RAM peak {ram['value'] / 2**20:.0f} MiB")
+    for flag in measurements.get("flags", []):
+        if flag.get("code") == "idle_baseline_not_used":
+            continue  # said once when the run started
+        lines.append(f"warning    {flag['message']}")
+    return lines
+
+
+def serving_summary(record: dict[str, Any], path: Path) -> str:
+    """The one-screen summary printed after a serving run."""
+    s = record.get("serving", {})
+    lines = [
+        f"run        {record['run_id']}  [{record.get('status', '?').upper()}]  serving",
+        f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
+        f"model      {record['model']}   runner {record.get('runner', {}).get('kind', '?')}",
+        f"prompts    {s.get('prompts', {}).get('count')} ({s.get('prompts', {}).get('source')})   "
+        f"max new tokens {s.get('max_new_tokens')}   concurrency {s.get('concurrency')}",
+    ]
+    art = record.get("artifact")
+    if art:
+        parity = art.get("parity", {})
+        lines.append(
+            f"artifact   {record['conversion']} {'(cached)' if art.get('reused') else '(new)'}  "
+            f"greedy-token parity {parity.get('greedy_token_agreement', 0):.0%} of {parity.get('prompts_checked')}"
+        )
+    if record.get("status") == "ok":
+        m = record["metrics"]
+        lines += [
+            f"load       {record['result']['load_s']:.2f} s (outside the window)",
+            f"requests   {m['requests_ok']} in {m['window_s']:.3f} s   {m['tokens_per_s']:.2f} tokens/s   "
+            f"{m['new_tokens_total']} tokens out, {m['prompt_tokens_total']} in",
+            f"latency    mean {m['latency_ms_mean']:.1f} ms   p50 {m['latency_ms_p50']:.1f} ms   "
+            f"p90 {m['latency_ms_p90']:.1f} ms   (HTTP + server overhead {m['http_overhead_ms_mean']:.2f} ms)",
+        ]
+        for name in ("energy_per_request_j", "energy_per_token_j"):
+            e = m[name]
+            shown = f"{e['value']:.4f} J" if e["available"] else f"unavailable: {str(e['reason']).split(':')[0]}"
+            lines.append(f"energy     per {name.split('_')[2]:<8} {shown}")
+        lines += energy_lines(record.get("measurements"))
+    else:
+        failure = record.get("failure", {})
+        lines.append(f"failed     [{failure.get('phase')}] {failure.get('reason')}")
+        for line in failure.get("log_tail", [])[-8:]:
+            lines.append(f"  | {line}")
+    lines.append(f"record     {path}")
+    return "\n".join(lines)
