@@ -82,7 +82,7 @@ def get_manifest(name: str) -> Manifest:
 def _hash_files(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(str(path.relative_to(REPO if path.is_relative_to(REPO) else IMAGES_DIR.parent)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
