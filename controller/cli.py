@@ -144,8 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="host: forward this host's pip indexes, find-links wheels and CA",
     )
     ibuild.add_argument("--network", help="build network mode, e.g. host (engines without a bridge)")
-    ilock = isub.add_parser("lock", help="pin GPU images' bases by registry digest (needs the registry)")
+    ibuild.add_argument(
+        "--unpinned", action="store_true", help="build even if the base has no digest (the image and records say so)"
+    )
+    ilock = isub.add_parser("lock", help="pin images' bases by registry digest (needs the registry)")
     ilock.add_argument("names", nargs="+", metavar="NAME")
+    irelock = isub.add_parser("relock", help="write images/<name>/requirements.lock (with hashes) using uv")
+    irelock.add_argument("names", nargs="*", metavar="NAME")
+    irelock.add_argument("--all", action="store_true", help="every image")
+    irelock.add_argument(
+        "--find-links",
+        type=Path,
+        action="append",
+        default=[],
+        help="a wheel folder standing in for the manifest's indexes where they are unreachable (said in the lock)",
+    )
     add_campaign_parser(sub)
     add_report_parser(sub)
     add_compare_parser(sub)
@@ -213,7 +226,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from controller import commands
 
-    action = {"list": commands.images_list, "lock": commands.images_lock, "build": commands.images_build}
+    action = {
+        "list": commands.images_list,
+        "lock": commands.images_lock,
+        "relock": commands.images_relock,
+        "build": commands.images_build,
+    }
     return action[args.images_command](args)
 
 

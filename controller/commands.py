@@ -34,16 +34,20 @@ def images_list(args: argparse.Namespace) -> int:
         )
     if note:
         print(f"(built status unknown: {note})")
-    if any(r["gpu"] and not r["pinned"] for r in rows):
-        print("unpinned: a GPU image builds once its base is pinned (`images lock NAME` where the registry is)")
+    if any(not r["pinned"] for r in rows):
+        print("unpinned: an image builds once its base is pinned (`images lock NAME` with a registry) or --unpinned")
+    if any(r["lock"] != "current" for r in rows):
+        print("no lock: an image builds once its requirements.lock is current (`images relock NAME`)")
     return 0
 
 
 def _built(r: dict[str, object]) -> str:
     if r["unsupported"]:
         return "unsupported"
-    if r["gpu"] and not r["pinned"] and not r["built"]:
+    if not r["pinned"] and not r["built"]:
         return "unpinned"
+    if r["lock"] != "current" and not r["built"]:
+        return "no lock"
     if r["built"] and r["stale"]:
         return "yes (stale)"
     return {None: "unknown", False: "no", True: "yes"}[r["built"]]  # type: ignore[index]
@@ -55,8 +59,24 @@ def images_lock(args: argparse.Namespace) -> int:
     chosen = [images.get_manifest(name) for name in args.names]
     client = connect()
     for manifest in chosen:
-        digest = images.lock_base(client, manifest)
+        digest, replaced = images.lock_base(client, manifest)
         print(f"pinned {manifest.name}: {manifest.base}@{digest} (commit images/{manifest.name}/manifest.toml)")
+        if replaced:
+            print(f"  the tag has moved: the manifest had {replaced}; relock and rebuild {manifest.name}")
+    return 0
+
+
+def images_relock(args: argparse.Namespace) -> int:
+    from controller.image_lock import relock
+
+    if bool(args.names) == args.all:
+        raise UserError("images relock: name the images (NAME ...) or pass --all, not both")
+    manifests = images.load_manifests()
+    chosen = list(manifests.values()) if args.all else [images.get_manifest(name) for name in args.names]
+    for manifest in chosen:
+        print(f"relocking {manifest.name} (Python {manifest.python}, {manifest.platform})", flush=True)
+        path = relock(manifest, args.find_links, say=lambda text: print(text, flush=True))
+        print(f"wrote {path.relative_to(images.REPO)}")
     return 0
 
 
@@ -64,6 +84,8 @@ def images_build(args: argparse.Namespace) -> int:
     from controller.runners.docker_runner import connect
 
     manifests = {name: images.get_manifest(name) for name in args.names}
+    for manifest in manifests.values():
+        images.preflight(manifest, args.base_image, args.unpinned)  # its refusals need no Docker
     client = connect()
     pip_config = images.host_pip_config() if args.pip_config == "host" else None
     progress = Progress()
@@ -77,6 +99,7 @@ def images_build(args: argparse.Namespace) -> int:
                 pip_config=pip_config,
                 network=args.network,
                 say=lambda text: print(text, flush=True),
+                unpinned=args.unpinned,
             )
         print(f"built {manifest.tag} {image_id}")
     return 0

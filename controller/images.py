@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +16,10 @@ from typing import Any
 import tomllib
 
 from controller.errors import UserError
+from controller.image_lock import check_lock, lock_path, lock_problem, lock_sha256
+from controller.image_pip import host_pip_config, write_pip_dir
+
+__all__ = ["host_pip_config", "write_pip_dir"]  # imported from here by runs and tests
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO / "images"
@@ -38,7 +40,13 @@ class Manifest:
     why: str = ""
     converts: list[str] = field(default_factory=list)
     unsupported: str | None = None  # set when the combination cannot work on current hardware
-    digest: str = ""  # the base's registry digest (sha256:...); GPU images build only when pinned
+    digest: str = ""  # the base's registry digest (sha256:...); `images build` refuses a base without one
+    digest_verified: bool = False  # False: taken from public sources, not yet confirmed by `images lock`
+    # What requirements.lock is resolved for: the base's Python and glibc (manylinux_2_36: bookworm).
+    python: str = "3.11"
+    platform: str = "x86_64-manylinux_2_36"
+    indexes: list[str] = field(default_factory=list)  # package indexes besides PyPI (the lock's sources)
+    from_base: list[str] = field(default_factory=list)  # packages the base provides: never in the lock
 
     @property
     def pinned_base(self) -> str | None:
@@ -74,7 +82,7 @@ def get_manifest(name: str) -> Manifest:
 def _hash_files(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(str(path.relative_to(REPO if path.is_relative_to(REPO) else IMAGES_DIR.parent)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -90,94 +98,8 @@ def package_sources_hash() -> str:
 
 def source_hash(manifest: Manifest) -> str:
     """Hash of everything that goes into the image, to tell a stale build from a current one."""
-    extra = [manifest.folder / "check.py"] if (manifest.folder / "check.py").is_file() else []
+    extra = [p for p in (manifest.folder / "check.py", manifest.folder / "requirements.lock") if p.is_file()]
     return _hash_files([manifest.dockerfile, manifest.folder / "requirements.txt", *extra, *_package_files()])
-
-
-# --- forwarding the host's pip setup into a build -----------------------------------------------
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _requirement_names(requirements: Path) -> set[str]:
-    names = set()
-    for line in requirements.read_text().splitlines():
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
-        if match and not line.lstrip().startswith("#"):
-            names.add(_norm(match.group(1)))
-    return names
-
-
-def host_pip_config() -> dict[str, str]:
-    """The host's effective pip settings (files and PIP_* variables), as `pip config list` shows."""
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    settings: dict[str, str] = {}
-    for line in out.splitlines():
-        key, _, value = line.partition("=")
-        key = key.split(".")[-1].strip()
-        settings[key] = value.strip().strip("'\"")
-    for key in ("index-url", "extra-index-url", "find-links", "cert"):
-        env = os.environ.get("PIP_" + key.upper().replace("-", "_"))
-        if env:
-            settings[key] = env
-    return settings
-
-
-def write_pip_dir(
-    dest: Path,
-    requirements: Path,
-    ca_bundle: Path | None,
-    pip_config: dict[str, str] | None,
-    say: Callable[[str], None],
-) -> None:
-    """Fill the build context's pip/ folder: pip.conf, the CA bundle, wheels from local find-links.
-
-    Only what pip inside the build can reach is forwarded: http(s) indexes, and local wheel
-    folders (copied, only the wheels the image's requirements name). file:// indexes are skipped.
-    """
-    dest.mkdir(parents=True)
-    lines = ["[global]", "disable-pip-version-check = true"]
-    settings = dict(pip_config or {})
-    if ca_bundle is None and settings.get("cert"):
-        ca_bundle = Path(settings["cert"])
-    if ca_bundle is not None:
-        if not ca_bundle.is_file():
-            raise UserError(f"CA bundle {ca_bundle} is not a file")
-        shutil.copy(ca_bundle, dest / "ca.pem")
-        lines.append("cert = /opt/build/pip/ca.pem")
-    remote = lambda url: url.startswith(("http://", "https://"))  # noqa: E731
-    if remote(settings.get("index-url", "")):
-        lines.append(f"index-url = {settings['index-url']}")
-    extra = [u for u in settings.get("extra-index-url", "").split() if remote(u)]
-    if extra:
-        lines.append("extra-index-url = " + " ".join(extra))
-    wanted = _requirement_names(requirements)
-    links = []
-    for link in settings.get("find-links", "").split():
-        if remote(link):
-            links.append(link)
-            continue
-        folder = Path(link.removeprefix("file://"))
-        if not folder.is_dir():
-            continue
-        wheels = [w for w in folder.glob("*.whl") if _norm(w.name.split("-")[0]) in wanted]
-        if wheels:
-            (dest / "wheels").mkdir(exist_ok=True)
-            for wheel in wheels:
-                shutil.copy(wheel, dest / "wheels" / wheel.name)
-                say(f"forwarding local wheel {wheel.name}")
-    if (dest / "wheels").is_dir():
-        links.append("/opt/build/pip/wheels")
-    if links:
-        lines.append("find-links = " + " ".join(links))
-    (dest / "pip.conf").write_text("\n".join(lines) + "\n")
 
 
 def build_context(
@@ -189,15 +111,81 @@ def build_context(
     """A temporary build context: Dockerfile, build/ (requirements, pip/), app/ (harness, suite)."""
     ctx = Path(tempfile.mkdtemp(prefix=f"joulebench-build-{manifest.name}-"))
     shutil.copy(manifest.dockerfile, ctx / "Dockerfile")
-    requirements = manifest.folder / "requirements.txt"
+    requirements = lock_path(manifest)
     (ctx / "build").mkdir()
-    shutil.copy(requirements, ctx / "build" / "requirements.txt")
+    shutil.copy(requirements, ctx / "build" / "requirements.lock")
     if (manifest.folder / "check.py").is_file():  # build-time check of what the image must contain
         shutil.copy(manifest.folder / "check.py", ctx / "build" / "check.py")
     for pkg in IMAGE_PACKAGES:
         shutil.copytree(REPO / pkg, ctx / "app" / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    write_pip_dir(ctx / "build" / "pip", requirements, ca_bundle, pip_config, say)
+    write_pip_dir(ctx / "build" / "pip", requirements, ca_bundle, pip_config, say, manifest.indexes)
     return ctx
+
+
+@dataclass(frozen=True)
+class BasePin:
+    """What an image is built FROM, and how that base is pinned."""
+
+    ref: str  # the FROM reference
+    digest: str | None  # a registry digest, or a local base's image id (its own content address)
+    kind: str  # "registry digest" | "local image id" | "unpinned"
+    reason: str | None = None  # why unpinned
+
+
+def resolve_base(client: Any, manifest: Manifest, base_image: str | None, unpinned: bool) -> BasePin:
+    """The base to build from: pinned by a digest or image id, or unpinned only when asked."""
+    if base_image and "@sha256:" in base_image:
+        return BasePin(base_image, base_image.split("@", 1)[1], "registry digest")
+    if base_image:
+        # A base built on this host (no registry) is pinned by its image id, a hash of its content.
+        local = _local_image_id(client, base_image)
+        if local:
+            return BasePin(base_image, local, "local image id")
+        why = f"--base-image {base_image} has no digest and is no local image"
+    elif manifest.digest:
+        return BasePin(f"{manifest.base}@{manifest.digest}", manifest.digest, "registry digest")
+    else:
+        why = f"images/{manifest.name}/manifest.toml has no digest for {manifest.base}"
+    if unpinned:
+        return BasePin(base_image or manifest.base, None, "unpinned", f"{why}; built with --unpinned")
+    raise UserError(
+        f"image {manifest.name}'s base is not pinned by digest ({why}): run `python -m controller images lock "
+        f"{manifest.name}` on a host that can reach the registry and commit the manifest, or pass "
+        "--base-image NAME@sha256:... or a local base image, or build it anyway with --unpinned "
+        "(the image and its runs' records then say unpinned)"
+    )
+
+
+def _local_image_id(client: Any, ref: str) -> str | None:
+    import docker.errors
+
+    try:
+        return str(client.images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def build_labels(manifest: Manifest, pin: BasePin) -> dict[str, str]:
+    """The provenance every image carries, written at build time (see image_provenance)."""
+    return {
+        "JOULEBENCH_IMAGE": manifest.name,
+        "JOULEBENCH_SOURCE": source_hash(manifest),
+        "JOULEBENCH_HARNESS": package_sources_hash(),
+        "JOULEBENCH_LOCK": lock_sha256(manifest) or "",
+        "BASE_IMAGE": pin.ref,
+        "BASE_DIGEST": pin.digest or "",
+        "BASE_PIN": pin.kind if pin.reason is None else f"{pin.kind}: {pin.reason}",
+        "LOCK_PYTHON": manifest.python,
+    }
+
+
+def preflight(manifest: Manifest, base_image: str | None, unpinned: bool) -> None:
+    """What refuses a build without asking Docker: unsupported, unpinned base, missing or stale lock."""
+    if manifest.unsupported:
+        raise UserError(f"image {manifest.name} cannot be built here: {manifest.unsupported}")
+    if not base_image:
+        resolve_base(None, manifest, None, unpinned)
+    check_lock(manifest)
 
 
 def build_image(
@@ -208,52 +196,27 @@ def build_image(
     pip_config: dict[str, str] | None = None,
     network: str | None = None,
     say: Callable[[str], None] = print,
+    unpinned: bool = False,
 ) -> str:
-    """Build one image; stream the build's output through ``say``; return the image id."""
-    if manifest.unsupported:
-        raise UserError(f"image {manifest.name} cannot be built here: {manifest.unsupported}")
-    base = base_image or manifest.pinned_base or manifest.base
-    if manifest.gpu and not base_image and not manifest.pinned_base:
-        raise UserError(
-            f"image {manifest.name}'s base {manifest.base} is not pinned by digest "
-            f"(images/{manifest.name}/manifest.toml has no digest): run `python -m controller images lock "
-            f"{manifest.name}` on a host that can reach the registry, commit the manifest, then build "
-            "(or pass --base-image NAME@sha256:... explicitly)"
-        )
+    """Build one image from its lock; stream the build's output through ``say``; return the image id."""
+    preflight(manifest, base_image, unpinned)
+    pin = resolve_base(client, manifest, base_image, unpinned)
+    if pin.kind == "registry digest" and not base_image and not manifest.digest_verified:
+        say(f"note: {manifest.name}'s base digest is from public sources, not yet confirmed by `images lock`")
     ctx = build_context(manifest, ca_bundle, pip_config, say)
-    say(f"building {manifest.tag} from {base} (context {ctx})")
-    image_id = None
-    last: list[str] = []
+    say(f"building {manifest.tag} from {pin.ref} ({pin.kind}; context {ctx})")
     try:
+        # Labels go through build arguments into one LABEL instruction (one layer).
         stream = client.api.build(
             path=str(ctx),
             tag=manifest.tag,
-            # Labels go through build arguments into one LABEL instruction (one layer).
-            buildargs={
-                "BASE_IMAGE": base,
-                "JOULEBENCH_IMAGE": manifest.name,
-                "JOULEBENCH_SOURCE": source_hash(manifest),
-            },
+            buildargs=build_labels(manifest, pin),
             network_mode=network,
             rm=True,
             forcerm=True,
             decode=True,
         )
-        for chunk in stream:
-            if "error" in chunk:
-                raise UserError(
-                    f"building {manifest.name} failed: {chunk['error'].strip()}\n"
-                    + "\n".join(last[-15:])
-                    + "\nBehind a TLS proxy or a local mirror, add --pip-config host "
-                    "(and --network host where the engine has no bridge network)."
-                )
-            text = chunk.get("stream", "").rstrip()
-            if text:
-                last.append(text)
-                if text.startswith("Step ") or "Successfully" in text:
-                    say(text)
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
+        image_id = _follow(stream, manifest, say)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     if image_id is None:
@@ -261,23 +224,48 @@ def build_image(
     return str(image_id)
 
 
-DIGEST_LINE = re.compile(r'^digest\s*=\s*"[^"]*"', re.MULTILINE)
+def _follow(stream: Any, manifest: Manifest, say: Callable[[str], None]) -> str | None:
+    image_id = None
+    last: list[str] = []
+    for chunk in stream:
+        if "error" in chunk:
+            raise UserError(
+                f"building {manifest.name} failed: {chunk['error'].strip()}\n"
+                + "\n".join(last[-15:])
+                + "\nBehind a TLS proxy or a local mirror, add --pip-config host "
+                "(and --network host where the engine has no bridge network)."
+            )
+        text = chunk.get("stream", "").rstrip()
+        if text:
+            last.append(text)
+            if text.startswith("Step ") or "Successfully" in text:
+                say(text)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+    return image_id
 
 
-def write_digest(manifest: Manifest, digest: str) -> Path:
-    """Pin the manifest's base to ``digest`` (rewrites its ``digest = "..."`` line)."""
+DIGEST_LINE = re.compile(r'^digest\s*=\s*"[^"]*".*$', re.MULTILINE)
+VERIFIED_LINE = re.compile(r"^digest_verified\s*=.*$", re.MULTILINE)
+
+
+def write_digest(manifest: Manifest, digest: str, verified: bool = True) -> Path:
+    """Pin the manifest's base to ``digest`` (rewrites its ``digest`` and ``digest_verified`` lines)."""
     if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise UserError(f"not a registry digest: {digest!r} (expected sha256:<64 hex digits>)")
     path = manifest.folder / "manifest.toml"
     text = path.read_text()
-    line = f'digest = "{digest}"'
-    text = DIGEST_LINE.sub(line, text, count=1) if DIGEST_LINE.search(text) else text.rstrip("\n") + "\n" + line + "\n"
+    for pattern, line in (
+        (DIGEST_LINE, f'digest = "{digest}"'),
+        (VERIFIED_LINE, f"digest_verified = {'true' if verified else 'false'}  # by `images lock`"),
+    ):
+        text = pattern.sub(line, text, count=1) if pattern.search(text) else text.rstrip("\n") + "\n" + line + "\n"
     path.write_text(text)
     return path
 
 
-def lock_base(client: Any, manifest: Manifest) -> str:
-    """Ask the registry for the digest of the manifest's base tag and pin it."""
+def lock_base(client: Any, manifest: Manifest) -> tuple[str, str | None]:
+    """Ask the registry for the digest of the manifest's base tag and pin it; (digest, the one it replaced)."""
     import docker.errors
 
     try:
@@ -288,8 +276,34 @@ def lock_base(client: Any, manifest: Manifest) -> str:
             "lock images on a host that can reach the registry (and is logged in to it where needed)"
         ) from None
     digest = str(found["Descriptor"]["digest"])
-    write_digest(manifest, digest)
-    return digest
+    write_digest(manifest, digest, verified=True)
+    return digest, manifest.digest if manifest.digest and manifest.digest != digest else None
+
+
+def image_provenance(image_attrs: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """What a run's record says about its image, from the labels written at build time.
+
+    base_digest is the base's registry digest, or the image id of a base built on the host
+    (base_digest_kind says which); when None, base_digest_reason says why ("unpinned: ...").
+    lock_sha256 is the sha256 of the requirements.lock the image was installed from.
+    """
+    labels = (image_attrs.get("Config") or {}).get("Labels") or {}
+    kind, _, reason = (labels.get("joulebench.base.pin") or "").partition(": ")
+    digest = labels.get("joulebench.base.digest") or None
+    lock = labels.get("joulebench.lock") or None
+    old = "built before images carried provenance labels: rebuild it (python -m controller images build)"
+    return {
+        "image_id": image_attrs.get("Id"),
+        "base_image": labels.get("joulebench.base"),
+        "base_digest": digest,
+        "base_digest_kind": kind or None,
+        "base_digest_reason": None if digest else (f"unpinned: {reason}" if kind == "unpinned" else old),
+        "lock_sha256": lock,
+        "lock_sha256_reason": None if lock else old,
+        # False: this checkout's lock differs from the one the image was built from.
+        "lock_matches_checkout": None if lock is None else lock == lock_sha256(manifest),
+        "harness_source_hash": labels.get("joulebench.harness"),
+    }
 
 
 def image_status(client: Any | None, manifest: Manifest) -> dict[str, Any]:
@@ -303,11 +317,14 @@ def image_status(client: Any | None, manifest: Manifest) -> dict[str, Any]:
     except docker.errors.ImageNotFound:
         return {"built": False, "image_id": None, "stale": None}
     labels = image.labels or {}
+    provenance = image_provenance(image.attrs, manifest)
     return {
         "built": True,
         "image_id": image.id,
         "stale": labels.get("joulebench.source") != source_hash(manifest),
         "digest": (image.attrs.get("RepoDigests") or [None])[0],
+        "built_base_digest": provenance["base_digest"] or provenance["base_digest_reason"],
+        "built_lock_sha256": provenance["lock_sha256"],
     }
 
 
@@ -322,6 +339,8 @@ def describe(manifests: dict[str, Manifest], client: Any | None) -> list[dict[st
                 "gpu": m.gpu,
                 "base": m.pinned_base or m.base,
                 "pinned": bool(m.digest),
+                "digest_verified": m.digest_verified,
+                "lock": lock_problem(m) or "current",
                 **image_status(client, m),
                 "unsupported": m.unsupported,
             }

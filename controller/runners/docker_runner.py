@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from controller.errors import UserError
-from controller.images import get_manifest, source_hash
+from controller.images import get_manifest, image_provenance, source_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
 LABEL = "joulebench"
@@ -191,6 +191,7 @@ class DockerRunner:
             "image_labels": img.labels,
             # Built from other harness/suite sources than this checkout's (see `images list`).
             "image_stale": (img.labels or {}).get("joulebench.source") != source_hash(manifest),
+            **image_provenance(img.attrs, manifest),  # base digest, lock_sha256, harness_source_hash
         }
 
     def start(self, inv: Invocation) -> StartedContainer:
