@@ -101,13 +101,20 @@ def records(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
-def write_campaign(path: Path, name: str, extra: str = "", models: str = '["resnet50", "mobilenetv2"]') -> Path:
+def write_campaign(
+    path: Path,
+    name: str,
+    extra: str = "",
+    models: str = '["resnet50", "mobilenetv2"]',
+    batch_sizes: str = "[1, 2]",
+    repetitions: int = 1,
+) -> Path:
     """Two ONNX Runtime configurations of the same export (one export per model, cached)."""
     path.write_text(
         f"""
 [campaign]
 name = "{name}"
-repetitions = 2
+repetitions = {repetitions}
 model_size = "tiny"
 warmup = 1
 runner = "local"
@@ -122,7 +129,7 @@ seconds = 1
 
 [matrix]
 models = {models}
-batch_sizes = [1, 2]
+batch_sizes = {batch_sizes}
 
 [[matrix.configurations]]
 name = "ort"
@@ -188,10 +195,10 @@ def test_an_unreachable_or_malformed_address_is_refused_in_one_line(tmp_path):
 
 
 def test_block_by_is_checked_and_blocks_keep_the_campaign_order(tmp_path):
-    file = write_campaign(tmp_path / "c.toml", "blocks", extra='block_by = ["model", "colour"]')
+    file = write_campaign(tmp_path / "c.toml", "blocks", extra='block_by = ["model", "colour"]', repetitions=2)
     with pytest.raises(UserError, match="block_by.*colour.*must be a list of cell fields"):
         load_campaign_file(file)
-    campaign = load_campaign_file(write_campaign(tmp_path / "c.toml", "blocks"))
+    campaign = load_campaign_file(write_campaign(tmp_path / "c.toml", "blocks", repetitions=2))
     assert campaign.block_by == ("model", "batch_size") and campaign.retries == 1
     order = campaign.ordered(11)
     groups = blocks(order, campaign.block_by)
@@ -245,7 +252,7 @@ def test_killed_controller_resumes_every_cell_once_blocks_on_one_node_one_window
     assert proc.stderr is not None
     for line in proc.stderr:
         seen.append(line)
-        if "done 5 " in line:
+        if sum(x.lstrip().startswith("ok:") for x in seen) == 3:  # about half the campaign
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
@@ -255,11 +262,11 @@ def test_killed_controller_resumes_every_cell_once_blocks_on_one_node_one_window
     assert re.search(r"nodes [1-3] busy", progress), progress
     folder = results / "on-cluster"
     before = records(folder)
-    assert 5 <= len(before) < 16 and all(r["status"] == "ok" for r in before), progress
+    assert 3 <= len(before) < 8 and all(r["status"] == "ok" for r in before), progress
 
     resumed = campaign_cli(*args)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"{len(before)} already ok" in resumed.stderr and "16 of 16 runs ok" in resumed.stdout
+    assert f"{len(before)} already ok" in resumed.stderr and "8 of 8 runs ok" in resumed.stdout
 
     after = records(folder)
     expected = {c.id for c in load_campaign_file(file).matrix()}
@@ -270,7 +277,7 @@ def test_killed_controller_resumes_every_cell_once_blocks_on_one_node_one_window
     by_block = defaultdict(set)
     for r in after:
         by_block[(r["model"], r["cell"]["batch_size"])].add(r["cluster"]["node_id"])
-    assert len(by_block) == 4 and all(len(nodes) == 1 for nodes in by_block.values()), by_block
+    assert len(by_block) == 4 and all(len(nodes) == 1 for nodes in by_block.values()), by_block  # 2 cells each
     assert len(set().union(*by_block.values())) >= 2  # the blocks were spread over nodes
     assert_one_window_at_a_time(after)
 
@@ -279,9 +286,8 @@ def test_a_node_lost_mid_run_is_recorded_failed_and_its_run_retried_on_a_live_no
     ray_cluster, tmp_path, artifact_cache
 ):
     # One block of two long runs, so that the node can be killed while one is measured.
-    file = write_campaign(tmp_path / "c.toml", "node-lost", extra="duration_s = 12\nblock_by = []\nrepetitions = 1")
-    text = file.read_text().replace("repetitions = 2\n", "").replace("batch_sizes = [1, 2]", "batch_sizes = [1]")
-    file.write_text(text.replace('models = ["resnet50", "mobilenetv2"]', 'models = ["mobilenetv2"]'))
+    extra = "duration_s = 12\nblock_by = []"
+    file = write_campaign(tmp_path / "c.toml", "node-lost", extra, models='["mobilenetv2"]', batch_sizes="[1]")
     results = tmp_path / "results"
     args = ["run", str(file), "--results", str(results), "--cache", str(artifact_cache)]
     args += ["--cluster", ray_cluster.address]

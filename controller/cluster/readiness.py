@@ -15,6 +15,7 @@ from typing import Any
 from controller.campaigns.readiness import Assessment, Combo, _HostChecks
 from controller.campaigns.spec import Campaign, Cell
 from controller.cluster.connect import RESOURCE, Cluster, Node, labels
+from controller.errors import UserError
 from controller.images import package_sources_hash
 
 READINESS_TIMEOUT_S = 300.0
@@ -79,7 +80,13 @@ def node_reports(
     ray = cluster.ray
     names = labels(hosts)
     task = ray.remote(readiness)
-    refs = {task.options(**_pinned(ray, h.node_id)).remote(campaign, runner_kind): h for h in hosts}
+    try:
+        refs = {task.options(**_pinned(ray, h.node_id)).remote(campaign, runner_kind): h for h in hosts}
+    except Exception as exc:  # through Ray Client, the head unpickles the task: it needs joulebench too
+        raise UserError(
+            f"the Ray cluster at {cluster.address} cannot take joulebench's tasks ({_error_line(exc)}): install "
+            "the same joulebench checkout on every node, the head included (tools/cluster/setup-node.sh)"
+        ) from None
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     reports = []
     ours = package_sources_hash()
