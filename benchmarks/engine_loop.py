@@ -28,18 +28,22 @@ from harness.protocol import RunSpec  # noqa: E402
 from harness.run import measure_loop  # noqa: E402
 
 
-def bare_call(engine: Any) -> Callable[[Any], Any]:
-    """The framework's own inference call behind an engine adapter."""
+def bare_call(engine: Any, named: bool) -> Callable[[Any], Any]:
+    """The framework's own inference call behind an engine adapter.
+
+    ``named``: the prepared inputs are a dict by input name (a model source, or a text model), as a
+    user's own loop over a model file would feed them.
+    """
     name = engine.name
     if name == "onnxruntime":
-        session, input_name = engine.session, engine.input_name
-        return lambda x: session.run(None, {input_name: x})
+        session = engine.session
+        return lambda feed: session.run(None, feed)  # prepare() built the feed dict, as a user's loop would
     if name in ("torch", "torchscript", "torch-compile"):
         model = engine.model
-        return lambda x: model(x)
+        return (lambda x: model(**x)) if named else (lambda x: model(x))
     if name == "openvino":
         request = engine.request
-        return lambda x: request.infer({0: x}, share_inputs=True, share_outputs=False)
+        return lambda x: request.infer(x, share_inputs=True, share_outputs=False)
     if name == "tensorflow":
         fn = engine._fn
         return lambda x: fn(x)
@@ -56,7 +60,7 @@ def compare(spec: RunSpec, rounds: int, n_batches: int) -> dict[str, Any]:
     inputs = [engine.prepare(b) for b in data.batches]
     if engine.compile_step is not None:
         engine.compile(inputs[0])
-    bare = bare_call(engine)
+    bare = bare_call(engine, isinstance(data.batches[0], dict))
 
     def bare_loop() -> float:
         count = len(inputs)

@@ -10,6 +10,10 @@
 
     python benchmarks/harness_overhead.py [--model-size full|tiny] [--rounds 5] [--samples 128]
                                           [--engines onnxruntime,torch,...]
+
+With ``--model FILE`` (an ONNX file, e.g. one another tool exported; ``--input-shape NAME=DIMS`` for
+its dynamic axes) part 1 runs on that file instead of ResNet-50, on the engines that load it as it
+is (onnxruntime, openvino, onnxruntime-openvino), and part 2 is skipped.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from controller.artifacts import ARTIFACT_MOUNT, default_cache, ensure_artifact
+from controller.artifacts import ARTIFACT_MOUNT, Conversion, default_cache, ensure_artifact
+from controller.cache import ArtifactCache
 from controller.errors import UserError
 from controller.runners.local import LocalRunner
 from harness.protocol import RunSpec
+from suite.sources import MODEL_MOUNT, ModelSource, SourceError, parse_input_shapes, resolve_source
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -44,25 +50,21 @@ ENGINES = {
 LOCAL = {"onnxruntime", "torch", "torchscript", "openvino"}
 
 
-def engine_ratio(key: str, model_size: str, batch: int, n_batches: int, rounds: int) -> dict[str, Any]:
+def engine_ratio(
+    key: str, model_size: str, batch: int, n_batches: int, rounds: int, source: ModelSource | None = None
+) -> dict[str, Any]:
     """Run engine_loop.py for one engine, locally or in its image; its JSON answer."""
     image, provider, conversion = ENGINES[key]
     engine = key.split("-")[0]
     artifact = None
+    if source is not None:
+        if engine not in source.engines() or source.route(engine).conversions:
+            raise UserError(f"{source.label} does not run on {engine} as it is")
+        conversion = None
     if conversion:
-        artifact = ensure_artifact(
-            LocalRunner(),
-            default_cache(),
-            conversion,
-            "torch-cpu",
-            "resnet50",
-            model_size,
-            "random",
-            None,
-            0,
-            1800,
-            say=lambda _: None,
-        )
+        cache = ArtifactCache(default_cache(), container_writes=False, warn=print)
+        conv = Conversion(conversion, "torch-cpu", "resnet50", model_size, "random", None, 0)
+        artifact = ensure_artifact(LocalRunner(), cache, conv, 1800, lambda _: None)
     spec = RunSpec(
         run_id="bench",
         engine=engine,
@@ -75,6 +77,9 @@ def engine_ratio(key: str, model_size: str, batch: int, n_batches: int, rounds: 
         artifact=artifact.relpath if artifact else None,
         artifact_root=(str(default_cache()) if key in LOCAL else ARTIFACT_MOUNT) if artifact else None,
     )
+    if source is not None:
+        inside = source.location if key in LOCAL else f"{MODEL_MOUNT}/{source.entry}"
+        spec = replace(spec, model=source.label, source=None, model_source=source.harness_fields(inside, batch))
     argv = ["--spec", json.dumps(asdict(spec)), "--rounds", str(rounds), "--batches", str(n_batches)]
     if key in LOCAL:
         proc = subprocess.run(
@@ -93,6 +98,8 @@ def engine_ratio(key: str, model_size: str, batch: int, n_batches: int, rounds: 
     volumes = {str(BENCH): {"bind": "/opt/bench", "mode": "ro"}}
     if artifact:
         volumes[str(default_cache() / artifact.key)] = {"bind": f"{ARTIFACT_MOUNT}/{artifact.key}", "mode": "ro"}
+    for host, rel in source.mounts() if source is not None else []:
+        volumes[host] = {"bind": f"{MODEL_MOUNT}/{rel}", "mode": "ro"}
     import docker.errors
 
     try:
@@ -153,16 +160,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=128, help="samples per measurement")
     parser.add_argument("--engines", help=f"comma-separated subset of {', '.join(ENGINES)} (skips docker/local)")
+    parser.add_argument("--model", help="a model file to measure instead of ResNet-50 (e.g. an ONNX file)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS")
     args = parser.parse_args()
     chosen = args.engines.split(",") if args.engines else list(ENGINES)
-    print(f"ResNet-50 ({args.model_size}), harness loop / bare loop, medians of {args.rounds} rounds")
+    source = None
+    if args.model:
+        try:
+            source = resolve_source(args.model, parse_input_shapes(args.input_shape))
+        except SourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        chosen = [k for k in chosen if k.split("-")[0] in source.engines()]
+    name = source.label if source else f"ResNet-50 ({args.model_size})"
+    print(f"{name}, harness loop / bare loop, medians of {args.rounds} rounds")
     for key in chosen:
         for batch in (1, 64):
             n = max(8, args.samples // batch)  # at least 8 batches: a ratio of two is noise
             where = "local" if key in LOCAL else f"in {ENGINES[key][0]}"
             try:
-                found = engine_ratio(key, args.model_size, batch, n, args.rounds)
-            except (UserError, RuntimeError) as exc:
+                found = engine_ratio(key, args.model_size, batch, n, args.rounds, source)
+            except (UserError, RuntimeError, SourceError) as exc:
                 print(f"  {key:<21} batch {batch:>2}: skipped ({str(exc).strip().splitlines()[-1][:150]})")
                 continue
             ratio = found["ratio"]
@@ -171,7 +189,7 @@ def main() -> int:
                 f"rounds {', '.join(f'{r:.3f}' for r in found['ratios'])})  goal >= 0.98 "
                 f"{'ok' if ratio >= 0.98 else 'MISSED'}"
             )
-    if args.engines:
+    if args.engines or source is not None:
         return 0
     try:
         from controller.runners.docker_runner import DockerRunner

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.cache import ArtifactCache, default_root, file_sha256, key_of
+from controller.cache import ArtifactCache, default_root, key_of
 from controller.errors import UserError
 from controller.runners.base import Invocation, Mount, Runner, execute
 from harness.protocol import CONVERT_FIELDS, ConvertSpec, ProtocolError, parse_stream
+from suite.model_formats import file_sha256
 from suite.models import get_model
+from suite.sources import MODEL_MOUNT, ModelSource
+
+__all__ = ["file_sha256"]  # moved to suite.model_formats; still importable from here
 
 # engine -> (artifact format it loads, or None when it builds the model itself)
 ENGINE_FORMATS: dict[str, str | None] = {
@@ -88,10 +92,13 @@ class Conversion:
     weights_file: Path | None
     seed: int
     source: Artifact | None = None  # a conversion of an artifact (onnx2openvino): the one it converts
+    model_source: ModelSource | None = None  # a user's own model (file, folder, hub id); ``model`` is its label
 
 
-def cache_inputs(spec: ConvertSpec, environment: str, weights_sha: str | None) -> dict[str, Any]:
-    return {
+def cache_inputs(
+    spec: ConvertSpec, environment: str, weights_sha: str | None, source_key: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    inputs: dict[str, Any] = {
         "conversion": spec.conversion,
         "model": spec.model,
         "model_size": spec.model_size,
@@ -101,6 +108,16 @@ def cache_inputs(spec: ConvertSpec, environment: str, weights_sha: str | None) -
         "opset": spec.opset,
         "exporter_environment": environment,
     }
+    if source_key is not None:  # a model source: its contents' sha256 and the inputs it is traced with
+        inputs["model_source"] = source_key
+    return inputs
+
+
+def mount_source(runner: Runner, source: ModelSource, mounts: list[Mount]) -> dict[str, Any]:
+    """Mount a model source's files read-only (appended to ``mounts``); its harness fields (RunSpec
+    or ConvertSpec.model_source), with its path as the harness sees it."""
+    mounts += [Mount(host, f"{MODEL_MOUNT}/{rel}") for host, rel in source.mounts()]
+    return source.harness_fields(runner.path_for(Mount(source.location, f"{MODEL_MOUNT}/{source.entry}")))
 
 
 def ensure_artifact(
@@ -115,7 +132,8 @@ def ensure_artifact(
     probe = ConvertSpec(
         conversion=conv.name, model=conv.model, model_size=conv.model_size, weights=conv.weights, seed=conv.seed
     )
-    inputs = cache_inputs(probe, runner.environment_id(conv.image), weights_sha)
+    source_key = conv.model_source.conversion_key() if conv.model_source is not None else None
+    inputs = cache_inputs(probe, runner.environment_id(conv.image), weights_sha, source_key)
     if conv.source is not None:
         inputs["source_artifact"] = conv.source.key
     key = key_of(inputs)
@@ -147,6 +165,11 @@ def _convert(
     if conv.source is not None:
         mounts.append(Mount(str(cache.root / conv.source.key), f"{ARTIFACT_MOUNT}/{conv.source.key}"))
         source_in = f"{runner.path_for(mounts[-1])}/{conv.source.meta['artifact_file']}"
+    source_fields = None
+    if conv.model_source is not None:
+        source_fields = mount_source(runner, conv.model_source, mounts)
+        if conv.source is None and conv.model_source.kind == "onnx":
+            source_in = source_fields["path"]  # onnx2openvino of the user's own ONNX file
     spec = ConvertSpec(
         conversion=conv.name,
         model=conv.model,
@@ -156,6 +179,7 @@ def _convert(
         seed=conv.seed,
         out_dir=runner.path_for(mounts[0]),
         source_artifact=source_in,
+        model_source=source_fields,
     )
     note(f"converting {conv.model} ({conv.model_size}, {conv.weights} weights) with {conv.name} in {conv.image} ...")
     execution = execute(

@@ -7,7 +7,6 @@ Its steps in the pipeline (``controller/pipeline.py``): :meth:`BatchWorkload.pla
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,26 +21,34 @@ from controller.artifacts import (
     conversion_for,
     ensure_artifact,
 )
-from controller.cache import CONTAINER_UID, ArtifactCache
+from controller.cache import ArtifactCache
 from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession
-from controller.pipeline import Outcome, Plan, attach_meters
+from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
 from controller.progress import Progress
 from controller.record import Failure, RunRecord, timing_metrics
 from controller.requests import BatchSettings, RunRequest
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
+from controller.workload import Outcome, Plan, attach_meters, harness_failure
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
+from suite.sources import ModelSource
 
 # Native engines and the framework whose definition (and preprocessing) they run.
 NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
-TRT_CACHE_MOUNT = "/trt-cache"
 SYNTHETIC_SAMPLES = 64
 # A batch whose inputs alone would take more than this share of the host's RAM is refused.
 MAX_INPUT_RAM_SHARE = 0.5
+
+
+def is_own_model(text: str) -> bool:
+    """A model the user brings (a file, a folder, ``hf:ORG/NAME``) rather than a registered name."""
+    from suite.models import MODELS
+
+    return text not in MODELS or text.startswith(("hf:", ".", "/", "~"))
 
 
 def model_source(engine: str, conversion: str | None) -> str | None:
@@ -71,11 +78,15 @@ class BatchWorkload:
         self.dataset_path: Path | None = None
         self.artifact: Artifact | None = None
         self.output = HarnessOutput()
+        self.source: ModelSource | None = None  # a user's own model (None: a registered one)
+        self.steps: list[tuple[str, str]] = []
 
     # -- validate ----------------------------------------------------------------------------
 
     def plan(self, check_data: bool = True) -> Plan:
         w = self.what
+        if is_own_model(w.model):
+            return self._plan_own(check_data)
         manifest = get_manifest(w.image)
         self.engine = engine = w.engine or manifest.engines[0]
         if engine not in manifest.engines:
@@ -119,6 +130,44 @@ class BatchWorkload:
         }
         return Plan(manifest, engine, images, identity)
 
+    def _plan_own(self, check_data: bool) -> Plan:
+        """A user's own model (a file, a folder, a hub id): what it is, and how the engine gets it."""
+        from controller.models import plan_source
+
+        w = self.what
+        manifest = get_manifest(w.image)
+        self.engine = w.engine or manifest.engines[0]
+        if self.engine not in manifest.engines:
+            raise UserError(
+                f"image {w.image} does not serve engine {self.engine!r}; valid engines: {', '.join(manifest.engines)}"
+            )
+        for flag, value, default in (("--weights", w.weights, "random"), ("--source", w.source, None)):
+            if value != default:
+                raise UserError(f"{flag} applies to registered models; {w.model} brings its own weights and definition")
+        if w.model_size != "full":
+            raise UserError(f"--model-size applies to registered models; {w.model} is run as it is")
+        self._check_amounts()
+        try:
+            check_options(self.engine, w.options)
+        except OptionError as exc:
+            raise UserError(str(exc)) from None
+        self.source, self.steps = plan_source(
+            w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
+        )
+        size_samples = self._check_dataset(task=self.source.task) if check_data else None
+        if w.samples is None and w.duration_s is None:
+            w.samples = size_samples or SYNTHETIC_SAMPLES
+        self.weights_kind = "path"
+        identity = {
+            "model": self.source.label,
+            "model_size": "full",
+            "conversion": "+".join(c for c, _ in self.steps) or None,
+            "weights": "path",
+            "weights_label": None,
+            "model_source": self.source.identity(),
+        }
+        return Plan(manifest, self.engine, [w.image] + [image for _, image in self.steps], identity)
+
     def _check_amounts(self) -> None:
         from controller.requests import positive
 
@@ -142,7 +191,7 @@ class BatchWorkload:
             )
         self.weights_kind, self.weights_file = "path", path
 
-    def _check_dataset(self) -> int | None:
+    def _check_dataset(self, task: str | None = None) -> int | None:
         """The samples the dataset yields, or UserError saying what was expected."""
         from suite.datasets import DatasetError, check, get_dataset
 
@@ -150,12 +199,15 @@ class BatchWorkload:
         path = Path(w.dataset_path).expanduser().resolve() if w.dataset_path is not None else None
         try:
             info = get_dataset(w.dataset)
-            model = get_model(w.model)
-            if info.task is not None and info.task != model.task:
-                raise UserError(f"dataset {w.dataset} serves {info.task} models; {w.model} is a {model.task} model")
+            task = get_model(w.model).task if self.source is None else task
+            if info.task is not None and task is not None and info.task != task:
+                raise UserError(f"dataset {w.dataset} serves {info.task} models; {w.model} is a {task} model")
             size = check(w.dataset, path, w.limit, w.seed)
         except DatasetError as exc:
             raise UserError(str(exc)) from None
+        self.dataset_path = path
+        if self.source is not None:
+            return size  # the source's own inputs were checked against the dataset
         if w.dataset == "digits":
             from suite.datasets.digits import SHAPE
 
@@ -184,6 +236,17 @@ class BatchWorkload:
     # -- resolve artifacts -------------------------------------------------------------------
 
     def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+        self.cache_root = cache.root
+        if self.source is not None and self.steps:
+            from controller.models import source_artifact
+
+            w = self.what
+            with progress.step(f"conversion {'+'.join(c for c, _ in self.steps)} of {self.source.label}"):
+                artifact = source_artifact(
+                    runner, cache, self.source, self.steps, w.seed, self.request.where.timeout_s, progress.note
+                )
+            self._keep(artifact, record)
+            return
         if self.conversion is None:
             return
         w = self.what
@@ -199,9 +262,17 @@ class BatchWorkload:
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
                 artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
+        self._keep(artifact, record)
+
+    def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:
         self.artifact = artifact
-        self.cache_root = cache.root
-        record.artifact = {"key": artifact.key, "path": artifact.relpath, "reused": artifact.reused, **artifact.meta}
+        if artifact is not None:
+            record.artifact = {
+                "key": artifact.key,
+                "path": artifact.relpath,
+                "reused": artifact.reused,
+                **artifact.meta,
+            }
 
     # -- drive -------------------------------------------------------------------------------
 
@@ -268,6 +339,11 @@ class BatchWorkload:
             mounts.append(dm)
             inside = runner.path_for(dm)
             dataset_in = inside if dm.host == str(self.dataset_path) else f"{inside}/{self.dataset_path.name}"
+        model_fields = None
+        if self.source is not None:
+            from controller.artifacts import mount_source
+
+            model_fields = mount_source(runner, self.source, mounts)
         options = dict(w.options)
         manifest = get_manifest(w.image)
         if manifest.provider == "tensorrt":
@@ -280,13 +356,13 @@ class BatchWorkload:
             run_id=run_id,
             engine=self.engine,
             provider=manifest.provider,
-            model=w.model,
+            model=self.source.label if self.source else w.model,
             model_size=w.model_size,
-            weights=self.weights_kind,
+            weights="random" if self.source else self.weights_kind,
             dataset=w.dataset,
             dataset_path=dataset_in,
             limit=w.limit,
-            source=model_source(self.engine, self.conversion[0] if self.conversion else None),
+            source=None if self.source else model_source(self.engine, self.conversion[0] if self.conversion else None),
             batch_size=w.batch_size,
             samples=w.samples,
             duration_s=w.duration_s if w.samples is None else None,
@@ -296,6 +372,7 @@ class BatchWorkload:
             artifact_root=artifact_root,
             weights_path=weights_in,
             options=options,
+            model_source=model_fields,
         )
         return spec, mounts
 
@@ -331,52 +408,3 @@ class BatchWorkload:
         metrics = timing_metrics(outcome.result, outcome.window)
         metrics["accuracy"] = accuracy(outcome.result, self.weights_kind)
         return metrics
-
-
-def harness_failure(
-    execution: Execution, error: dict[str, Any] | None, no_result: bool, timeout_s: float, memory: str | None
-) -> tuple[str | None, str | None]:
-    """(failure code, reason) of a harness that did not end well, or (None, None). ``{phase}`` in a
-    reason stands for the phase it was in."""
-    if execution.start_error:
-        return Failure.START, f"the harness could not start: {execution.start_error}"
-    if execution.timed_out:
-        return Failure.TIMEOUT, f"timed out after {timeout_s:g} s (in phase {{phase}})"
-    if execution.oom_killed:
-        limit = f" (limit {memory})" if memory else ""
-        return Failure.OUT_OF_MEMORY, f"killed: out of memory{limit} in phase {{phase}}"
-    if execution.killed_from_outside is not None:
-        who = (
-            "from outside the controller (not a timeout; the container was not out of memory)"
-            if execution.runner.get("kind") == "docker"
-            else "from outside the controller (a user's kill, or the kernel's OOM killer: the local runner "
-            "cannot tell which)"
-        )
-        return Failure.KILLED, f"killed by signal {execution.killed_from_outside} {who} in phase {{phase}}"
-    if error is not None:
-        return Failure.HARNESS_ERROR, f"{error.get('error_type', 'error')}: {error['message']}"
-    if execution.exit_code != 0:
-        return Failure.EXIT_CODE, f"harness exited with code {execution.exit_code}"
-    if no_result:
-        return Failure.NO_RESULT, "harness exited without a result"
-    return None, None
-
-
-def dataset_mount(path: Path) -> Mount:
-    """Read-only mount of a dataset: a folder or a table as is; a file list with its folder (its
-    relative paths point there)."""
-    from suite.datasets import DATASET_MOUNT
-
-    if path.is_file() and path.suffix.lower() not in (".csv", ".parquet"):
-        return Mount(str(path.parent), f"{DATASET_MOUNT}/{path.parent.name or 'root'}")
-    return Mount(str(path), f"{DATASET_MOUNT}/{path.name}")
-
-
-def tensorrt_cache(cache_parent: Path, runner: Runner) -> Path:
-    """The host folder for TensorRT engine and timing caches, writable by the container's user."""
-    folder = cache_parent / "tensorrt"
-    if not folder.is_dir():
-        folder.mkdir(parents=True, mode=0o755)
-        if runner.kind == "docker" and os.getuid() == 0:
-            os.chown(folder, CONTAINER_UID, CONTAINER_UID)
-    return folder

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import UserError
+from suite.model_formats import file_sha256
 
 META = "meta.json"
 STAGING_PREFIX = ".staging-"
@@ -28,24 +29,6 @@ CONTAINER_UID = 10001
 
 def default_root() -> Path:
     return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder: every file's path (relative to it) and content.
-
-    A folder's digest changes when any file in it is added, removed, renamed or edited.
-    """
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            name = file.relative_to(path).as_posix().encode()
-            # Length-prefixed name, then the file's own digest: no two layouts hash alike.
-            digest.update(len(name).to_bytes(8, "big") + name + bytes.fromhex(file_sha256(file)))
-        return digest.hexdigest()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def key_of(inputs: dict[str, Any]) -> str:
@@ -98,7 +81,7 @@ class ArtifactCache:
             path = folder / name
             if not path.is_file():
                 return f"{name} is missing"
-            if file_sha256(path) != want:
+            if file_sha256(path, remember=False) != want:
                 return f"{name} changed since it was made"
         return None
 
@@ -113,7 +96,11 @@ class ArtifactCache:
 
     def commit(self, staging: Path, key: str, meta: dict[str, Any]) -> Entry:
         """Hash the staged files, write the meta, and rename the staging folder into place."""
-        files = {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+        files = {
+            p.relative_to(staging).as_posix(): file_sha256(p, remember=False)
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
+        }
         meta = {**meta, "key": key, "files": files}
         (staging / META).write_text(json.dumps(meta, indent=1))
         for path in staging.rglob("*"):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
     BatchSettings,
@@ -27,6 +28,7 @@ EPILOG = """examples:
   python -m controller campaign plan suite/campaigns/green-ai-runtimes-cpu.toml
   python -m controller campaign run suite/campaigns/ci-smoke.toml
   python -m controller report results/ci-smoke --format term
+  python -m controller compare results/main results/candidate --threshold 5% --format markdown
   python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
 """
 
@@ -69,7 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one benchmark and write its record")
     run.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu")
-    run.add_argument("--model", required=True, help="model id, e.g. resnet50")
+    run.add_argument(
+        "--model",
+        required=True,
+        help="a registered model (resnet50; see `models list`), an ONNX/TorchScript/Keras/OpenVINO IR file, "
+        "a transformers folder, or hf:ORG/NAME",
+    )
+    run.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        dest="input_shapes",
+        metavar="NAME=DIMS",
+        help="an input's shape without the batch axis, e.g. pixel_values=3x224x224 (your own model's dynamic axes)",
+    )
     run.add_argument("--engine", help="engine within the image (default: the image's first)")
     run.add_argument(
         "--source",
@@ -133,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     ilock.add_argument("names", nargs="+", metavar="NAME")
     add_campaign_parser(sub)
     add_report_parser(sub)
+    add_compare_parser(sub)
     add_serve_parser(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -206,98 +223,6 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-# --- campaigns and the report ------------------------------------------------------------------
-
-
-def add_campaign_parser(sub: Any) -> None:
-    campaign = sub.add_parser("campaign", help="plan or run a matrix of runs described in a TOML file")
-    csub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
-    for name, text in (
-        ("plan", "print the matrix, the images, what is not runnable here and why, and a duration estimate"),
-        ("run", "run what is left of the campaign (resumes: cells recorded ok are skipped)"),
-    ):
-        p = csub.add_parser(name, help=text)
-        p.add_argument("file", type=Path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
-        p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-        p.add_argument("--runner", choices=["auto", "docker", "local"], help="override the campaign file's runner")
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            dest="overrides",
-            help="override a key of the file, VALUE in TOML syntax: --set campaign.repetitions=2 "
-            "--set 'matrix.models=[\"./my-model\"]' (recorded beside the results)",
-        )
-        p.add_argument(
-            "--cluster",
-            metavar="ADDRESS",
-            help="on a Ray cluster whose measuring nodes offer one joulebench_host each: HEAD:6379 on a machine "
-            "of the cluster, ray://HEAD:10001 from elsewhere, or auto (tools/cluster/README.md)",
-        )
-        if name == "plan":
-            p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
-        else:
-            p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
-            p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
-            p.add_argument(
-                "--build-images",
-                action="store_true",
-                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
-            )
-
-
-def add_report_parser(sub: Any) -> None:
-    report = sub.add_parser("report", help="tables, statistics and plots of a campaign's records")
-    report.add_argument("folder", type=Path, metavar="FOLDER", help="a campaign's records, e.g. results/ci-smoke")
-    report.add_argument(
-        "--format",
-        choices=["files", "term"],
-        default="files",
-        help="files (default): write FOLDER/report/ (Markdown, LaTeX, CSV, HTML); term: print the tables",
-    )
-    report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
-    report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
-
-
-def cmd_campaign(args: argparse.Namespace) -> int:
-    from controller.campaigns import load_campaign_file
-    from controller.campaigns.execute import run_campaign
-    from controller.campaigns.history import resolve_seed
-    from controller.campaigns.plan import render_plan, to_json
-    from controller.campaigns.readiness import assess
-
-    campaign = load_campaign_file(args.file, args.overrides)
-    if args.campaign_command == "plan" and args.cluster:
-        from controller.cluster import plan_on_cluster
-
-        return plan_on_cluster(campaign, args.results, args.cluster, args.runner, args.json)
-    if args.campaign_command == "plan":
-        assessment = assess(campaign, args.runner)
-        if args.json:
-            print(to_json(assessment))
-        else:
-            print(render_plan(assessment, args.results, resolve_seed(args.results, campaign)))
-        return 0
-    if args.build_images and not args.cluster:
-        raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
-    return run_campaign(
-        campaign,
-        args.results,
-        retry_failed=args.retry_failed,
-        cache=args.cache,
-        runner=args.runner,
-        cluster=args.cluster,
-        build_images=args.build_images,
-    )
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from controller.report import build_report
-
-    return build_report(args.folder, fmt=args.format, output=args.output, mix=args.mix)
-
-
 # --- serving mode ------------------------------------------------------------------------------
 
 
@@ -343,6 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from controller import commands
+    from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     args = build_parser().parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -354,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         "system": commands.system,
         "campaign": cmd_campaign,
         "report": cmd_report,
+        "compare": cmd_compare,
         "serve": cmd_serve,
+        "models": cmd_models,
     }
     try:
         return handlers[args.command](args)

@@ -10,74 +10,28 @@ A failed run is a record too; an interrupted one is recorded, then the interrupt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from controller import hostinfo
+from controller.artifacts import ConversionFailed, default_cache
+from controller.batch import BatchWorkload
 from controller.cache import ArtifactCache
 from controller.errors import UserError
-from controller.images import Manifest
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.progress import Progress
 from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import RunRequest, check_meters, check_where
 from controller.runners.base import Runner
 from controller.runners.choose import choose_runner, stale_images
+from controller.serving.workload import ServingWorkload
+from controller.summary import summary
+from controller.workload import Outcome, Plan, Workload
 from harness.protocol import PROTOCOL_VERSION
-
-
-@dataclass
-class Plan:
-    """What validation found, before anything starts: the image, engine and what the record names."""
-
-    manifest: Manifest
-    engine: str
-    images: list[str]  # the run's image and the images of its conversions
-    identity: dict[str, Any]  # model, model_size, conversion, weights, weights_label, model_source
-
-
-@dataclass
-class Outcome:
-    """What driving the workload gave: how it ended, and what the record keeps of it."""
-
-    runner: dict[str, Any]
-    events: list[dict[str, Any]] = field(default_factory=list)
-    window: tuple[int, int] | None = None  # the measure window, time.monotonic_ns()
-    failure: dict[str, Any] | None = None  # RunRecord.fail's arguments
-    result: dict[str, Any] | None = None
-
-
-class Workload(Protocol):
-    mode: str
-    last_phase: str | None  # where an interrupt found it
-
-    def plan(self, check_data: bool = True) -> Plan:
-        """Validate the request (UserError, before any work) and say what the run needs.
-
-        ``check_data=False`` leaves the dataset unread (a campaign's plan checks it its own way)."""
-        ...
-
-    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
-        """Convert or export what the engine loads, once, into the cache (ConversionFailed)."""
-        ...
-
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
-        """Start the harness, attach the meters, run the workload, stop the meters, clean up."""
-        ...
-
-    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
-        """The record's figures of an ok run."""
-        ...
 
 
 def workload_for(request: RunRequest) -> Workload:
     if request.mode == "serving":
-        from controller.serving.workload import ServingWorkload
-
         return ServingWorkload(request)
-    from controller.batch import BatchWorkload
-
     return BatchWorkload(request)
 
 
@@ -94,8 +48,6 @@ def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
     record = new_record(request, plan, runner)
     path = record_path(request.where.results, request.where.campaign, record.run_id)
     cache = open_cache(request, runner, progress)
-
-    from controller.artifacts import ConversionFailed
 
     try:
         workload.resolve(runner, cache, record, progress)
@@ -163,8 +115,6 @@ def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
 
 
 def open_cache(request: RunRequest, runner: Runner, progress: Progress) -> ArtifactCache:
-    from controller.artifacts import default_cache
-
     cache = ArtifactCache(request.where.cache or default_cache(), runner.kind == "docker", progress.note)
     for abandoned in cache.clean_abandoned():
         progress.note(f"removed {abandoned.name}, left by a conversion that was killed")
@@ -188,14 +138,6 @@ def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSe
     return meters
 
 
-def attach_meters(meters: MeterSession, workload: dict[str, Any]) -> None:
-    """Sample the started harness's container (cgroup) or process tree."""
-    if "container" in workload:
-        meters.attach_container(workload["container"])
-    elif "pid" in workload:
-        meters.attach_process(workload["pid"])
-
-
 def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters: MeterSession) -> None:
     """Fill the record from the outcome: the failure, or the result with its figures over the window."""
     record.runner = outcome.runner or record.runner
@@ -211,6 +153,4 @@ def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters
 
 def summarise(record: RunRecord, path: Path) -> str:
     """The one-screen summary printed after a run."""
-    from controller.summary import summary
-
     return summary(record.to_dict(), path)

@@ -42,7 +42,7 @@ class BatchSettings:
     warmup: int = 5
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
-    input_shapes: dict[str, str] = field(default_factory=dict)  # NAME -> DIMS for a user's own model
+    input_shapes: list[str] = field(default_factory=list)  # NAME=DIMS for a user's own model
 
 
 @dataclass

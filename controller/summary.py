@@ -22,11 +22,17 @@ def batch_summary(record: dict[str, Any], path: Path) -> str:
     if where == "docker":
         where += f" ({runner.get('image_id', '')[:19]})"
     spec = record.get("spec", {})
+    own = record.get("model_source")
+    model = (
+        f"model      {record['model']} ({own['kind']} {own['location']}, sha256 {str(own['sha256'])[:12]})"
+        if own
+        else f"model      {record['model']} ({record['model_size']})   "
+        f"weights {record['weights_label'] or record['weights']}"
+    )
     lines = [
         f"run        {record['run_id']}  [{record.get('status', '?').upper()}]",
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
-        f"model      {record['model']} ({record['model_size']})   "
-        f"weights {record['weights_label'] or record['weights']}",
+        model,
         f"batch      {spec.get('batch_size', '?')}   runner {where}",
     ]
     art = record.get("artifact")

@@ -16,11 +16,39 @@ from suite.models import get_model
 SYNTHETIC_POOL = 4
 
 
+def source_batch(inputs: list[dict[str, Any]], batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One batch for a model source: every input by name, drawn as its spec says (suite/sources.py)."""
+    batch: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        shape = (batch_size, *spec["shape"])
+        try:
+            dtype = np.dtype(spec["dtype"])
+        except TypeError:
+            from harness.engines.base import EngineError
+
+            raise EngineError(f"input {spec['name']} has dtype {spec['dtype']}, which numpy cannot make") from None
+        fill = spec["fill"]
+        if fill == "ids":
+            array = rng.integers(0, int(spec["vocab_size"]), shape).astype(dtype)
+        elif fill == "ones":
+            array = np.ones(shape, dtype)
+        elif fill == "zeros":
+            array = np.zeros(shape, dtype)
+        elif fill == "positions":
+            array = np.ascontiguousarray(np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape))
+        else:
+            array = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+        batch[spec["name"]] = array
+    return batch
+
+
 def synthetic_batches(spec: RunSpec, n_batches: int | None) -> list[Any]:
-    size = get_model(spec.model).size(spec.model_size)
-    shape = size.input_shape
     count = SYNTHETIC_POOL if n_batches is None else max(1, min(SYNTHETIC_POOL, n_batches))
     rng = np.random.default_rng(spec.seed)
+    if spec.model_source is not None:
+        return [source_batch(spec.model_source["inputs"], spec.batch_size, rng) for _ in range(count)]
+    size = get_model(spec.model).size(spec.model_size)
+    shape = size.input_shape
     if size.input_names:  # token ids and a full attention mask
         assert size.vocab_size is not None
         ids_shape = (spec.batch_size, max_length(spec))
@@ -66,7 +94,12 @@ def load_inputs(spec: RunSpec, n_batches: int | None) -> Inputs:
     from suite.datasets import DatasetError
 
     try:
-        samples, labels, info = _load_samples(spec)
+        if spec.model_source is not None:
+            from harness.source_data import source_samples
+
+            samples, labels, info = source_samples(spec)
+        else:
+            samples, labels, info = _load_samples(spec)
     except DatasetError as exc:  # a stated reason for the user, not a harness bug
         raise EngineError(str(exc)) from None
     size = len(labels)

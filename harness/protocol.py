@@ -53,6 +53,11 @@ class RunSpec:
     # Local weights file (weights == "path"), as seen from inside the harness.
     weights_path: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # A model given as a file, folder or hub id rather than a registered name (suite/sources.py,
+    # ModelSource.harness_fields): kind, path as seen by the harness, label, task, digest, and inputs
+    # with concrete shapes ({name, dtype, shape, fill, vocab_size, ...}); ``model`` is then its label.
+    # A converted run also sets ``artifact``: the engine loads that, and inputs still come from here.
+    model_source: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)
@@ -236,6 +241,9 @@ class ConvertSpec:
     atol: float = 1e-3
     rtol: float = 1e-2
     source_artifact: str | None = None  # a conversion of an artifact (onnx2openvino): its file
+    # The model as a source (RunSpec.model_source's fields): the converter loads it from its path
+    # and traces and checks parity on inputs built from its input specs; ``model`` is its label.
+    model_source: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"joulebench": PROTOCOL_VERSION, **asdict(self)}, sort_keys=True)

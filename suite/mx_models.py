@@ -138,9 +138,11 @@ def build(name: str, size: str, weights: str, weights_path: str | None = None, s
     # Gluon defers initialisation to the first forward pass: run it now, while the seed holds.
     probe = model_inputs({"input_ids": np.zeros((1, 8)), "attention_mask": np.ones((1, 8))}) if text else None
     if text and pretrained:  # the BERT weights are loaded; only the new classifier head is random
+        assert probe is not None
         net.classifier.initialize(mx.init.Normal(0.02), ctx=mx.cpu())
         net(*(mx.nd.array(a) for a in probe))
     elif weights == "random" and text:
+        assert probe is not None
         # GluonNLP's (and BERT's) initialisation: N(0, 0.02) weights; LayerNorm and biases keep
         # their own (ones, zeros).
         net.initialize(mx.init.Normal(0.02), ctx=mx.cpu())

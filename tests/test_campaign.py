@@ -113,6 +113,28 @@ options = {{ fault_raise = "load" }}
     return path
 
 
+def test_a_second_run_of_the_same_campaign_is_refused_while_the_first_runs(tmp_path, artifact_cache):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "controller", "campaign", "run", str(SMOKE), "--results", str(results)]
+    cmd += ["--cache", str(artifact_cache)]
+    first = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    try:
+        for line in first.stderr:
+            if "to run now" in line:
+                break
+        second = campaign_cli("run", str(SMOKE), "--results", str(results), "--cache", str(artifact_cache))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"being run by process {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    recs = records(results / "ci-smoke")
+    cells = [r["cell"]["id"] for r in recs]
+    assert len(cells) == len(set(cells)), "a cell was recorded twice"
+    assert not (results / "ci-smoke" / "campaign" / "lock").exists()  # released on the way out
+
+
 def test_a_failed_run_is_recorded_the_campaign_goes_on_and_retry_is_asked_for(tmp_path, artifact_cache):
     results = tmp_path / "results"
     file = write_campaign(tmp_path / "c.toml", "with-failure")

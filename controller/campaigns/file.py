@@ -42,6 +42,13 @@ that needs another dataset says so in its own table::
 
 Without ``samples`` or ``duration_s``, a labelled dataset is measured once through (its ``limit``).
 
+A user's own models (ONNX, TorchScript, Keras or OpenVINO IR files, transformers folders,
+``hf:ORG/NAME``) go in ``matrix.models`` beside registered names; a dynamic axis gets its size
+per model::
+
+    [input_shapes]
+    "./my-model.onnx" = ["pixel_values=3x224x224"]
+
 Serving mode (the second paper): ``mode = "serving"`` in [campaign]; models are names from
 ``suite/slm_models.py``, hub ids or model folders; configurations are <image, engine> pairs; what
 a serving run does is in [serving]::
@@ -260,13 +267,14 @@ def _memory(value: Any, path: Path) -> str | None:
     return str(value)
 
 
-def _serving_models(models: list[str], path: Path) -> list[str]:
-    """Model folders resolved (a relative one from the campaign file's folder); names and hub ids as is."""
+def _model_paths(models: list[str], path: Path) -> list[str]:
+    """Model files and folders resolved (a relative one from the campaign file's folder); names and hub
+    ids as is."""
     out = []
     for m in models:
         p = local_path(m, path.parent)
-        looks_like_folder = m.startswith((".", "/", "~")) or p.is_dir()
-        out.append(str(p) if looks_like_folder else m)
+        looks_like_path = m.startswith((".", "/", "~")) or p.exists()
+        out.append(str(p) if looks_like_path else m)
     return out
 
 
@@ -275,7 +283,8 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
     value and what is valid."""
     path = Path(path)
     data, text = _read(path, overrides)
-    _check_keys(data, {"campaign", "idle", "cooldown", "matrix", "datasets", "serving"}, "the file's top level", path)
+    top = {"campaign", "idle", "cooldown", "matrix", "datasets", "serving", "input_shapes"}
+    _check_keys(data, top, "the file's top level", path)
     camp = data.get("campaign", {})
     _check_keys(camp, _KNOWN["campaign"], "[campaign]", path)
     mode = _choice(camp.get("mode", "batch"), MODES, "[campaign] mode", path)
@@ -325,6 +334,7 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         dataset_path=default_dataset.dataset_path,
         limit=default_dataset.limit,
         datasets=_datasets(data.get("datasets", {}), path),
+        input_shapes=_input_shapes(data.get("input_shapes", {}), path),
         serving=_serving_settings(serving_raw or {}, path) if mode == "serving" else None,
         overrides=tuple(overrides),
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
@@ -398,7 +408,7 @@ def _models_and_batches(matrix: dict[str, Any], mode: str, path: Path) -> tuple[
             f"{path}: a serving campaign sends one prompt per request; leave batch_sizes out "
             "(requests in flight are [serving] concurrency)"
         )
-    return (_serving_models(models, path) if mode == "serving" else models), batches
+    return _model_paths(models, path), batches
 
 
 def _datasets(datasets_raw: Any, path: Path) -> dict[str, DatasetChoice]:
@@ -412,6 +422,19 @@ def _datasets(datasets_raw: Any, path: Path) -> dict[str, DatasetChoice]:
         _check_keys(raw, _KNOWN["datasets"], where, path)
         datasets[model] = _dataset_choice(raw, where, path)
     return datasets
+
+
+def _input_shapes(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
+    """``[input_shapes]``: per model (as named in matrix.models), its inputs' NAME=DIMS."""
+    if not isinstance(raw, dict):
+        raise UserError(f'{path}: [input_shapes] must map models to lists, e.g. "./model.onnx" = ["x=3x224x224"]')
+    out: dict[str, tuple[str, ...]] = {}
+    for model, shapes in raw.items():
+        if not isinstance(shapes, list) or not all(isinstance(v, str) and "=" in v for v in shapes):
+            raise UserError(f"{path}: [input_shapes] {model} must be a list of NAME=DIMS strings, got {shapes!r}")
+        key = _model_paths([model], path)[0]
+        out[key] = tuple(shapes)
+    return out
 
 
 def _configurations(confs_raw: Any, mode: str, path: Path) -> tuple[Configuration, ...]:
@@ -453,7 +476,7 @@ def _configuration(raw: Any, where: str, mode: str, path: Path) -> Configuration
         engine=engine,
         source=source,
         options=dict(raw.get("options", {})),
-        models=tuple(_serving_models(models, path) if mode == "serving" else models) if models else None,
+        models=tuple(_model_paths(models, path)) if models else None,
         batch_sizes=tuple(_positive(b, "batch_sizes", path) for b in batches) if batches else None,
         note=raw.get("note", ""),
     )

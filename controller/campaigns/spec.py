@@ -1,6 +1,5 @@
 """A campaign, validated, and its matrix expanded into cells in run order (the file: ``file.py``)."""
 
-
 from __future__ import annotations
 
 import random
@@ -22,6 +21,7 @@ BLOCK_KEYS = (
     "configuration", "image", "engine", "source", "model", "model_size", "batch_size", "dataset", "repetition"
 )
 DEFAULT_BLOCK_BY = ("model", "batch_size")
+
 
 @dataclass(frozen=True)
 class Configuration:
@@ -64,7 +64,13 @@ class DatasetChoice:
 
 # Cell fields added after campaigns were first recorded: left out of a cell's identity while they
 # hold their default, so folders recorded before them still resume.
-_LATER_FIELDS: dict[str, Any] = {"dataset_path": None, "limit": None, "mode": "batch", "serving": None}
+_LATER_FIELDS: dict[str, Any] = {
+    "dataset_path": None,
+    "limit": None,
+    "mode": "batch",
+    "serving": None,
+    "input_shapes": (),
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Cell:
     limit: int | None = None
     mode: str = "batch"
     serving: dict[str, Any] | None = None  # ServingSettings as a dict, for serving cells
+    input_shapes: tuple[str, ...] = ()  # NAME=DIMS of a user's own model ([input_shapes] in the file)
 
     def identity(self) -> dict[str, Any]:
         """What must match for a recorded run to count as this cell on resume."""
@@ -98,6 +105,8 @@ class Cell:
         for key, default in _LATER_FIELDS.items():
             if out[key] == default:
                 del out[key]
+        if "input_shapes" in out:
+            out["input_shapes"] = list(out["input_shapes"])  # as JSON gives it back
         return out
 
     def to_record(self, seed: int, position: int, order: str) -> dict[str, Any]:
@@ -111,7 +120,7 @@ class Cell:
             settings = ServingSettings(**(self.serving or {}))
             what = ServeSettings(self.image, self.model, self.engine, dict(self.options), settings)
         else:
-            what = from_fields(BatchSettings, self, options=dict(self.options))
+            what = from_fields(BatchSettings, self, options=dict(self.options), input_shapes=list(self.input_shapes))
         return RunRequest(what, where, meters, record)
 
     @property
@@ -151,6 +160,7 @@ class Campaign:
     dataset_path: str | None = None
     limit: int | None = None
     datasets: dict[str, DatasetChoice] = field(default_factory=dict)  # per-model overrides
+    input_shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-model NAME=DIMS
     serving: ServingSettings | None = None
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
     block_by: tuple[str, ...] = DEFAULT_BLOCK_BY  # cluster: cells alike in these run on one node
@@ -233,6 +243,7 @@ class Campaign:
                                 warmup=self.warmup,
                                 dataset_path=data.dataset_path,
                                 limit=data.limit,
+                                input_shapes=self.input_shapes.get(model, ()),
                             )
                         )
         return cells

@@ -1,67 +1,37 @@
 """A campaign's records as one Polars DataFrame for the report: the store's columns, plus what the
-report needs from each record (configuration, net energies, GPU memory utilisation, identity,
-why each unmeasured metric is unmeasured)."""
+report needs from each record (configuration, energies net and gross, the second paper's resource
+metrics, the meters' flags, identity, why each unmeasured figure is unmeasured).
+
+Energies: one kind for every run of a report. Net of idle when every run that measured energy has
+an idle-subtracted figure; otherwise gross for all, and the report says why (a mean of net and
+gross figures means nothing).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from controller.carbon import CarbonFactor
 from controller.errors import UserError
-from controller.store import RecordError, load_campaign, load_record
+from controller.report.columns import COLUMNS, ENERGIES
+from controller.report.flags import run_flags
+from controller.report.identity import extra_identity
+from controller.report.records import read_folder
+from controller.store import COLUMNS as STORE_COLUMNS
+from controller.store import flatten
 
-# Metrics of the report: column, label, unit, which direction is better (None: no "best").
-# Energies are net of idle where an idle baseline was subtracted, else gross (a footnote says so).
-
-
-@dataclass(frozen=True)
-class Metric:
-    column: str
-    label: str
-    unit: str
-    better: str | None  # "low", "high" or None
-    record_name: str | None  # the name in record["measurements"]["metrics"], for its reason
-    scale: float = 1.0  # shown = value * scale
-
-
-METRICS: dict[str, Metric] = {
-    m.column: m
-    for m in (
-        Metric("gpu_util_percent", "GPU util. cores", "%", None, "gpu_util_percent"),
-        Metric("gpu_mem_util_percent", "GPU util. memory", "%", None, "gpu_mem_util_percent"),
-        Metric("gpu_mem_used_percent", "GPU used memory", "%", None, "gpu_mem_used_percent"),
-        Metric("gpu_power_w", "GPU power", "W", None, "gpu_power_w"),
-        Metric("gpu_energy", "GPU energy", "J", "low", "gpu_energy_j"),
-        Metric("cpu_energy", "CPU energy", "J", "low", "cpu_energy_j"),
-        Metric("total_energy", "Total energy", "J", "low", "total_energy_j"),
-        Metric("window_s", "Inference time", "s", "low", None),
-        Metric("throughput_sps", "Throughput", "samples/s", "high", None),
-        Metric("latency_ms_p50", "Latency p50", "ms", "low", None),
-        Metric("cpu_percent", "CPU", "% of a core", None, "cpu_percent"),
-        Metric("ram_peak_mib", "RAM peak", "MiB", None, "ram_peak_bytes"),
-        # Serving runs (the second paper): per request and per generated token.
-        Metric("energy_per_request", "Energy per request", "J", "low", "total_energy_j"),
-        Metric("energy_per_token", "Energy per token", "J", "low", "total_energy_j"),
-        Metric("time_per_request_s", "Time per request", "s", "low", None),
-        Metric("tokens_per_s", "Throughput", "tokens/s", "high", None),
-    )
+ENERGY_RECORD = {
+    "gpu_energy": "gpu_energy_j",
+    "cpu_energy": "cpu_energy_j",
+    "dram_energy": "dram_energy_j",
+    "total_energy": "total_energy_j",
 }
-SERVING_METRICS = ("energy_per_request", "energy_per_token", "time_per_request_s", "tokens_per_s")
-ENERGIES = ("gpu_energy", "cpu_energy", "total_energy")
-IDENTITY = ("fingerprint_id", "gpu_identity", "environment")
-
-
-def _energy(metric: dict[str, Any] | None) -> tuple[float | None, str | None]:
-    """(net if an idle baseline was subtracted else gross, 'gross' when it is gross)."""
-    if not metric or not metric.get("available") or metric.get("value") is None:
-        return None, None
-    if metric.get("net_j") is not None:
-        return float(metric["net_j"]), None
-    return float(metric["value"]), "gross"
+DUPLICATE_POLICIES = ("refuse", "latest", "all")
 
 
 def _short_reason(name: str, reason: str | None) -> str:
@@ -83,12 +53,42 @@ def framework_of(record: dict[str, Any]) -> str:
     return conversion if engine == runtime else f"{conversion}→{engine}"
 
 
+def _value(metrics: dict[str, Any], name: str) -> float | None:
+    m = metrics.get(name) or {}
+    v = m.get("value") if m.get("available", True) else None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _resources(record: dict[str, Any], metrics: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """The second paper's resource metrics as it defines them, from what the record holds."""
+    host = record.get("host") or {}
+    out: dict[str, Any] = {}
+    cores, cpu = host.get("logical_cores"), _value(metrics, "cpu_percent")
+    out["cpu_usage_percent"] = cpu / cores if cpu is not None and cores else None
+    if cpu is not None and not cores:
+        notes["cpu_usage_percent"] = "the record does not give the host's logical cores"
+    ram_total, ram_mean = host.get("ram_bytes"), _value(metrics, "ram_mean_bytes")
+    out["ram_usage_percent"] = 100.0 * ram_mean / ram_total if ram_mean is not None and ram_total else None
+    if ram_mean is not None and not ram_total:
+        notes["ram_usage_percent"] = "the record does not give the host's RAM"
+    elif "ram_mean_bytes" not in metrics and (record.get("measurements") or {}):
+        notes["ram_usage_percent"] = "the record has no mean RAM figure (written before joulebench measured it)"
+    out["gpu_mem_used_peak_percent"] = _value(metrics, "gpu_mem_used_percent")
+    out["gpu_mem_used_percent"] = None
+    used = metrics.get("gpu_mem_used_bytes") or {}
+    gpus = (((record.get("measurements") or {}).get("meters") or {}).get("nvml") or {}).get("gpus") or []
+    means = [d.get("mean") for d in used.get("per_device") or []]
+    totals = [g.get("mem_total_bytes") for g in gpus]
+    if used.get("available") and means and all(isinstance(m, (int, float)) for m in means):
+        if totals and all(isinstance(t, (int, float)) and t > 0 for t in totals):
+            out["gpu_mem_used_percent"] = 100.0 * sum(means) / sum(totals)
+        else:
+            notes["gpu_mem_used_percent"] = "NVML did not report the GPUs' total memory"
+    return out
+
+
 def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     cell = record.get("cell") or {}
-    runner = record.get("runner") or {}
-    result = record.get("result") or {}
-    host = record.get("host") or {}
-    gpus = record.get("gpus") or {}
     measurements = record.get("measurements") or {}
     metrics = measurements.get("metrics") or {}
     row: dict[str, Any] = {"run_id": record["run_id"]}
@@ -99,6 +99,7 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["converted"] = bool(record.get("conversion"))
     row["configuration"] = cell.get("configuration") or f"{record.get('image')}:{framework}"
     row["conversion"] = record.get("conversion")
+    row["options"] = json.dumps(cell.get("options") or (record.get("spec") or {}).get("options") or {}, sort_keys=True)
     row["dataset"] = (record.get("spec") or {}).get("dataset")
     # Accuracy is computed by the controller (controller/accuracy.py); with random weights it is
     # recorded but meaningless, so the tables leave it out.
@@ -115,63 +116,46 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["tokens_per_s"] = run_metrics.get("tokens_per_s") if serving else None
     row["trace_path"] = record.get("trace_path")
     row["elapsed_s"] = record.get("elapsed_s")
-    row["gpu_mem_util_percent"] = (metrics.get("gpu_mem_util_percent") or {}).get("value")
-    row["gpu_mem_used_percent"] = (metrics.get("gpu_mem_used_percent") or {}).get("value")
-    ram = (metrics.get("ram_peak_bytes") or {}).get("value")
-    row["ram_peak_mib"] = None if ram is None else float(ram) / 2**20
+    row["gpu_mem_util_percent"] = _value(metrics, "gpu_mem_util_percent")
+    ram = _value(metrics, "ram_peak_bytes")
+    row["ram_peak_mib"] = None if ram is None else ram / 2**20
     notes: dict[str, str] = {}
-    for col, name in (
-        ("gpu_energy", "gpu_energy_j"),
-        ("cpu_energy", "cpu_energy_j"),
-        ("total_energy", "total_energy_j"),
-    ):
-        value, kind = _energy(metrics.get(name))
-        row[col] = value
-        if kind == "gross" and measurements:
-            status = (measurements.get("baseline") or {}).get("status", "missing")
-            notes[col] = f"gross energy: no idle baseline subtracted (baseline {status})"
-    # Per request and per token from the same total as the tables (net where a baseline was
-    # subtracted), so that the columns agree with each other.
-    total = row["total_energy"]
-    for col, count in (("energy_per_request", row["requests_ok"]), ("energy_per_token", row["new_tokens"])):
-        row[col] = total / count if total is not None and count else None
-        if serving and "total_energy" in notes:
-            notes[col] = notes["total_energy"]
-    for col, metric in METRICS.items():
-        if metric.record_name is None:
+    row.update(_resources(record, metrics, notes))
+    for col, name in ENERGY_RECORD.items():
+        m = metrics.get(name) or {}
+        ok = bool(m.get("available")) and isinstance(m.get("value"), (int, float))
+        gross = m.get("gross_j") if isinstance(m.get("gross_j"), (int, float)) else m.get("value")
+        row[f"{col}_gross"] = float(gross) if ok and isinstance(gross, (int, float)) else None
+        row[f"{col}_net"] = float(m["net_j"]) if ok and isinstance(m.get("net_j"), (int, float)) else None
+    row["gpu_idle_power_w"] = (metrics.get("gpu_energy_j") or {}).get("idle_power_w")
+    row["gpu_power_gross"] = _value(metrics, "gpu_power_w")
+    row["net_reason"] = "; ".join(
+        f"{col.split('_')[0].upper()}: {(metrics.get(name) or {}).get('net_reason')}"
+        for col, name in ENERGY_RECORD.items()
+        if row[f"{col}_gross"] is not None and row[f"{col}_net"] is None and col != "total_energy"
+    )
+    for col, c in COLUMNS.items():
+        if c.record_name is None:
             continue
-        m = metrics.get(metric.record_name)
+        m = metrics.get(c.record_name)
         if not measurements:
             notes.setdefault(col, "the record has no measurements (the run measured no window)")
         elif not m or not m.get("available"):
-            notes.setdefault(col, _short_reason(metric.record_name, (m or {}).get("reason")))
+            notes.setdefault(col, _short_reason(c.record_name, (m or {}).get("reason")))
     row["notes"] = json.dumps(notes)
-    # Identity: runs that differ in any of these are not mixed in one table without --mix.
-    row["fingerprint_id"] = host.get("fingerprint_id")
-    devices = gpus.get("devices") or []
-    row["gpu_identity"] = (
-        "; ".join(f"{d.get('name')} {d.get('uuid')} driver {d.get('driver')}" for d in devices) or "no GPU"
-    )
-    if runner.get("kind") == "docker":
-        env = f"{record.get('image')} {runner.get('image_id')}"
-    else:
-        versions = ",".join(f"{k}=={v}" for k, v in sorted((result.get("versions") or {}).items()))
-        env = f"{record.get('image')} local:{host.get('python')}:{versions}"
-    row["environment"] = env
-    row["versions"] = json.dumps(result.get("versions") or {}, sort_keys=True)
-    row["gpu_names"] = ", ".join(sorted({str(d.get("name")) for d in devices})) or "-"
-    row["driver"] = ", ".join(sorted({str(d.get("driver")) for d in devices})) or "-"
+    row["flags"] = json.dumps(run_flags(record))
+    row.update(extra_identity(record))
     return row
 
 
 EXTRA_SCHEMA: dict[str, Any] = {
-    "run_id": pl.Utf8,
     "cell_id": pl.Utf8,
     "repetition": pl.Int64,
     "framework": pl.Utf8,
     "converted": pl.Boolean,
     "configuration": pl.Utf8,
     "conversion": pl.Utf8,
+    "options": pl.Utf8,
     "dataset": pl.Utf8,
     "accuracy": pl.Float64,
     "serving": pl.Boolean,
@@ -182,15 +166,23 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "tokens_per_s": pl.Float64,
     "energy_per_request": pl.Float64,
     "energy_per_token": pl.Float64,
+    "carbon_g": pl.Float64,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,
     "gpu_mem_util_percent": pl.Float64,
     "gpu_mem_used_percent": pl.Float64,
+    "gpu_mem_used_peak_percent": pl.Float64,
+    "cpu_usage_percent": pl.Float64,
+    "ram_usage_percent": pl.Float64,
     "ram_peak_mib": pl.Float64,
-    "gpu_energy": pl.Float64,
-    "cpu_energy": pl.Float64,
-    "total_energy": pl.Float64,
+    **{col: pl.Float64 for col in ENERGIES},
+    **{f"{col}_{kind}": pl.Float64 for col in ENERGIES for kind in ("gross", "net")},
+    "gpu_idle_power_w": pl.Float64,
+    "gpu_power_gross": pl.Float64,
+    "net_reason": pl.Utf8,
     "notes": pl.Utf8,
+    "flags": pl.Utf8,
+    "model_identity": pl.Utf8,
     "fingerprint_id": pl.Utf8,
     "gpu_identity": pl.Utf8,
     "environment": pl.Utf8,
@@ -198,80 +190,174 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "gpu_names": pl.Utf8,
     "driver": pl.Utf8,
 }
+SCHEMA: dict[str, Any] = {**STORE_COLUMNS, **EXTRA_SCHEMA}
+
+
+@dataclass
+class EnergyKind:
+    """Which energies every aggregate of a report (or of a comparison) uses, and why."""
+
+    kind: str | None  # "net", "gross", or None when no run measured energy
+    statement: str
+    power_kind: str = "gross"
+    carbon: CarbonFactor | None = None  # the estimate's factor, when asked for
+
+    @property
+    def label(self) -> str:
+        return {"net": "net of idle", "gross": "gross (idle not subtracted)"}.get(self.kind or "", "not measured")
+
+
+def decide_energy_kind(rows: list[dict[str, Any]]) -> EnergyKind:
+    """Net for all when every run that measured energy has net figures, else gross for all."""
+    measured = [r for r in rows if any(r[f"{c}_gross"] is not None for c in ENERGIES)]
+    if not measured:
+        return EnergyKind(None, "No run measured energy.")
+    lacking = [r for r in measured if any(r[f"{c}_gross"] is not None and r[f"{c}_net"] is None for c in ENERGIES)]
+    with_power = [r for r in measured if r["gpu_power_gross"] is not None]
+    power = "net" if not lacking and all(r["gpu_idle_power_w"] is not None for r in with_power) else "gross"
+    power_text = (
+        " GPU power is net of the GPU's idle power too, as in the first paper."
+        if power == "net"
+        else " GPU power is the mean of the samples, gross (the first paper subtracted the idle power)."
+    )
+    if not lacking:
+        return EnergyKind(
+            "net",
+            "Energies are net of idle: the stored idle baseline's power × the window is subtracted per domain "
+            "(the first paper subtracts idle power too)." + power_text,
+            power,
+        )
+    # The baseline's status says why in most cases; the record's own reason when the baseline was fine.
+    reasons = sorted(
+        {
+            f"idle baseline {r['baseline_status']}"
+            if r["baseline_status"] not in (None, "ok")
+            else (r["net_reason"] or "no reason recorded")
+            for r in lacking
+        }
+    )
+    mixed = len(lacking) < len(measured)
+    return EnergyKind(
+        "gross",
+        f"Energies are gross (idle not subtracted): {len(lacking)} of {len(measured)} runs have no idle-subtracted "
+        f"figure ({'; '.join(reasons)[:300]})"
+        + ("; the others are shown gross too, so that no aggregate mixes net and gross." if mixed else ".")
+        + power_text,
+        power,
+    )
+
+
+def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
+    """Set the energy columns (and the per-request/per-token figures) to one kind, with notes."""
+    n_lacking = sum(1 for r in rows if any(r[f"{c}_gross"] is not None and r[f"{c}_net"] is None for c in ENERGIES))
+    for r in rows:
+        notes = json.loads(r["notes"])
+        for col in ENERGIES:
+            gross, net = r[f"{col}_gross"], r[f"{col}_net"]
+            r[col] = net if kind.kind == "net" else gross
+            if kind.kind == "gross" and gross is not None:
+                if net is None:
+                    notes[col] = (
+                        f"gross energy: no idle baseline subtracted (baseline {r['baseline_status'] or 'missing'})"
+                    )
+                else:
+                    notes[col] = (
+                        f"gross energy: shown gross like every run of this report ({n_lacking} have no "
+                        "idle-subtracted figure), so that no aggregate mixes net and gross"
+                    )
+        power, idle = r["gpu_power_gross"], r["gpu_idle_power_w"]
+        r["gpu_power_w"] = (
+            power - idle if kind.power_kind == "net" and power is not None and idle is not None else power
+        )
+        total = r["total_energy"]
+        for col, count in (("energy_per_request", r["requests_ok"]), ("energy_per_token", r["new_tokens"])):
+            r[col] = total / count if r["serving"] and total is not None and count else None
+            if r["serving"] and "total_energy" in notes:
+                notes[col] = notes["total_energy"]
+        r["carbon_g"] = kind.carbon.grams(total) if kind.carbon is not None and total is not None else None
+        if "total_energy" in notes:
+            notes["carbon_g"] = notes["total_energy"]
+        r["notes"] = json.dumps(notes)
 
 
 @dataclass
 class Runs:
-    """All records of a folder: ``ok`` (the runs the tables use: per cell, its latest ok run) and
-    ``failed`` (failed runs, with reasons), plus runs superseded by a later ok run of their cell."""
+    """All records of a folder: ``ok`` (the runs the tables use), ``failed`` (with reasons),
+    the files skipped as not run records, and what was said about duplicated cells."""
 
     folder: Path
     all: pl.DataFrame
     ok: pl.DataFrame
     failed: pl.DataFrame
+    energy: EnergyKind
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    skipped_warning: str | None = None
 
 
-def load_runs(folder: Path) -> Runs:
-    folder = Path(folder)
-    try:
-        base = load_campaign(folder)
-    except RecordError as exc:
-        raise UserError(str(exc)) from None
-    if base.height == 0:
-        raise UserError(f"{folder} holds no run records (*.json); run a campaign into it first")
-    rows = []
-    for path in base["path"]:
-        try:
-            rows.append(extra_row(load_record(Path(path))))
-        except RecordError as exc:
-            raise UserError(str(exc)) from None
-    extra = pl.DataFrame(rows, schema=EXTRA_SCHEMA)
-    df = base.join(extra, on="run_id", how="left")
-    df = df.with_columns(pl.col("cell_id").fill_null(pl.col("run_id")))
-    # A serving run sends one prompt per request: batch size 1, as its metrics count it.
-    df = df.with_columns(
-        pl.when(pl.col("serving")).then(pl.col("batch_size").fill_null(1)).otherwise(pl.col("batch_size"))
-    )
-    ok = df.filter(pl.col("status") == "ok")
-    # A cell run ok twice (a resumed campaign never does; copied records might): keep the latest.
-    ok = ok.sort("run_id").unique(subset=["cell_id"], keep="last", maintain_order=True)
-    failed = df.filter(pl.col("status") != "ok")
-    return Runs(folder, df, ok, failed)
+def _duplicates(ok: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    by: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in ok:
+        if r["cell_id"] is not None:
+            by.setdefault((r["campaign"], r["cell_id"], r["repetition"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["run_id"]) for k, v in by.items() if len(v) > 1}
 
 
-def identity_problems(ok: pl.DataFrame) -> list[str]:
-    """Why these runs should not share a table: differing host, GPU/driver, or environment per image."""
-    problems = []
-    hosts = ok.select("fingerprint_id", "host", "cpu_model").unique()
-    if hosts.height > 1:
-        shown = "; ".join(
-            f"{r['host']} ({r['cpu_model']}, fingerprint {r['fingerprint_id']})" for r in hosts.to_dicts()
+def resolve_duplicates(folder: Path, ok: list[dict[str, Any]], policy: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Two ok records of one campaign cell (two campaign runs at once wrote both) are never merged
+    silently: refused (default), or kept (``all``: both count) or the latest kept, and said."""
+    dups = _duplicates(ok)
+    if not dups:
+        return ok, []
+    shown = "; ".join(f"cell {k[1]}: runs {', '.join(r['run_id'] for r in v)}" for k, v in list(dups.items())[:3])
+    more = f" and {len(dups) - 3} more cells" if len(dups) > 3 else ""
+    if policy == "refuse":
+        raise UserError(
+            f"{folder}: {len(dups)} campaign cell(s) have more than one ok record ({shown}{more}), as when two "
+            "`campaign run`s of one campaign ran at once; move the extra records out of the folder, or pass "
+            "--duplicates all (keep every record as a repetition) or --duplicates latest (keep the latest of each "
+            "cell)"
         )
-        problems.append(f"{hosts.height} different hosts: {shown}")
-    gpus = ok["gpu_identity"].unique().to_list()
-    if len(gpus) > 1:
-        problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
-    for image, group in ok.group_by("image"):
-        envs = sorted(set(group["environment"].to_list()))
-        if any(_environments_differ(a, b) for i, a in enumerate(envs) for b in envs[i + 1 :]):
-            problems.append(f"image {image[0]} in {len(envs)} different builds/environments: {' | '.join(envs)}")
-    return problems
+    extra = {r["run_id"] for v in dups.values() for r in v[:-1]}
+    said = f"{len(dups)} cell(s) have more than one ok record ({shown}{more}); "
+    if policy == "latest":
+        return [r for r in ok if r["run_id"] not in extra], [
+            said + "only the latest of each is used (--duplicates latest)"
+        ]
+    return ok, [said + "every record counts as a repetition (--duplicates all)"]
 
 
-def _environments_differ(a: str, b: str) -> bool:
-    """Two runs' environments of one image differ: other Docker image ids; or, run locally, another
-    Python or another version of a package both report (engines of one image report different
-    package sets: torch alone for TorchScript, torch and transformers for serving on torch)."""
-    if not (a.split(" ", 1)[-1].startswith("local:") and b.split(" ", 1)[-1].startswith("local:")):
-        return a != b
+def load_runs(folder: Path | str, duplicates: str = "refuse", carbon: CarbonFactor | None = None) -> Runs:
+    if duplicates not in DUPLICATE_POLICIES:
+        raise UserError(f"--duplicates {duplicates!r}: use one of {', '.join(DUPLICATE_POLICIES)}")
+    found = read_folder(folder)
+    rows = []
+    for path, record in found.records:
+        row = {**flatten(record, path), **extra_row(record)}
+        row["cell_id"] = row["cell_id"] or row["run_id"]
+        if row["serving"] and row["batch_size"] is None:
+            row["batch_size"] = 1  # a serving run sends one prompt per request, as its metrics count it
+        rows.append(row)
+    ok = [r for r in rows if r["status"] == "ok"]
+    ok, said = resolve_duplicates(found.path, ok, duplicates)
+    kind = decide_energy_kind(ok)
+    kind.carbon = carbon
+    apply_energy_kind(rows, kind)
 
-    def parse(env: str) -> tuple[str, dict[str, str]]:
-        _, python, versions = env.split(" ", 1)[1].split(":", 2)
-        pairs = (item.split("==", 1) for item in versions.split(",") if "==" in item)
-        return python, dict(pairs)
+    def frame(part: list[dict[str, Any]]) -> pl.DataFrame:
+        return pl.DataFrame([{k: r.get(k) for k in SCHEMA} for r in part], schema=SCHEMA)
 
-    (py_a, va), (py_b, vb) = parse(a), parse(b)
-    return py_a != py_b or any(va[k] != vb[k] for k in va.keys() & vb.keys())
+    ok_ids = {r["run_id"] for r in ok}
+    return Runs(
+        folder=found.path,
+        all=frame(rows),
+        ok=frame([r for r in rows if r["run_id"] in ok_ids]),
+        failed=frame([r for r in rows if r["status"] != "ok"]),
+        energy=kind,
+        skipped=found.skipped,
+        duplicates=said,
+        skipped_warning=found.skipped_warning(),
+    )
 
 
 def notes_of(frame: pl.DataFrame, column: str) -> list[str]:
@@ -281,4 +367,14 @@ def notes_of(frame: pl.DataFrame, column: str) -> list[str]:
         note = json.loads(text or "{}").get(column)
         if note and note not in out:
             out.append(note)
+    return out
+
+
+def flags_of(frame: pl.DataFrame, column: str) -> list[tuple[str, str, str]]:
+    """(run id, code, message) of every meter flag that puts ``column`` in doubt in these runs."""
+    out = []
+    for run_id, text in frame.select("run_id", "flags").iter_rows():
+        for f in json.loads(text or "[]"):
+            if column in f["columns"]:
+                out.append((run_id, f["code"], f["message"]))
     return out

@@ -1,23 +1,22 @@
-"""Plots of the report (matplotlib, Agg): box plots per metric by configuration, energy vs time,
-power traces of runs that kept one. Each is written as PNG and SVG; the HTML embeds the PNG."""
+"""Plots of the report (matplotlib, Agg): box plots per metric by configuration, the second paper's
+Figures 3-5 for serving runs, energy vs time. Each is written as PNG and SVG; the HTML embeds the PNG.
+
+Boxes show the median (black line) and quartiles, whiskers 1.5 IQR, the mean as a white triangle;
+both are in every legend. Models get twelve distinct colours (tab20 would give six pairs of shades)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from controller.report.data import METRICS, notes_of
-from controller.report.papers import (
-    GPU_PROVIDERS,
-    _category_order,
-    _configuration_labels,
-    _groups,
-    category_of,
-    model_label,
-)
+from controller.report.cells import groups, model_label
+from controller.report.columns import COLUMNS
+from controller.report.data import notes_of
+from controller.report.paper1 import GPU_PROVIDERS
+from controller.report.paper2 import category_of, category_order, configuration_labels
 
 BOX_METRICS = (
     "window_s",
@@ -26,11 +25,52 @@ BOX_METRICS = (
     "cpu_energy",
     "gpu_energy",
     "gpu_power_w",
+    "cpu_usage_percent",
+    "ram_usage_percent",
     "gpu_util_percent",
+    "gpu_mem_util_percent",
+    "gpu_mem_used_percent",
     "cpu_percent",
     "ram_peak_mib",
 )
-MAX_TRACES = 6
+SERVING_BOX_METRICS = (
+    "total_energy",
+    "window_s",
+    "energy_per_token",
+    "tokens_per_s",
+    "cpu_energy",
+    "gpu_energy",
+    "cpu_usage_percent",
+    "ram_usage_percent",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+    "gpu_mem_used_percent",
+    "cpu_percent",
+    "ram_peak_mib",
+)
+# Twelve colours apart from each other for the second paper's twelve models (Trubetskoy's list).
+MODEL_COLOURS = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#469990",
+    "#9a6324",
+    "#800000",
+    "#000075",
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+MEDIAN_COLOUR, MEAN_COLOUR = "#000000", "#ffffff"  # apart from every model colour
+BOX_STYLE: dict[str, Any] = {
+    "showmeans": True,
+    "showfliers": False,
+    "medianprops": {"color": MEDIAN_COLOUR, "linewidth": 2.0},
+    "meanprops": {"marker": "^", "markerfacecolor": MEAN_COLOUR, "markeredgecolor": "#000000", "markersize": 7},
+}
 
 
 @dataclass
@@ -42,17 +82,18 @@ class Plot:
     caption: str = ""
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text in the SVGs: searchable, testable
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig, folder: Path, key: str, title: str, caption: str = "") -> Plot:  # type: ignore[no-untyped-def]
-    plt = _pyplot()
+def save(fig, folder: Path, key: str, title: str, caption: str = "") -> Plot:  # type: ignore[no-untyped-def]
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{key}.png", folder / f"{key}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
@@ -61,59 +102,100 @@ def _save(fig, folder: Path, key: str, title: str, caption: str = "") -> Plot:  
     return Plot(key, title, png, svg, caption)
 
 
+def model_colours(models: list[str]) -> dict[str, str]:
+    """A distinct colour per model; beyond twelve they repeat (with another marker in scatter plots)."""
+    return {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
+
+
+def box_legend(extra: list[Any] | None = None) -> list[Any]:
+    plt = pyplot()
+    return [
+        plt.Line2D([], [], color=MEDIAN_COLOUR, linewidth=2.0, label="median"),
+        plt.Line2D(
+            [], [], marker="^", linestyle="", markerfacecolor=MEAN_COLOUR, markeredgecolor="#000000", label="mean"
+        ),
+        *(extra or []),
+    ]
+
+
+def _unit_label(metric: str) -> str:
+    c = COLUMNS[metric]
+    return f"{c.label} ({c.unit})"
+
+
 def box_plots(ok: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
     """One figure per metric: a panel per model × batch size, a box per configuration."""
-    plt = _pyplot()
+    plt = pyplot()
     plots, skipped = [], []
-    groups = _groups(ok, ["model", "model_size", "batch_size"])
+    panels = groups(ok, ["model", "model_size", "batch_size"])
     for metric in BOX_METRICS:
         if ok[metric].null_count() == ok.height:
             reasons = "; ".join(notes_of(ok, metric)) or "not measured"
-            skipped.append(f"{METRICS[metric].label}: no box plot, not measured ({reasons})")
+            skipped.append(f"{COLUMNS[metric].label}: no box plot, not measured ({reasons})")
             continue
-        fig, axes = plt.subplots(1, len(groups), figsize=(max(4.5, 3.6 * len(groups)), 3.6), squeeze=False)
-        for ax, ((model, size, batch), group) in zip(axes[0], groups, strict=True):
-            confs = _groups(group, ["configuration"])
-            data = [[v for v in runs[metric].to_list() if v is not None] for _, runs in confs]
-            labels = [k[0] for k, _ in confs]
-            kept = [(lab, d) for lab, d in zip(labels, data, strict=True) if d]
+        size = (max(4.5, 3.8 * len(panels)), 3.8)
+        fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False, layout="constrained")
+        for ax, ((model, size, batch), group) in zip(axes[0], panels, strict=True):
+            confs = groups(group, ["configuration"])
+            kept = [(k[0], d) for k, runs in confs if (d := [v for v in runs[metric].to_list() if v is not None])]
             if kept:
-                ax.boxplot([d for _, d in kept], tick_labels=[lab for lab, _ in kept], showmeans=True, showfliers=False)
+                ax.boxplot([d for _, d in kept], tick_labels=[lab for lab, _ in kept], **BOX_STYLE)
                 for i, (_, d) in enumerate(kept, 1):
                     ax.scatter([i] * len(d), d, s=10, alpha=0.6, color="tab:blue", zorder=3)
             ax.set_title(f"{model_label(model, size)}, batch {batch}", fontsize=9)
+            ax.set_ylabel(_unit_label(metric), fontsize=8)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
             ax.grid(axis="y", alpha=0.3)
-        m = METRICS[metric]
-        axes[0][0].set_ylabel(f"{m.label} ({m.unit})")
-        fig.suptitle(f"{m.label} by configuration", fontsize=10)
-        plots.append(_save(fig, folder, f"box-{metric}", f"{m.label} by configuration"))
+        run = plt.Line2D([], [], marker="o", linestyle="", color="tab:blue", alpha=0.6, label="one run")
+        fig.legend(handles=box_legend([run]), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        title = f"{COLUMNS[metric].label} by configuration (box: median and quartiles)"
+        fig.suptitle(title, fontsize=10)
+        plots.append(save(fig, folder, f"box-{metric}", title))
     return plots, skipped
 
 
-SERVING_BOX_METRICS = (
-    "total_energy",
-    "window_s",
-    "energy_per_token",
-    "tokens_per_s",
-    "cpu_energy",
-    "gpu_energy",
-    "cpu_percent",
-    "ram_peak_mib",
-    "gpu_util_percent",
-    "gpu_mem_util_percent",
-    "gpu_mem_used_percent",
-)
+def _serving_panel(ax: Any, part: pl.DataFrame, metric: str, labels: dict[str, str], colours: dict[str, str]) -> None:
+    pos, ticks, names = 0.0, [], []
+    part = part.with_columns(pl.col("model_size").map_elements(category_of, return_dtype=pl.Utf8).alias("cat"))
+    for category in sorted(set(part["cat"].to_list()), key=category_order):
+        group = part.filter(pl.col("cat") == category)
+        for (conf,), runs in sorted(groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+            values = [v for v in runs[metric].to_list() if v is not None]
+            pos += 1
+            ticks.append(pos)
+            names.append(f"{labels[conf]}\n{'cat. ' + category if category.isdigit() else category}")
+            if not values:
+                continue
+            ax.boxplot([values], positions=[pos], widths=0.6, **BOX_STYLE)
+            for model, value in runs.select("model", metric).drop_nulls().iter_rows():
+                ax.scatter([pos], [value], s=12, alpha=0.8, color=colours[model], zorder=3)
+        pos += 0.5  # a gap between categories
+    ax.set_xticks(ticks, names, fontsize=7, rotation=30)
+    ax.set_ylabel(_unit_label(metric), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    if part[metric].null_count() == part.height:
+        why = "; ".join(notes_of(part, metric)) or "not measured"
+        ax.text(
+            0.5,
+            0.5,
+            f"not measured:\n{why[:120]}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            transform=ax.transAxes,
+            wrap=True,
+        )
 
 
 def serving_box_plots(serving: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
     """The second paper's Figures 3-5: per metric, a box per model-size category × serving
-    configuration, CUDA execution provider on the left and CPU on the right, one colour per model."""
-    plt = _pyplot()
+    configuration, CUDA execution provider on the left and CPU on the right on one shared y-axis,
+    one colour per model."""
+    plt = pyplot()
     plots, skipped = [], []
-    labels = _configuration_labels(serving)
+    labels = configuration_labels(serving)
     models = sorted(set(serving["model"].to_list()))
-    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(models)}
+    colours = model_colours(models)
     sides = [
         (name, part)
         for name, part in (
@@ -123,135 +205,74 @@ def serving_box_plots(serving: pl.DataFrame, folder: Path) -> tuple[list[Plot], 
         if part.height
     ]
     for metric in SERVING_BOX_METRICS:
-        m = METRICS[metric]
+        label = COLUMNS[metric].label
         if serving[metric].null_count() == serving.height:
             reasons = "; ".join(notes_of(serving, metric)) or "not measured"
-            skipped.append(f"Serving, {m.label}: no box plot, not measured ({reasons})")
+            skipped.append(f"Serving, {label}: no box plot, not measured ({reasons})")
             continue
-        fig, axes = plt.subplots(1, len(sides), figsize=(max(5.0, 4.8 * len(sides)), 4.0), squeeze=False)
+        size = (max(5.0, 4.8 * len(sides)), 4.2)
+        fig, axes = plt.subplots(1, len(sides), figsize=size, squeeze=False, sharey=True, layout="constrained")
         for ax, (side, part) in zip(axes[0], sides, strict=True):
-            pos, ticks, names = 0, [], []
-            part = part.with_columns(pl.col("model_size").map_elements(category_of, return_dtype=pl.Utf8).alias("cat"))
-            for category in sorted(set(part["cat"].to_list()), key=_category_order):
-                group = part.filter(pl.col("cat") == category)
-                for (conf,), runs in sorted(_groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
-                    values = [v for v in runs[metric].to_list() if v is not None]
-                    pos += 1
-                    ticks.append(pos)
-                    names.append(f"{labels[conf]}\n{'cat. ' + category if category.isdigit() else category}")
-                    if not values:
-                        continue
-                    ax.boxplot([values], positions=[pos], widths=0.6, showmeans=True, showfliers=False)
-                    for model, value in runs.select("model", metric).drop_nulls().iter_rows():
-                        ax.scatter([pos], [value], s=12, alpha=0.7, color=colours[model], zorder=3)
-                pos += 0.5  # a gap between categories
-            ax.set_xticks(ticks, names, fontsize=7, rotation=30)
+            _serving_panel(ax, part, metric, labels, colours)
             ax.set_title(side, fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-            if part[metric].null_count() == part.height:
-                why = "; ".join(notes_of(part, metric)) or "not measured"
-                ax.text(
-                    0.5,
-                    0.5,
-                    f"not measured:\n{why[:120]}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    transform=ax.transAxes,
-                    wrap=True,
-                )
-        axes[0][0].set_ylabel(f"{m.label} ({m.unit})")
-        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[x], label=x) for x in models]
+            ax.yaxis.set_tick_params(labelleft=True)
+        dots = [plt.Line2D([], [], marker="o", linestyle="", color=colours[x], label=x) for x in models]
         fig.legend(
-            handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="model", title_fontsize=7
+            handles=box_legend(dots),
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            title="model, per run",
+            title_fontsize=7,
         )
-        fig.suptitle(f"Serving: {m.label} by model size category and configuration", fontsize=10)
-        title = f"Serving: {m.label} by model size category and configuration"
-        plots.append(_save(fig, folder, f"serving-box-{metric}", title))
+        shared = " (one y-axis for both panels)" if len(sides) > 1 else ""
+        title = f"Serving: {label} by model size category and configuration{shared}"
+        fig.suptitle(title + "\nbox: median and quartiles of every run of the category", fontsize=9)
+        plots.append(save(fig, folder, f"serving-box-{metric}", title))
     return plots, skipped
 
 
-def energy_vs_time(ok: pl.DataFrame, folder: Path) -> Plot | str:
-    plt = _pyplot()
+def energy_vs_time(ok: pl.DataFrame, folder: Path) -> list[Plot] | str:
+    """Every run: a colour per model, a marker per configuration; linear and log-log."""
+    plt = pyplot()
     both = ok.filter(pl.col("total_energy").is_not_null() & pl.col("window_s").is_not_null())
     if both.height == 0:
         reasons = "; ".join(notes_of(ok, "total_energy")) or "not measured"
         return f"Energy vs time: no run measured energy ({reasons})"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (conf,), runs in _groups(both, ["configuration"]):
-        ax.scatter(runs["window_s"].to_list(), runs["total_energy"].to_list(), label=conf, s=18)
-    ax.set_xlabel("Inference time (s)")
-    ax.set_ylabel("Total energy (J)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Energy vs time, every run", fontsize=10)
-    return _save(fig, folder, "energy-vs-time", "Energy vs time")
-
-
-def _trace_series(trace: pl.DataFrame) -> tuple[str, str, dict[str, tuple[list[float], list[float]]]]:
-    """(quantity, unit, {label: (t_ns, values)}): power when the trace has any, else CPU use."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    fields = sorted(set(trace["field"].to_list()))
-    for f in fields:
-        sel = trace.filter(pl.col("field") == f).drop_nulls("value").sort("t_ns")
-        t, v = sel["t_ns"].to_list(), sel["value"].to_list()
-        if f.endswith("power_w"):
-            series[f] = (t, v)
-        elif f.endswith("energy_uj") or f.endswith("energy_mj"):
-            scale = 1e-6 if f.endswith("uj") else 1e-3
-            pw = [
-                (v[i] - v[i - 1]) * scale / ((t[i] - t[i - 1]) / 1e9)
-                for i in range(1, len(t))
-                if t[i] > t[i - 1] and v[i] >= v[i - 1]
-            ]
-            ts = [t[i] for i in range(1, len(t)) if t[i] > t[i - 1] and v[i] >= v[i - 1]]
-            if not any(f.replace("energy_uj", "power_w").replace("energy_mj", "power_w") == g for g in fields):
-                series[f.rsplit("energy", 1)[0] + "power (from counter)"] = (ts, pw)
-    if series:
-        return "Power", "W", series
-    for f in fields:
-        if f.endswith("cpu_time_s"):
-            sel = trace.filter(pl.col("field") == f).drop_nulls("value").sort("t_ns")
-            t, v = sel["t_ns"].to_list(), sel["value"].to_list()
-            pts = [
-                (t[i], (v[i] - v[i - 1]) / ((t[i] - t[i - 1]) / 1e9) * 100) for i in range(1, len(t)) if t[i] > t[i - 1]
-            ]
-            series[f.replace("cpu_time_s", "CPU")] = ([p[0] for p in pts], [p[1] for p in pts])
-    return "CPU use (no power meter in this trace)", "% of a core", series
-
-
-def power_traces(ok: pl.DataFrame, folder: Path, records: Path) -> list[Plot]:
-    plt = _pyplot()
-    plots = []
-    with_trace = ok.filter(pl.col("trace_path").is_not_null()).sort("run_id")
-    chosen = with_trace.unique(subset=["configuration", "model", "batch_size"], keep="first", maintain_order=True)
-    for r in chosen.head(MAX_TRACES).iter_rows(named=True):
-        path = records / r["trace_path"]
-        if not path.is_file():
-            continue
-        trace = pl.read_parquet(path)
-        quantity, unit, series = _trace_series(trace)
-        if not series:
-            continue
-        record = json.loads(Path(r["path"]).read_text())
-        window = (record.get("measurements") or {}).get("window") or {}
-        t0 = min(min(t) for t, _ in series.values() if t)
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        for label, (t, v) in series.items():
-            ax.plot([(x - t0) / 1e9 for x in t], v, label=label, linewidth=1)
-        if window.get("t0_ns") and window.get("t1_ns"):
-            ax.axvspan(
-                (window["t0_ns"] - t0) / 1e9,
-                (window["t1_ns"] - t0) / 1e9,
-                alpha=0.15,
-                color="tab:green",
-                label="measure window",
+    models = sorted({model_label(m, s) for m, s in both.select("model", "model_size").iter_rows()})
+    confs = sorted(set(both["configuration"].to_list()))
+    colours = model_colours(models)
+    markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(confs)}
+    out = []
+    for log in (False, True):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for (model, size, conf), runs in groups(both, ["model", "model_size", "configuration"]):
+            name = model_label(model, size)
+            ax.scatter(
+                runs["window_s"].to_list(),
+                runs["total_energy"].to_list(),
+                s=22,
+                alpha=0.8,
+                color=colours[name],
+                marker=markers[conf],
             )
-        ax.set_xlabel("time since the trace began (s)")
-        ax.set_ylabel(f"{quantity.split(' (')[0]} ({unit})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        title = f"{quantity}: {r['configuration']}, {model_label(r['model'], r['model_size'])}, batch {r['batch_size']}"
-        ax.set_title(title, fontsize=9)
-        plots.append(_save(fig, folder, f"trace-{r['run_id']}", title, caption=f"run {r['run_id']}"))
-    return plots
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("Inference time (s)" + (", log scale" if log else ""))
+        ax.set_ylabel("Total energy (J)" + (", log scale" if log else ""))
+        ax.grid(alpha=0.3, which="both" if log else "major")
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[m], label=m) for m in models]
+        handles += [plt.Line2D([], [], marker=markers[c], linestyle="", color="#555555", label=c) for c in confs]
+        ax.legend(
+            handles=handles,
+            fontsize=6,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            title="colour: model; marker: configuration",
+            title_fontsize=6,
+        )
+        title = "Energy vs time, every run" + (" (log-log)" if log else "")
+        ax.set_title(title, fontsize=10)
+        out.append(save(fig, folder, "energy-vs-time-log" if log else "energy-vs-time", title))
+    return out

@@ -1,7 +1,8 @@
 """A table of the report and its renderings: Markdown, LaTeX, CSV, HTML and the terminal.
 
 A value that could not be measured is ``n/a`` with a numbered footnote giving the reason, never 0;
-best values are marked (bold; ``*`` on the terminal).
+best values are marked (bold; ``*`` on the terminal); a value built from runs the meters flagged
+carries ``⚠`` and a footnote naming the flags.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import io
 import math
 from dataclasses import dataclass, field
 
+FLAG = "⚠"
+
 
 @dataclass
 class Value:
@@ -19,6 +22,11 @@ class Value:
     raw: float | str | None = None
     best: bool = False
     notes: list[int] = field(default_factory=list)
+    flagged: bool = False
+
+    @property
+    def shown(self) -> str:
+        return f"{self.text} {FLAG}" if self.flagged else self.text
 
 
 @dataclass
@@ -85,7 +93,7 @@ def _superscript(text: str) -> str:
 def to_markdown(t: Table) -> str:
     def cell(v: Value) -> str:
         # "<ONNX, CPU>" would be read as an HTML tag by Markdown renderers: escape the bracket.
-        text = v.text.replace("|", "\\|").replace("<", "\\<")
+        text = v.shown.replace("|", "\\|").replace("<", "\\<")
         if v.best:
             text = f"**{text}**"
         return text + _refs(v, sup=True)
@@ -117,6 +125,10 @@ _LATEX = {
     "ρ": r"$\rho$",
     "≥": r"$\geq$",
     "°": r"$^\circ$",
+    "⚠": r"$^{!}$",
+    "×": r"$\times$",
+    "≈": r"$\approx$",
+    "–": "--",
 }
 
 
@@ -126,7 +138,7 @@ def latex_escape(text: str) -> str:
 
 def to_latex(t: Table) -> str:
     def cell(v: Value) -> str:
-        text = latex_escape(v.text)
+        text = latex_escape(v.shown)
         if v.best:
             text = f"\\textbf{{{text}}}"
         if v.notes:
@@ -176,13 +188,15 @@ def to_csv(t: Table) -> str:
 
 def to_html(t: Table) -> str:
     def cell(v: Value, numeric: bool) -> str:
-        text = html.escape(v.text)
+        text = html.escape(v.shown)
         cls = []
         if v.best:
             text = f"<strong>{text}</strong>"
             cls.append("best")
         if v.text == "n/a":
             cls.append("na")
+        if v.flagged:
+            cls.append("flagged")
         if numeric:
             cls.append("num")
         refs = "".join(f'<sup><a href="#{t.key}-fn{n}">{n}</a></sup>' for n in v.notes)
@@ -208,7 +222,7 @@ def to_html(t: Table) -> str:
 
 def to_term(t: Table) -> str:
     def cell(v: Value) -> str:
-        return v.text + ("*" if v.best else "") + _refs(v, sup=True)
+        return v.shown + ("*" if v.best else "") + _refs(v, sup=True)
 
     rows = [[cell(v) for v in row] for row in t.rows]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(t.columns)]
@@ -226,6 +240,8 @@ def to_term(t: Table) -> str:
         out.append(line(r))
     if any(v.best for row in t.rows for v in row):
         out.append("(* best in its group)")
+    if any(v.flagged for row in t.rows for v in row):
+        out.append(f"({FLAG} built from runs the meters flagged: see the footnote)")
     for i, note in enumerate(t.footnotes, 1):
         out.append(f"{_superscript(str(i))} {note}")
     out += t.remarks

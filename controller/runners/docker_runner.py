@@ -18,6 +18,7 @@ LABEL = "joulebench"
 OWNER_LABEL = "joulebench.owner"
 CONTAINER_USER = "10001:10001"
 WAIT_SLICE_S = 1.0
+DOCKER_TIMEOUT_S = 600
 SIGKILL_EXIT = 128 + signal.SIGKILL
 
 
@@ -27,7 +28,9 @@ def connect() -> Any:
     import docker.errors
 
     try:
-        client = docker.from_env(timeout=120)
+        # Creating a container on a copy-based storage driver (vfs) copies the image: minutes on a
+        # busy host, so calls may take long before the engine answers.
+        client = docker.from_env(timeout=DOCKER_TIMEOUT_S)
         client.ping()
     except docker.errors.DockerException as exc:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -231,6 +234,7 @@ class StartedContainer:
     @classmethod
     def create(cls, client: Any, inv: Invocation, described: dict[str, Any]) -> StartedContainer:
         import docker.errors
+        import requests.exceptions
 
         # A name chosen before creation: a Ctrl-C during the create call still finds the container.
         started = cls(client, inv, described, f"joulebench-{secrets.token_hex(6)}")
@@ -240,6 +244,11 @@ class StartedContainer:
             started.container.start()
         except docker.errors.APIError as exc:
             started.start_error = _explain(exc)
+            return started
+        except requests.exceptions.RequestException as exc:
+            started.start_error = f"the Docker engine did not answer in time ({type(exc).__name__}); is it overloaded?"
+            with signals_deferred():
+                started.cleanup()
             return started
         except BaseException:
             with signals_deferred():
@@ -327,13 +336,17 @@ class StartedContainer:
         return None
 
     def cleanup(self) -> None:
+        """Remove the container. An engine too busy to answer leaves it, labelled with this
+        controller, for the next controller start to reap."""
         import docker.errors
+        import requests.exceptions
 
-        if self.container is not None:
-            _remove(self.container)
-            return
-        if self.name:  # created, maybe, before an interrupt reached us
-            try:
+        try:
+            if self.container is not None:
+                _remove(self.container)
+            elif self.name:  # created, maybe, before an interrupt reached us
                 _remove(self.client.containers.get(self.name))
-            except docker.errors.NotFound:
-                pass
+        except docker.errors.NotFound:
+            pass
+        except requests.exceptions.RequestException:
+            pass

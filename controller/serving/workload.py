@@ -25,7 +25,6 @@ from controller.cache import ArtifactCache, Entry
 from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession
-from controller.pipeline import Outcome, Plan, attach_meters
 from controller.progress import Progress
 from controller.record import Failure, RunRecord
 from controller.requests import RunRequest, ServeSettings, positive
@@ -43,6 +42,7 @@ from controller.serving.settings import (
     PARITY_PROMPTS,
     ServingFailed,
 )
+from controller.workload import Outcome, Plan, attach_meters
 from harness.options import OptionError, check_options
 from harness.protocol import SERVE_RESULT_FIELDS, ProtocolError, ServeSpec, parse_stream
 from suite.prompts import Prompt, PromptError, load_prompts

@@ -51,9 +51,26 @@ def fixed_inputs(spec: ConvertSpec) -> np.ndarray:
     return np.random.default_rng(1234).standard_normal((spec.batch_size, *shape), dtype=np.float32)
 
 
+def fixed_source_inputs(spec: ConvertSpec) -> dict[str, np.ndarray]:
+    """A model source's fixed inputs by name, at the batch its graph fixes or the conversion's."""
+    from harness.inputs import source_batch
+
+    assert spec.model_source is not None
+    inputs = spec.model_source["inputs"]
+    fixed = next((s["dims"][0] for s in inputs if s.get("dims") and isinstance(s["dims"][0], int)), None)
+    batch = source_batch(inputs, fixed or spec.batch_size, np.random.default_rng(1234))
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.ndim == 2 and len(mask) > 1:
+        mask[-1, mask.shape[1] // 2 :] = 0  # a padded sequence, as real batches have
+    return batch
+
+
 def fixed_model_inputs(spec: ConvertSpec) -> Any:
     """The fixed inputs: one array, or for a model with several inputs a dict of token ids and masks."""
     from suite.models import get_model
+
+    if spec.model_source is not None:
+        return fixed_source_inputs(spec)
 
     size = get_model(spec.model).size(spec.model_size)
     if not size.input_names:

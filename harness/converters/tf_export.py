@@ -72,6 +72,52 @@ def _text_model(spec: ConvertSpec, out_file: str) -> Converted:
     )
 
 
+def _source_model(spec: ConvertSpec, out_file: str) -> Converted:
+    """A Keras file or SavedModel -> ONNX with the source's input names, dtypes and layout (no
+    transposition); only the batch axis is dynamic."""
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx as t2o
+
+    from suite.tf_models import WeightsUnavailable
+    from suite.tf_sources import feed, input_specs, load_source
+
+    source = spec.model_source
+    assert source is not None
+    try:
+        loaded, call = load_source(source)
+    except WeightsUnavailable as exc:
+        raise EngineError(str(exc)) from None
+    fixed = fixed_model_inputs(spec)
+    names = list(fixed)
+    reference = np.asarray(call(feed(source, {k: tf.constant(v) for k, v in fixed.items()})))
+    signature = input_specs(source, None)
+    if source["kind"] == "keras":
+        t2o.convert.from_keras(loaded, input_signature=signature, opset=spec.opset, output_path=out_file)
+    else:
+
+        @tf.function(input_signature=signature)
+        def positional(*args: Any) -> Any:
+            return call(dict(zip(names, args, strict=True)))
+
+        t2o.convert.from_function(positional, input_signature=signature, opset=spec.opset, output_path=out_file)
+    graph = onnx.load(out_file)
+    opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+    session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
+    graph_names = [i.name for i in session.get_inputs()]
+    # tf2onnx keeps the TensorSpec names (maybe with a ":0" suffix); by position otherwise.
+    by_name = {g: fixed[g.split(":")[0]] for g in graph_names if g.split(":")[0] in fixed}
+    feed_dict = by_name if len(by_name) == len(names) else dict(zip(graph_names, fixed.values(), strict=True))
+    candidate = np.asarray(session.run(None, feed_dict)[0])
+    return Converted(
+        reference,
+        candidate,
+        _versions(*VERSIONS),
+        {"definition": f"{source['kind']} {source['label']}", "opset_imports": opsets, "input_layout": "as declared"},
+    )
+
+
 def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     import onnx
     import onnxruntime as ort
@@ -81,6 +127,8 @@ def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
     from suite.models import get_model
     from suite.tf_models import definition_source, nhwc_shape
 
+    if spec.model_source is not None:
+        return _source_model(spec, out_file)
     if get_model(spec.model).size(spec.model_size).input_names:
         return _text_model(spec, out_file)
     model = _load(spec)

@@ -32,6 +32,30 @@ def option_flag(options: dict[str, Any], key: str, default: bool) -> bool:
         raise EngineError(str(exc)) from None
 
 
+def model_file(spec: RunSpec, engine: str, formats: str) -> str:
+    """The file an engine loads: the run's converted artifact, else the model source's own file."""
+    import os
+
+    if spec.artifact and spec.artifact_root:
+        path = os.path.join(spec.artifact_root, spec.artifact)
+        where = "is the artifact cache mounted?"
+    elif spec.model_source is not None:
+        path = str(spec.model_source["path"])
+        where = "is the model mounted?"
+    else:
+        raise EngineError(f"{engine} needs {formats}; the controller passed neither an artifact nor a model file")
+    if not os.path.isfile(path):
+        raise EngineError(f"model file {path} not found ({where})")
+    return path
+
+
+def first_output(output: Any) -> Any:
+    """The first tensor of a model's outputs: a tuple or list, a dict (or transformers' ModelOutput)."""
+    while isinstance(output, (tuple, list, dict)):
+        output = next(iter(output.values())) if isinstance(output, dict) else output[0]
+    return output
+
+
 class Engine:
     """Load a model, move prepared inputs where the engine wants them, run one batch.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from harness.engines.base import Engine, EngineError, option_flag
+from harness.engines.base import Engine, EngineError, model_file, option_flag
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -67,11 +67,7 @@ class OnnxRuntimeEngine(Engine):
     packages = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "numpy")
 
     def load(self) -> None:
-        if not self.spec.artifact or not self.spec.artifact_root:
-            raise EngineError("onnxruntime needs an ONNX artifact; the controller did not pass one")
-        path = os.path.join(self.spec.artifact_root, self.spec.artifact)
-        if not os.path.isfile(path):
-            raise EngineError(f"ONNX artifact {path} not found (is the artifact cache mounted?)")
+        path = model_file(self.spec, "onnxruntime", "an ONNX file")
         wanted = PROVIDERS.get(self.spec.provider)
         if wanted is None:
             raise EngineError(f"unknown provider {self.spec.provider!r}; valid: {sorted(PROVIDERS)}")
@@ -111,7 +107,7 @@ class OnnxRuntimeEngine(Engine):
 
     def prepare(self, batch: Any) -> Any:
         if not self._io_binding:
-            return batch
+            return self._named(batch)  # the feed dict, built outside the window
         kind, index = self._device
         binding = self.session.io_binding()
         keep = []
@@ -130,7 +126,7 @@ class OnnxRuntimeEngine(Engine):
             binding = prepared[0]
             self.session.run_with_iobinding(binding)  # returns once the provider's stream is synchronised
             return binding.get_outputs()[0]  # stays on the device; copied out after the window
-        return self._run(None, self._named(prepared))[0]
+        return self._run(None, prepared)[0]
 
     def to_numpy(self, output: Any) -> Any:
         return output.numpy() if isinstance(output, ort.OrtValue) else output

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import openvino as ov
 
-from harness.engines.base import Engine, EngineError, option_flag
+from harness.engines.base import Engine, EngineError, model_file, option_flag
 
 DEVICES = {"cpu": "CPU"}
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -24,11 +23,7 @@ class OpenVinoEngine(Engine):
     packages = ("openvino", "numpy")
 
     def load(self) -> None:
-        if not self.spec.artifact or not self.spec.artifact_root:
-            raise EngineError("openvino needs an ONNX or IR artifact; the controller did not pass one")
-        path = os.path.join(self.spec.artifact_root, self.spec.artifact)
-        if not os.path.isfile(path):
-            raise EngineError(f"model artifact {path} not found (is the artifact cache mounted?)")
+        path = model_file(self.spec, "openvino", "an ONNX file or OpenVINO IR")
         # An ONNX file (read by OpenVINO's ONNX frontend) or OpenVINO IR (onnx2openvino's model.xml).
         self._format = "ir" if path.endswith(".xml") else "onnx"
         device = DEVICES.get(self.spec.provider)
@@ -52,7 +47,11 @@ class OpenVinoEngine(Engine):
             raise EngineError(f"OpenVINO sees no {device} device (available: {core.available_devices})")
         model = core.read_model(path)
         static = option_flag(opts, "static_batch", True)
-        if static:
+        if static and self.spec.model_source is not None:
+            # Every input fully static (the run's batch and shapes): kernels are picked once, at compile time.
+            batch = self.spec.batch_size
+            model.reshape({s["name"]: ov.PartialShape([batch, *s["shape"]]) for s in self.spec.model_source["inputs"]})
+        elif static:
             # A static batch lets the CPU plugin pick its kernels once, at compile time.
             shape = list(model.input(0).get_partial_shape())
             shape[0] = ov.Dimension(self.spec.batch_size)
@@ -72,12 +71,14 @@ class OpenVinoEngine(Engine):
 
     def prepare(self, batch: Any) -> Any:
         # share_inputs=True below reads this memory in place: it must stay contiguous and alive.
-        return np.ascontiguousarray(batch)
+        if isinstance(batch, dict):  # a model source's inputs, by name
+            return {name: np.ascontiguousarray(array) for name, array in batch.items()}
+        return {0: np.ascontiguousarray(batch)}
 
     def infer(self, prepared: Any) -> Any:
         # Synchronous: returns once the outputs exist; share_outputs=False copies them out of the
         # request's buffers (the next call overwrites those).
-        return self._infer({0: prepared}, share_inputs=True, share_outputs=False)
+        return self._infer(prepared, share_inputs=True, share_outputs=False)
 
     def to_numpy(self, output: Any) -> Any:
         return np.asarray(output[0])

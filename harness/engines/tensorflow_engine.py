@@ -34,23 +34,13 @@ class TensorFlowEngine(Engine):
             raise EngineError(f"TensorFlow sees no {device} device")
         self._device = f"/{device}:0"
         self._jit = option_flag(opts, "jit_compile", False)
-        self._text = bool(self._size().input_names)
+        source = self.spec.model_source
+        self._text = source is None and bool(self._size().input_names)
         with tf.device(self._device):
-            model = self._build()
             # Graph mode, traced for the run's batch shape (as a SavedModel signature serves it);
             # tracing and, with jit_compile, XLA compilation happen on the first call: the compile step.
-            if self._text:  # KerasHub's BERT: a dict of int32 token_ids, segment_ids, padding_mask
-                from harness.inputs import max_length
-                from suite.tf_models import model_inputs
-
-                shape = (self.spec.batch_size, max_length(self.spec))
-                zeros = {"input_ids": np.zeros(shape, np.int64), "attention_mask": np.ones(shape, np.int64)}
-                probe_in = {k: tf.constant(v) for k, v in model_inputs(zeros).items()}
-                signature: Any = [{k: tf.TensorSpec(v.shape, v.dtype, name=k) for k, v in probe_in.items()}]
-            else:
-                c, h, w = self._size().input_shape
-                signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
-            self._fn = tf.function(lambda x: model(x, training=False), input_signature=signature, jit_compile=self._jit)
+            model, call, signature = self._source_call(source) if source is not None else self._registry_call()
+            self._fn = tf.function(call, input_signature=signature, jit_compile=self._jit)
         self.model = model
         self._wanted = device
         self.compile_step = "tf.function trace" + (" and XLA compilation" if self._jit else "") + ", first call"
@@ -60,6 +50,35 @@ class TensorFlowEngine(Engine):
             self._sync = getattr(getattr(tf.test, "experimental", None), "sync_devices", None)
             if self._sync is None:
                 raise EngineError(f"TensorFlow {tf.__version__} lacks tf.test.experimental.sync_devices (2.13+)")
+
+    def _registry_call(self) -> tuple[Any, Any, list[Any]]:
+        model = self._build()
+        signature: list[Any]
+        if self._text:  # KerasHub's BERT: a dict of int32 token_ids, segment_ids, padding_mask
+            from harness.inputs import max_length
+            from suite.tf_models import model_inputs
+
+            shape = (self.spec.batch_size, max_length(self.spec))
+            zeros = {"input_ids": np.zeros(shape, np.int64), "attention_mask": np.ones(shape, np.int64)}
+            probe_in = {k: tf.constant(v) for k, v in model_inputs(zeros).items()}
+            signature = [{k: tf.TensorSpec(v.shape, v.dtype, name=k) for k, v in probe_in.items()}]
+        else:
+            c, h, w = self._size().input_shape
+            signature = [tf.TensorSpec((self.spec.batch_size, h, w, c), tf.float32, name="input")]
+        return model, lambda x: model(x, training=False), signature
+
+    def _source_call(self, source: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
+        """A Keras file or SavedModel, fed in the layout it declares (no transposition)."""
+        from suite.tf_models import WeightsUnavailable
+        from suite.tf_sources import feed, input_specs, load_source
+
+        try:
+            loaded, call = load_source(source)
+        except WeightsUnavailable as exc:
+            raise EngineError(str(exc)) from None
+        specs = input_specs(source, self.spec.batch_size)
+        probe = feed(source, {s.name: s for s in specs})
+        return loaded, call, [probe]
 
     def compile(self, example: Any) -> None:
         with tf.device(self._device):
@@ -85,6 +104,10 @@ class TensorFlowEngine(Engine):
 
     def prepare(self, batch: Any) -> Any:
         with tf.device(self._device):
+            if self.spec.model_source is not None:
+                from suite.tf_sources import feed
+
+                return feed(self.spec.model_source, {k: tf.constant(v) for k, v in batch.items()})
             if self._text:  # harness names and int64 -> KerasHub's names and int32, outside the window
                 from suite.tf_models import model_inputs
 

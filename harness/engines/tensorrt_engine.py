@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.base import Engine, EngineError, option_flag
+from harness.engines.base import Engine, EngineError, model_file, option_flag
 
 try:  # cuda-python >= 12.6 moved the runtime bindings under cuda.bindings
     from cuda.bindings import runtime as cudart
@@ -53,11 +53,7 @@ class TensorRtEngine(Engine):
     def load(self) -> None:
         if self.spec.provider != "cuda":
             raise EngineError(f"tensorrt runs on provider cuda, not {self.spec.provider!r}")
-        if not self.spec.artifact or not self.spec.artifact_root:
-            raise EngineError("tensorrt needs an ONNX artifact; the controller did not pass one")
-        self.onnx_path = os.path.join(self.spec.artifact_root, self.spec.artifact)
-        if not os.path.isfile(self.onnx_path):
-            raise EngineError(f"ONNX artifact {self.onnx_path} not found (is the artifact cache mounted?)")
+        self.onnx_path = model_file(self.spec, "tensorrt", "an ONNX file")
         if _check(cudart.cudaGetDeviceCount()) < 1:
             raise EngineError("tensorrt: no CUDA device visible in this container")
         props = _check(cudart.cudaGetDeviceProperties(0))
@@ -73,7 +69,10 @@ class TensorRtEngine(Engine):
     # --- build or reuse the engine (compile step) ------------------------------------------
 
     def _cache_file(self) -> str:
-        key = "|".join([_sha256(self.onnx_path), trt.__version__, self.gpu, str(self.spec.batch_size), str(self.fp16)])
+        parts = [_sha256(self.onnx_path), trt.__version__, self.gpu, str(self.spec.batch_size), str(self.fp16)]
+        if self.spec.model_source is not None:  # the engine is built for these input shapes too
+            parts.append(str([(s["name"], s["shape"]) for s in self.spec.model_source["inputs"]]))
+        key = "|".join(parts)
         return os.path.join(self.cache_dir, hashlib.sha256(key.encode()).hexdigest()[:32] + ".engine")
 
     def _build(self) -> bytes:
@@ -81,16 +80,21 @@ class TensorRtEngine(Engine):
         network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, self.logger)
         with open(self.onnx_path, "rb") as fh:
-            if not parser.parse(fh.read()):
+            # The path lets the parser find external data files beside the model.
+            if not parser.parse(fh.read(), path=self.onnx_path):
                 errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
                 raise EngineError(f"TensorRT could not parse the ONNX artifact: {errors[:500]}")
         config = builder.create_builder_config()
         if self.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
+        # A model source's inputs have concrete shapes for every dynamic axis (suite/sources.py).
+        given = {s["name"]: s["shape"] for s in (self.spec.model_source or {}).get("inputs", [])}
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             shape = [self.spec.batch_size if d < 0 and j == 0 else d for j, d in enumerate(tensor.shape)]
+            if tensor.name in given:
+                shape = [self.spec.batch_size, *given[tensor.name]]
             if any(d < 0 for d in shape):
                 raise EngineError(f"input {tensor.name} has dynamic dimensions beyond the batch: {tensor.shape}")
             profile.set_shape(tensor.name, shape, shape, shape)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
-from harness.engines.base import Engine, EngineError
+from harness.engines.base import Engine, EngineError, first_output, model_file
 
 
 def has_kernels_for(arches: list[str], major: int, minor: int) -> bool:
@@ -55,6 +54,10 @@ class TorchEngine(Engine):
         from suite.torch_models import WeightsUnavailable, build
 
         try:
+            if self.spec.model_source is not None:
+                from suite.torch_sources import load_source
+
+                return load_source(self.spec.model_source, self.spec.seed)
             return build(
                 self.spec.model,
                 self.spec.model_size,
@@ -87,7 +90,9 @@ class TorchEngine(Engine):
         return out
 
     def to_numpy(self, output: Any) -> Any:
-        return output.detach().cpu().numpy()
+        if not isinstance(output, torch.Tensor):  # a model source's tuple, dict or ModelOutput
+            output = first_output(output)
+        return output.detach().float().cpu().numpy() if output.is_floating_point() else output.detach().cpu().numpy()
 
     def options_used(self) -> dict[str, Any]:
         return {"torch_threads": torch.get_num_threads()}
@@ -97,10 +102,13 @@ class TorchScriptEngine(TorchEngine):
     name = "torchscript"
 
     def _build(self) -> torch.nn.Module:
-        if not self.spec.artifact or not self.spec.artifact_root:
-            raise EngineError("torchscript needs a TorchScript artifact; none was passed")
-        path = os.path.join(self.spec.artifact_root, self.spec.artifact)
-        return torch.jit.load(path, map_location="cpu").eval()
+        # The torch2torchscript artifact, or a TorchScript file given as the model.
+        path = model_file(self.spec, "torchscript", "a TorchScript file")
+        try:
+            return torch.jit.load(path, map_location="cpu").eval()
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"torch.jit.load cannot load {path}: {first[:300]}") from None
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -123,7 +131,7 @@ class TorchCompileEngine(TorchEngine):
         backend = str(self.spec.options.get("compile_backend", "inductor"))
         self._compile_options = {"compile_mode": mode, "compile_backend": backend, "dynamic": False}
         # dynamic=False: every batch has the run's batch size, so one specialised graph serves all.
-        self.model = torch.compile(self.model, mode=mode, backend=backend, dynamic=False)
+        self.model = torch.compile(self.model, mode=mode, backend=backend, dynamic=False)  # type: ignore[assignment]
         self.compile_step = f"torch.compile (backend {backend}, mode {mode}), first call"
 
     def compile(self, example: Any) -> None:

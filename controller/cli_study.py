@@ -1,0 +1,186 @@
+"""The commands of a study beside single runs: campaign, report, compare, models (cli.py adds them)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from controller.errors import UserError
+
+
+def add_campaign_parser(sub: Any) -> None:
+    campaign = sub.add_parser("campaign", help="plan or run a matrix of runs described in a TOML file")
+    csub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("plan", "print the matrix, the images, what is not runnable here and why, and a duration estimate"),
+        ("run", "run what is left of the campaign (resumes: cells recorded ok are skipped)"),
+    ):
+        p = csub.add_parser(name, help=text)
+        p.add_argument("file", type=Path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
+        p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+        p.add_argument("--runner", choices=["auto", "docker", "local"], help="override the campaign file's runner")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            dest="overrides",
+            help="override a key of the file, VALUE in TOML syntax: --set campaign.repetitions=2 "
+            "--set 'matrix.models=[\"./my-model\"]' (recorded beside the results)",
+        )
+        p.add_argument(
+            "--cluster",
+            metavar="ADDRESS",
+            help="on a Ray cluster whose measuring nodes offer one joulebench_host each: HEAD:6379 on a machine "
+            "of the cluster, ray://HEAD:10001 from elsewhere, or auto (tools/cluster/README.md)",
+        )
+        if name == "plan":
+            p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
+        else:
+            p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
+            p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument(
+                "--build-images",
+                action="store_true",
+                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
+            )
+
+
+def add_report_parser(sub: Any) -> None:
+    report = sub.add_parser("report", help="tables, statistics and plots of a campaign's records")
+    report.add_argument("folder", type=Path, metavar="FOLDER", help="a campaign's records, e.g. results/ci-smoke")
+    report.add_argument(
+        "--format",
+        choices=["files", "term"],
+        default="files",
+        help="files (default): write FOLDER/report/ (Markdown, LaTeX, CSV, HTML); term: print the tables",
+    )
+    report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
+    report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
+    report.add_argument(
+        "--duplicates",
+        default="refuse",
+        metavar="POLICY",
+        help="two ok records of one campaign cell: refuse (default), all (both count), latest (keep the latest)",
+    )
+    add_carbon_arguments(report)
+
+
+def add_carbon_arguments(parser: Any) -> None:
+    carbon = parser.add_argument_group("carbon (a derived estimate; energy stays the primary figure)")
+    carbon.add_argument("--grid-intensity", metavar="G", help="grid carbon intensity in gCO2e/kWh")
+    carbon.add_argument("--country", metavar="ISO", help="the bundled annual average of a country (ISO alpha-3: FRA)")
+    carbon.add_argument("--pue", metavar="P", help="power usage effectiveness (default 1.0)")
+
+
+def add_compare_parser(sub: Any) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="energy-regression gate: campaign B against campaign A, per cell (exit 1 on a regression)",
+    )
+    compare.add_argument("a", type=Path, metavar="A", help="the reference campaign's records, e.g. results/main")
+    compare.add_argument("b", type=Path, metavar="B", help="the candidate's records, e.g. results/candidate")
+    # Strings, checked by controller.compare.options: a wrong value is one line and exit 2.
+    compare.add_argument("--metric", default="energy,time", help="energy, time or both (default energy,time)")
+    compare.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% (default)")
+    compare.add_argument("--alpha", default="0.01", help="significance level of Mann-Whitney U (default 0.01)")
+    compare.add_argument("--format", default="term", help="term (default), markdown (a PR comment) or json")
+    compare.add_argument(
+        "--require-energy", action="store_true", help="energy unavailable or flagged fails instead of 'not comparable'"
+    )
+    compare.add_argument("--bootstrap", default="2000", help="bootstrap resamples for the interval (default 2000)")
+    compare.add_argument("--seed", default="0", help="the bootstrap's seed (default 0)")
+    compare.add_argument("--duplicates", default="refuse", metavar="POLICY", help="as for report: refuse, all, latest")
+    add_carbon_arguments(compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from controller.compare import run_compare
+    from controller.compare.options import parse_options
+
+    opts = parse_options(
+        metric=args.metric,
+        threshold=args.threshold,
+        alpha=args.alpha,
+        fmt=args.format,
+        require_energy=args.require_energy,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        duplicates=args.duplicates,
+        grid_intensity=args.grid_intensity,
+        country=args.country,
+        pue=args.pue,
+    )
+    return run_compare(args.a, args.b, opts)
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from controller.campaigns import load_campaign_file
+    from controller.campaigns.execute import run_campaign
+    from controller.campaigns.history import resolve_seed
+    from controller.campaigns.plan import render_plan, to_json
+    from controller.campaigns.readiness import assess
+
+    campaign = load_campaign_file(args.file, args.overrides)
+    if args.campaign_command == "plan" and args.cluster:
+        from controller.cluster import plan_on_cluster
+
+        return plan_on_cluster(campaign, args.results, args.cluster, args.runner, args.json)
+    if args.campaign_command == "plan":
+        assessment = assess(campaign, args.runner)
+        if args.json:
+            print(to_json(assessment))
+        else:
+            print(render_plan(assessment, args.results, resolve_seed(args.results, campaign)))
+        return 0
+    if args.build_images and not args.cluster:
+        raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
+    return run_campaign(
+        campaign,
+        args.results,
+        retry_failed=args.retry_failed,
+        cache=args.cache,
+        runner=args.runner,
+        cluster=args.cluster,
+        build_images=args.build_images,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from controller.carbon import carbon_factor
+    from controller.report import build_report
+
+    carbon = carbon_factor(args.grid_intensity, args.country, args.pue)
+    return build_report(
+        args.folder, fmt=args.format, output=args.output, mix=args.mix, duplicates=args.duplicates, carbon=carbon
+    )
+
+
+def add_models_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="registered models, or what a model file, folder or hub id is and runs on")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="registered models and the images each runs on")
+    mlist.add_argument("--json", action="store_true")
+    minspect = msub.add_parser(
+        "inspect", help="inputs, outputs, dtypes, dynamic axes, parameters, size, and which images can run it"
+    )
+    minspect.add_argument(
+        "model", metavar="MODEL", help="an ONNX/TorchScript/Keras/IR file, a model folder, hf:ORG/NAME"
+    )
+    minspect.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="size of an input's dynamic axes after the batch, e.g. pixel_values=3x224x224 or input_ids=128",
+    )
+    minspect.add_argument("--json", action="store_true")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from controller import models
+
+    if args.models_command == "list":
+        return models.main("list", None, [], args.json)
+    return models.main("inspect", args.model, args.input_shape, args.json)

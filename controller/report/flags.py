@@ -1,0 +1,75 @@
+"""The meters' flags (``record["measurements"]["flags"]``) mapped to the report columns they put in
+doubt, so that a table cell built from a flagged run is marked, never averaged silently.
+
+A flag is ``{"code", "message", ...context}``; the context names what it concerns: ``metric`` (a
+record metric name), ``meter`` (rapl, nvml, process, cgroup, wall) or ``uuid`` (a GPU). A code
+this module does not know still shows in the report's list of flags; if it speaks of energy it
+marks every energy column, since it cannot say which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.report.columns import ENERGY_DERIVED
+
+_GPU_ENERGY = {"gpu_energy", "total_energy", *ENERGY_DERIVED}
+_RAPL = {"cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
+_WORKLOAD = {"cpu_percent", "cpu_usage_percent", "ram_peak_mib", "ram_usage_percent"}
+
+BY_METRIC: dict[str, set[str]] = {
+    "cpu_energy_j": {"cpu_energy", "total_energy", *ENERGY_DERIVED},
+    "dram_energy_j": {"dram_energy", "total_energy", *ENERGY_DERIVED},
+    "gpu_energy_j": _GPU_ENERGY,
+    "total_energy_j": {"total_energy", *ENERGY_DERIVED},
+    "wall_energy_j": set(),  # the report does not show wall energy in its tables
+    "cpu_time_s": {"cpu_percent", "cpu_usage_percent"},
+    "cpu_percent": {"cpu_percent", "cpu_usage_percent"},
+}
+BY_METER: dict[str, set[str]] = {
+    "rapl": _RAPL,
+    "nvml": {*_GPU_ENERGY, "gpu_power_w", "gpu_util_percent", "gpu_mem_util_percent", "gpu_mem_used_percent"},
+    "process": _WORKLOAD,
+    "cgroup": _WORKLOAD,
+    "wall": set(),
+}
+# Informative only: how the energies are shown (net or gross) already says it.
+NOT_A_DOUBT = {"idle_baseline_not_used"}
+ALL_ENERGY = {"gpu_energy", "cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
+
+
+def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
+    """The report columns this flag puts in doubt (empty: shown in the list of flags only)."""
+    code = str(flag.get("code") or "")
+    if code in NOT_A_DOUBT:
+        return set()
+    metric = flag.get("metric")
+    if isinstance(metric, str) and metric in BY_METRIC:
+        return set(BY_METRIC[metric])
+    if code.startswith("gpu_energy") or (flag.get("uuid") and "energy" in code):
+        return set(_GPU_ENERGY)
+    if code.startswith("rapl"):
+        return set(_RAPL)
+    meter = flag.get("meter")
+    if isinstance(meter, str) and meter in BY_METER:
+        return set(BY_METER[meter])
+    if "energy" in code or "counter" in code or "wrap" in code:
+        return set(ALL_ENERGY)
+    return set()
+
+
+def run_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's flags as ``{"code", "message", "columns"}``, in record order."""
+    measurements = record.get("measurements") or {}
+    out = []
+    for f in measurements.get("flags") or []:
+        if not isinstance(f, dict):
+            continue
+        out.append(
+            {
+                "code": str(f.get("code") or "?"),
+                "message": str(f.get("message") or ""),
+                "columns": sorted(columns_in_doubt(f)),
+            }
+        )
+    return out

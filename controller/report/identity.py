@@ -1,0 +1,73 @@
+"""What makes two runs comparable: host, GPU/driver, and the image's build or environment."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+
+
+def extra_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """Identity columns of one record: runs that differ in these are not mixed without --mix."""
+    runner = record.get("runner") or {}
+    result = record.get("result") or {}
+    host = record.get("host") or {}
+    devices = (record.get("gpus") or {}).get("devices") or []
+    if runner.get("kind") == "docker":
+        env = f"{record.get('image')} {runner.get('image_id')}"
+    else:
+        versions = ",".join(f"{k}=={v}" for k, v in sorted((result.get("versions") or {}).items()))
+        env = f"{record.get('image')} local:{host.get('python')}:{versions}"
+    own = record.get("model_source") or {}
+    return {
+        # A user's own model is its path (or hub id) and the sha256 of its files: one label, two
+        # contents are two models.
+        "model_identity": f"{own.get('location')} sha256 {str(own.get('sha256'))[:16]}" if own else record.get("model"),
+        "fingerprint_id": host.get("fingerprint_id"),
+        "gpu_identity": "; ".join(f"{d.get('name')} {d.get('uuid')} driver {d.get('driver')}" for d in devices)
+        or "no GPU",
+        "environment": env,
+        "versions": json.dumps(result.get("versions") or {}, sort_keys=True),
+        "gpu_names": ", ".join(sorted({str(d.get("name")) for d in devices})) or "-",
+        "driver": ", ".join(sorted({str(d.get("driver")) for d in devices})) or "-",
+    }
+
+
+def identity_problems(ok: pl.DataFrame) -> list[str]:
+    """Why these runs should not share a table: differing host, GPU/driver, or environment per image."""
+    problems = []
+    hosts = ok.select("fingerprint_id", "host", "cpu_model").unique()
+    if hosts.height > 1:
+        shown = "; ".join(
+            f"{r['host']} ({r['cpu_model']}, fingerprint {r['fingerprint_id']})" for r in hosts.to_dicts()
+        )
+        problems.append(f"{hosts.height} different hosts: {shown}")
+    gpus = ok["gpu_identity"].unique().to_list()
+    if len(gpus) > 1:
+        problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
+    for model, group in ok.group_by("model"):
+        versions = sorted({str(v) for v in group["model_identity"].to_list()})
+        if len(versions) > 1:
+            problems.append(f"model {model[0]} in {len(versions)} different versions: {' | '.join(versions)}")
+    for image, group in ok.group_by("image"):
+        envs = sorted(set(group["environment"].to_list()))
+        if any(environments_differ(a, b) for i, a in enumerate(envs) for b in envs[i + 1 :]):
+            problems.append(f"image {image[0]} in {len(envs)} different builds/environments: {' | '.join(envs)}")
+    return problems
+
+
+def environments_differ(a: str, b: str) -> bool:
+    """Two runs' environments of one image differ: other Docker image ids; or, run locally, another
+    Python or another version of a package both report (engines of one image report different
+    package sets: torch alone for TorchScript, torch and transformers for serving on torch)."""
+    if not (a.split(" ", 1)[-1].startswith("local:") and b.split(" ", 1)[-1].startswith("local:")):
+        return a != b
+
+    def parse(env: str) -> tuple[str, dict[str, str]]:
+        _, python, versions = env.split(" ", 1)[1].split(":", 2)
+        pairs = (item.split("==", 1) for item in versions.split(",") if "==" in item)
+        return python, dict(pairs)
+
+    (py_a, va), (py_b, vb) = parse(a), parse(b)
+    return py_a != py_b or any(va[k] != vb[k] for k in va.keys() & vb.keys())

@@ -1,0 +1,228 @@
+"""The second paper's tables from serving runs (medians, as the paper).
+
+Tables 4 (CPU execution provider) and 5 (CUDA): per model-size category × serving configuration,
+the median over every run of the category's models; then, per configuration, the mean of the
+category medians (the paper's "1,2,3" section). A per-model table adds the paper's resource
+metrics (its Figures 4-5) and ours beside them.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import polars as pl
+
+from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value, with_carbon
+from controller.report.columns import header
+from controller.report.data import EnergyKind, notes_of
+from controller.report.paper1 import GPU_PROVIDERS
+from controller.report.table import Table, Value, num_value, text_value
+
+# The second paper's names of the serving configurations: <runtime engine, execution provider>.
+ENGINE_SHORT = {"torch": "TORCH", "onnxruntime": "ONNX", "openvino": "OV", "torchscript": "JIT"}
+# The paper ran <JIT, *> and left it out of its results (error-prone outputs): shown, never bold.
+NOT_IN_PAPER_RESULTS = ("torchscript",)
+TABLE4_METRICS = ("total_energy", "window_s")
+TABLE5_METRICS = ("cpu_energy", "gpu_energy", "dram_energy", "total_energy", "window_s")
+SERVING_TABLE_METRICS = (
+    "total_energy",
+    "energy_per_request",
+    "energy_per_token",
+    "window_s",
+    "time_per_request_s",
+    "tokens_per_s",
+    "cpu_usage_percent",
+    "ram_usage_percent",
+    "gpu_util_percent",
+    "gpu_mem_util_percent",
+    "gpu_mem_used_percent",
+    "cpu_percent",
+    "ram_peak_mib",
+    "gpu_mem_used_peak_percent",
+)
+SERVING_HEADERS = {"total_energy": "Global energy (J)", "window_s": "Execution time (s)"}
+PAPER_TOTAL = "CPU + GPU energy (Global energy)"
+
+
+def serving_label(engine: str | None, provider: str | None) -> str:
+    """<ONNX, CPU>, as the paper names a serving configuration."""
+    return f"<{ENGINE_SHORT.get(engine or '?', (engine or '?').upper())}, {(provider or '?').upper()}>"
+
+
+def category_of(model_size: str | None) -> str:
+    """'1', '2', '3' for the paper's size categories; 'uncategorised' for other models."""
+    size = model_size or ""
+    return size.removeprefix("category-") if size.startswith("category-") else "uncategorised"
+
+
+def category_order(category: str) -> tuple[int, str]:
+    return (0, category) if category.isdigit() else (1, category)
+
+
+def mean_of_category_medians(medians: list[float]) -> float:
+    """The paper's "1,2,3" row: the plain mean of the category medians (not a median of all runs)."""
+    return statistics.fmean(medians)
+
+
+def configuration_labels(frame: pl.DataFrame) -> dict[str, str]:
+    """configuration -> <ENGINE, PROVIDER>, with the configuration's name where two share a label."""
+    pairs = {
+        conf: serving_label(engine, provider)
+        for conf, engine, provider in frame.select("configuration", "engine", "provider").unique().iter_rows()
+    }
+    labels = list(pairs.values())
+    return {c: (lab if labels.count(lab) == 1 else f"{lab} {c}") for c, lab in pairs.items()}
+
+
+def _bold_rows(rows: list[int], eligible: list[bool]) -> list[int]:
+    return [r for r, ok in zip(rows, eligible, strict=True) if ok]
+
+
+def _mean_cell(t: Table, runs: pl.DataFrame, column: str, medians: list[float], categories: int) -> Value:
+    """A cell of the "1,2,3" section: the mean of the category medians, or n/a with the reasons."""
+    if not medians:
+        return median_value(t, runs, column)
+    v = num_value(mean_of_category_medians(medians))
+    if len(medians) < categories:
+        v.notes.append(t.note(f"mean of the {len(medians)} of {categories} categories that measured it"))
+    v.notes += [t.note(n) for n in notes_of(runs, column) if t.note(n) not in v.notes]
+    return v
+
+
+def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, ...], kind: EnergyKind) -> Table:
+    metrics = measured_columns(part, with_carbon(wanted, kind))
+    headers = [SERVING_HEADERS.get(c, header(c)) for c in metrics]
+    t = Table(key, title, ["Model size category", "Serving configuration", "Models", "Runs", *headers])
+    first = 4
+    labels = configuration_labels(part)
+    by_conf: dict[str, dict[str, list[float]]] = {}
+    categories = sorted({category_of(s) for s in part["model_size"].to_list()}, key=category_order)
+    jit_note = t.note(
+        "beyond the paper's results (it left TorchScript out for error-prone outputs): shown, not eligible for bold"
+    )
+
+    def label_cell(conf: str, engine: str) -> Value:
+        v = text_value(labels[conf])
+        if engine in NOT_IN_PAPER_RESULTS:
+            v.notes.append(jit_note)
+        return v
+
+    def by_label(kgs: list[tuple[tuple, pl.DataFrame]]) -> list[tuple[tuple, pl.DataFrame]]:
+        return sorted(kgs, key=lambda kg: labels[kg[0][0]])
+
+    for category in categories:
+        group = part.filter(pl.col("model_size").map_elements(category_of, return_dtype=pl.Utf8) == category)
+        start, eligible = len(t.rows), []
+        t.group_starts.add(start)
+        for (conf,), runs in by_label(groups(group, ["configuration"])):
+            engine = runs["engine"][0]
+            models = sorted(set(runs["model"].to_list()))
+            row = [text_value(category), label_cell(conf, engine), Value(str(len(models)), len(models))]
+            row.append(Value(str(runs.height), runs.height))
+            for c in metrics:
+                v = median_value(t, runs, c)
+                row.append(v)
+                if isinstance(v.raw, (int, float)):
+                    by_conf.setdefault(conf, {}).setdefault(c, []).append(float(v.raw))
+            t.rows.append(row)
+            eligible.append(engine not in NOT_IN_PAPER_RESULTS)
+        rows = _bold_rows(list(range(start, len(t.rows))), eligible)
+        mark_best(t, rows, [(first + i, c) for i, c in enumerate(metrics)])
+    if len(categories) > 1:
+        start, eligible = len(t.rows), []
+        t.group_starts.add(start)
+        for (conf,), runs in by_label(groups(part, ["configuration"])):
+            engine = runs["engine"][0]
+            cats = sorted({category_of(s) for s in runs["model_size"].to_list()}, key=category_order)
+            row = [text_value(",".join(cats)), label_cell(conf, engine)]
+            row += [Value(str(len(set(runs["model"].to_list()))), None), Value(str(runs.height), runs.height)]
+            row += [_mean_cell(t, runs, c, by_conf.get(conf, {}).get(c, []), len(cats)) for c in metrics]
+            t.rows.append(row)
+            eligible.append(engine not in NOT_IN_PAPER_RESULTS)
+        rows = _bold_rows(list(range(start, len(t.rows))), eligible)
+        mark_best(t, rows, [(first + i, c) for i, c in enumerate(metrics)])
+    prompts = sorted({p for p in part["prompts"].to_list() if p is not None})
+    t.remarks.append(
+        "Medians over every run (every repetition of every model) of the size category, per serving "
+        "configuration — the paper's aggregated median; the last section is the mean of the category medians "
+        "per configuration, as in the paper. Best (lowest) values are bold within each section."
+    )
+    t.remarks.append(
+        "Execution time: the measured window of a run, the client replaying all of its prompts "
+        f"({', '.join(map(str, prompts)) or '?'} per run here; the paper: 164). Global energy: the energy "
+        "measured in that window (the paper: CPU + GPU)."
+    )
+    t.remarks += energy_remarks(part, kind, PAPER_TOTAL)
+    return t
+
+
+def tables45(ok: pl.DataFrame, kind: EnergyKind) -> list[Table] | str:
+    """The second paper's Tables 4 (CPU execution provider) and 5 (CUDA), by model-size category;
+    or why there are none."""
+    serving = ok.filter(pl.col("serving"))
+    if serving.height == 0:
+        return (
+            "Tables 4-5 (second paper: energy and time per serving configuration and model-size category) "
+            "need serving runs; these records have none (run suite/campaigns/code-slm-serving.toml, or its "
+            "CPU variant code-slm-serving-cpu.toml)."
+        )
+    cpu = serving.filter(~pl.col("provider").is_in(GPU_PROVIDERS))
+    gpu = serving.filter(pl.col("provider").is_in(GPU_PROVIDERS))
+    out: list[Table] = []
+    if cpu.height:
+        title = "Table 4: CPU execution provider — median energy and execution time by model size category"
+        out.append(_serving_table("table4", title, cpu, TABLE4_METRICS, kind))
+    if gpu.height:
+        title = (
+            "Table 5: CUDA execution provider — median CPU, GPU and global energy and execution time by "
+            "model size category"
+        )
+        out.append(_serving_table("table5", title, gpu, TABLE5_METRICS, kind))
+    missing = "Table 5 (CUDA execution provider)" if not gpu.height else "Table 4 (CPU execution provider)"
+    if not (cpu.height and gpu.height):
+        out[0].remarks.append(f"{missing}: no serving run of these records used it.")
+    return out
+
+
+def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
+    """Every serving model × configuration: medians over repetitions, per request and per token,
+    and the paper's resource metrics (its Figures 4-5) with ours beside them."""
+    serving = ok.filter(pl.col("serving"))
+    metrics = measured_columns(serving, with_carbon(SERVING_TABLE_METRICS, kind))
+    t = Table(
+        "serving",
+        "Serving runs per model and configuration (medians over repetitions)",
+        ["Model", "Category", "Serving configuration", "Runs", *(header(c) for c in metrics)],
+    )
+    first = 4
+    labels = configuration_labels(serving) if serving.height else {}
+    for (model, size), group in groups(serving, ["model", "model_size"]):
+        start = len(t.rows)
+        t.group_starts.add(start)
+        for (conf,), runs in sorted(groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
+            row = [
+                text_value(model),
+                text_value(category_of(size)),
+                text_value(labels[conf]),
+                Value(str(runs.height), runs.height),
+            ]
+            row += [median_value(t, runs, c) for c in metrics]
+            t.rows.append(row)
+        mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
+    t.remarks.append(
+        "Energy per request and per generated token divide the run's energy (the same as Global energy) by "
+        "its requests and by the tokens it generated; time per request is the client's mean latency."
+    )
+    t.remarks.append(RESOURCE_DEFINITIONS)
+    t.remarks += energy_remarks(serving, kind, PAPER_TOTAL)
+    return t
+
+
+RESOURCE_DEFINITIONS = (
+    "The second paper's resource metrics (its Table 2): CPU usage = the run's mean CPU use over the window as a "
+    "share of all the host's logical cores (the paper: EnergiBridge's system-wide average; ours counts the run's "
+    "process tree or container only); RAM usage = the run's mean resident memory as a share of the host's RAM "
+    "(the paper: system-wide used RAM); GPU utilisation and GPU memory utilisation = NVML's mean over the "
+    "samples; GPU used memory = the mean memory allocated on the GPUs as a share of their total. Ours beside "
+    "them: CPU load (100 % = one core busy), RAM peak (MiB), GPU used memory peak (% of total)."
+)

@@ -1,0 +1,145 @@
+"""The report on the terminal, and as files: every table in four formats, report.md, report.tex
+and a self-contained report.html with the plots embedded."""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from controller.report import plots, traces
+from controller.report.data import Runs
+from controller.report.table import to_csv, to_html, to_latex, to_markdown, to_term
+
+if TYPE_CHECKING:
+    from controller.report import Sections
+
+LONG = ("posthoc", "descriptive", "pairs_summary", "headlines", "flags")
+AGGREGATES = (
+    "Tables 1-3 and the table beyond the paper show means over repetitions (as the first paper); Tables 4-5 and "
+    "the serving table show medians (as the second paper). Bold marks the best in its group; n/a marks what "
+    "could not be measured, with the reason in a footnote; ⚠ marks a value built from runs the meters flagged."
+)
+
+
+def heading(runs: Runs) -> str:
+    campaigns = ", ".join(sorted({c or "?" for c in runs.all["campaign"].to_list()}))
+    return f"joulebench report: {campaigns} — {runs.ok.height} runs ok, {runs.failed.height} failed ({runs.folder})"
+
+
+def term(runs: Runs, s: Sections) -> str:
+    parts = [heading(runs), ""]
+    parts += [f"WARNING: {w}" for w in s.warnings]
+    parts += [AGGREGATES, f"Energy: {s.energy}", ""]
+    for t in s.tables():
+        if t.key in LONG and len(t.rows) > 40:
+            parts.append(f"{t.title}: {len(t.rows)} rows (see the report's files)\n")
+            continue
+        parts.append(to_term(t))
+    if s.papers_note:
+        parts.append(s.papers_note)
+    return "\n".join(parts)
+
+
+def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for t in s.tables():
+        for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv), ("html", to_html)):
+            path = out / f"{t.key}.{ext}"
+            path.write_text(render(t))
+            written.append(path)
+    figures, trace_plots, skipped = make_plots(runs, out / "plots") if with_plots else ([], [], ["plots not drawn"])
+    md = [f"# {heading(runs)}", ""]
+    md += [f"> **WARNING:** {w}" for w in s.warnings]
+    md += ["", AGGREGATES, "", f"Energy: {s.energy}", ""]
+    for t in s.tables():
+        md.append(to_markdown(t))
+    if s.papers_note:
+        md.append(s.papers_note + "\n")
+    md.append("## Plots\n")
+    md += [f"![{p.title}](plots/{p.png.name})\n" for p in [*figures, *trace_plots]]
+    md += [f"- {n}" for n in skipped]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.tex").write_text("\n".join(to_latex(t) for t in s.tables()))
+    (out / "report.html").write_text(render_html(runs, s, figures, trace_plots, skipped))
+    written += [out / "report.md", out / "report.tex", out / "report.html", out / "plots"]
+    return written
+
+
+def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.Plot], list[str]]:
+    batch, serving = runs.ok.filter(~pl.col("serving")), runs.ok.filter(pl.col("serving"))
+    figures, skipped = plots.box_plots(batch, folder) if batch.height else ([], [])
+    if serving.height:
+        serving_box, serving_skipped = plots.serving_box_plots(serving, folder)
+        figures += serving_box
+        skipped += serving_skipped
+    evt = plots.energy_vs_time(runs.ok, folder)
+    if isinstance(evt, str):
+        skipped.append(evt)
+    else:
+        figures += evt
+    trace_plots = traces.power_traces(runs.ok, folder, runs.folder)
+    if not trace_plots:
+        skipped.append("Power traces: no run of these records kept a trace (run with keep_trace = true / --keep-trace)")
+    return figures, trace_plots, skipped
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+h1 { font-size: 1.4em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table.jb { border-collapse: collapse; margin: 1em 0 0.3em; font-size: 0.85em; }
+table.jb caption { text-align: left; font-weight: 600; padding-bottom: 0.4em; }
+table.jb th, table.jb td { border: 1px solid #ddd; padding: 3px 7px; vertical-align: top; }
+table.jb th { background: #f3f3f3; }
+table.jb td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.jb td.best { background: #dff5df; }
+table.jb td.na { color: #888; }
+table.jb td.flagged { background: #ffe8cc; }
+table.jb tr.group td { border-top: 2px solid #999; }
+.notes { font-size: 0.8em; color: #555; } .notes p { margin: 0.15em 0; }
+.warning { background: #fff4d6; border: 1px solid #e0b400; padding: 0.5em; }
+figure { display: inline-block; margin: 0.5em; } figure img { max-width: 640px; border: 1px solid #eee; }
+figcaption { font-size: 0.8em; color: #555; }
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(
+    runs: Runs, s: Sections, figures: list[plots.Plot], trace_plots: list[plots.Plot], skipped: list[str]
+) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(heading(runs))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(heading(runs))}</h1>",
+    ]
+    parts += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in s.warnings]
+    parts += [f"<p>Generated {now}. {html.escape(AGGREGATES)}</p>", f"<p>Energy: {html.escape(s.energy)}</p>"]
+    parts.append("<h2>The papers' tables</h2>")
+    parts += [to_html(t) for t in s.papers]
+    if s.papers_note:
+        parts.append(f"<p>{html.escape(s.papers_note)}</p>")
+    parts.append("<h2>The papers' figures</h2>")
+    parts += [to_html(t) for t in s.figures]
+    parts.append("<h2>Statistics</h2>")
+    parts += [to_html(t) for t in s.stats]
+    parts.append("<h2>Plots</h2>")
+    for p in [*figures, *trace_plots]:
+        parts.append(f"<figure>{_img(p.png)}<figcaption>{html.escape(p.title)}</figcaption></figure>")
+    if skipped:
+        parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in skipped) + "</ul>")
+    parts.append("<h2>Stability, flags and provenance</h2>")
+    parts += [to_html(t) for t in s.provenance]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

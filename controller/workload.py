@@ -1,0 +1,98 @@
+"""What a workload is to the run pipeline: its :class:`Plan`, its :class:`Outcome`, the :class:`Workload` steps.
+
+``controller/batch.py`` (the harness's measure loop) and ``controller/serving/workload.py`` (a
+model server driven over HTTP) implement it; ``controller/pipeline.py`` runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller.cache import ArtifactCache
+from controller.images import Manifest
+from controller.meters import MeterSession
+from controller.progress import Progress
+from controller.record import Failure, RunRecord
+from controller.runners.base import Execution, Runner
+
+
+@dataclass
+class Plan:
+    """What validation found, before anything starts: the image, engine and what the record names."""
+
+    manifest: Manifest
+    engine: str
+    images: list[str]  # the run's image and the images of its conversions
+    identity: dict[str, Any]  # model, model_size, conversion, weights, weights_label, model_source
+
+
+@dataclass
+class Outcome:
+    """What driving the workload gave: how it ended, and what the record keeps of it."""
+
+    runner: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    window: tuple[int, int] | None = None  # the measure window, time.monotonic_ns()
+    failure: dict[str, Any] | None = None  # RunRecord.fail's arguments
+    result: dict[str, Any] | None = None
+
+
+class Workload(Protocol):
+    mode: str
+    last_phase: str | None  # where an interrupt found it
+
+    def plan(self, check_data: bool = True) -> Plan:
+        """Validate the request (UserError, before any work) and say what the run needs.
+
+        ``check_data=False`` leaves the dataset unread (a campaign's plan checks it its own way)."""
+        ...
+
+    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+        """Convert or export what the engine loads, once, into the cache (ConversionFailed)."""
+        ...
+
+    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
+        """Start the harness, attach the meters, run the workload, stop the meters, clean up."""
+        ...
+
+    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
+        """The record's figures of an ok run."""
+        ...
+
+
+def attach_meters(meters: MeterSession, workload: dict[str, Any]) -> None:
+    """Sample the started harness's container (cgroup) or process tree."""
+    if "container" in workload:
+        meters.attach_container(workload["container"])
+    elif "pid" in workload:
+        meters.attach_process(workload["pid"])
+
+
+def harness_failure(
+    execution: Execution, error: dict[str, Any] | None, no_result: bool, timeout_s: float, memory: str | None
+) -> tuple[str | None, str | None]:
+    """(failure code, reason) of a harness that did not end well, or (None, None). ``{phase}`` in a
+    reason stands for the phase it was in."""
+    if execution.start_error:
+        return Failure.START, f"the harness could not start: {execution.start_error}"
+    if execution.timed_out:
+        return Failure.TIMEOUT, f"timed out after {timeout_s:g} s (in phase {{phase}})"
+    if execution.oom_killed:
+        limit = f" (limit {memory})" if memory else ""
+        return Failure.OUT_OF_MEMORY, f"killed: out of memory{limit} in phase {{phase}}"
+    if execution.killed_from_outside is not None:
+        who = (
+            "from outside the controller (not a timeout; the container was not out of memory)"
+            if execution.runner.get("kind") == "docker"
+            else "from outside the controller (a user's kill, or the kernel's OOM killer: the local runner "
+            "cannot tell which)"
+        )
+        return Failure.KILLED, f"killed by signal {execution.killed_from_outside} {who} in phase {{phase}}"
+    if error is not None:
+        return Failure.HARNESS_ERROR, f"{error.get('error_type', 'error')}: {error['message']}"
+    if execution.exit_code != 0:
+        return Failure.EXIT_CODE, f"harness exited with code {execution.exit_code}"
+    if no_result:
+        return Failure.NO_RESULT, "harness exited without a result"
+    return None, None
