@@ -152,9 +152,10 @@ class Dispatcher:
             while self.active:
                 if self.step():
                     quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > NO_NODE_NOTE_S and not self.cluster.live():
-                    self.progress.note(f"no node offering {RESOURCE} is alive: the blocks wait for one to join")
+                elif time.monotonic() - quiet_since > NO_NODE_NOTE_S:
                     quiet_since = time.monotonic()
+                    if not self.cluster.live():
+                        self.progress.note(f"no node offering {RESOURCE} is alive: the blocks wait for one to join")
         except KeyboardInterrupt:
             self.interrupt()
             return True
@@ -206,7 +207,7 @@ class Dispatcher:
             same = [n for n in preferred if n.hostname == home["hostname"]]
             if len(same) == 1:
                 return same[0].node_id
-            self.progress.note(f"block {br.label} ran on {home['hostname']} before, which is gone: it moves")
+            self.progress.note(f"block {br.label} ran on {home['hostname']} before, which cannot take it now: it moves")
         if ids >= live and not br.avoid & live:
             return None
         return min(ids, key=lambda i: (self.pinned[i], i))
