@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from controller.errors import UserError
+
 
 def add_campaign_parser(sub: Any) -> None:
     campaign = sub.add_parser("campaign", help="plan or run a matrix of runs described in a TOML file")
@@ -27,11 +29,22 @@ def add_campaign_parser(sub: Any) -> None:
             help="override a key of the file, VALUE in TOML syntax: --set campaign.repetitions=2 "
             "--set 'matrix.models=[\"./my-model\"]' (recorded beside the results)",
         )
+        p.add_argument(
+            "--cluster",
+            metavar="ADDRESS",
+            help="on a Ray cluster whose measuring nodes offer one joulebench_host each: HEAD:6379 on a machine "
+            "of the cluster, ray://HEAD:10001 from elsewhere, or auto (tools/cluster/README.md)",
+        )
         if name == "plan":
             p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
         else:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
             p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument(
+                "--build-images",
+                action="store_true",
+                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
+            )
 
 
 def add_report_parser(sub: Any) -> None:
@@ -110,6 +123,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.readiness import assess
 
     campaign = load_campaign_file(args.file, args.overrides)
+    if args.campaign_command == "plan" and args.cluster:
+        from controller.cluster import plan_on_cluster
+
+        return plan_on_cluster(campaign, args.results, args.cluster, args.runner, args.json)
     if args.campaign_command == "plan":
         assessment = assess(campaign, args.runner)
         if args.json:
@@ -117,7 +134,17 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         else:
             print(render_plan(assessment, args.results, resolve_seed(args.results, campaign)))
         return 0
-    return run_campaign(campaign, args.results, retry_failed=args.retry_failed, cache=args.cache, runner=args.runner)
+    if args.build_images and not args.cluster:
+        raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
+    return run_campaign(
+        campaign,
+        args.results,
+        retry_failed=args.retry_failed,
+        cache=args.cache,
+        runner=args.runner,
+        cluster=args.cluster,
+        build_images=args.build_images,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ class Failure:
     PROTOCOL = "protocol"  # it spoke something other than the protocol
     SERVER = "server"  # serving: the server died, hung or answered an error
     REQUEST = "request"  # serving: a request failed
+    NODE_LOST = "node-lost"  # a cluster node (or its Ray worker) died during the run
 
     CODES = (
         INTERRUPTED,
@@ -54,6 +55,7 @@ class Failure:
         PROTOCOL,
         SERVER,
         REQUEST,
+        NODE_LOST,
     )
 
 
@@ -109,6 +111,8 @@ class RunRecord:
     metrics: dict[str, Any] | None = None
     measurements: dict[str, Any] | None = None
     trace_path: str | None = None
+    # Where a campaign run on a Ray cluster ran: node_id, node_ip, hostname (None for a local run).
+    cluster: dict[str, Any] | None = None
 
     # -- the one builder's finishing moves ---------------------------------------------------
 
@@ -147,7 +151,16 @@ class RunRecord:
 
 # What a failed run never got to (and serving blocks of batch runs): absent rather than null, so
 # that nothing unmeasured looks like a figure.
-_LEFT_OUT_WHEN_NONE = ("serving", "model_source", "result", "metrics", "measurements", "trace_path", "failure")
+_LEFT_OUT_WHEN_NONE = (
+    "serving",
+    "model_source",
+    "result",
+    "metrics",
+    "measurements",
+    "trace_path",
+    "failure",
+    "cluster",
+)
 
 
 def new_run_id() -> str:
@@ -173,7 +186,18 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "model": str,
     "status": str,
 }
-_OPTIONAL_DICTS = ("cell", "host", "gpus", "runner", "spec", "artifact", "result", "metrics", "measurements")
+_OPTIONAL_DICTS = (
+    "cell",
+    "host",
+    "gpus",
+    "runner",
+    "spec",
+    "artifact",
+    "result",
+    "metrics",
+    "measurements",
+    "cluster",
+)
 
 
 def check(data: Any, where: str = "record") -> None:

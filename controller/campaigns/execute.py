@@ -60,8 +60,16 @@ def apply_idle_policy(campaign: Campaign, say: Callable[[str], None]) -> None:
     say(f"idle baseline stored {path}: {shown}")
 
 
-def setup_failed(cell: Cell, where: Where, record_cell: dict[str, Any], reason: str) -> Path:
-    """A run that could not even start (validation, runner) is still a failed record."""
+def setup_failed(
+    cell: Cell,
+    where: Where,
+    record_cell: dict[str, Any],
+    reason: str,
+    code: str = Failure.SETUP,
+    cluster: dict[str, Any] | None = None,
+) -> Path:
+    """A run that could not even start (validation, runner), or was lost with its node, is still a
+    failed record."""
     record = RunRecord(
         run_id=new_run_id(),
         campaign=where.campaign,
@@ -75,10 +83,29 @@ def setup_failed(cell: Cell, where: Where, record_cell: dict[str, Any], reason: 
         weights=cell.weights,
         cell=record_cell,
         spec={"batch_size": cell.batch_size, "dataset": cell.dataset},
-    ).fail(Failure.SETUP, reason, "setup")
+        cluster=cluster,
+    ).fail(code, reason, "setup" if code == Failure.SETUP else None)
     path = record_path(where.results, where.campaign, record.run_id)
     write_record(path, record)
     return path
+
+
+def run_settings(campaign: Campaign, runner: str, results: Path, cache: Path | None) -> tuple[Where, MeterSettings]:
+    """Where the campaign's runs execute and write, and their meters."""
+    where = Where(
+        runner=runner,
+        results=results,
+        campaign=campaign.name,
+        cache=cache,
+        timeout_s=campaign.timeout_s,
+        memory=campaign.memory,
+    )
+    meters = MeterSettings(
+        interval_s=campaign.interval_s,
+        keep_trace=campaign.keep_trace,
+        baseline_max_age_s=campaign.idle.max_age_days * 86400,
+    )
+    return where, meters
 
 
 def ok_line(record: dict[str, Any]) -> str:
@@ -129,23 +156,41 @@ def run_campaign(
     retry_failed: bool = False,
     cache: Path | None = None,
     runner: str | None = None,
+    cluster: str | None = None,
+    build_images: bool = False,
     say: Callable[[str], None] = _stderr,
 ) -> int:
-    """Run what is left of the campaign; print the summary on stdout. Exit status 0 when every cell
-    is recorded ok, 1 when some failed or cannot run here, 130 when interrupted."""
+    """Run what is left of the campaign, here or on the Ray cluster at ``cluster``; print the summary
+    on stdout. Exit status 0 when every cell is recorded ok, 1 when some failed or cannot run, 130
+    when interrupted."""
+    if cluster is not None:
+        from controller.cluster.execute import run_on_cluster
+
+        return run_on_cluster(campaign, results, cluster, retry_failed, cache, runner, build_images, say)
     assessment = assess(campaign, runner)
     with locked(results, campaign, say):
         return _run_locked(campaign, results, assessment, retry_failed, cache, say)
 
 
-def _run_locked(
+@dataclass
+class Session:
+    """A session of a campaign as it starts: its seed, the folder's records, what it runs."""
+
+    seed: int
+    history: dict[str, list[dict[str, Any]]]
+    plan: Todo
+
+
+def begin_session(
     campaign: Campaign,
     results: Path,
     assessment: Assessment,
     retry_failed: bool,
-    cache: Path | None,
     say: Callable[[str], None],
-) -> int:
+    logged: dict[str, Any],
+    here: str = "here",
+) -> Session:
+    """Read the folder back, decide what runs, log the session and say so (the lock is held)."""
     seed = resolve_seed(results, campaign)
     history = recorded(results, campaign.name, warn=say)
     check_identity(campaign, history)
@@ -162,12 +207,13 @@ def _run_locked(
             "pid": os.getpid(),
             "to_run": len(plan.run),
             "already_ok": plan.already_ok,
+            **logged,
         },
     )
     say(
         f"campaign {campaign.name}: {len(plan.ordered)} runs in the matrix; {plan.already_ok} already ok, "
         f"{len(plan.kept_failed)} failed earlier{' (retried)' if retry_failed else ''}, "
-        f"{len(plan.blocked)} not runnable here, {len(plan.run)} to run now"
+        f"{len(plan.blocked)} not runnable {here}, {len(plan.run)} to run now"
         f" (order {campaign.order}{f', seed {seed}' if campaign.order == 'interleaved' else ''}; "
         f"runner {assessment.runner_note})"
     )
@@ -175,6 +221,19 @@ def _run_locked(
         say(f"  warning: cell {cid} has {n} ok records (runs of this campaign overlapped before); the report says so")
     if plan.kept_failed:
         say(f"  {len(plan.kept_failed)} failed runs are not retried: add --retry-failed to run them again")
+    return Session(seed, history, plan)
+
+
+def _run_locked(
+    campaign: Campaign,
+    results: Path,
+    assessment: Assessment,
+    retry_failed: bool,
+    cache: Path | None,
+    say: Callable[[str], None],
+) -> int:
+    session = begin_session(campaign, results, assessment, retry_failed, say, {})
+    seed, history, plan = session.seed, session.history, session.plan
     if not plan.run:
         print(summary(campaign, results, plan, [], history, interrupted_now=False))
         return 1 if plan.kept_failed or plan.blocked else 0
@@ -182,19 +241,7 @@ def _run_locked(
     apply_idle_policy(campaign, say)
     est = estimate(plan.run, assessment, history)
     say(f"estimated duration {est.describe()}")
-    where = Where(
-        runner=assessment.runner,
-        results=results,
-        campaign=campaign.name,
-        cache=cache,
-        timeout_s=campaign.timeout_s,
-        memory=campaign.memory,
-    )
-    meters = MeterSettings(
-        interval_s=campaign.interval_s,
-        keep_trace=campaign.keep_trace,
-        baseline_max_age_s=campaign.idle.max_age_days * 86400,
-    )
+    where, meters = run_settings(campaign, assessment.runner, results, cache)
     position = {c.id: i for i, c in enumerate(plan.ordered)}
     failed_now: list[tuple[Cell, str, str]] = []
     interrupted_now = False
@@ -246,6 +293,7 @@ def summary(
     failed_now: list[tuple[Cell, str, str]],
     history: dict[str, list[dict[str, Any]]],
     interrupted_now: bool,
+    here: str = "on this host",
 ) -> str:
     cells = campaign.matrix()
     states = {c.id: cell_state(history.get(c.id, [])) for c in cells}
@@ -266,7 +314,7 @@ def summary(
             last = (recs[-1].get("failure") or {}).get("reason") if recs else None
             lines.append(f"  {cell.id}: {last or '?'}")
     if plan.blocked:
-        lines.append("not runnable on this host (see `campaign plan`):")
+        lines.append(f"not runnable {here} (see `campaign plan`):")
         seen = set()
         for cell, why in plan.blocked:
             key = (cell.configuration, cell.model)

@@ -11,6 +11,8 @@
     runner = "local"             # auto | docker | local
     order = "interleaved"        # interleaved (rounds of shuffled cells; default) | grouped
     seed = 7                     # shuffle seed; drawn and recorded when absent
+    block_by = ["model", "batch_size"]  # --cluster: cells alike in these run on one node (default)
+    retries = 1                  # --cluster: a run lost with its node is run again this many times
 
     [idle]                       # idle-baseline policy
     policy = "stored"            # stored | measure-if-missing | measure | require
@@ -74,7 +76,9 @@ from typing import Any
 import tomllib
 
 from controller.campaigns.spec import (
+    BLOCK_KEYS,
     COOLDOWN_MODES,
+    DEFAULT_BLOCK_BY,
     IDLE_POLICIES,
     MODES,
     ORDERS,
@@ -111,6 +115,8 @@ _KNOWN = {
         "interval_s",
         "keep_trace",
         "options",
+        "block_by",
+        "retries",
     },
     "idle": {"policy", "duration_s", "max_age_days"},
     "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
@@ -331,7 +337,18 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         input_shapes=_input_shapes(data.get("input_shapes", {}), path),
         serving=_serving_settings(serving_raw or {}, path) if mode == "serving" else None,
         overrides=tuple(overrides),
+        block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
+        retries=_positive(camp.get("retries", 1), "retries", path, allow_zero=True),
     )
+
+
+def _block_by(value: Any, path: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(k, str) and k in BLOCK_KEYS for k in value):
+        raise UserError(
+            f"{path}: [campaign] block_by = {value!r} must be a list of cell fields among {', '.join(BLOCK_KEYS)} "
+            '(e.g. ["model", "batch_size"]; [] runs the whole campaign on one node)'
+        )
+    return tuple(dict.fromkeys(value))
 
 
 def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], str]:

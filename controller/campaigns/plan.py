@@ -11,8 +11,8 @@ from controller.campaigns.readiness import Assessment
 from controller.campaigns.spec import SYNTHETIC_SAMPLES, Campaign
 
 
-def render_plan(assessment: Assessment, results: Path, seed: int) -> str:
-    """The text `campaign plan` prints."""
+def render_plan(assessment: Assessment, results: Path, seed: int, here: str = "on this host") -> str:
+    """The text `campaign plan` prints (``here``: where runnable means, e.g. "on any node")."""
     c = assessment.campaign
     cells = c.matrix()
     history = recorded(results, c.name)
@@ -45,7 +45,7 @@ def render_plan(assessment: Assessment, results: Path, seed: int) -> str:
     ]
     lines += _matrix_table(assessment)
     lines += ["", "images needed: " + ", ".join(assessment.images)]
-    lines += _blocked(assessment)
+    lines += _blocked(assessment, here)
     todo = [cell for cell in c.ordered(seed) if states[cell.id] != "ok" and assessment.runnable(cell)[0]]
     est = estimate(todo, assessment, history)
     lines.append(f"estimated duration of the {len(todo)} runnable runs left: {est.describe()}")
@@ -82,13 +82,13 @@ def _matrix_table(assessment: Assessment) -> list[str]:
     return ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
 
 
-def _blocked(assessment: Assessment) -> list[str]:
+def _blocked(assessment: Assessment, here: str) -> list[str]:
     """What cannot run here, grouped by reason."""
     c = assessment.campaign
     blocked = [combo for combo in assessment.combos if not combo.runnable]
     if not (assessment.problems or blocked):
-        return ["every run is runnable on this host"]
-    lines = ["not runnable on this host:"] + [f"  every run: {p}" for p in assessment.problems]
+        return [f"every run is runnable {here}"]
+    lines = [f"not runnable {here}:"] + [f"  every run: {p}" for p in assessment.problems]
     by_reason: dict[str, list[str]] = {}
     for combo in blocked:
         shown = c.serving_model(combo.model)[0] if c.mode == "serving" else combo.model

@@ -16,6 +16,11 @@ ORDERS = ("interleaved", "grouped")
 RUNNERS = ("auto", "docker", "local")
 IDLE_POLICIES = ("stored", "measure-if-missing", "measure", "require")
 COOLDOWN_MODES = ("none", "fixed", "gpu-temperature")
+# Cell fields a cluster campaign may group its blocks by (a block runs on one node).
+BLOCK_KEYS = (
+    "configuration", "image", "engine", "source", "model", "model_size", "batch_size", "dataset", "repetition"
+)
+DEFAULT_BLOCK_BY = ("model", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ class Campaign:
     input_shapes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-model NAME=DIMS
     serving: ServingSettings | None = None
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
+    block_by: tuple[str, ...] = DEFAULT_BLOCK_BY  # cluster: cells alike in these run on one node
+    retries: int = 1  # cluster: times a run lost with its node is run again on a live node, per session
 
     def samples_for(self, dataset: str) -> int | None:
         """Samples per run: the file's; else None (a duration, or a labelled dataset once through);

@@ -1,0 +1,231 @@
+"""What runs on a node: its readiness report, image builds, and the :class:`Host` actor.
+
+A Host actor asks for the node's one ``joulebench_host``, so while it lives nothing else is
+measured there. It holds the node for one block: before the block's first run it makes sure a run
+of a controller that died is over and applies the idle-baseline policy (once per campaign session
+and node); between runs it keeps the campaign's cool-down, counted from the node's last run, also
+across blocks. Each run goes through the one pipeline into a temporary folder; the record (and its
+trace) goes back to the controller, which alone writes into the campaign's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from controller.campaigns.spec import Campaign, Cell
+from controller.errors import UserError
+from controller.progress import Quiet
+from controller.record import load_record, write_atomic
+
+
+def identity() -> dict[str, str]:
+    """Where this process runs, as records carry it (``cluster``)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname()}
+
+
+class Notes(Quiet):
+    """The pipeline's notes on a node, sent back with the record; phases stay on the node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def note(self, text: str) -> None:
+        if text not in self.lines:
+            self.lines.append(text)
+
+
+# --- readiness ------------------------------------------------------------------------------------
+
+
+def readiness(campaign: Campaign, runner_kind: str | None) -> dict[str, Any]:
+    """What this node can run of the campaign, and why not the rest: the campaign's own readiness
+    checks, plus its meters, its idle baseline and the joulebench sources it has."""
+    from controller.campaigns.readiness import assess
+    from controller.images import package_sources_hash
+    from controller.meters import check_system, load_baseline
+
+    assessment = assess(campaign, runner_kind)
+    baseline = load_baseline(max_age_s=campaign.idle.max_age_days * 86400)
+    problems = list(assessment.problems)
+    if campaign.idle.policy == "require" and not baseline.usable:
+        problems.append(
+            f"the idle policy is 'require' and this node's idle baseline is {baseline.status}: measure one "
+            f"there (python -m controller idle --duration {campaign.idle.duration_s:g})"
+        )
+    return {
+        "node": identity(),
+        "runner": assessment.runner,
+        "runner_note": assessment.runner_note,
+        "problems": problems,
+        "combos": [
+            {
+                "configuration": c.configuration.name,
+                "model": c.model,
+                "engine": c.engine,
+                "conversion": c.conversion,
+                "images": c.images,
+                "reasons": c.reasons,
+            }
+            for c in assessment.combos
+        ],
+        "unbuilt": _unbuilt(assessment),
+        "meters": [c.to_dict() for c in check_system()],
+        "baseline": {"status": baseline.status, "usable": baseline.usable, "reason": baseline.reason},
+        "sources": package_sources_hash(),
+    }
+
+
+def _unbuilt(assessment: Any) -> list[str]:
+    """Images the campaign needs that this node's Docker engine does not have."""
+    if assessment.runner != "docker" or assessment.docker_client is None:
+        return []
+    from controller.images import image_status, load_manifests
+
+    manifests = load_manifests()
+    return [
+        image
+        for image in assessment.images
+        if image in manifests and not image_status(assessment.docker_client, manifests[image])["built"]
+    ]
+
+
+def build_images(names: list[str]) -> dict[str, str | None]:
+    """Build the named images on this node with its own pip settings: name -> None, or why it failed."""
+    import docker.errors
+
+    from controller.images import build_image, get_manifest, host_pip_config
+    from controller.runners.docker_runner import connect
+
+    client = connect()
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            build_image(client, get_manifest(name), pip_config=host_pip_config(), say=lambda _: None)
+            out[name] = None
+        except (UserError, docker.errors.DockerException) as exc:
+            out[name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return out
+
+
+# --- what a node remembers between blocks ---------------------------------------------------------
+
+
+class NodeState:
+    """A small file per Ray node in its temporary folder: when its last run ended
+    (``time.monotonic_ns``, one clock per machine), its idle GPU temperature, the last session
+    whose idle policy it applied, and the process running a measurement now. Only the actor that
+    holds the node's joulebench_host writes it."""
+
+    def __init__(self, node_id: str) -> None:
+        self.path = Path(tempfile.gettempdir()) / "joulebench-cluster" / f"{node_id}.json"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def update(self, **changes: Any) -> None:
+        write_atomic(self.path, self.load() | changes)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Host:
+    """Holds one node for one block (as a Ray actor asking for its joulebench_host)."""
+
+    def __init__(self, campaign: Campaign, session: str, runner_kind: str | None, cache: str | None) -> None:
+        from controller.campaigns.readiness import choose_runner
+
+        self.campaign = campaign
+        self.session = session
+        self.node = identity()
+        self.state = NodeState(self.node["node_id"])
+        self.runner = choose_runner(runner_kind or campaign.runner)[0]
+        self.cache = Path(cache) if cache else None
+
+    def hello(self) -> dict[str, Any]:
+        """Before the block's first run: the node is free, its idle baseline is as the policy asks."""
+        from controller.campaigns.execute import apply_idle_policy
+
+        notes: list[str] = []
+        self._wait_for_predecessor(notes)
+        state = self.state.load()
+        if state.get("idle_session") != self.session:
+            apply_idle_policy(self.campaign, notes.append)
+            self.state.update(idle_session=self.session)
+        if self.campaign.cooldown.mode == "gpu-temperature" and "idle_c" not in state:
+            from controller.campaigns.cooldown import gpu_temperatures
+
+            self.state.update(idle_c=gpu_temperatures()[0])  # before the node's first run: idle
+        return {"node": self.node, "notes": notes}
+
+    def _wait_for_predecessor(self, notes: list[str]) -> None:
+        """A measurement of a controller that was killed ends (Ray stops its actor) before this block starts."""
+        running = self.state.load().get("running") or {}
+        pid = running.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid() or not _alive(pid):
+            return
+        notes.append(f"waiting for the run of an earlier controller (process {pid}) to end on this node")
+        deadline = time.monotonic() + self.campaign.timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def cool_down(self) -> dict[str, Any]:
+        """The campaign's pause before a run, counted from the end of this node's last run."""
+        from controller.campaigns.cooldown import CoolDown
+
+        policy = self.campaign.cooldown
+        state = self.state.load()
+        last = state.get("last_end_ns")
+        if policy.mode == "none" or not isinstance(last, int):
+            return {"waited_s": 0.0, "notes": []}
+        notes: list[str] = []
+        if policy.mode == "fixed":
+            wait = policy.seconds - (time.monotonic_ns() - last) / 1e9
+            if wait > 0:
+                time.sleep(wait)
+            return {"waited_s": max(0.0, wait), "notes": notes}
+        cool = CoolDown(policy, notes.append)
+        if state.get("idle_c") is not None:
+            cool.idle_c = state["idle_c"]
+        return cool() | {"notes": notes}
+
+    def run(self, cell: Cell, record_cell: dict[str, Any]) -> dict[str, Any]:
+        """One run through the pipeline: {record, trace (bytes or None), notes}."""
+        from controller import pipeline
+        from controller.campaigns.execute import run_settings, setup_failed
+
+        notes = Notes()
+        with tempfile.TemporaryDirectory(prefix="joulebench-run-") as tmp:
+            where, meters = run_settings(self.campaign, self.runner, Path(tmp), self.cache)
+            self.state.update(running={"pid": os.getpid(), "cell": cell.id})
+            try:
+                record, path = pipeline.run(cell.request(where, meters, record_cell), notes)
+                data = record.to_dict()
+            except UserError as exc:
+                path = setup_failed(cell, where, record_cell, str(exc))
+                data = load_record(path)
+            finally:
+                self.state.update(running=None, last_end_ns=time.monotonic_ns())
+            trace = (path.parent / data["trace_path"]).read_bytes() if data.get("trace_path") else None
+        return {"record": data | {"cluster": self.node}, "trace": trace, "notes": notes.lines}

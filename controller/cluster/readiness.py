@@ -1,0 +1,188 @@
+"""Readiness across the cluster: each node's own readiness report (a Ray task pinned to it), merged.
+
+A cell is runnable when some node can run it; the merged :class:`Assessment` says so in the shape
+the campaign's plan and session already read, and each :class:`NodeReport` says what its node
+can and cannot run, and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.campaigns.readiness import Assessment, Combo, _HostChecks
+from controller.campaigns.spec import Campaign, Cell
+from controller.cluster.connect import RESOURCE, Cluster, Node, labels
+from controller.errors import UserError
+from controller.images import package_sources_hash
+
+READINESS_TIMEOUT_S = 300.0
+
+
+@dataclass
+class NodeReport:
+    node: Node
+    label: str
+    runner: str | None = None
+    runner_note: str = ""
+    problems: list[str] = field(default_factory=list)  # nothing runs on this node, for these reasons
+    reasons: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (configuration, model) -> why not
+    combos: list[dict[str, Any]] = field(default_factory=list)
+    unbuilt: list[str] = field(default_factory=list)
+    meters: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] = field(default_factory=dict)
+
+    def why_not(self, cell: Cell) -> list[str]:
+        return self.problems + self.reasons.get((cell.configuration, cell.model), [])
+
+    def runnable(self, cell: Cell) -> bool:
+        return not self.why_not(cell)
+
+
+@dataclass
+class ClusterAssessment:
+    merged: Assessment
+    nodes: list[NodeReport]
+
+    def eligible(self, cells: list[Cell], live: set[str] | None = None) -> list[NodeReport]:
+        """Nodes (live ones, when given) that can run every one of ``cells``."""
+        return [r for r in self.nodes if (live is None or r.node.node_id in live) and all(r.runnable(c) for c in cells)]
+
+    def report(self, node_id: str) -> NodeReport | None:
+        return next((r for r in self.nodes if r.node.node_id == node_id), None)
+
+
+def _pinned(ray: Any, node_id: str, **options: Any) -> dict[str, Any]:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {
+        "num_cpus": 0,
+        "max_retries": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+        **options,
+    }
+
+
+def _error_line(exc: BaseException) -> str:
+    """The last line of a task's error: the exception raised on the node, without Ray's traceback."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def node_reports(
+    cluster: Cluster, campaign: Campaign, runner_kind: str | None, hosts: list[Node], timeout_s: float
+) -> list[NodeReport]:
+    """Every host's readiness report, checked on the host itself, at once."""
+    from controller.cluster.host import readiness
+
+    ray = cluster.ray
+    names = labels(hosts)
+    task = ray.remote(readiness)
+    try:
+        refs = {task.options(**_pinned(ray, h.node_id)).remote(campaign, runner_kind): h for h in hosts}
+    except Exception as exc:  # through Ray Client, the head unpickles the task: it needs joulebench too
+        raise UserError(
+            f"the Ray cluster at {cluster.address} cannot take joulebench's tasks ({_error_line(exc)}): install "
+            "the same joulebench checkout on every node, the head included (tools/cluster/setup-node.sh)"
+        ) from None
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    reports = []
+    ours = package_sources_hash()
+    for ref, host in refs.items():
+        report = NodeReport(host, names[host.node_id])
+        if ref not in ready:
+            report.problems.append(f"its readiness check did not answer within {timeout_s:g} s")
+            ray.cancel(ref, force=True)
+        else:
+            try:
+                _fill(report, ray.get(ref), ours)
+            except ray.exceptions.RayError as exc:
+                report.problems.append(
+                    f"its readiness check failed ({_error_line(exc)}); is joulebench installed there? "
+                    "(tools/cluster/setup-node.sh)"
+                )
+        reports.append(report)
+    return reports
+
+
+def _fill(report: NodeReport, data: dict[str, Any], sources: str) -> None:
+    report.runner, report.runner_note = data["runner"], data["runner_note"]
+    report.problems += data["problems"]
+    if data["sources"] != sources:
+        report.problems.append(
+            "its joulebench has other harness/suite sources than this controller's: install the same "
+            "checkout on every node (tools/cluster/setup-node.sh)"
+        )
+    report.combos = data["combos"]
+    report.reasons = {(c["configuration"], c["model"]): c["reasons"] for c in data["combos"] if c["reasons"]}
+    report.unbuilt, report.meters, report.baseline = data["unbuilt"], data["meters"], data["baseline"]
+
+
+def merge(campaign: Campaign, reports: list[NodeReport]) -> Assessment:
+    """One assessment of the whole cluster: a <configuration, model> is runnable when a node can run
+    it; when none can, its reasons are the nodes' (named by node where they differ)."""
+    first: dict[tuple[str, str], Cell] = {}
+    for cell in campaign.matrix():
+        first.setdefault((cell.configuration, cell.model), cell)
+    seen = {(c["configuration"], c["model"]): c for r in reversed(reports) for c in r.combos}
+    combos = []
+    for conf in campaign.configurations:
+        for model in conf.models or campaign.models:
+            why = {r.label: r.why_not(first[(conf.name, model)]) for r in reports}
+            known = seen.get((conf.name, model), {})
+            reasons = [] if any(not w for w in why.values()) else _joined(why)
+            engine, images = known.get("engine", conf.engine), known.get("images", [conf.image])
+            combos.append(Combo(conf, model, engine, known.get("conversion"), images, reasons))
+    runners = Counter(r.runner for r in reports if r.runner)
+    runner = runners.most_common(1)[0][0] if runners else "local"
+    note = "per node: " + (", ".join(f"{k} on {n}" for k, n in runners.most_common()) or "none answered")
+    return Assessment(campaign, runner, note, combos, None, [], _HostChecks())
+
+
+def _joined(why: dict[str, list[str]]) -> list[str]:
+    distinct = {tuple(w) for w in why.values()}
+    if len(distinct) == 1:
+        return list(next(iter(distinct)))
+    return [f"on {name}: {'; '.join(w)}" for name, w in why.items()]
+
+
+def assess_cluster(
+    cluster: Cluster,
+    campaign: Campaign,
+    runner_kind: str | None,
+    hosts: list[Node],
+    timeout_s: float = READINESS_TIMEOUT_S,
+) -> ClusterAssessment:
+    reports = node_reports(cluster, campaign, runner_kind, hosts, timeout_s)
+    return ClusterAssessment(merge(campaign, reports), reports)
+
+
+def build_missing(
+    cluster: Cluster,
+    campaign: Campaign,
+    runner_kind: str | None,
+    assessment: ClusterAssessment,
+    say: Callable[[str], None],
+) -> ClusterAssessment:
+    """Nodes build the images they lack (each holding its joulebench_host, so nothing is measured
+    meanwhile), then every node is checked again."""
+    from controller.cluster.host import build_images
+
+    ray = cluster.ray
+    task = ray.remote(build_images)
+    todo = {r.label: r for r in assessment.nodes if r.unbuilt}
+    if not todo:
+        return assessment
+    refs = {}
+    for name, r in todo.items():
+        say(f"{name}: building {', '.join(r.unbuilt)} (minutes per image) ...")
+        refs[task.options(**_pinned(ray, r.node.node_id, resources={RESOURCE: 1})).remote(r.unbuilt)] = name
+    for ref, name in refs.items():
+        try:
+            for image, why in ray.get(ref).items():
+                say(f"{name}: {'built ' + image if why is None else f'could not build {image}: {why}'}")
+        except ray.exceptions.RayError as exc:
+            say(f"{name}: image builds failed ({_error_line(exc)})")
+    return assess_cluster(cluster, campaign, runner_kind, [r.node for r in assessment.nodes])
