@@ -368,7 +368,7 @@ def add_serve_parser(sub: Any) -> None:
         description="Start the model server (FastAPI on uvicorn) for one <engine, provider>, wait until it is "
         "ready, warm up, replay the prompt set and measure that window; writes one run record.",
     )
-    serve.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
+    serve.add_argument("--image", help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
     serve.add_argument("--engine", help="engine within the image, e.g. torchscript (default: the image's first)")
     serve.add_argument(
         "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
@@ -381,9 +381,24 @@ def add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--max-new-tokens", type=_positive_int, default=32, help="tokens generated per request (default 32)"
     )
+    serve.add_argument("--concurrency", help="closed loop: requests in flight (default 1: sequential); a sweep: 1,4,16")
     serve.add_argument(
-        "--concurrency", type=_positive_int, default=1, help="requests in flight (default 1: sequential)"
+        "--request-rate", help="open loop: arrivals per second (Poisson; inf: all at once); a sweep: 1,2,4,inf"
     )
+    serve.add_argument(
+        "--burstiness", type=float, default=1.0, help="gamma shape of the arrival gaps (1: Poisson; <1 burstier)"
+    )
+    serve.add_argument("--slo", help="for goodput, e.g. ttft=500ms,tpot=50ms[,e2el=2s]")
+    serve.add_argument(
+        "--synthetic", help="synthetic prompts instead of HumanEval's: input=N,output=N[,range=R] (tokens; seeded)"
+    )
+    serve.add_argument(
+        "--ignore-eos", action="store_true", default=None, help="generate max tokens even past end of sequence"
+    )
+    serve.add_argument(
+        "--endpoint", help="an OpenAI-compatible server already running here, e.g. http://127.0.0.1:8000/v1"
+    )
+    serve.add_argument("--endpoint-pid", type=int, help="its process id, to measure its CPU time and RAM")
     serve.add_argument("--warmup-requests", type=int, default=2, help="requests before the window (default 2)")
     serve.add_argument(
         "--warmup-s", type=float, default=0.0, help="seconds the ready server idles before warm-up (paper: 300)"
@@ -419,16 +434,26 @@ def add_serve_parser(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller import serving
     from controller.runs import stderr_say
+    from controller.serving.options import load_fields
 
-    req = serving.ServeRequest(
+    load = load_fields(
+        concurrency=args.concurrency,
+        request_rate=args.request_rate,
+        burstiness=args.burstiness,
+        seed=args.seed,
+        slo=args.slo,
+        synthetic=args.synthetic,
         image=args.image,
+        endpoint=args.endpoint,
+    )
+    req = serving.ServeRequest(
+        image=args.image or "",
         model=args.model,
         engine=args.engine,
         prompts=args.prompts,
         limit=args.limit,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
-        concurrency=args.concurrency,
         warmup_requests=args.warmup_requests,
         warmup_s=args.warmup_s,
         cooldown_s=args.cooldown_s,
@@ -437,11 +462,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         options=_options(args.option),
         runner=args.runner,
+        ignore_eos=args.ignore_eos,
+        endpoint=args.endpoint,
+        endpoint_pid=args.endpoint_pid,
+        **load,
         **_where_and_meters(args),
     )
-    record, path = serving.execute(req, say=stderr_say)
-    print(serving.summary(record, path))
-    return 0 if record["status"] == "ok" else 1
+    done = serving.execute_all(req, say=stderr_say)
+    for record, path in done:
+        print(serving.summary(record, path))
+    return 0 if all(record["status"] == "ok" for record, _ in done) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

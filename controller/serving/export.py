@@ -12,7 +12,7 @@ from typing import Any
 
 from controller.artifacts import new_staging
 from controller.runners.base import Invocation, Mount
-from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, ServingFailed
+from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, PARITY_NEW_TOKENS, ServingFailed
 from harness.protocol import (
     LM_EXPORT_FIELDS,
     LmExportSpec,
@@ -73,7 +73,11 @@ def ensure_export(
         mounts.append(mm)
         model_path = runner.path_for(mm)
     spec = LmExportSpec(
-        format=fmt, model_path=model_path, out_dir=runner.path_for(out_mount), parity_prompts=parity_prompts
+        format=fmt,
+        model_path=model_path,
+        out_dir=runner.path_for(out_mount),
+        parity_prompts=parity_prompts,
+        parity_new_tokens=PARITY_NEW_TOKENS,
     )
     say(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
     try:

@@ -4,12 +4,14 @@ One serving run, end to end::
 
     validate -> prompts -> runner -> [export for onnxruntime/openvino/torchscript, cached]
       -> meters start -> server start (runner.execute in a thread) -> wait for /ready (bounded)
-      -> warm-up wait + warm-up requests -> measure window (client's monotonic_ns) -> replay prompts
-      -> cool-down wait -> POST /shutdown (kill when it does not exit) -> one run record
+      -> warm-up wait -> workload.drive: warm-up requests, then per load point a measure window
+         (client's monotonic_ns) of streamed /v1/completions -> cool-down wait
+      -> POST /shutdown (kill when it does not exit) -> one run record per load point
 
 The client is stdlib only (http.client); every request is bounded by a timeout. A server that
-dies, hangs or answers an error gives a failed record with the reason, and the server's process or
-container is always gone when :func:`execute` returns.
+dies, hangs or fails every request gives a failed record with the reason, and the server's process
+or container is always gone when :func:`execute` returns. ``--endpoint`` drives a server someone
+else started instead (controller.serving.external).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from controller.images import get_manifest
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.record import SCHEMA_VERSION, new_run_id, record_path, write_atomic
 from controller.runners.base import Invocation, Mount
-from controller.serving.client import RequestResult, http_json, replay, send_prompt
+from controller.serving.client import Endpoint, http_json
 from controller.serving.export import ensure_export
-from controller.serving.metrics import serving_metrics
+from controller.serving.load import LoadPoint
+from controller.serving.metrics import metric_lines
 from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
@@ -42,6 +45,7 @@ from controller.serving.settings import (
     ServeRequest,
     ServingFailed,
 )
+from controller.serving.workload import Driven, drive, point_records, request_dicts, work_items
 from harness.protocol import (
     PROTOCOL_VERSION,
     SERVE_RESULT_FIELDS,
@@ -81,19 +85,38 @@ def validate(req: ServeRequest) -> tuple[Any, str, ResolvedModel, list[Prompt], 
         model = resolve_model(req.model)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
-        prompts, info = load_prompts(req.prompts, req.seed, req.limit)
-    except PromptError as exc:
-        raise UserError(str(exc)) from None
+    prompts, info = prompts_of(req)
     return manifest, engine, model, prompts, info
 
 
+def prompts_of(req: ServeRequest) -> tuple[list[Prompt], dict[str, Any]]:
+    try:
+        return load_prompts(req.prompts, req.seed, req.limit, req.synthetic)
+    except PromptError as exc:
+        raise UserError(str(exc)) from None
+
+
+def points_of(req: ServeRequest) -> list[LoadPoint]:
+    return req.load or [LoadPoint(concurrency=req.concurrency)]
+
+
 def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
-    """Serve, drive, measure, write the record; returns (record, path). Failed runs are records too."""
+    """Serve, drive, measure, write the record; returns (record, path) of the first load point."""
+    return execute_all(req, say)[0]
+
+
+def execute_all(req: ServeRequest, say: Callable[[str], None] = print) -> list[tuple[dict[str, Any], Path]]:
+    """Serve, drive, measure, write one record per load point. Failed runs are records too."""
+    if req.endpoint is not None:
+        from controller.serving.external import execute_endpoint
+
+        return execute_endpoint(req, say)
     from controller.artifacts import default_cache
     from controller.runs import choose_runner, warn_stale
 
     manifest, engine, model, prompts, prompt_info = validate(req)
+    ignore_eos = req.ignore_eos if req.ignore_eos is not None else req.synthetic is not None
+    items = work_items(prompts, req.max_new_tokens, ignore_eos)
     fmt = EXPORT_FORMATS[engine]
     images = [req.image] + ([EXPORT_IMAGE] if fmt else [])
     runner = choose_runner(req.runner, images, say)
@@ -126,23 +149,26 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         "prompts": prompt_info,
         "max_new_tokens": req.max_new_tokens,
         "concurrency": req.concurrency,
+        "ignore_eos": ignore_eos,
+        "slo_ms": req.slo,
+        "api": "OpenAI-compatible POST /v1/completions, stream: true (one server-sent event per token)",
         "warmup_requests": req.warmup_requests,
         "warmup_s": req.warmup_s,
         "cooldown_s": req.cooldown_s,
         "request_timeout_s": req.request_timeout_s,
         "ready_timeout_s": req.ready_timeout_s,
-        "window": "client-side: time.monotonic_ns() on the host around the replay of the prompt set",
+        "window": "client-side: time.monotonic_ns() on the host, from the first send to the last answer",
         "requests": [],
     }
     record["serving"] = serving
 
-    def fail(phase: str | None, reason: str, tail: list[str] | None = None) -> tuple[dict[str, Any], Path]:
+    def fail(phase: str | None, reason: str, tail: list[str] | None = None) -> list[tuple[dict[str, Any], Path]]:
         record.setdefault("runner", runner.describe(req.image))
         record.update(
             status="failed", failure={"phase": phase, "reason": reason, "exit_code": None, "log_tail": tail or []}
         )
         write_atomic(path, record)
-        return record, path
+        return [(record, path)]
 
     export_dir: Path | None = None
     record["artifact"] = None
@@ -179,7 +205,7 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         artifact_path=artifact_path,
         host="0.0.0.0" if bridged else "127.0.0.1",
         port=CONTAINER_PORT if bridged else 0,
-        max_new_tokens_limit=max(req.max_new_tokens, 1024),
+        max_new_tokens_limit=max(*(i.max_tokens for i in items), 1024),
         seed=req.seed,
         options=req.options,
     )
@@ -208,9 +234,7 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         ports={CONTAINER_PORT: "127.0.0.1"} if bridged else {},
     )
     server = ServerHandle(runner, inv, meters, say)
-    client_events: list[dict[str, Any]] = []
-    results: list[RequestResult] = []
-    window: tuple[int, int] | None = None
+    driven = Driven()
     failure: ServingFailed | None = None
     say(f"serving {model.label} on {req.image}/{engine} ({runner.kind}) ...")
     t_start = time.monotonic()
@@ -223,25 +247,19 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         say(f"  ready on {host}:{port}; warm-up ...")
         if req.warmup_s:
             _sleep_while_alive(server, req.warmup_s)
-        client_events.append(_event("warmup", "start", requests=req.warmup_requests))
-        for i in range(req.warmup_requests):
-            r = send_prompt(host, port, i, prompts[i % len(prompts)], req.max_new_tokens, req.request_timeout_s)
-            if not r.ok:
-                raise ServingFailed("warmup", f"warm-up request {i} ({r.prompt_id}): {r.error}{server.exit_note()}")
-        client_events.append(_event("warmup", "end"))
-        say(f"  measure: {len(prompts)} prompts, concurrency {req.concurrency} ...")
-        start = _event("measure", "start")
-        client_events.append(start)
-        results = replay(host, port, prompts, req.max_new_tokens, req.concurrency, req.request_timeout_s)
-        end = _event("measure", "end")
-        client_events.append(end)
-        window = (start["t_ns"], end["t_ns"])
-        bad = next((r for r in results if not r.ok), None)
-        if bad is not None:
-            time.sleep(0.2)  # let a dying server's exit be seen, for the reason
-            raise ServingFailed(
-                "measure", f"request {bad.index} ({bad.prompt_id}) failed: {bad.error}{server.exit_note()}"
-            )
+        driven = drive(
+            Endpoint("http", host, port, "/v1", spec.model),
+            items,
+            points_of(req),
+            warmup_requests=req.warmup_requests,
+            timeout_s=req.request_timeout_s,
+            say=say,
+            stop=lambda: None if server.alive() else "the server exited",
+            exit_note=server.exit_note,
+            extra={"return_token_ids": True},  # our server's tokens, for parity across engines
+        )
+        if driven.failure is not None and (not driven.runs or not server.alive()):
+            raise driven.failure  # a failed warm-up, or the server is gone: no result to record
         if req.cooldown_s:
             _sleep_while_alive(server, req.cooldown_s)
         try:
@@ -257,7 +275,6 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         server.kill()
         server.wait(30.0)
         meters.stop()
-        serving["requests"] = [asdict(r) for r in results]
         fail(None, "interrupted by the user", server.log_tail())
         raise
     finally:
@@ -269,14 +286,16 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
     record["runner"] = server.execution.runner if server.execution else runner.describe(req.image)
     if "pid" in server.started:
         record["runner"]["pid"] = server.started["pid"]
-    serving["requests"] = [asdict(r) for r in results]
-    record["events"] = server.output.events + client_events
+    record["events"] = server.output.events
     if failure is not None:
         fail(failure.phase, failure.reason, server.log_tail())
         record["failure"]["exit_code"] = server.execution.exit_code if server.execution else None
-        write_atomic(path, record)
-        return record, path
-    assert server.execution is not None and window is not None
+        if not driven.runs:
+            serving["warmup"] = request_dicts(driven.warmup)
+            write_atomic(path, record)
+            return [(record, path)]
+        return point_records(record, path, driven, meters, req.slo)
+    assert server.execution is not None and driven.runs
     try:
         out = parse_stream(server.execution.stdout, SERVE_RESULT_FIELDS)
     except ProtocolError as exc:
@@ -285,18 +304,11 @@ def execute(req: ServeRequest, say: Callable[[str], None] = print) -> tuple[dict
         return fail("shutdown", f"the server ended without a result{server.exit_note()}", server.log_tail())
     record["status"] = "ok"
     record["result"] = out.result
-    record["measurements"] = meters.summarize(*window)
-    record["metrics"] = serving_metrics(results, window, record["measurements"])
     if req.keep_trace:
         trace = path.with_suffix(".trace.parquet")
         meters.write_trace(trace)
         record["trace_path"] = trace.name
-    write_atomic(path, record)
-    return record, path
-
-
-def _event(phase: str, edge: str, **info: Any) -> dict[str, Any]:
-    return {"kind": "event", "phase": phase, "edge": edge, "t_ns": time.monotonic_ns(), "source": "client", **info}
+    return point_records(record, path, driven, meters, req.slo)
 
 
 def _sleep_while_alive(server: ServerHandle, seconds: float) -> None:
@@ -330,6 +342,15 @@ def _address(runner: Any, server: ServerHandle, bridged: bool) -> tuple[str, Cal
     return "127.0.0.1", published
 
 
+def _load_text(s: dict[str, Any]) -> str:
+    load = s.get("load") or {"kind": "closed-loop", "concurrency": s.get("concurrency")}
+    sweep = s.get("sweep") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in load.items() if v is not None)
+    if len(sweep.get("values") or []) > 1:
+        shown += f"   (point {sweep['index'] + 1} of {len(sweep['values'])} of a {sweep['variable']} sweep)"
+    return shown
+
+
 def summary(record: dict[str, Any], path: Path) -> str:
     """The one-screen summary printed after a serving run."""
     from controller.runs import energy_lines
@@ -340,7 +361,7 @@ def summary(record: dict[str, Any], path: Path) -> str:
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
         f"model      {record['model']}   runner {record.get('runner', {}).get('kind', '?')}",
         f"prompts    {s.get('prompts', {}).get('count')} ({s.get('prompts', {}).get('source')})   "
-        f"max new tokens {s.get('max_new_tokens')}   concurrency {s.get('concurrency')}",
+        f"max new tokens {s.get('max_new_tokens')}   load {_load_text(s)}",
     ]
     art = record.get("artifact")
     if art:
@@ -350,18 +371,9 @@ def summary(record: dict[str, Any], path: Path) -> str:
             f"greedy-token parity {parity.get('greedy_token_agreement', 0):.0%} of {parity.get('prompts_checked')}"
         )
     if record.get("status") == "ok":
-        m = record["metrics"]
-        lines += [
-            f"load       {record['result']['load_s']:.2f} s (outside the window)",
-            f"requests   {m['requests_ok']} in {m['window_s']:.3f} s   {m['tokens_per_s']:.2f} tokens/s   "
-            f"{m['new_tokens_total']} tokens out, {m['prompt_tokens_total']} in",
-            f"latency    mean {m['latency_ms_mean']:.1f} ms   p50 {m['latency_ms_p50']:.1f} ms   "
-            f"p90 {m['latency_ms_p90']:.1f} ms   (HTTP + server overhead {m['http_overhead_ms_mean']:.2f} ms)",
-        ]
-        for name in ("energy_per_request_j", "energy_per_token_j"):
-            e = m[name]
-            shown = f"{e['value']:.4f} J" if e["available"] else f"unavailable: {str(e['reason']).split(':')[0]}"
-            lines.append(f"energy     per {name.split('_')[2]:<8} {shown}")
+        if "load_s" in record.get("result", {}):
+            lines.append(f"load       {record['result']['load_s']:.2f} s (outside the window)")
+        lines += metric_lines(record["metrics"])
         lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.serving.load import LoadPoint
 
 # engine -> exported format it serves (None: loads the transformers folder itself)
 EXPORT_FORMATS: dict[str, str | None] = {
@@ -18,7 +21,8 @@ CONTAINER_PORT = 8000
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
 PARITY_PROMPTS = 3
-EXPORT_CODE_VERSION = 1  # bump when harness/serving/export.py changes what it writes
+PARITY_NEW_TOKENS = 16  # greedy tokens compared per parity prompt (decoding steps through the cache)
+EXPORT_CODE_VERSION = 2  # bump when harness/serving/export.py changes what it writes
 
 
 @dataclass
@@ -50,6 +54,12 @@ class ServeRequest:
     baseline: Path | None = None
     baseline_max_age_s: float = 7 * 86400
     cell: dict[str, Any] | None = None
+    load: list[LoadPoint] | None = None  # load points, one record each (None: closed loop at `concurrency`)
+    slo: dict[str, float] | None = None  # ms per key (ttft, tpot, e2el), for goodput
+    synthetic: dict[str, float] | None = None  # {"input", "output", "range"}: synthetic prompt lengths
+    ignore_eos: bool | None = None  # generate max tokens whatever the model says (None: for synthetic prompts)
+    endpoint: str | None = None  # an OpenAI-compatible API root already serving on this host (not started here)
+    endpoint_pid: int | None = None  # its process, for its CPU and RAM
 
 
 class ServingFailed(Exception):
