@@ -58,7 +58,8 @@ def server(tiny_lm: Path) -> Iterator[int]:
 def _call(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type", ""), resp.read()
     finally:
@@ -144,7 +145,7 @@ def test_request_checks() -> None:
     with pytest.raises(ApiError, match="not JSON"):
         parse_completion(b"{", "m", 8)
     with pytest.raises(ApiError, match="stream must be true or false"):
-        parse_completion(b'{"prompt": "x", "stream": "yes"}', "m", 8)
+        parse_completion(b'{"prompt": "x", "stream": "yes"}', "m", 32)
 
 
 def test_text_is_handed_out_as_tokens_complete_their_characters(tiny_lm: Path) -> None:

@@ -164,7 +164,10 @@ def stream_completion(
     r.t_start_ns = time.monotonic_ns()
     try:
         conn.request(
-            "POST", ep.base + "/completions", body=json.dumps(body), headers={"Content-Type": "application/json"}
+            "POST",
+            ep.base + "/completions",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
         )
         resp = conn.getresponse()
         r.status = resp.status

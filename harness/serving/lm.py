@@ -110,7 +110,12 @@ class LanguageModel:
         self.kv_cache_reason: str | None = None if self.kv_cache else "engine option kv_cache=false"
         self.load_parity: dict[str, Any] | None = None
 
+    def load_tokenizer(self) -> None:
+        """The tokenizer and what the server checks requests against (end of sequence, positions)."""
+        raise NotImplementedError
+
     def load(self) -> None:
+        """Everything generation needs: the tokenizer, the model, its checks."""
         raise NotImplementedError
 
     # Subclasses set these three.
@@ -190,10 +195,21 @@ class TorchLM(LanguageModel):
     engine = "torch"
     packages = ("torch", "transformers", "tokenizers")
 
+    def load_tokenizer(self) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.spec.model_path)
+        config = AutoConfig.from_pretrained(self.spec.model_path)
+        self._set_config(
+            config.eos_token_id,
+            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None),
+        )
+
     def load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
+        self.load_tokenizer()
         if _threads(self.spec):
             torch.set_num_threads(_threads(self.spec))  # type: ignore[arg-type]
         if self.spec.provider == "cuda":
@@ -204,14 +220,8 @@ class TorchLM(LanguageModel):
             self.device = torch.device("cpu")
         else:
             raise EngineError(f"torch serves providers cpu and cuda, not {self.spec.provider!r}")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.spec.model_path)
         model: Any = AutoModelForCausalLM.from_pretrained(self.spec.model_path)
         self.model = model.to(self.device).eval()
-        config = self.model.config
-        self._set_config(
-            config.eos_token_id,
-            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None),
-        )
         self._pad = min(self.eos_ids) if self.eos_ids else None
         self._torch = torch
 
@@ -278,6 +288,11 @@ class _ExportedLM(LanguageModel):
     artifact_file = ONNX_FILE
 
     def _folder(self) -> str:
+        """The artifact's path, after loading the tokenizer and config beside it."""
+        self.load_tokenizer()
+        return os.path.join(str(self.spec.artifact_path), self.artifact_file)
+
+    def load_tokenizer(self) -> None:
         folder = self.spec.artifact_path
         if not folder or not os.path.isdir(folder):
             raise EngineError(f"{self.engine} needs an exported model folder; {folder!r} is not one")
@@ -297,7 +312,6 @@ class _ExportedLM(LanguageModel):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-        return path
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text).ids)

@@ -1,4 +1,4 @@
-"""The model server: FastAPI on uvicorn, one model loaded through its engine before it is ready.
+"""The model server: FastAPI on uvicorn in front of one model, loaded through its engine before ready.
 
 Endpoints::
 
@@ -14,140 +14,188 @@ Endpoints::
                            {"text", "prompt_tokens", "new_tokens", "token_ids", "timings_ms": {...}}
     POST /shutdown         stop serving; the harness then sends its result and exits 0
 
-Generations run one at a time (no batching), as a single-model server of the paper does, on one
-generation thread; requests queue for it in arrival order. The generation thread only hands each
-token to the event loop (``call_soon_threadsafe``); detokenising, formatting and writing events
-happen on the event loop, so streaming costs the generation nothing but that hand-off. A client that
-disconnects cancels its generation at the next token. The socket is bound before the load phase ends
-so the ``load`` end event can carry the real port (port 0 in the spec: an ephemeral one).
-
-Fault injection for tests of the controller's failure paths (recorded in the spec's options):
-``fault_exit_after=N`` exits the process abruptly when generation N+1 starts; ``fault_hang_after=N``
-never finishes generation N+1.
+Generations run one at a time (no batching), as a single-model server of the paper does, in the
+generation process (:mod:`harness.serving.worker`, the engine alone in it); requests queue for it in
+arrival order. This process tokenizes prompts, hands jobs over and turns each token the generation
+process writes to the pipe into an event for its client (detokenised here), so streaming costs the
+generation one pipe write per token. A client that disconnects cancels its generation at the next
+token. When the generation process dies, the server exits with its exit code. The socket is bound
+before the load phase ends so the ``load`` end event can carry the real port (port 0 in the spec:
+an ephemeral one).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the request model from the endpoint's
-# annotation at runtime, and the model class is local to serve() (pydantic is imported lazily).
+# annotation at runtime, and the model class is local to build_app() (pydantic is imported lazily).
 import asyncio
 import json
 import os
-import queue
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.engines.base import EngineError
 from harness.protocol import Emitter, ServeSpec
 from harness.serving.lm import Generation, LanguageModel, language_model
 from harness.serving.openai import ApiError, CompletionRequest, Detokenizer, completion_chunk, parse_completion
 
 
-class Cancelled(Exception):
-    """The client went away: stop generating for it."""
-
-
 @dataclass
 class Job:
-    prompt: str | list[int]
+    ids: list[int]
     max_tokens: int
     ignore_eos: bool = False
-    on_token: Callable[[int], None] | None = None
+    tokenize_ms: float = 0.0
+    on_token: Callable[[int], None] | None = None  # called on the event loop
     on_done: Callable[[Generation | None, BaseException | None], None] = lambda g, e: None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    t_submit_ns: int = field(default_factory=time.perf_counter_ns)
-    t_start_ns: int = 0
-    t_first_ns: int = 0
+    t_submit_ns: int = field(default_factory=time.monotonic_ns)
+    id: int = 0
+    times: dict[str, int] = field(default_factory=dict)  # the generation process's start/first/end
 
 
-class GenerationThread:
-    """Runs jobs one at a time, in submission order, on its own thread."""
+class GenerationProcess:
+    """The generation process, its two pipes, and the jobs it has been given."""
 
-    def __init__(self, lm: LanguageModel, options: dict[str, Any]) -> None:
+    def __init__(self, spec: ServeSpec, lm: LanguageModel) -> None:
         self.lm = lm
-        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        job_r, self.job_w = os.pipe()
+        self.event_r, event_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.serving.worker", "--spec", spec.to_json()]
+            + ["--jobs", str(job_r), "--events", str(event_w)],
+            pass_fds=(job_r, event_w),
+            stdin=subprocess.DEVNULL,
+            stdout=2,  # this process's stdout carries the protocol
+        )
+        os.close(job_r)
+        os.close(event_w)
+        self.buffer = b""
+        self.jobs: dict[int, Job] = {}
+        self.count = 0
         self.served = 0
         self.generate_ms = 0.0
-        self.exit_after = int(options.get("fault_exit_after", -1))
-        self.hang_after = int(options.get("fault_hang_after", -1))
-        self.thread = threading.Thread(target=self._loop, name="joulebench-generation", daemon=True)
-        self.thread.start()
+        self.info: dict[str, Any] = {}
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Block until the engine loaded (its description) or could not (EngineError)."""
+        while b"\n" not in self.buffer:
+            data = os.read(self.event_r, 1 << 16)
+            if not data:
+                raise EngineError(f"the generation process exited with code {self.proc.wait()} while loading")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        kind, _, payload = line.decode().partition(" ")
+        if kind != "r":
+            raise EngineError(json.loads(payload))
+        self.info = json.loads(payload)
+        return self.info
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.event_r, self._readable)
 
     def submit(self, job: Job) -> None:
-        self.jobs.put(job)
+        self.count += 1
+        job.id = self.count
+        self.jobs[job.id] = job
+        body = {"id": job.id, "ids": job.ids, "max_tokens": job.max_tokens, "ignore_eos": job.ignore_eos}
+        os.write(self.job_w, b"j " + json.dumps(body).encode() + b"\n")
 
-    def stop(self) -> None:
-        self.jobs.put(None)
+    def cancel(self, job: Job) -> None:
+        if job.id in self.jobs:
+            os.write(self.job_w, b"c %d\n" % job.id)
 
-    def _loop(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if job.cancelled.is_set():
-                continue
-            if self.served == self.exit_after:
-                os._exit(70)
-            if self.served == self.hang_after:
-                threading.Event().wait()
-            self._run(job)
+    def _readable(self) -> None:
+        data = os.read(self.event_r, 1 << 16)
+        if not data:
+            code = self.proc.wait()
+            print(f"error: the generation process exited with code {code}", file=sys.stderr, flush=True)
+            os._exit(code if code > 0 else 70)
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for line in lines:
+            self._event(line)
 
-    def _run(self, job: Job) -> None:
-        def on_token(token: int) -> None:
-            if job.cancelled.is_set():
-                raise Cancelled
-            if not job.t_first_ns:
-                job.t_first_ns = time.perf_counter_ns()
+    def _event(self, line: bytes) -> None:
+        kind, jid, payload = line.split(b" ", 2)
+        job = self.jobs.get(int(jid))
+        if job is None:
+            return
+        if kind == b"t":
             if job.on_token is not None:
-                job.on_token(token)
-
-        job.t_start_ns = time.perf_counter_ns()
-        try:
-            gen = self.lm.generate(job.prompt, job.max_tokens, on_token, job.ignore_eos)
-        except Cancelled:
+                job.on_token(int(payload))
             return
-        except Exception as exc:  # noqa: BLE001 - the request fails, the server goes on
-            job.on_done(None, exc)
+        del self.jobs[job.id]
+        if kind == b"e":
+            job.on_done(None, RuntimeError(json.loads(payload)))
             return
+        done = json.loads(payload)
+        job.times = {k: done[k] for k in ("start_ns", "first_ns", "end_ns")}
         self.served += 1
+        gen = self.generation(job, done["token_ids"])
         self.generate_ms += gen.generate_ms
         job.on_done(gen, None)
 
+    def generation(self, job: Job, new: list[int]) -> Generation:
+        stopped = not job.ignore_eos and bool(new) and new[-1] in self.lm.eos_ids
+        generate_ms = (job.times["end_ns"] - job.times["start_ns"]) / 1e6
+        return Generation("", len(job.ids), new, job.tokenize_ms, generate_ms, 0.0, "stop" if stopped else "length")
 
-def timings_ms(job: Job, gen: Generation, tokenize_ms: float = 0.0) -> dict[str, float]:
+    def stop(self) -> None:
+        try:
+            os.write(self.job_w, b"q\n")
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # a hung generation (fault_hang_after) does not read
+            self.proc.kill()
+            self.proc.wait()
+
+
+def timings_ms(job: Job, gen: Generation) -> dict[str, float]:
     """Where a request's time went on the server (ms): queued, tokenize, first token, generate, decode."""
+    t = job.times
     return {
-        "queue": (job.t_start_ns - job.t_submit_ns) / 1e6,
-        "tokenize": gen.tokenize_ms + tokenize_ms,
-        "first_token": (job.t_first_ns - job.t_start_ns) / 1e6 if job.t_first_ns else 0.0,
+        "queue": (t["start_ns"] - job.t_submit_ns) / 1e6,
+        "tokenize": gen.tokenize_ms,
+        "first_token": (t["first_ns"] - t["start_ns"]) / 1e6 if t.get("first_ns") else 0.0,
         "generate": gen.generate_ms,
         "decode": gen.decode_ms,
-        "total": gen.tokenize_ms + tokenize_ms + gen.generate_ms + gen.decode_ms,
+        "total": gen.tokenize_ms + gen.generate_ms + gen.decode_ms,
     }
 
 
 class Service:
-    """What the endpoints do, apart from FastAPI: one model, its generation thread, response bodies."""
+    """What the endpoints do, apart from FastAPI: the tokenizer here, the model in the generation process."""
 
-    def __init__(self, spec: ServeSpec, lm: LanguageModel) -> None:
-        self.spec, self.lm = spec, lm
-        self.worker = GenerationThread(lm, spec.options)
+    def __init__(self, spec: ServeSpec, lm: LanguageModel, generator: GenerationProcess) -> None:
+        self.spec, self.lm, self.generator = spec, lm, generator
         self.created = int(time.time())
         self.ready = False
         self.count = 0
 
     async def run(self, job: Job) -> Generation:
-        """Generate on the generation thread without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Generation] = loop.create_future()
-
-        def done(gen: Generation | None, exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, gen, exc)
-
-        job.on_done = done
-        self.worker.submit(job)
+        """Generate without blocking the event loop; the text is decoded here."""
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        job.on_done = lambda gen, exc: _settle(future, gen, exc)
+        self.generator.submit(job)
         try:
-            return await future
+            gen = await future
         finally:
-            job.cancelled.set()
+            self.generator.cancel(job)
+        t0 = time.perf_counter_ns()
+        gen.text = self.lm.decode(gen.token_ids)
+        gen.decode_ms = (time.perf_counter_ns() - t0) / 1e6
+        return gen
+
+    def job(self, prompt: str | list[int], max_tokens: int, ignore_eos: bool = False) -> Job:
+        """The job of a prompt (ValueError when the model cannot take it)."""
+        t0 = time.perf_counter_ns()
+        ids = self.lm.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self.lm.check_length(len(ids), max_tokens)
+        return Job(ids, max_tokens, ignore_eos, (time.perf_counter_ns() - t0) / 1e6)
 
     def models(self) -> dict[str, Any]:
         entry = {"id": self.spec.model, "object": "model", "created": self.created, "owned_by": "joulebench"}
@@ -157,14 +205,11 @@ class Service:
         """(status, JSON body) or (200, an async iterator of server-sent events)."""
         try:
             req = parse_completion(raw, self.spec.model, self.spec.max_new_tokens_limit)
-            t0 = time.perf_counter_ns()
-            ids = self.lm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
-            self.lm.check_length(len(ids), req.max_tokens)
+            job = self.job(req.prompt, req.max_tokens, req.ignore_eos)
         except ApiError as exc:
             return exc.status, exc.body()
         except ValueError as exc:
             return 400, ApiError(400, str(exc), "prompt").body()
-        tokenize_ms = (time.perf_counter_ns() - t0) / 1e6
         self.count += 1
         head = {
             "id": f"cmpl-{self.spec.run_id}-{self.count}",
@@ -173,20 +218,19 @@ class Service:
             "model": self.spec.model,
         }
         if req.stream:
-            return 200, _events(self.lm, self.worker, req, ids, head, tokenize_ms)
-        job = Job(ids, req.max_tokens, req.ignore_eos)
+            return 200, _events(self.lm, self.generator, req, job, head)
         try:
             gen = await self.run(job)
         except Exception as exc:  # noqa: BLE001 - an engine error is this request's, reported as such
-            return 500, ApiError(500, f"{type(exc).__name__}: {exc}", None, "server_error").body()
+            return 500, ApiError(500, str(exc), None, "server_error").body()
         choice: dict[str, Any] = {"index": 0, "text": gen.text, "logprobs": None, "finish_reason": gen.finish_reason}
         if req.return_token_ids:
             choice["token_ids"] = gen.token_ids
-        return 200, {**head, "choices": [choice], "usage": _usage(gen), "timings": timings_ms(job, gen, tokenize_ms)}
+        return 200, {**head, "choices": [choice], "usage": _usage(gen), "timings": timings_ms(job, gen)}
 
     async def generate(self, prompt: str, max_new_tokens: int) -> dict[str, Any]:
         """/generate: raises ValueError for a prompt the model cannot take."""
-        job = Job(prompt, max_new_tokens)
+        job = self.job(prompt, max_new_tokens)
         gen = await self.run(job)
         return {
             "text": gen.text,
@@ -255,35 +299,52 @@ def serve(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
 
     t_load = emit.event("load", "start")
     lm = language_model(spec)
-    lm.load()
+    lm.load_tokenizer()
+    generator = GenerationProcess(spec, lm)
+    try:
+        info = generator.wait_ready()
+    except EngineError:
+        generator.proc.wait()
+        raise
     sock = socket.socket(socket.AF_INET6 if ":" in spec.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((spec.host, spec.port))
     sock.listen(1024)
     port = sock.getsockname()[1]
     load_s = (time.monotonic_ns() - t_load) / 1e9
-    service = Service(spec, lm)
+    service = Service(spec, lm, generator)
     server: uvicorn.Server | None = None
 
     def shutdown() -> None:
         assert server is not None
         server.should_exit = True
 
-    app = build_app(service, shutdown)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        build_app(service, shutdown), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
-    service.ready = True
-    emit.event("load", "end", host=spec.host, port=port, load_s=load_s)
-    server.run(sockets=[sock])
-    service.worker.stop()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        generator.attach(loop)
+        service.ready = True
+        emit.event("load", "end", host=spec.host, port=port, load_s=load_s)
+        await server.serve(sockets=[sock])
+        loop.remove_reader(generator.event_r)
+
+    try:
+        asyncio.run(run())
+    finally:
+        generator.stop()
     return {
         "engine": spec.engine,
         "provider": spec.provider,
-        "providers_active": lm.providers_active(),
+        "providers_active": info["providers_active"],
         "load_s": load_s,
-        "requests_served": service.worker.served,
-        "server_generate_ms_total": service.worker.generate_ms,
-        "generation": lm.describe(),
+        "requests_served": generator.served,
+        "server_generate_ms_total": generator.generate_ms,
+        "generation": info["generation"]
+        | {"process": "the engine in a process of its own; tokens reach the HTTP server through a pipe"},
         "server": {
             "framework": "fastapi+uvicorn",
             "workers": 1,
@@ -291,7 +352,7 @@ def serve(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
             "bound": f"{spec.host}:{port}",
             "api": ["/generate", "/v1/completions (stream: true|false)", "/v1/models"],
         },
-        "versions": lm.versions(),
+        "versions": info["versions"],
     }
 
 
@@ -314,33 +375,22 @@ def _usage(gen: Generation) -> dict[str, int]:
 
 
 async def _events(
-    lm: LanguageModel,
-    worker: GenerationThread,
-    req: CompletionRequest,
-    ids: list[int],
-    head_fields: dict[str, Any],
-    tokenize_ms: float,
+    lm: LanguageModel, generator: GenerationProcess, req: CompletionRequest, job: Job, head_fields: dict[str, Any]
 ) -> AsyncIterator[str]:
     """The server-sent events of one streamed completion: one per token, then the summary, [DONE]."""
-    loop = asyncio.get_running_loop()
     tokens: asyncio.Queue[int | None] = asyncio.Queue()  # None: the generation ended
-    future: asyncio.Future[Generation] = loop.create_future()
+    future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
 
     def done(gen: Generation | None, exc: BaseException | None) -> None:
         _settle(future, gen, exc)
         tokens.put_nowait(None)
 
-    def on_token(token: int) -> None:
-        loop.call_soon_threadsafe(tokens.put_nowait, token)
-
-    def on_done(gen: Generation | None, exc: BaseException | None) -> None:
-        loop.call_soon_threadsafe(done, gen, exc)
-
-    job = Job(ids, req.max_tokens, req.ignore_eos, on_token, on_done)
-    detok = Detokenizer(lm.decode, ids)
+    job.on_token = tokens.put_nowait
+    job.on_done = done
+    detok = Detokenizer(lm.decode, job.ids)
     eos = set() if req.ignore_eos else lm.eos_ids
     head = "data: " + json.dumps(head_fields, separators=(",", ":"))[:-1]
-    worker.submit(job)
+    generator.submit(job)
     try:
         n = 0
         while (token := await tokens.get()) is not None:
@@ -352,13 +402,13 @@ async def _events(
         try:
             gen = await future
         except Exception as exc:  # noqa: BLE001 - reported in the stream, as OpenAI-compatible servers do
-            error = ApiError(500, f"{type(exc).__name__}: {exc}", None, "server_error").body()
+            error = ApiError(500, str(exc), None, "server_error").body()
             yield "data: " + json.dumps(error) + "\n\n"
             return
-        summary: dict[str, Any] = {"choices": [], "timings": timings_ms(job, gen, tokenize_ms)}
+        summary: dict[str, Any] = {"choices": [], "timings": timings_ms(job, gen)}
         if req.include_usage:
             summary["usage"] = _usage(gen)
         yield head + "," + json.dumps(summary, separators=(",", ":"))[1:] + "\n\n"
         yield "data: [DONE]\n\n"
     finally:
-        job.cancelled.set()
+        generator.cancel(job)
