@@ -30,7 +30,7 @@ from controller.progress import Progress
 from controller.record import Failure, RunRecord, timing_metrics
 from controller.requests import BatchSettings, RunRequest
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
-from controller.workload import Outcome, Plan, attach_meters, harness_failure
+from controller.workload import Outcome, Plan, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
@@ -276,7 +276,7 @@ class BatchWorkload:
 
     # -- drive -------------------------------------------------------------------------------
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
+    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
         spec, mounts = self._spec(runner, record.run_id)
         record.spec = asdict(spec)
         where = self.request.where
@@ -303,7 +303,7 @@ class BatchWorkload:
             with signals_deferred():
                 started.cleanup()
         record.elapsed_s = time.monotonic() - t0
-        return self._outcome(execution)
+        return [self._outcome(execution)]
 
     def _line(self, line: str, progress: Progress) -> None:
         """Each stdout line as it arrives: the harness's phases shown live."""
@@ -403,7 +403,7 @@ class BatchWorkload:
             "log_tail": execution.log_tail(),
         }
 
-    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
+    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
         assert outcome.result is not None
         metrics = timing_metrics(outcome.result, outcome.window)
         metrics["accuracy"] = accuracy(outcome.result, self.weights_kind)

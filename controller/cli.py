@@ -248,11 +248,12 @@ def add_serve_parser(sub: Any) -> None:
     d = ServingSettings()
     serve = sub.add_parser(
         "serve",
-        help="serve a code language model over HTTP, replay prompts, measure (the second paper)",
-        description="Start the model server (FastAPI on uvicorn) for one <engine, provider>, wait until it is "
-        "ready, warm up, replay the prompt set and measure that window; writes one run record.",
+        help="serve a code language model over HTTP, drive it with a load, measure (the second paper)",
+        description="Start the model server (an OpenAI-compatible API, streamed) for one <engine, provider>, wait "
+        "until it is ready, warm up, drive it with each load point and measure each window; one run record per "
+        "load point. With --endpoint, measure a server already running on this host instead.",
     )
-    serve.add_argument("--image", required=True, help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
+    serve.add_argument("--image", help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
     serve.add_argument("--engine", help="engine within the image, e.g. torchscript (default: the image's first)")
     serve.add_argument(
         "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
@@ -261,9 +262,28 @@ def add_serve_parser(sub: Any) -> None:
         "--prompts", default=d.prompts, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
     )
     serve.add_argument("--limit", type=_positive_int, help="only the first N prompts")
-    serve.add_argument("--seed", type=int, default=d.seed, help="seed of the HumanEval-derived spans")
+    serve.add_argument("--seed", type=int, default=d.seed, help="seed of the HumanEval-derived spans and arrivals")
     serve.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens, help="tokens per request")
-    serve.add_argument("--concurrency", type=_positive_int, default=d.concurrency, help="requests in flight")
+    serve.add_argument(
+        "--concurrency", help=f"closed loop: requests in flight (default {d.concurrency}); a sweep: 1,4,16"
+    )
+    serve.add_argument(
+        "--request-rate", help="open loop: arrivals per second (Poisson; inf: all at once); a sweep: 1,2,4,inf"
+    )
+    serve.add_argument(
+        "--burstiness", type=float, default=1.0, help="gamma shape of the arrival gaps (1: Poisson; <1 burstier)"
+    )
+    serve.add_argument("--slo", help="for goodput, e.g. ttft=500ms,tpot=50ms[,e2el=2s]")
+    serve.add_argument(
+        "--synthetic", help="synthetic prompts instead of HumanEval's: input=N,output=N[,range=R] (tokens; seeded)"
+    )
+    serve.add_argument(
+        "--ignore-eos", action="store_true", default=None, help="generate max tokens even past end of sequence"
+    )
+    serve.add_argument(
+        "--endpoint", help="an OpenAI-compatible server already running here, e.g. http://127.0.0.1:8000/v1"
+    )
+    serve.add_argument("--endpoint-pid", type=int, help="its process id, to measure its CPU time and RAM")
     serve.add_argument("--warmup-requests", type=int, default=d.warmup_requests, help="requests before the window")
     serve.add_argument("--warmup-s", type=float, default=d.warmup_s, help="seconds the ready server idles first")
     serve.add_argument("--cooldown-s", type=float, default=d.cooldown_s, help="seconds it idles after the window")
@@ -279,9 +299,34 @@ def add_serve_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = from_fields(ServingSettings, args)
-    what = ServeSettings(args.image, args.model, args.engine, _pairs(args.option_pairs, "--option"), settings)
-    return _run_one(_request(args, what))
+    from controller import pipeline
+    from controller.progress import Progress
+    from controller.serving.options import load_fields
+
+    load = load_fields(
+        concurrency=args.concurrency,
+        request_rate=args.request_rate,
+        burstiness=args.burstiness,
+        seed=args.seed,
+        slo=args.slo,
+        synthetic=args.synthetic,
+        image=args.image,
+        endpoint=args.endpoint,
+    )
+    settings = from_fields(ServingSettings, args, **load)
+    what = ServeSettings(
+        args.image or "",
+        args.model,
+        args.engine,
+        _pairs(args.option_pairs, "--option"),
+        settings,
+        endpoint=args.endpoint,
+        endpoint_pid=args.endpoint_pid,
+    )
+    done = pipeline.run_all(_request(args, what), Progress())
+    for record, path in done:
+        print(pipeline.summarise(record, path))
+    return 0 if all(record.status == "ok" for record, _ in done) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,12 +4,16 @@
       -> drive the workload -> cut the traces to its window -> build the record -> write -> summarise
 
 Batch and serving runs differ only in their :class:`Workload` (``controller/batch.py``: the
-harness's measure loop; ``controller/serving/workload.py``: a model server driven over HTTP).
+harness's measure loop; ``controller/serving/workload.py``: a model server driven over HTTP;
+``controller/serving/external.py``: a server someone else started). A workload's drive gives one
+outcome per record: a serving run's load sweep (``--concurrency 1,4,16``) is one record per point,
+each with its own run id, naming the first as its sweep's group.
 A failed run is a record too; an interrupted one is recorded, then the interrupt goes on.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from controller import hostinfo
@@ -20,9 +24,10 @@ from controller.errors import UserError
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.progress import Progress
 from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
-from controller.requests import RunRequest, check_meters, check_where
+from controller.requests import RunRequest, ServeSettings, check_meters, check_where
 from controller.runners.base import Runner
 from controller.runners.choose import choose_runner, stale_images
+from controller.serving.external import EndpointWorkload
 from controller.serving.workload import ServingWorkload
 from controller.summary import summary
 from controller.workload import Outcome, Plan, Workload
@@ -31,15 +36,22 @@ from harness.protocol import PROTOCOL_VERSION
 
 def workload_for(request: RunRequest) -> Workload:
     if request.mode == "serving":
+        if isinstance(request.what, ServeSettings) and request.what.endpoint is not None:
+            return EndpointWorkload(request)
         return ServingWorkload(request)
     return BatchWorkload(request)
 
 
 def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
-    """Run once and write the record; (record, path). A failed run is a record too."""
+    """Run once and write the record; (record, path) of the first (a sweep's other points: :func:`run_all`)."""
+    return run_all(request, progress)[0]
+
+
+def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Path]]:
+    """Run once and write its records, one per outcome; [(record, path)]. A failed run is a record too."""
     workload = workload_for(request)
     plan = validate(request, workload)
-    runner = choose_runner(request.where.runner, plan.images, progress.note)
+    runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
     for image in stale_images(runner, plan.images):
         progress.note(
             f"warning: image {image} was built from other harness/suite sources than this checkout's; "
@@ -54,14 +66,14 @@ def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
     except ConversionFailed as exc:
         record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail)
         write_record(path, record)
-        return record, path
+        return [(record, path)]
     except KeyboardInterrupt:
         write_record(path, record.interrupted("convert"))
         raise
 
     meters = start_meters(request, plan, progress)
     try:
-        outcome = workload.drive(runner, meters, record, progress)
+        outcomes = workload.drive(runner, meters, record, progress)
     except KeyboardInterrupt:
         meters.stop()
         write_record(path, record.interrupted(workload.last_phase))
@@ -69,13 +81,26 @@ def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
     finally:
         meters.stop()
 
-    build_record(record, workload, outcome, meters)
-    if request.meters.keep_trace and record.measurements is not None:
-        trace = path.with_suffix(".trace.parquet")
-        meters.write_trace(trace)
-        record.trace_path = trace.name
-    write_record(path, record)
-    return record, path
+    trace: str | None = None
+    if request.meters.keep_trace and any(o.window is not None for o in outcomes):
+        meters.write_trace(path.with_suffix(".trace.parquet"))  # the whole session, once, for every record
+        trace = path.with_suffix(".trace.parquet").name
+    written = []
+    for k, outcome in enumerate(outcomes):
+        rec, at = (record, path) if k == 0 else point_record(record, request)
+        build_record(rec, workload, outcome, meters)
+        if rec.measurements is not None:
+            rec.trace_path = trace
+        write_record(at, rec)
+        written.append((rec, at))
+    return written
+
+
+def point_record(first: RunRecord, request: RunRequest) -> tuple[RunRecord, Path]:
+    """A further record of the same run (a sweep's next point): the first's copy with its own id."""
+    rec = copy.deepcopy(first)
+    rec.run_id = new_run_id()
+    return rec, record_path(request.where.results, request.where.campaign, rec.run_id)
 
 
 def validate(request: RunRequest, workload: Workload) -> Plan:
@@ -85,9 +110,9 @@ def validate(request: RunRequest, workload: Workload) -> Plan:
     plan = workload.plan()
     fingerprint = host_fingerprint()
     gpus = hostinfo.gpus(fingerprint)
-    if plan.manifest.gpu and not gpus["available"]:
+    if plan.gpu and not gpus["available"]:
         raise UserError(
-            f"image {plan.manifest.name} ({plan.engine} on {plan.manifest.provider}) needs an NVIDIA GPU and this "
+            f"image {plan.image} ({plan.engine} on {plan.provider}) needs an NVIDIA GPU and this "
             f"host has none that NVML can see ({gpus['reason']}); run it on a GPU host, or use a CPU image "
             "(python -m controller images list)"
         )
@@ -102,13 +127,13 @@ def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
         campaign=request.where.campaign,
         started_at=now_iso(),
         mode=request.mode,
-        image=plan.manifest.name,
+        image=plan.image,
         engine=plan.engine,
-        provider=plan.manifest.provider,
+        provider=plan.provider,
         cell=request.cell,
         host=hostinfo.host(fingerprint),
         gpus=hostinfo.gpus(fingerprint),
-        runner=runner.describe(plan.manifest.name),
+        runner=runner.describe(plan.image),
         protocol_version=PROTOCOL_VERSION,
         **plan.identity,
     )
@@ -128,7 +153,7 @@ def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSe
         progress.note(f"idle baseline {baseline.status}: {baseline.reason} (energies are gross only)")
     meters = MeterSession(
         m.interval_s,
-        gpu_uuids=None if plan.manifest.gpu else [],  # a CPU image's run is not charged for GPUs
+        gpu_uuids=[] if plan.gpu is False else None,  # a CPU image's run is not charged for GPUs
         wall_url=m.wall_url,
         wall_output=m.wall_output,
         baseline=baseline,
@@ -142,13 +167,18 @@ def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters
     """Fill the record from the outcome: the failure, or the result with its figures over the window."""
     record.runner = outcome.runner or record.runner
     record.events = outcome.events
-    if outcome.failure is not None:
-        record.fail(**outcome.failure)
-        return
-    assert outcome.result is not None
-    if outcome.window is not None:
-        record.measurements = meters.summarize(*outcome.window)
-    record.ok(outcome.result, workload.metrics(outcome, record.measurements))
+    try:
+        if outcome.failure is not None:
+            record.fail(**outcome.failure)
+            return
+        assert outcome.result is not None
+        if outcome.window is not None:
+            record.measurements = meters.summarize(*outcome.window)
+        record.ok(outcome.result, workload.metrics(outcome, record.measurements, meters.summarize))
+    finally:
+        if outcome.serving:
+            assert record.serving is not None
+            record.serving.update(outcome.serving)
 
 
 def summarise(record: RunRecord, path: Path) -> str:

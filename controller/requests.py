@@ -49,11 +49,13 @@ class BatchSettings:
 class ServeSettings:
     """What a serving run does: which model on which engine, and how it is served and driven."""
 
-    image: str
+    image: str  # "" with an endpoint: nothing of ours is started
     model: str
     engine: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    endpoint: str | None = None  # an OpenAI-compatible API root already serving on this host
+    endpoint_pid: int | None = None  # its process, for its CPU time and RAM
 
 
 @dataclass

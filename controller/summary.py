@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.accuracy import describe as describe_accuracy
+from controller.serving.metrics import metric_lines
 
 
 def summary(record: dict[str, Any], path: Path) -> str:
@@ -102,6 +103,15 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _load_text(s: dict[str, Any]) -> str:
+    load = s.get("load") or {"kind": "closed-loop", "concurrency": s.get("concurrency")}
+    sweep = s.get("sweep") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in load.items() if v is not None)
+    if len(sweep.get("values") or []) > 1:
+        shown += f"   (point {sweep['index'] + 1} of {len(sweep['values'])} of a {sweep['variable']} sweep)"
+    return shown
+
+
 def serving_summary(record: dict[str, Any], path: Path) -> str:
     """The one-screen summary printed after a serving run."""
     s = record.get("serving", {})
@@ -110,7 +120,7 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
         f"model      {record['model']}   runner {record.get('runner', {}).get('kind', '?')}",
         f"prompts    {s.get('prompts', {}).get('count')} ({s.get('prompts', {}).get('source')})   "
-        f"max new tokens {s.get('max_new_tokens')}   concurrency {s.get('concurrency')}",
+        f"max new tokens {s.get('max_new_tokens')}   load {_load_text(s)}",
     ]
     art = record.get("artifact")
     if art:
@@ -120,18 +130,9 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
             f"greedy-token parity {parity.get('greedy_token_agreement', 0):.0%} of {parity.get('prompts_checked')}"
         )
     if record.get("status") == "ok":
-        m = record["metrics"]
-        lines += [
-            f"load       {record['result']['load_s']:.2f} s (outside the window)",
-            f"requests   {m['requests_ok']} in {m['window_s']:.3f} s   {m['tokens_per_s']:.2f} tokens/s   "
-            f"{m['new_tokens_total']} tokens out, {m['prompt_tokens_total']} in",
-            f"latency    mean {m['latency_ms_mean']:.1f} ms   p50 {m['latency_ms_p50']:.1f} ms   "
-            f"p90 {m['latency_ms_p90']:.1f} ms   (HTTP + server overhead {m['http_overhead_ms_mean']:.2f} ms)",
-        ]
-        for name in ("energy_per_request_j", "energy_per_token_j"):
-            e = m[name]
-            shown = f"{e['value']:.4f} J" if e["available"] else f"unavailable: {str(e['reason']).split(':')[0]}"
-            lines.append(f"energy     per {name.split('_')[2]:<8} {shown}")
+        if "load_s" in (record.get("result") or {}):
+            lines.append(f"load       {record['result']['load_s']:.2f} s (outside the window)")
+        lines += metric_lines(record["metrics"])
         lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})

@@ -6,6 +6,7 @@ model server driven over HTTP) implement it; ``controller/pipeline.py`` runs the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,21 +22,42 @@ from controller.runners.base import Execution, Runner
 class Plan:
     """What validation found, before anything starts: the image, engine and what the record names."""
 
-    manifest: Manifest
+    manifest: Manifest | None  # None: nothing of ours runs (a server someone else started)
     engine: str
     images: list[str]  # the run's image and the images of its conversions
     identity: dict[str, Any]  # model, model_size, conversion, weights, weights_label, model_source
+    runner: Runner | None = None  # the workload's own runner (none to choose: nothing is started)
+
+    @property
+    def image(self) -> str:
+        return self.manifest.name if self.manifest else "external"
+
+    @property
+    def provider(self) -> str:
+        return self.manifest.provider if self.manifest else "unknown"
+
+    @property
+    def gpu(self) -> bool | None:
+        """Whether the run uses GPUs; None: unknown (every GPU of the host is measured)."""
+        return self.manifest.gpu if self.manifest else None
 
 
 @dataclass
 class Outcome:
-    """What driving the workload gave: how it ended, and what the record keeps of it."""
+    """What driving the workload gave for one record: how it ended, and what the record keeps of it.
+
+    A workload gives one outcome per record: a batch run one, a serving run one per load point."""
 
     runner: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     window: tuple[int, int] | None = None  # the measure window, time.monotonic_ns()
     failure: dict[str, Any] | None = None  # RunRecord.fail's arguments
     result: dict[str, Any] | None = None
+    serving: dict[str, Any] = field(default_factory=dict)  # merged into the record's serving block
+    detail: Any = None  # the workload's own, for its metrics()
+
+
+Summarize = Callable[[int, int], dict[str, Any]]  # the meters' summary of a window (t0_ns, t1_ns)
 
 
 class Workload(Protocol):
@@ -52,12 +74,13 @@ class Workload(Protocol):
         """Convert or export what the engine loads, once, into the cache (ConversionFailed)."""
         ...
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
-        """Start the harness, attach the meters, run the workload, stop the meters, clean up."""
+    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
+        """Start the harness, attach the meters, run the workload, stop the meters, clean up; one
+        outcome per record to write (never none)."""
         ...
 
-    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
-        """The record's figures of an ok run."""
+    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
+        """The record's figures of an ok run (``summarize`` measures another window, e.g. a steady one)."""
         ...
 
 

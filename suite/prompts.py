@@ -1,4 +1,5 @@
-"""Prompt sets for serving runs: HumanEval-derived (as the second paper did) or a user's file.
+"""Prompt sets for serving runs: HumanEval-derived (as the second paper did), a user's file, or
+synthetic prompts of seeded input/output lengths.
 
 The paper tokenized each HumanEval problem, took a random span of 10-15 tokens and decoded it. We
 do the same, seeded, with one tokenizer for every model: GPT-2's pre-tokenization pattern (words,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ class PromptError(ValueError):
 class Prompt:
     id: str
     text: str
+    max_tokens: int | None = None  # this prompt's own output length (synthetic prompts); None: the run's
 
 
 def pieces(text: str) -> list[str]:
@@ -116,15 +119,87 @@ def file_prompts(path: Path, limit: int | None = None) -> list[Prompt]:
     return out[:limit] if limit is not None else out
 
 
+SYNTHETIC_COUNT = 100  # synthetic prompts when --limit does not say
+
+
+def parse_synthetic(text: str) -> dict[str, float]:
+    """``input=128,output=64[,range=0.25]`` -> {"input": 128, "output": 64, "range": 0.25}."""
+    out: dict[str, float] = {"range": 0.0}
+    for item in (t.strip() for t in text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if key not in ("input", "output", "range") or math.isnan(number):
+            raise PromptError(
+                f"--synthetic {text!r}: {item!r} is not input=N, output=N or range=R, "
+                "e.g. --synthetic input=128,output=64,range=0.25"
+            )
+        out[key] = number
+    if "input" not in out or "output" not in out:
+        raise PromptError(f"--synthetic {text!r} needs both input=N and output=N (lengths in tokens)")
+    if (
+        out["input"] < 1
+        or out["output"] < 1
+        or out["input"] != int(out["input"])
+        or out["output"] != int(out["output"])
+    ):
+        raise PromptError(f"--synthetic {text!r}: input and output are whole numbers of tokens, at least 1")
+    if not 0 <= out["range"] < 1:
+        raise PromptError(f"--synthetic {text!r}: range is a fraction from 0 up to (not including) 1")
+    return out
+
+
+def synthetic_prompts(
+    input_len: int,
+    output_len: int,
+    range_ratio: float = 0.0,
+    count: int = SYNTHETIC_COUNT,
+    seed: int = 0,
+    path: Path | None = None,
+) -> list[Prompt]:
+    """Prompts of about ``input_len`` pre-tokens each, cut from the HumanEval text, each with its own
+    output length; both lengths uniform in [len * (1 - range), len * (1 + range)], seeded (vLLM's
+    random dataset draws its lengths the same way)."""
+    rng = random.Random(seed)
+    corpus = [piece for problem in humaneval_problems(path) for piece in pieces(problem["prompt"])]
+
+    def length(mean: int) -> int:
+        return max(1, rng.randint(round(mean * (1 - range_ratio)), round(mean * (1 + range_ratio))))
+
+    out = []
+    for i in range(count):
+        n_in, n_out = length(input_len), length(output_len)
+        start = rng.randrange(len(corpus))
+        text = "".join(corpus[(start + k) % len(corpus)] for k in range(n_in))
+        out.append(Prompt(f"synthetic/{i}", text, n_out))
+    return out
+
+
 def load_prompts(
-    path: Path | None = None, seed: int = 0, limit: int | None = None
+    path: Path | None = None, seed: int = 0, limit: int | None = None, synthetic: dict[str, float] | None = None
 ) -> tuple[list[Prompt], dict[str, Any]]:
-    """(prompts, description for the record): a user's file, else HumanEval-derived."""
+    """(prompts, description for the record): a user's file, synthetic lengths, else HumanEval-derived."""
     if limit is not None and limit < 1:
         raise PromptError(f"--limit must be at least 1, got {limit}")
-    if path is not None:
+    if path is not None and synthetic is not None:
+        raise PromptError("give --prompts FILE or --synthetic lengths, not both")
+    if synthetic is not None:
+        prompts = synthetic_prompts(
+            int(synthetic["input"]), int(synthetic["output"]), synthetic["range"], limit or SYNTHETIC_COUNT, seed
+        )
+        info: dict[str, Any] = {
+            "source": "synthetic",
+            "input_len": int(synthetic["input"]),
+            "output_len": int(synthetic["output"]),
+            "range": synthetic["range"],
+            "length_unit": "gpt2-pretokenizer pieces of the HumanEval prompts (tokens differ per model)",
+            "seed": seed,
+        }
+    elif path is not None:
         prompts = file_prompts(path, limit)
-        info: dict[str, Any] = {"source": "file", "path": str(path)}
+        info = {"source": "file", "path": str(path)}
     else:
         prompts = humaneval_prompts(seed, limit)
         info = {"source": "humaneval", "span_tokens": list(SPAN_TOKENS), "tokenizer": "gpt2-pretokenizer", "seed": seed}

@@ -10,7 +10,7 @@ from typing import Any
 
 from controller.cache import ArtifactCache, Entry, key_of
 from controller.runners.base import Invocation, Mount, Runner, execute
-from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, ServingFailed
+from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, PARITY_NEW_TOKENS, ServingFailed
 from harness.protocol import (
     LM_EXPORT_FIELDS,
     LmExportSpec,
@@ -88,7 +88,11 @@ def _export(
         mounts.append(mm)
         model_path = runner.path_for(mm)
     spec = LmExportSpec(
-        format=fmt, model_path=model_path, out_dir=runner.path_for(out_mount), parity_prompts=parity_prompts
+        format=fmt,
+        model_path=model_path,
+        out_dir=runner.path_for(out_mount),
+        parity_prompts=parity_prompts,
+        parity_new_tokens=PARITY_NEW_TOKENS,
     )
     note(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
     ex = execute(

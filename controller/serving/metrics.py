@@ -1,29 +1,125 @@
-"""Serving figures of one run: per-request time, tokens/s, energy per request and per generated token."""
+"""Serving figures of one load point, from the client's per-request timestamps and the meters.
+
+Per request (RequestResult): TTFT = first token event - sent; TPOT = (last token event - first) /
+(output tokens - 1), for requests of two tokens or more; ITL = the gaps between successive token
+events; E2EL = response complete - sent. Aggregates: mean, median, p90, p99 (linear interpolation,
+numpy's default) over the successful requests, ITL over every gap of every one of them. Throughput
+over the measure window (first send to last answer): requests/s and output tokens/s; goodput:
+requests/s that succeeded and met every SLO given (a one-token request has no TPOT and meets a
+TPOT SLO). These follow vLLM's benchmark_serving and SGLang's bench_serving.
+
+Energy per request and per output token: the meters' total energy over the window divided by the
+successful requests / their output tokens; ``value`` is gross, ``net_j`` idle-subtracted where the
+meters have an idle baseline. Steady-state energy per output token: the same over the steady
+window (:func:`steady_window`), divided by the output tokens generated inside it.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 import statistics
+from collections import Counter
 from typing import Any
 
 from controller.record import percentile
 from controller.serving.client import RequestResult
+from controller.serving.load import LoadPoint
+
+SLO_KEYS = ("ttft", "tpot", "e2el")
+_SLO_ITEM = re.compile(r"^(?P<key>[a-z0-9_]+)\s*=\s*(?P<num>[0-9.eE+-]+)\s*(?P<unit>ms|s)?$")
 
 
-def _energy_per(measurements: dict[str, Any] | None, count: int, what: str) -> dict[str, Any]:
-    name = f"energy_per_{what}_j"
+def parse_slo(text: str) -> dict[str, float]:
+    """``ttft=500ms,tpot=50ms[,e2el=2s]`` -> {"ttft": 500.0, ...} in ms (a bare number is ms)."""
+    out: dict[str, float] = {}
+    for item in (t.strip() for t in text.split(",")):
+        m = _SLO_ITEM.match(item)
+        if m is None or m["key"] not in SLO_KEYS:
+            raise ValueError(
+                f"--slo {text!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(SLO_KEYS)} and VALUE in "
+                "ms or s, e.g. --slo ttft=500ms,tpot=50ms"
+            )
+        try:
+            value = float(m["num"]) * (1000.0 if m["unit"] == "s" else 1.0)
+        except ValueError:
+            raise ValueError(f"--slo {text!r}: {m['num']!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"--slo {text!r}: {m['key']} must be a positive time")
+        if m["key"] in out:
+            raise ValueError(f"--slo {text!r}: {m['key']} is given twice")
+        out[m["key"]] = value
+    return out
+
+
+def stats_ms(values_ns: list[float], name: str) -> dict[str, float | None]:
+    """``{name}_ms_mean``, ``_median``, ``_p90``, ``_p99``; None for each when there is no value."""
+    v = sorted(x / 1e6 for x in values_ns)
+    return {
+        f"{name}_ms_mean": statistics.fmean(v) if v else None,
+        f"{name}_ms_median": percentile(v, 0.50) if v else None,
+        f"{name}_ms_p90": percentile(v, 0.90) if v else None,
+        f"{name}_ms_p99": percentile(v, 0.99) if v else None,
+    }
+
+
+def steady_window(results: list[RequestResult], point: LoadPoint | None) -> dict[str, Any]:
+    """The part of the measure window where the load runs at its target, from the request timestamps.
+
+    Closed loop at concurrency N (and all-at-once, with N = every request): from the send of the
+    N-th request (the first moment N are in flight) to the first response completed after the
+    last send (from then on fewer than N are in flight, for good). Between the two every answer is
+    followed by the next send, so N are in flight except for the client's turnaround between one
+    response's end and its next send (microseconds). Open loop at a rate: from the first arrival to
+    the last, the time the arrival process runs at that rate; after it the server only drains.
+
+    Returns ``{"available", "t0_ns", "t1_ns", "s", "definition", "reason"}``.
+    """
+    sends = sorted(r.t_start_ns for r in results)
+    if point is None or not sends:
+        return _no_steady("no requests were sent" if point is not None else "no load point")
+    if point.concurrency is not None or point.request_rate == math.inf:
+        n = point.concurrency if point.concurrency is not None else len(sends)
+        definition = f"{n} in flight: from the send that made them {n} to the first answer after the last send"
+        if len(sends) < n:
+            return _no_steady(f"{len(sends)} requests were sent, fewer than the concurrency {n}")
+        ends = [r.t_start_ns + r.latency_ns for r in results]
+        t0 = sends[n - 1]
+        t1 = min((e for e in ends if e >= sends[-1]), default=0)
+    else:
+        definition = f"arrivals at {point.request_rate:g}/s: from the first arrival to the last"
+        t0, t1 = sends[0], sends[-1]
+    if t1 <= t0:
+        return _no_steady(f"the window is empty ({definition})")
+    return {"available": True, "t0_ns": t0, "t1_ns": t1, "s": (t1 - t0) / 1e9, "definition": definition, "reason": None}
+
+
+def _no_steady(reason: str) -> dict[str, Any]:
+    return {"available": False, "t0_ns": None, "t1_ns": None, "s": None, "definition": None, "reason": reason}
+
+
+def tokens_between(results: list[RequestResult], t0: int, t1: int) -> float:
+    """Output tokens generated in [t0, t1]: each request's tokens pro rata of its token events inside."""
+    total = 0.0
+    for r in results:
+        if not r.ok or not r.token_times_us:
+            continue
+        inside = sum(1 for t in r.token_times_ns() if t0 <= t <= t1)
+        total += (r.new_tokens or 0) * inside / len(r.token_times_us)
+    return total
+
+
+def _energy_per(measurements: dict[str, Any] | None, count: float, what: str, name: str) -> dict[str, Any]:
+    def unavailable(reason: str) -> dict[str, Any]:
+        return {"name": name, "value": None, "unit": "J", "available": False, "reason": reason}
+
     if not measurements:
-        return {"name": name, "value": None, "unit": "J", "available": False, "reason": "no measure window"}
+        return unavailable("no measure window")
     total = measurements["metrics"].get("total_energy_j", {})
     if not total.get("available"):
-        return {
-            "name": name,
-            "value": None,
-            "unit": "J",
-            "available": False,
-            "reason": total.get("reason", "no energy"),
-        }
+        return unavailable(total.get("reason", "no energy"))
     if count <= 0:
-        return {"name": name, "value": None, "unit": "J", "available": False, "reason": f"no {what}s in the window"}
+        return unavailable(f"no {what}s in the window")
     net = total.get("net_j")
     return {
         "name": name,
@@ -38,37 +134,155 @@ def _energy_per(measurements: dict[str, Any] | None, count: int, what: str) -> d
     }
 
 
+def meets(r: RequestResult, slo: dict[str, float]) -> bool:
+    checks = {
+        "ttft": r.ttft_ns,
+        "tpot": r.tpot_ns if r.tpot_ns is not None else 0.0,  # one token: nothing to pace
+        "e2el": r.latency_ns,
+    }
+    return r.ok and all(checks[k] is not None and checks[k] / 1e6 <= limit for k, limit in slo.items())  # type: ignore[operator]
+
+
 def serving_metrics(
-    results: list[RequestResult], window_ns: tuple[int, int], measurements: dict[str, Any] | None
+    results: list[RequestResult],
+    window_ns: tuple[int, int],
+    measurements: dict[str, Any] | None,
+    *,
+    point: LoadPoint | None = None,
+    slo: dict[str, float] | None = None,
+    steady: dict[str, Any] | None = None,
+    steady_measurements: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per-request time, tokens/s and energy per request and per generated token."""
+    """Latencies, throughput, goodput and energy of one load point."""
     ok = [r for r in results if r.ok]
-    lat_ms = sorted(r.latency_ns / 1e6 for r in ok)
     window_s = (window_ns[1] - window_ns[0]) / 1e9
+    per_s = (lambda n: n / window_s) if window_s > 0 else (lambda n: None)
     new_tokens = sum(r.new_tokens or 0 for r in ok)
+    prompt_known = all(r.prompt_tokens is not None for r in ok)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
-    server_total = [r.server_ms["total"] for r in ok if r.server_ms]
-    overhead = [r.latency_ns / 1e6 - r.server_ms["total"] for r in ok if r.server_ms]
-    return {
+    lat_ns = [float(r.latency_ns) for r in ok]
+    server_total = [r.server_ms["total"] for r in ok if r.server_ms and "total" in r.server_ms]
+    overhead = [r.latency_ns / 1e6 - r.server_ms["total"] for r in ok if r.server_ms and "total" in r.server_ms]
+    legacy = stats_ms(lat_ns, "latency")
+    out: dict[str, Any] = {
         # Same names as batch runs (one request = one sample = one batch of 1), for the report.
         "batches": len(ok),
         "samples": len(ok),
-        "latency_ms_mean": statistics.fmean(lat_ms) if lat_ms else None,
-        "latency_ms_p50": percentile(lat_ms, 0.50) if lat_ms else None,
-        "latency_ms_p90": percentile(lat_ms, 0.90) if lat_ms else None,
-        "latency_ms_p99": percentile(lat_ms, 0.99) if lat_ms else None,
+        "latency_ms_mean": legacy["latency_ms_mean"],
+        "latency_ms_p50": legacy["latency_ms_median"],
+        "latency_ms_p90": legacy["latency_ms_p90"],
+        "latency_ms_p99": legacy["latency_ms_p99"],
         "window_s": window_s,
-        "throughput_sps": len(ok) / window_s if window_s > 0 else None,
+        "throughput_sps": per_s(len(ok)),
         # Serving's own.
         "requests": len(results),
         "requests_ok": len(ok),
+        "requests_failed": len(results) - len(ok),
         "http_errors": len(results) - len(ok),
-        "time_per_request_s": statistics.fmean(lat_ms) / 1e3 if lat_ms else None,
-        "prompt_tokens_total": prompt_tokens,
+        "failure_reasons": dict(Counter(_reason(r.error) for r in results if not r.ok)),
+        "time_per_request_s": statistics.fmean(lat_ns) / 1e9 if lat_ns else None,
+        "prompt_tokens_total": prompt_tokens if prompt_known else None,
         "new_tokens_total": new_tokens,
-        "tokens_per_s": new_tokens / window_s if window_s > 0 else None,
+        "output_tokens_source": sorted({r.output_tokens_source or "server" for r in ok}),
+        "tokens_per_s": per_s(new_tokens),
+        "request_throughput_rps": per_s(len(ok)),
+        "output_token_throughput_tps": per_s(new_tokens),
+        "total_token_throughput_tps": per_s(new_tokens + prompt_tokens) if prompt_known else None,
+        **stats_ms([float(r.ttft_ns) for r in ok if r.ttft_ns is not None], "ttft"),
+        **stats_ms([r.tpot_ns for r in ok if r.tpot_ns is not None], "tpot"),
+        **stats_ms([float(g) for r in ok for g in r.itls_ns()], "itl"),
+        **stats_ms(lat_ns, "e2el"),
+        **stats_ms(
+            [float(r.t_start_ns - r.t_scheduled_ns) for r in results if r.t_scheduled_ns is not None], "send_lag"
+        ),
         "server_ms_mean": statistics.fmean(server_total) if server_total else None,
         "http_overhead_ms_mean": statistics.fmean(overhead) if overhead else None,
-        "energy_per_request_j": _energy_per(measurements, len(ok), "request"),
-        "energy_per_token_j": _energy_per(measurements, new_tokens, "token"),
+        "energy_per_request_j": _energy_per(measurements, len(ok), "request", "energy_per_request_j"),
+        "energy_per_token_j": _energy_per(measurements, new_tokens, "token", "energy_per_token_j"),
     }
+    if point is not None:
+        out["load_variable"], out["load_value"] = point.variable, point.value
+    out.update(_goodput(results, slo, per_s))
+    out.update(_steady(results, steady, steady_measurements))
+    return out
+
+
+def _reason(error: str | None) -> str:
+    return (error or "?").split(" (mid-stream")[0][:200]
+
+
+def _goodput(results: list[RequestResult], slo: dict[str, float] | None, per_s: Any) -> dict[str, Any]:
+    if not slo:
+        return {"slo_ms": None, "requests_meeting_slo": None, "goodput_rps": None}
+    good = sum(1 for r in results if meets(r, slo))
+    return {"slo_ms": dict(slo), "requests_meeting_slo": good, "goodput_rps": per_s(good)}
+
+
+def _steady(
+    results: list[RequestResult], steady: dict[str, Any] | None, measurements: dict[str, Any] | None
+) -> dict[str, Any]:
+    name = "energy_per_output_token_steady_j"
+    if steady is None or not steady["available"]:
+        reason = steady["reason"] if steady else "no steady window computed"
+        return {
+            "steady_window": steady,
+            "steady_output_tokens": None,
+            "steady_output_token_throughput_tps": None,
+            name: {"name": name, "value": None, "unit": "J", "available": False, "reason": reason},
+        }
+    tokens = tokens_between(results, steady["t0_ns"], steady["t1_ns"])
+    return {
+        "steady_window": steady,
+        "steady_output_tokens": tokens,
+        "steady_output_token_throughput_tps": tokens / steady["s"],
+        name: _energy_per(measurements, tokens, "output token", name),
+    }
+
+
+def _ms(m: dict[str, Any], name: str) -> str:
+    parts = [
+        f"{q} {m[f'{name}_ms_{q}']:.1f}"
+        for q in ("mean", "median", "p90", "p99")
+        if m.get(f"{name}_ms_{q}") is not None
+    ]
+    return "   ".join(parts) + " ms" if parts else "n/a"
+
+
+def _joules(e: dict[str, Any]) -> str:
+    if not e["available"]:
+        return f"unavailable: {str(e['reason']).split(':')[0]}"
+    net = f" (net of idle {e['net_j']:.4f} J)" if e.get("net_j") is not None else ""
+    return f"{e['value']:.4f} J{net}"
+
+
+def metric_lines(m: dict[str, Any]) -> list[str]:
+    """The summary's lines for one load point's metrics (unavailable figures say so)."""
+    rate = m.get("tokens_per_s")
+    overhead = m.get("http_overhead_ms_mean")
+    lines = [
+        f"requests   {m['requests_ok']} ok, {m.get('requests_failed', 0)} failed in {m['window_s']:.3f} s   "
+        + (f"{rate:.2f} tokens/s   " if rate is not None else "")
+        + f"{m['new_tokens_total']} tokens out, {m['prompt_tokens_total']} in",
+        f"TTFT       {_ms(m, 'ttft')}",
+        f"TPOT       {_ms(m, 'tpot')}",
+        f"ITL        {_ms(m, 'itl')}",
+        f"E2EL       {_ms(m, 'e2el')}"
+        + (f"   (HTTP + server overhead {overhead:.2f} ms)" if overhead is not None else ""),
+    ]
+    if m.get("slo_ms"):
+        slo = ",".join(f"{k}={v:g}ms" for k, v in m["slo_ms"].items())
+        lines.append(f"goodput    {m['goodput_rps']:.3f} requests/s ({m['requests_meeting_slo']} met {slo})")
+    steady = m.get("steady_window") or {}
+    lines.append(
+        f"steady     {steady['s']:.3f} s: {steady['definition']}"
+        if steady.get("available")
+        else f"steady     unavailable: {steady.get('reason')}"
+    )
+    for name, label in (
+        ("energy_per_request_j", "per request"),
+        ("energy_per_token_j", "per token"),
+        ("energy_per_output_token_steady_j", "per token, steady"),
+    ):
+        if name in m:
+            lines.append(f"energy     {label:<18} {_joules(m[name])}")
+    return lines

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.serving.load import LoadPoint
 
 # engine -> exported format it serves (None: loads the transformers folder itself)
 EXPORT_FORMATS: dict[str, str | None] = {
@@ -16,7 +20,8 @@ CONTAINER_PORT = 8000
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
 PARITY_PROMPTS = 3
-EXPORT_CODE_VERSION = 1  # bump when harness/serving/export.py changes what it writes
+PARITY_NEW_TOKENS = 16  # greedy tokens compared per parity prompt (decoding steps through the cache)
+EXPORT_CODE_VERSION = 2  # bump when harness/serving/export.py changes what it writes
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,18 @@ class ServingSettings:
     cooldown_s: float = 0.0  # and this long after the measured window (paper: 300)
     request_timeout_s: float = 120.0
     ready_timeout_s: float = 600.0
+    load: tuple[LoadPoint, ...] = ()  # the load points, one record each (none: closed loop at `concurrency`)
+    slo: dict[str, float] | None = None  # ms per key (ttft, tpot, e2el), for goodput
+    synthetic: dict[str, float] | None = None  # {"input", "output", "range"}: synthetic prompt lengths
+    ignore_eos: bool | None = None  # generate max tokens whatever the model says (None: for synthetic prompts)
+
+    def points(self) -> list[LoadPoint]:
+        from controller.serving.load import LoadPoint
+
+        return list(self.load) or [LoadPoint(concurrency=self.concurrency)]
+
+    def ignores_eos(self) -> bool:
+        return self.ignore_eos if self.ignore_eos is not None else self.synthetic is not None
 
 
 SERVE_TIMEOUT_S = 7200.0  # the whole server's life, export excluded
@@ -44,7 +61,8 @@ SERVE_TIMEOUT_S = 7200.0  # the whole server's life, export excluded
 class ServingFailed(Exception):
     """A serving run that cannot go on: the phase it stopped in and why."""
 
-    def __init__(self, phase: str, reason: str) -> None:
+    def __init__(self, phase: str, reason: str, code: str | None = None) -> None:
         super().__init__(reason)
         self.phase = phase
         self.reason = reason
+        self.code = code  # the record's failure code, when the phase does not say it

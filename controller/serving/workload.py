@@ -4,18 +4,22 @@ Its steps in the pipeline (``controller/pipeline.py``)::
 
     plan: validate, load the prompts -> resolve: export for onnxruntime/openvino/torchscript, cached
       -> drive: server start -> wait for /ready (bounded) -> idle + warm-up requests
-         -> measure window (the client's monotonic_ns) around the replay of the prompts
-         -> idle -> POST /shutdown (killed when it does not exit)
+         -> per load point, a measure window (the client's monotonic_ns) of streamed
+            /v1/completions (controller/serving/drive.py) -> idle
+         -> POST /shutdown (killed when it does not exit)
+      -> one outcome, so one run record, per load point
 
 The client is stdlib only; every request is bounded by a timeout. A server that dies, hangs or
-answers an error gives a failed record with the reason, and its process or container is always
-gone when :meth:`ServingWorkload.drive` returns.
+fails every request gives a failed record with the reason, and its process or container is always
+gone when :meth:`ServingWorkload.drive` returns. ``serve --endpoint`` drives a server someone else
+started instead (``controller/serving/external.py``).
 """
 
 from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,9 +33,11 @@ from controller.progress import Progress
 from controller.record import Failure, RunRecord
 from controller.requests import RunRequest, ServeSettings, positive
 from controller.runners.base import Invocation, Mount, Runner
-from controller.serving.client import RequestResult, http_json, replay, send_prompt
+from controller.serving.client import Endpoint, WorkItem, http_json
+from controller.serving.drive import Driven, drive, request_dicts, work_items
 from controller.serving.export import ensure_export
-from controller.serving.metrics import serving_metrics
+from controller.serving.load import PointRun
+from controller.serving.metrics import serving_metrics, steady_window
 from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
@@ -41,6 +47,7 @@ from controller.serving.settings import (
     MODEL_MOUNT,
     PARITY_PROMPTS,
     ServingFailed,
+    ServingSettings,
 )
 from controller.workload import Outcome, Plan, attach_meters
 from harness.options import OptionError, check_options
@@ -63,7 +70,8 @@ class ServingWorkload:
         self.prompts: list[Prompt] = []
         self.prompt_info: dict[str, Any] = {}
         self.export: Entry | None = None
-        self.results: list[RequestResult] = []
+        self.items: list[WorkItem] = []
+        self.driven = Driven()  # what the load did so far
 
     # -- validate ----------------------------------------------------------------------------
 
@@ -89,9 +97,10 @@ class ServingWorkload:
         try:
             self.model = model = resolve_model(w.model)
             prompts_file = None if s.prompts == "humaneval" else Path(s.prompts)
-            self.prompts, self.prompt_info = load_prompts(prompts_file, s.seed, s.limit)
+            self.prompts, self.prompt_info = load_prompts(prompts_file, s.seed, s.limit, s.synthetic)
         except (ValueError, PromptError) as exc:
             raise UserError(str(exc)) from None
+        self.items = work_items(self.prompts, s.max_new_tokens, s.ignores_eos())
         self.fmt = EXPORT_FORMATS[engine]
         identity = {
             "model": model.label,
@@ -131,14 +140,13 @@ class ServingWorkload:
         return {
             "model": asdict(model) | {"registry": asdict(model.registry) if model.registry else None},
             "prompts": self.prompt_info,
-            **{k: v for k, v in asdict(self.what.serving).items() if k not in ("prompts", "limit", "seed")},
-            "window": "client-side: time.monotonic_ns() on the host around the replay of the prompt set",
+            **serving_settings_block(self.what.serving),
             "requests": [],
         }
 
     # -- drive -------------------------------------------------------------------------------
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> Outcome:
+    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
         bind, published = runner.server_address()
         spec, mounts = self._spec(runner, record.run_id, bind, published)
         record.spec = asdict(spec)
@@ -163,31 +171,20 @@ class ServingWorkload:
         )
         server = ServerHandle(runner, inv, lambda w: attach_meters(meters, w), meters.stop, progress)
         progress.note(f"serving {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
-        client_events: list[dict[str, Any]] = []
-        window: tuple[int, int] | None = None
         failure: ServingFailed | None = None
         t0 = time.monotonic()
         try:
             server.start()
-            window = self._serve(server, published, client_events, record, progress)
+            self.driven = self._serve(server, published, record, progress)
         except ServingFailed as exc:
             failure = exc
         finally:
             server.cleanup()
-            assert record.serving is not None
-            record.serving["requests"] = [asdict(r) for r in self.results]
         record.elapsed_s = time.monotonic() - t0
-        return self._outcome(server, window, failure, client_events)
+        return self._outcomes(server, self.driven, failure, record.run_id)
 
-    def _serve(
-        self,
-        server: ServerHandle,
-        published: bool,
-        events: list[dict[str, Any]],
-        record: RunRecord,
-        progress: Progress,
-    ) -> tuple[int, int]:
-        """Ready, warm up, measure, cool down, shut down: the measure window."""
+    def _serve(self, server: ServerHandle, published: bool, record: RunRecord, progress: Progress) -> Driven:
+        """Ready, warm up, measure each load point, cool down, shut down."""
         s = self.what.serving
         host = "127.0.0.1"
         self.last_phase = "load"
@@ -198,25 +195,22 @@ class ServingWorkload:
         progress.phase("warmup")
         if s.warmup_s:
             _sleep_while_alive(server, s.warmup_s)
-        events.append(_event("warmup", "start", requests=s.warmup_requests))
-        for i in range(s.warmup_requests):
-            r = send_prompt(host, port, i, self.prompts[i % len(self.prompts)], s.max_new_tokens, s.request_timeout_s)
-            if not r.ok:
-                raise ServingFailed("warmup", f"warm-up request {i} ({r.prompt_id}): {r.error}{server.exit_note()}")
-        events.append(_event("warmup", "end"))
         self.last_phase = "measure"
-        progress.phase(f"measure: {len(self.prompts)} prompts, concurrency {s.concurrency}")
-        start = _event("measure", "start")
-        events.append(start)
-        self.results = replay(host, port, self.prompts, s.max_new_tokens, s.concurrency, s.request_timeout_s)
-        end = _event("measure", "end")
-        events.append(end)
-        bad = next((r for r in self.results if not r.ok), None)
-        if bad is not None:
-            time.sleep(0.2)  # let a dying server's exit be seen, for the reason
-            raise ServingFailed(
-                "measure", f"request {bad.index} ({bad.prompt_id}) failed: {bad.error}{server.exit_note()}"
-            )
+        driven = drive(
+            Endpoint("http", host, port, "/v1", self.model.label if self.model else self.what.model),
+            self.items,
+            s.points(),
+            warmup_requests=s.warmup_requests,
+            timeout_s=s.request_timeout_s,
+            say=progress.phase,
+            stop=lambda: None if server.alive() else "the server exited",
+            exit_note=server.exit_note,
+            extra={"return_token_ids": True},  # our server's tokens, for parity across engines
+        )
+        if driven.failure is not None and (not driven.runs or not server.alive()):
+            # A failed warm-up, or the server went away: no result, so every point's record fails.
+            self.driven = driven
+            raise driven.failure
         self.last_phase = "shutdown"
         if s.cooldown_s:
             _sleep_while_alive(server, s.cooldown_s)
@@ -227,7 +221,7 @@ class ServingWorkload:
         if not server.wait(30.0):
             server.kill()
             raise ServingFailed("shutdown", "the server did not exit within 30 s of POST /shutdown; killed")
-        return start["t_ns"], end["t_ns"]
+        return driven
 
     def _spec(self, runner: Runner, run_id: str, bind: str, published: bool) -> tuple[ServeSpec, list[Mount]]:
         assert self.model is not None
@@ -250,43 +244,130 @@ class ServingWorkload:
             artifact_path=artifact_path,
             host=bind,
             port=CONTAINER_PORT if published else 0,
-            max_new_tokens_limit=max(self.what.serving.max_new_tokens, 1024),
+            max_new_tokens_limit=max(*(i.max_tokens for i in self.items), 1024),
             seed=self.what.serving.seed,
             options=self.what.options,
         )
         return spec, mounts
 
-    def _outcome(
-        self,
-        server: ServerHandle,
-        window: tuple[int, int] | None,
-        failure: ServingFailed | None,
-        client_events: list[dict[str, Any]],
-    ) -> Outcome:
+    def _outcomes(
+        self, server: ServerHandle, driven: Driven, failure: ServingFailed | None, group: str
+    ) -> list[Outcome]:
+        """One outcome per load point that ran (one, failed, when none did)."""
         ex = server.execution
         runner_info = dict(ex.runner) if ex is not None else {}
-        outcome = Outcome(runner=runner_info, events=server.output.events + client_events, window=window)
         exit_code = ex.exit_code if ex is not None else None
-        if failure is not None:
-            code = Failure.REQUEST if failure.phase in ("warmup", "measure") else Failure.SERVER
-            outcome.failure = _failure(code, failure.reason, failure.phase, exit_code, server.log_tail())
-            return outcome
+        overall = self._server_failure(server, exit_code) if failure is None else failure
+        result = None
+        if overall is None and ex is not None:
+            result = parse_stream(ex.stdout, SERVE_RESULT_FIELDS).result
+        return point_outcomes(
+            driven,
+            server.output.events,
+            runner_info,
+            result,
+            lambda f: _failure(_code(f), f.reason, f.phase, exit_code, server.log_tail()),
+            overall,
+            group,
+        )
+
+    def _server_failure(self, server: ServerHandle, exit_code: int | None) -> ServingFailed | None:
+        """Why the server's own output says the run failed, or None."""
+        ex = server.execution
         assert ex is not None
         try:
             out = parse_stream(ex.stdout, SERVE_RESULT_FIELDS)
         except ProtocolError as exc:
-            outcome.failure = _failure(Failure.PROTOCOL, f"protocol: {exc}", "shutdown", exit_code, server.log_tail())
-            return outcome
-        if out.result is None or ex.exit_code != 0:
-            reason = f"the server ended without a result{server.exit_note()}"
-            outcome.failure = _failure(Failure.SERVER, reason, "shutdown", exit_code, server.log_tail())
-            return outcome
-        outcome.result = out.result
-        return outcome
+            return ServingFailed("shutdown", f"protocol: {exc}", Failure.PROTOCOL)
+        if out.result is None or exit_code != 0:
+            return ServingFailed("shutdown", f"the server ended without a result{server.exit_note()}")
+        return None
 
-    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None) -> dict[str, Any]:
-        assert outcome.window is not None
-        return serving_metrics(self.results, outcome.window, measurements)
+    def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
+        return point_metrics(outcome, measurements, summarize, self.what.serving.slo)
+
+
+Summarize = Callable[[int, int], dict[str, Any]]
+
+
+def serving_settings_block(s: ServingSettings) -> dict[str, Any]:
+    """What the record's ``serving`` block says of the settings (each record names its own load point)."""
+    shown = {k: v for k, v in asdict(s).items() if k not in ("prompts", "limit", "seed", "load", "slo", "ignore_eos")}
+    return shown | {
+        "ignore_eos": s.ignores_eos(),
+        "slo_ms": s.slo,
+        "api": "OpenAI-compatible POST /v1/completions, stream: true (one server-sent event per token)",
+        "window": "client-side: time.monotonic_ns() on the host, from the first send to the last answer",
+    }
+
+
+def point_outcomes(
+    driven: Driven,
+    events: list[dict[str, Any]],
+    runner_info: dict[str, Any],
+    result: dict[str, Any] | None,
+    failure_of: Callable[[ServingFailed], dict[str, Any]],
+    overall: ServingFailed | None,
+    group: str,
+) -> list[Outcome]:
+    """One outcome per point that ran: its requests, its events, its window; a point that failed
+    (the last one run) fails its record; ``overall`` (the server or the warm-up failed) fails them all."""
+    if not driven.runs:
+        assert overall is not None or driven.failure is not None
+        failed = overall or driven.failure
+        assert failed is not None
+        serving = {"warmup": request_dicts(driven.warmup)}
+        return [Outcome(runner_info, events + driven.warmup_events, failure=failure_of(failed), serving=serving)]
+    values = [run.point.value for run in driven.runs]
+    outcomes = []
+    for k, run in enumerate(driven.runs):
+        own = driven.failure if k == len(driven.runs) - 1 else None
+        failed = overall or own
+        outcome = Outcome(
+            runner_info,
+            events + (driven.warmup_events if k == 0 else []) + driven.events[k],
+            window=run.window_ns,
+            failure=failure_of(failed) if failed is not None else None,
+            result=result if failed is None else None,
+            serving={
+                "load": run.point.describe(),
+                "concurrency": run.point.concurrency,
+                "request_rate": run.point.describe()["request_rate"],
+                "sweep": {
+                    "variable": run.point.variable,
+                    "value": run.point.value,
+                    "values": values,
+                    "index": k,
+                    "group": group,
+                },
+                "warmup": request_dicts(driven.warmup) if k == 0 else [],
+                "requests": request_dicts(run.results),
+            },
+            detail=run,
+        )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def point_metrics(
+    outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize, slo: dict[str, float] | None
+) -> dict[str, Any]:
+    """A load point's figures over its window, and over its steady window (kept in ``serving``)."""
+    run = outcome.detail
+    assert isinstance(run, PointRun) and outcome.window is not None
+    steady = steady_window(run.results, run.point)
+    steady_m = summarize(steady["t0_ns"], steady["t1_ns"]) if steady["available"] else None
+    if steady_m is not None:
+        outcome.serving["measurements_steady"] = steady_m
+    return serving_metrics(
+        run.results,
+        outcome.window,
+        measurements,
+        point=run.point,
+        slo=slo,
+        steady=steady,
+        steady_measurements=steady_m,
+    )
 
 
 def check_settings(s: Any) -> None:
@@ -305,12 +386,14 @@ def check_settings(s: Any) -> None:
     positive("--ready-timeout", s.ready_timeout_s)
 
 
+def _code(f: ServingFailed) -> str:
+    if f.code is not None:
+        return f.code
+    return Failure.REQUEST if f.phase in ("warmup", "measure") else Failure.SERVER
+
+
 def _failure(code: str, reason: str, phase: str | None, exit_code: int | None, tail: list[str]) -> dict[str, Any]:
     return {"code": code, "reason": reason, "phase": phase, "exit_code": exit_code, "log_tail": tail}
-
-
-def _event(phase: str, edge: str, **info: Any) -> dict[str, Any]:
-    return {"kind": "event", "phase": phase, "edge": edge, "t_ns": time.monotonic_ns(), "source": "client", **info}
 
 
 def _sleep_while_alive(server: ServerHandle, seconds: float) -> None:

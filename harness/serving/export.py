@@ -1,44 +1,168 @@
-"""Export a transformers causal LM for serving: ONNX (torch.onnx, dynamo) or TorchScript (trace).
+"""Export a transformers causal LM for serving, with its KV cache: ONNX (torch.onnx, dynamo) or TorchScript.
 
-optimum's ORTModelForCausalLM exporter (optimum-onnx) requires transformers < 4.58, and
-optimum-intel pulls another torch and transformers; neither installs beside transformers 5.x, so we
-export ourselves: the forward ``(input_ids, attention_mask) -> logits`` without KV cache, with
-dynamic batch and sequence axes, served by a greedy loop (harness.serving.lm.greedy_loop). The
-parity check generates greedily with transformers (KV cache) and with the export's loop on the
-given prompts and compares the tokens.
+The exported forward is one decoding step with the cache as inputs and outputs, named as
+optimum's ONNX exports name them::
+
+    input_ids [b, s], attention_mask [b, past + s], position_ids [b, s],
+    past_key_values.{i}.key / .value [b, heads, past, head_dim]
+      -> logits [b, vocab] (the last position only: greedy decoding needs nothing else),
+         present.{i}.key / .value [b, heads, past + s, head_dim]
+
+A prompt runs with an empty cache (past = 0), each later token with the cache the step before
+returned (harness.serving.lm.greedy_decode). Why not optimum: optimum-onnx's exporter needs
+transformers < 4.58 and optimum ~2.1, optimum-intel needs transformers < 5.6 and optimum ~2.3 (so the
+two cannot share an environment, nor either one ours, transformers 5.x); exporting here keeps one
+transformers for the torch engine, the export and the parity reference. OpenVINO reads this ONNX and
+makes the cache stateful itself at load, the transformation optimum-intel's export applies.
+
+The parity check generates greedily with transformers (``generate``) and with the export, cached
+and cache-less, on the given prompts plus a one-token prompt. The export serves with its cache when
+the cached tokens agree on every prompt; when only the cache-less loop agrees (a trace that
+specialised on a shape, say) it serves without, ``kv_cache: false`` with the reason; when neither
+does the export fails. Written beside the artifact: ``cache.json`` (layout, kv_cache) and
+``reference.json`` (prompt ids and transformers' tokens, which every engine replays at load).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
+import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from harness.engines.base import EngineError
 from harness.protocol import Emitter, LmExportSpec
-from harness.serving.lm import ONNX_FILE, TORCHSCRIPT_FILE, greedy_loop
+from harness.serving.lm import CACHE_FILE, ONNX_FILE, REFERENCE_FILE, TORCHSCRIPT_FILE, greedy_decode, step_feeds
 
-EXPORTER = "joulebench torch.onnx/torch.jit export of the no-cache forward (optimum-onnx needs transformers<4.58)"
+EXPORTER = "joulebench torch.onnx (dynamo) / torch.jit.trace of one decoding step with the KV cache as inputs/outputs"
+EXAMPLE_PAST, EXAMPLE_SEQ = 3, 5  # traced shapes: neither 0 nor 1, so no dimension is specialised away
 
 
-def _logits_module(model: Any) -> Any:
+def _cache_layers(present: Any) -> list[tuple[Any, Any]]:
+    """(key, value) per layer of a transformers cache object."""
+    if hasattr(present, "layers"):
+        return [(layer.keys, layer.values) for layer in present.layers]
+    return [(k, v) for k, v in present.to_legacy_cache()]
+
+
+def _present(out: Any) -> Any:
+    """The cache a forward returned (``cache`` from transformers 5.24, ``past_key_values`` before)."""
+    present = getattr(out, "cache", None)
+    return present if present is not None else out.past_key_values
+
+
+def _step_module(model: Any, layers: int) -> Any:
+    """The model as one decoding step over flat cache tensors (key0, value0, key1, ...)."""
     import torch
+    from transformers import DynamicCache
 
-    class Logits(torch.nn.Module):
+    params = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.24
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    config = model.config
+
+    class Step(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, *past: Any) -> Any:
+            cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)], config=config)
+            out = self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **{cache_kw: cache},
+                **keep,
+            )
+            present = _present(out)
+            return (out.logits[:, -1, :], *(t for kv in _cache_layers(present) for t in kv))
 
-    return Logits(model).eval()
+    return Step(model).eval()
+
+
+def _layout(model: Any) -> dict[str, Any]:
+    """Names and per-sequence shapes of the cache tensors, read from one real forward."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True)
+    layers = _cache_layers(_present(out))
+    shapes = []
+    for k, v in layers:
+        shapes += [[k.shape[1], 0, *k.shape[3:]], [v.shape[1], 0, *v.shape[3:]]]
+    return {
+        "inputs": ["input_ids", "attention_mask", "position_ids"],
+        "past_names": [f"past_key_values.{i}.{kv}" for i in range(len(layers)) for kv in ("key", "value")],
+        "present_names": [f"present.{i}.{kv}" for i in range(len(layers)) for kv in ("key", "value")],
+        "past_shapes": shapes,  # without the batch; the sequence axis (2 with batch) starts at 0
+        "dtype": "float32",
+        "layers": len(layers),
+    }
+
+
+def _export(spec: LmExportSpec, step: Any, layout: dict[str, Any], out_file: str) -> Callable[..., Any]:
+    """Write the artifact; return run(ids, past_len, past) -> (next token, present, last logits)."""
+    import torch
+
+    ids = torch.randint(0, 100, (1, EXAMPLE_SEQ))
+    mask = torch.ones((1, EXAMPLE_PAST + EXAMPLE_SEQ), dtype=torch.long)
+    pos = torch.arange(EXAMPLE_PAST, EXAMPLE_PAST + EXAMPLE_SEQ)[None]
+    past = [torch.randn(1, s[0], EXAMPLE_PAST, *s[2:]) for s in layout["past_shapes"]]
+    if spec.format == "onnx":
+        batch, seq, total = torch.export.Dim("batch"), torch.export.Dim("sequence"), torch.export.Dim("total_sequence")
+        past_seq = torch.export.Dim("past_sequence")
+        torch.onnx.export(
+            step,
+            (ids, mask, pos, *past),
+            out_file,
+            input_names=layout["inputs"] + layout["past_names"],
+            output_names=["logits"] + layout["present_names"],
+            dynamic_shapes=(
+                {0: batch, 1: seq},
+                {0: batch, 1: total},
+                {0: batch, 1: seq},
+                tuple({0: batch, 2: past_seq} for _ in past),
+            ),
+            dynamo=True,
+            opset_version=spec.opset,
+        )
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
+
+        def run_onnx(ids: list[int], past_len: int, past: Any) -> tuple[int, Any, Any]:
+            out = session.run(None, {**step_feeds(ids, past_len), **dict(zip(layout["past_names"], past, strict=True))})
+            return int(out[0][0].argmax()), out[1:], out[0]
+
+        return run_onnx
+    traced = torch.jit.trace(step, (ids, mask, pos, *past), check_trace=False)
+    traced.save(out_file)
+    loaded = torch.jit.load(out_file).eval()
+
+    def run_jit(ids: list[int], past_len: int, past: Any) -> tuple[int, Any, Any]:
+        with torch.inference_mode():
+            out = loaded(*(torch.from_numpy(v) for v in step_feeds(ids, past_len).values()), *past)
+        return int(out[0][0].argmax()), list(out[1:]), out[0].numpy()
+
+    return run_jit
+
+
+def _empty(layout: dict[str, Any], onnx: bool) -> Callable[[], list[Any]]:
+    import numpy as np
+    import torch
+
+    if onnx:
+        return lambda: [np.zeros([1, *s], dtype=np.float32) for s in layout["past_shapes"]]
+    return lambda: [torch.zeros((1, *s)) for s in layout["past_shapes"]]
 
 
 def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
-    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,66 +173,23 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     if not getattr(tokenizer, "is_fast", False):
         raise EngineError(f"{spec.model_path}: exported serving needs a fast tokenizer (tokenizer.json)")
     model = AutoModelForCausalLM.from_pretrained(spec.model_path).eval()
-    wrapper = _logits_module(model)
     os.makedirs(spec.out_dir, exist_ok=True)
     tokenizer.save_pretrained(spec.out_dir)
     model.config.save_pretrained(spec.out_dir)
-    example = torch.randint(0, model.config.vocab_size, (1, 16))
-    mask = torch.ones_like(example)
     out_file = os.path.join(spec.out_dir, ONNX_FILE if spec.format == "onnx" else TORCHSCRIPT_FILE)
     with torch.inference_mode(False), torch.no_grad():
-        if spec.format == "onnx":
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-            torch.onnx.export(
-                wrapper,
-                (example, mask),
-                out_file,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                dynamo=True,
-                opset_version=spec.opset,
-            )
-
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
-
-            def forward(ids: Any, m: Any) -> Any:
-                return session.run(None, {"input_ids": ids, "attention_mask": m})[0]
-        else:
-            traced = torch.jit.trace(wrapper, (example, mask), check_trace=False)
-            traced.save(out_file)
-            loaded = torch.jit.load(out_file).eval()
-
-            def forward(ids: Any, m: Any) -> Any:
-                return loaded(torch.from_numpy(ids), torch.from_numpy(m)).numpy()
-
-        eos = model.config.eos_token_id
-        eos = eos[0] if isinstance(eos, list) else eos
-        prompts = []
-        agree = 0
-        max_abs = 0.0
-        for text in spec.parity_prompts:
-            ids = list(tokenizer(text)["input_ids"])
-            x = torch.tensor([ids])
-            ref = model.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=spec.parity_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=eos,
-            )[0, len(ids) :].tolist()
-            got = greedy_loop(forward, ids, spec.parity_new_tokens, eos)
-            arr = np.asarray([ids], dtype=np.int64)
-            diff = np.abs(forward(arr, np.ones_like(arr)) - wrapper(x, torch.ones_like(x)).numpy()).max()
-            max_abs = max(max_abs, float(diff))
-            agree += ref == got
-            prompts.append({"prompt": text, "reference_tokens": ref, "export_tokens": got})
+        layout = _layout(model)
+        step = _step_module(model, layout["layers"])
+        run = _export(spec, step, layout, out_file)
+        parity = _parity(spec, model, tokenizer, step, run, _empty(layout, spec.format == "onnx"))
+    layout["kv_cache"] = parity.pop("kv_cache")
+    layout["kv_cache_reason"] = parity.pop("kv_cache_reason")
+    with open(os.path.join(spec.out_dir, CACHE_FILE), "w") as fh:
+        json.dump(layout, fh, indent=1)
+    with open(os.path.join(spec.out_dir, REFERENCE_FILE), "w") as fh:
+        json.dump([{k: d[k] for k in ("prompt_ids", "reference_tokens")} for d in parity["details"]], fh)
     export_s = (emit.event("load", "end") - t0) / 1e9
-    for leftover in ("__pycache__",):
-        shutil.rmtree(os.path.join(spec.out_dir, leftover), ignore_errors=True)
+    shutil.rmtree(os.path.join(spec.out_dir, "__pycache__"), ignore_errors=True)
     versions = {}
     for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
         try:
@@ -120,16 +201,76 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
         "artifact_file": os.path.basename(out_file),
         "exporter": EXPORTER,
         "opset": spec.opset if spec.format == "onnx" else None,
-        "kv_cache": False,
+        "kv_cache": layout["kv_cache"],
+        "kv_cache_reason": layout["kv_cache_reason"],
+        "cache_layout": {k: layout[k] for k in ("layers", "past_shapes", "dtype")},
         "export_s": export_s,
         "exported_at": time.time(),
-        "parity": {
-            "ok": agree == len(spec.parity_prompts),
-            "greedy_token_agreement": agree / len(spec.parity_prompts) if spec.parity_prompts else None,
-            "prompts_checked": len(spec.parity_prompts),
-            "new_tokens": spec.parity_new_tokens,
-            "logits_max_abs_diff": max_abs,
-            "details": prompts,
-        },
+        "parity": parity,
         "versions": versions,
     }
+
+
+def _parity(
+    spec: LmExportSpec, model: Any, tokenizer: Any, step: Any, run: Callable[..., Any], empty: Callable[[], Any]
+) -> dict[str, Any]:
+    """Greedy tokens of transformers vs the export, cached and cache-less; which of the two to serve."""
+    import numpy as np
+    import torch
+
+    eos = model.config.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+    cases = [list(tokenizer(text)["input_ids"]) for text in spec.parity_prompts]
+    if cases and cases[0]:
+        cases.append(cases[0][:1])  # a one-token prompt: prefill with s = 1 and past = 0
+    n = spec.parity_new_tokens
+    details, cached_ok, uncached_ok, max_abs = [], 0, 0, 0.0
+    tokens_only = lambda ids, past_len, past: run(ids, past_len, past)[:2]  # noqa: E731
+    for ids in cases:
+        x = torch.tensor([ids])
+        ref = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=min(eos_ids) if eos_ids else None,
+        )[0, len(ids) :].tolist()
+        cached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=True)
+        uncached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=False)
+        torch_logits = step(*(torch.from_numpy(v) for v in step_feeds(ids, 0).values()), *_empty_torch(empty))[0]
+        max_abs = max(max_abs, float(np.abs(np.asarray(run(ids, 0, empty())[2]) - torch_logits.numpy()).max()))
+        cached_ok += cached == ref
+        uncached_ok += uncached == ref
+        details.append(
+            {
+                "prompt": tokenizer.decode(ids),
+                "prompt_ids": ids,
+                "reference_tokens": ref,
+                "export_tokens": cached,
+                "export_tokens_without_cache": uncached,
+            }
+        )
+    total = len(cases)
+    kv_cache = cached_ok == total
+    return {
+        "ok": kv_cache or uncached_ok == total,
+        "greedy_token_agreement": (cached_ok if kv_cache else uncached_ok) / total if total else None,
+        "greedy_token_agreement_cached": cached_ok / total if total else None,
+        "greedy_token_agreement_without_cache": uncached_ok / total if total else None,
+        "prompts_checked": total,
+        "new_tokens": n,
+        "logits_max_abs_diff": max_abs,
+        "details": details,
+        "kv_cache": kv_cache,
+        "kv_cache_reason": None
+        if kv_cache
+        else f"with its cache the export's greedy tokens differ from transformers' on {total - cached_ok} of {total} "
+        "prompts; it serves without the cache",
+    }
+
+
+def _empty_torch(empty: Callable[[], Any]) -> list[Any]:
+    import torch
+
+    return [v if isinstance(v, torch.Tensor) else torch.from_numpy(v) for v in empty()]

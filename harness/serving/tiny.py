@@ -12,8 +12,17 @@ from pathlib import Path
 EOS = "<|endoftext|>"
 
 
-def build_tiny_lm(out_dir: str | Path, seed: int = 0, vocab_size: int = 512, n_positions: int = 256) -> Path:
-    """Write a tiny causal LM (config, weights, tokenizer) to ``out_dir`` and return it."""
+def build_tiny_lm(
+    out_dir: str | Path,
+    seed: int = 0,
+    vocab_size: int = 512,
+    n_positions: int = 256,
+    n_embd: int = 32,
+    n_layer: int = 2,
+    n_head: int = 2,
+) -> Path:
+    """Write a tiny causal LM (config, weights, tokenizer) to ``out_dir`` and return it (benchmarks
+    make wider and deeper ones, so that a token costs what it costs in a small real model)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -39,9 +48,9 @@ def build_tiny_lm(out_dir: str | Path, seed: int = 0, vocab_size: int = 512, n_p
     config = GPT2Config(
         vocab_size=tok.get_vocab_size(),
         n_positions=n_positions,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         # Wide initial weights: logits then depend on the context, so greedy outputs vary from

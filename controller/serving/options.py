@@ -1,0 +1,38 @@
+"""The load, SLO and prompt-length options of ``serve`` (and of anything else that builds a
+ServingSettings from text), checked before anything starts: each mistake is one UserError line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.errors import UserError
+from controller.serving.load import LoadError, plan_points
+from controller.serving.metrics import parse_slo
+from suite.prompts import PromptError, parse_synthetic
+
+
+def load_fields(
+    *,
+    concurrency: str | None = None,
+    request_rate: str | None = None,
+    burstiness: float = 1.0,
+    seed: int = 0,
+    slo: str | None = None,
+    synthetic: str | None = None,
+    image: str | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Any]:
+    """ServingSettings fields: ``load`` (the points), ``concurrency``, ``slo``, ``synthetic``."""
+    if not image and not endpoint:
+        raise UserError("serve needs --image (start our server) or --endpoint URL (a server already running)")
+    try:
+        points = plan_points(concurrency, request_rate, burstiness, seed)
+        fields: dict[str, Any] = {
+            "load": tuple(points),
+            "concurrency": points[0].concurrency or 1,
+            "slo": parse_slo(slo) if slo is not None else None,
+            "synthetic": parse_synthetic(synthetic) if synthetic is not None else None,
+        }
+    except (LoadError, PromptError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return fields
