@@ -146,7 +146,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("campaign unknown action", ["campaign", "go", "x.toml"], ["go"]),
     # report
     ("report folder missing", ["report", "/no/such/folder"], ["/no/such/folder"]),
-    ("report folder is a file", ["report", "{file}"], ["not a directory"]),
+    ("report folder is a file", ["report", "{file}"], ["is not a folder"]),
     ("report unknown format", ["report", "{tmp}", "--format", "pdf"], ["pdf"]),
 ]
 

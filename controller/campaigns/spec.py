@@ -216,7 +216,7 @@ class Campaign:
                                 duration_s=None,
                                 warmup=self.serving.warmup_requests,
                                 mode="serving",
-                                serving=asdict(self.serving),
+                                serving=cell_serving(self.serving),
                             )
                         )
                     continue
@@ -267,3 +267,19 @@ class Campaign:
 def cell_id(model: str, model_size: str, configuration: str, batch: int, rep: int) -> str:
     """Readable and deterministic: the same coordinates always give the same id."""
     return f"{model}.{model_size}.{configuration}.b{batch}.r{rep}"
+
+
+# Serving settings a campaign cell names only when set: the load sweep, SLO, synthetic prompts and
+# ignore_eos came after the first serving campaigns, whose records must still resume.
+LATER_SERVING_FIELDS = ("load", "slo", "synthetic", "ignore_eos")
+
+
+def cell_serving(settings: ServingSettings) -> dict[str, Any]:
+    """A cell's serving settings as its records keep them (JSON values; later fields when set)."""
+    default = ServingSettings()
+    out = asdict(settings)
+    for name in LATER_SERVING_FIELDS:
+        if getattr(settings, name) == getattr(default, name):
+            out.pop(name)
+    return out
+
