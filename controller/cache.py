@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import UserError
+from controller.hostinfo import pid_alive
 from suite.model_formats import file_sha256
 
 META = "meta.json"
@@ -126,20 +127,10 @@ class ArtifactCache:
         for staging in self.root.glob(f"{STAGING_PREFIX}*"):
             parts = staging.name.removeprefix(STAGING_PREFIX).split("-")
             pid = parts[1] if len(parts) == 3 else ""
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 shutil.rmtree(staging, ignore_errors=True)
                 removed.append(staging)
         return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_writable_folder(path: Path, what: str) -> None:

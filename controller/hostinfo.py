@@ -49,3 +49,14 @@ def host(fingerprint: dict[str, Any]) -> dict[str, Any]:
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "python": platform.python_version(),
     }
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has this id (one of another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -296,12 +296,15 @@ def write_record(path: Path, record: RunRecord | dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader sees the old file or the whole new one, never a part."""
+    """Write JSON (or bytes as they are) so that a reader sees the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False, allow_nan=False)
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                fh.write(json.dumps(data, indent=1, sort_keys=False, allow_nan=False).encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from controller.campaigns.spec import Campaign
 from controller.errors import UserError
+from controller.hostinfo import pid_alive
 from controller.record import Failure, RecordError, load_record
 
 STATE_DIR = "campaign"  # results/<campaign>/campaign/: the file as run, the sessions, the lock
@@ -123,16 +124,6 @@ def log_session(results: Path, campaign: Campaign, entry: dict[str, Any]) -> Non
 # --- the lock -----------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def locked(results: Path, campaign: Campaign, note: Callable[[str], None]) -> Iterator[None]:
     """Hold the campaign folder's lock while the block runs.
@@ -174,7 +165,7 @@ def _take_over_or_refuse(path: Path, campaign: Campaign, note: Callable[[str], N
         note(f"campaign {campaign.name}: removing an unreadable lock file {path}")
         path.unlink(missing_ok=True)
         return
-    if host == socket.gethostname() and not _alive(pid):
+    if host == socket.gethostname() and not pid_alive(pid):
         note(f"campaign {campaign.name}: taking over the lock of process {pid}, which is gone")
         path.unlink(missing_ok=True)
         return

@@ -33,7 +33,7 @@ from controller.cluster.plan import node_lines
 from controller.cluster.progress import IDLE, LOST, ClusterProgress
 from controller.cluster.readiness import ClusterAssessment, _error_line, assess_cluster, build_missing
 from controller.progress import fmt_duration
-from controller.record import INTERRUPTED_REASON, Failure, record_path, write_record
+from controller.record import INTERRUPTED_REASON, Failure, record_path, write_atomic, write_record
 
 HERE = "on any node"
 NO_NODE_NOTE_S = 30.0  # how often to say that no node is alive to run the waiting blocks
@@ -270,7 +270,7 @@ class Dispatcher:
         path = record_path(self.where.results, self.campaign.name, record["run_id"])
         if record["run_id"] not in self.written:
             if value.get("trace") is not None:
-                _write_bytes(path.with_suffix(".trace.parquet"), value["trace"])
+                write_atomic(path.with_suffix(".trace.parquet"), value["trace"])
             write_record(path, record)
             self.written.add(record["run_id"])
         ok = record["status"] == "ok"
@@ -358,21 +358,3 @@ def homes(campaign: Campaign, history: dict[str, list[dict[str, Any]]]) -> dict[
             if key not in latest or str(r.get("started_at")) > latest[key][0]:
                 latest[key] = (str(r.get("started_at")), r["cluster"])
     return {k: v[1] for k, v in latest.items()}
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """A trace beside its record, atomically (as the record itself is written)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

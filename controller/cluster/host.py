@@ -20,6 +20,7 @@ from typing import Any
 
 from controller.campaigns.spec import Campaign, Cell
 from controller.errors import UserError
+from controller.hostinfo import pid_alive
 from controller.progress import Quiet
 from controller.record import load_record, write_atomic
 
@@ -140,16 +141,6 @@ class NodeState:
         write_atomic(self.path, self.load() | changes)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Host:
     """Holds one node for one block (as a Ray actor asking for its joulebench_host)."""
 
@@ -183,11 +174,11 @@ class Host:
         """A measurement of a controller that was killed ends (Ray stops its actor) before this block starts."""
         running = self.state.load().get("running") or {}
         pid = running.get("pid")
-        if not isinstance(pid, int) or pid == os.getpid() or not _alive(pid):
+        if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid):
             return
         notes.append(f"waiting for the run of an earlier controller (process {pid}) to end on this node")
         deadline = time.monotonic() + self.campaign.timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
 
     def cool_down(self) -> dict[str, Any]:

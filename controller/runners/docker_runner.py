@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from controller.errors import UserError
+from controller.hostinfo import pid_alive
 from controller.images import get_manifest, image_provenance, source_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
@@ -73,7 +74,7 @@ def reap_orphans(client: Any) -> list[str]:
         except docker.errors.NotFound:
             continue
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         _remove(container)
         removed.append(container.name)
@@ -105,16 +106,6 @@ def _network_mode(network: bool | str) -> str | None:
 
 def _explain(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def container_kwargs(inv: Invocation) -> dict[str, Any]:
