@@ -81,13 +81,14 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     finally:
         meters.stop()
 
+    template = copy.deepcopy(record)  # a sweep's further records start from the run as driven, not from the first
     trace: str | None = None
     if request.meters.keep_trace and any(o.window is not None for o in outcomes):
         meters.write_trace(path.with_suffix(".trace.parquet"))  # the whole session, once, for every record
         trace = path.with_suffix(".trace.parquet").name
     written = []
     for k, outcome in enumerate(outcomes):
-        rec, at = (record, path) if k == 0 else point_record(record, request)
+        rec, at = (record, path) if k == 0 else point_record(template, request)
         build_record(rec, workload, outcome, meters)
         if rec.measurements is not None:
             rec.trace_path = trace
@@ -96,9 +97,9 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     return written
 
 
-def point_record(first: RunRecord, request: RunRequest) -> tuple[RunRecord, Path]:
-    """A further record of the same run (a sweep's next point): the first's copy with its own id."""
-    rec = copy.deepcopy(first)
+def point_record(template: RunRecord, request: RunRequest) -> tuple[RunRecord, Path]:
+    """A further record of the same run (a sweep's next point): the run's copy with its own id."""
+    rec = copy.deepcopy(template)
     rec.run_id = new_run_id()
     return rec, record_path(request.where.results, request.where.campaign, rec.run_id)
 

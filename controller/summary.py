@@ -131,7 +131,9 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
         )
     if record.get("status") == "ok":
         if "load_s" in (record.get("result") or {}):
-            lines.append(f"load       {record['result']['load_s']:.2f} s (outside the window)")
+            gen = record["result"].get("generation") or {}
+            cache = "on" if gen.get("kv_cache") else f"off ({gen.get('kv_cache_reason')})"
+            lines.append(f"load       {record['result']['load_s']:.2f} s (outside the window)   KV cache {cache}")
         lines += metric_lines(record["metrics"])
         lines += energy_lines(record.get("measurements"))
     else:

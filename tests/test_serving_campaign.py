@@ -84,12 +84,19 @@ def test_serving_campaign_files_refuse_batch_keys_and_say_what_replaces_them(tmp
         ("samples = 10", "", r"samples does not apply to a serving campaign \(the number of prompts is \[serving\]"),
         ("", "batch_sizes = [1, 8]", "one prompt per request"),
         ("", "[serving]\nmax_new_tokns = 3", r"max_new_tokns in \[serving\]"),
+        ("", "[serving]\nload = [1, 4]", "one closed-loop concurrency.*--concurrency 1,4,16"),
+        ("", '[serving]\nslo = "ttft=soon"', r"\[serving\] --slo"),
+        ("", "[serving]\nslo = 500", "slo must be a string"),
+        ("", "[serving]\nignore_eos = 1", "ignore_eos must be true or false"),
     ]
     for extra, more, expected in cases:
         path = tmp_path / "bad.toml"
         path.write_text(base.format(extra=extra, more=more))
         with pytest.raises(UserError, match=expected):
             load_campaign_file(path)
+    path.write_text(base.format(extra="", more='[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"'))
+    serving = load_campaign_file(path).serving
+    assert serving is not None and serving.slo == {"ttft": 500.0, "tpot": 50.0} and serving.ignores_eos()
     path = tmp_path / "batch.toml"
     path.write_text('[serving]\nlimit = 3\n[matrix]\nmodels = ["resnet50"]\n[[matrix.configurations]]\nimage = "x"\n')
     with pytest.raises(UserError, match='needs mode = "serving"'):

@@ -235,6 +235,7 @@ def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
         return _positive(raw.get(key, getattr(d, key)), f"[serving] {key}", path, kind, allow_zero=allow_zero)
 
     return ServingSettings(
+        **_serving_load_settings(raw, path),
         prompts=prompts,
         limit=None if limit is None else _positive(limit, "[serving] limit", path),
         seed=seed,
@@ -246,6 +247,32 @@ def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
         request_timeout_s=number("request_timeout_s", float),
         ready_timeout_s=number("ready_timeout_s", float),
     )
+
+
+def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """[serving] slo, synthetic and ignore_eos as ``serve`` takes them; a load sweep is refused."""
+    from controller.serving.metrics import parse_slo
+    from suite.prompts import PromptError, parse_synthetic
+
+    if "load" in raw:
+        raise UserError(
+            f"{path}: [serving] load: a campaign serves each cell at one closed-loop concurrency ([serving] "
+            "concurrency); sweep loads with serve --concurrency 1,4,16 or --request-rate 1,2,inf"
+        )
+    out: dict[str, Any] = {}
+    for key, parse in (("slo", parse_slo), ("synthetic", parse_synthetic)):
+        if key in raw:
+            if not isinstance(raw[key], str):
+                raise UserError(f'{path}: [serving] {key} must be a string as serve --{key} takes it, got {raw[key]!r}')
+            try:
+                out[key] = parse(raw[key])
+            except (ValueError, PromptError) as exc:
+                raise UserError(f"{path}: [serving] {exc}") from None
+    if "ignore_eos" in raw:
+        if not isinstance(raw["ignore_eos"], bool):
+            raise UserError(f"{path}: [serving] ignore_eos must be true or false, got {raw['ignore_eos']!r}")
+        out["ignore_eos"] = raw["ignore_eos"]
+    return out
 
 
 def _interval(value: Any, path: Path) -> float:

@@ -262,7 +262,8 @@ def metric_lines(m: dict[str, Any]) -> list[str]:
     lines = [
         f"requests   {m['requests_ok']} ok, {m.get('requests_failed', 0)} failed in {m['window_s']:.3f} s   "
         + (f"{rate:.2f} tokens/s   " if rate is not None else "")
-        + f"{m['new_tokens_total']} tokens out, {m['prompt_tokens_total']} in",
+        + f"{m['new_tokens_total']} tokens out, "
+        + (f"{m['prompt_tokens_total']} in" if m.get("prompt_tokens_total") is not None else "tokens in unknown"),
         f"TTFT       {_ms(m, 'ttft')}",
         f"TPOT       {_ms(m, 'tpot')}",
         f"ITL        {_ms(m, 'itl')}",
@@ -271,7 +272,9 @@ def metric_lines(m: dict[str, Any]) -> list[str]:
     ]
     if m.get("slo_ms"):
         slo = ",".join(f"{k}={v:g}ms" for k, v in m["slo_ms"].items())
-        lines.append(f"goodput    {m['goodput_rps']:.3f} requests/s ({m['requests_meeting_slo']} met {slo})")
+        rps = m.get("goodput_rps")
+        shown = f"{rps:.3f} requests/s" if rps is not None else "n/a (an empty window)"
+        lines.append(f"goodput    {shown} ({m['requests_meeting_slo']} met {slo})")
     steady = m.get("steady_window") or {}
     lines.append(
         f"steady     {steady['s']:.3f} s: {steady['definition']}"

@@ -194,7 +194,7 @@ class ServingWorkload:
         self.last_phase = "warmup"
         progress.phase("warmup")
         if s.warmup_s:
-            _sleep_while_alive(server, s.warmup_s)
+            _sleep_while_alive(server, s.warmup_s, "warmup")
         self.last_phase = "measure"
         driven = drive(
             Endpoint("http", host, port, "/v1", self.model.label if self.model else self.what.model),
@@ -207,13 +207,14 @@ class ServingWorkload:
             exit_note=server.exit_note,
             extra={"return_token_ids": True},  # our server's tokens, for parity across engines
         )
+        self.driven = driven  # kept whatever happens next: the requests are in the records
         if driven.failure is not None and (not driven.runs or not server.alive()):
-            # A failed warm-up, or the server went away: no result, so every point's record fails.
-            self.driven = driven
+            # A failed warm-up, or the server went away: it gave no result, so every point's record fails.
             raise driven.failure
-        self.last_phase = "shutdown"
+        self.last_phase = "cooldown"
         if s.cooldown_s:
-            _sleep_while_alive(server, s.cooldown_s)
+            _sleep_while_alive(server, s.cooldown_s, "cooldown")
+        self.last_phase = "shutdown"
         try:
             http_json(host, port, "POST", "/shutdown", None, 10.0)
         except (OSError, http.client.HTTPException):
@@ -396,9 +397,9 @@ def _failure(code: str, reason: str, phase: str | None, exit_code: int | None, t
     return {"code": code, "reason": reason, "phase": phase, "exit_code": exit_code, "log_tail": tail}
 
 
-def _sleep_while_alive(server: ServerHandle, seconds: float) -> None:
+def _sleep_while_alive(server: ServerHandle, seconds: float, phase: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not server.alive():
-            raise ServingFailed("warmup", f"the server exited while idle{server.exit_note()}")
+            raise ServingFailed(phase, f"the server exited while idle ({phase}){server.exit_note()}")
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
