@@ -94,7 +94,8 @@ def test_serving_campaign_files_refuse_batch_keys_and_say_what_replaces_them(tmp
         path.write_text(base.format(extra=extra, more=more))
         with pytest.raises(UserError, match=expected):
             load_campaign_file(path)
-    path.write_text(base.format(extra="", more='[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"'))
+    serving_table = '[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"'
+    path.write_text(base.format(extra="", more=serving_table))
     serving = load_campaign_file(path).serving
     assert serving is not None and serving.slo == {"ttft": 500.0, "tpot": 50.0} and serving.ignores_eos()
     path = tmp_path / "batch.toml"
