@@ -532,3 +532,53 @@ def test_onnx_weights_in_an_external_data_file_are_hashed_mounted_and_run(models
     (folder / "two.weights").unlink()
     with pytest.raises(SourceError, match="keeps weights in two.weights, which is not a file beside it"):
         resolve_source(str(folder / "two.onnx"))
+
+
+# --- a user's own model through the command line, locally and in real Docker ---------------------
+
+OWN_RUN = ["--samples", "8", "--batch-size", "2", "--warmup", "1"]
+
+
+@pytest.mark.parametrize("runner", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_users_onnx_file_runs_from_the_command_line_named_by_its_sha256(models, cli, runner, request):
+    """`run --model FILE --input-shape`: ONNX Runtime and OpenVINO run the user's file (read-only in
+    the container), give the same predictions, and both records name its path and sha256."""
+    if runner == "docker":
+        request.getfixturevalue("docker_client")
+    else:
+        pytest.importorskip("openvino")
+    path = models / "two.onnx"
+    campaign = f"own-{runner}"
+    for image in ("onnx-cpu", "openvino-cpu"):
+        proc = cli(
+            "run", "--image", image, "--model", str(path), "--input-shape", "ids=11",
+            "--runner", runner, "--campaign", campaign, *OWN_RUN,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    recs = cli.records(campaign)
+    assert [r["status"] for r in recs] == ["ok", "ok"] and {r["runner"]["kind"] for r in recs} == {runner}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for rec in recs:
+        assert rec["model_source"]["location"] == str(path) and rec["model_source"]["sha256"] == digest
+        assert rec["model"] == "two" and rec["metrics"]["samples"] == 8
+    assert len({r["result"]["predictions_digest"] for r in recs}) == 1  # the same numbers on both engines
+    # The report names the model by its path and content.
+    report = controller("report", str(cli.results / campaign))
+    assert report.returncode == 0, report.stdout + report.stderr
+
+
+def test_a_campaign_names_a_users_file_and_its_input_shapes(models, tmp_path):
+    """A campaign's matrix takes a model path and [input_shapes]; its runs record the file's sha256."""
+    pytest.importorskip("onnxruntime")
+    path = models / "two.onnx"
+    toml = tmp_path / "own.toml"
+    toml.write_text(
+        '[campaign]\nname = "own-campaign"\nrepetitions = 1\nsamples = 8\nwarmup = 1\n'
+        f'[matrix]\nmodels = ["{path}"]\nbatch_sizes = [2]\n[[matrix.configurations]]\nimage = "onnx-cpu"\n'
+        f'[input_shapes]\n"{path}" = ["ids=11"]\n'
+    )
+    results = tmp_path / "results"
+    proc = controller("campaign", "run", str(toml), "--results", str(results), "--runner", "local")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (rec,) = [json.loads(p.read_text()) for p in (results / "own-campaign").glob("*.json")]
+    assert rec["status"] == "ok" and rec["model_source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
