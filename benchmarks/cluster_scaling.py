@@ -53,6 +53,7 @@ image = "onnx-cpu"
 engine = "onnxruntime"
 source = "torch"
 """
+GOAL = 0.4  # wall time on 3 nodes relative to 1 node
 
 
 def controller(*args: str) -> subprocess.CompletedProcess[str]:
@@ -114,6 +115,11 @@ def main() -> int:
     print(f"cool-down {args.cooldown:g} s; wall time relative to {min(walls)} node(s) (command / runs span):")
     for n, (wall, span) in sorted(walls.items()):
         print(f"  {n} nodes: {wall / base[0]:.2f} / {span / base[1]:.2f}")
+    most = max(walls)
+    ratio = walls[most][0] / base[0]
+    if most >= 3 and ratio > GOAL:
+        print(f"goal missed: {most} nodes took {ratio:.2f} of 1 node's wall time (goal <= {GOAL})")
+        return 1
     return 0
 
 
