@@ -70,7 +70,7 @@ def test_build_context_holds_harness_suite_and_no_host_pip_by_default():
 # --- lock files, pinned bases, provenance ------------------------------------------------------
 
 # onnxruntime-gpu 1.32.0 (the onnx-cpu pin) is not on PyPI (newest 1.31.1), so these cannot be locked.
-UNLOCKABLE = {"onnx-cuda", "onnx-trt"}
+UNLOCKABLE: set[str] = set()
 
 
 @pytest.mark.parametrize("name", sorted(load_manifests()))
