@@ -69,14 +69,8 @@ def test_build_context_holds_harness_suite_and_no_host_pip_by_default():
 
 # --- lock files, pinned bases, provenance ------------------------------------------------------
 
-# onnxruntime-gpu 1.32.0 (the onnx-cpu pin) is not on PyPI (newest 1.31.1), so these cannot be locked.
-UNLOCKABLE: set[str] = set()
-
-
 @pytest.mark.parametrize("name", sorted(load_manifests()))
 def test_every_image_has_a_current_lock_with_a_hash_for_every_package(name):
-    if name in UNLOCKABLE:
-        pytest.xfail("onnxruntime-gpu==1.32.0 is not on PyPI: the lead chooses its pin, then relock")
     m = load_manifests()[name]
     assert lock_problem(m) is None, f"python -m controller images relock {name}"
     text = lock_path(m).read_text()
