@@ -255,6 +255,36 @@ def test_a_server_that_dies_mid_run_gives_a_failed_record(tmp_path: Path, cache:
     assert_server_gone(rec)
 
 
+def test_a_concurrency_sweep_on_our_server_is_one_record_per_point(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    before = set(tmp_path.rglob("*.json"))
+    code = main(
+        [
+            "serve", "--image", "torch-cpu", "--model", str(tiny_lm), "--limit", "4",
+            "--max-new-tokens", "4", "--concurrency", "1,2", "--slo", "ttft=10s,tpot=5s",
+            "--runner", "local", "--results", str(tmp_path), "--cache", str(cache), "--campaign", "sweep",
+            "--option", "threads=1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    recs = sorted(
+        (json.loads(p.read_text()) for p in set(tmp_path.rglob("*.json")) - before),
+        key=lambda r: r["serving"]["sweep"]["index"],
+    )
+    assert [r["serving"]["load"]["concurrency"] for r in recs] == [1, 2]
+    assert all(r["status"] == "ok" and r["mode"] == "serving" for r in recs)
+    assert len({r["run_id"] for r in recs}) == 2
+    assert {r["serving"]["sweep"]["group"] for r in recs} == {recs[0]["run_id"]}
+    for rec in recs:
+        m = rec["metrics"]
+        assert m["requests_ok"] == 4 and m["load_variable"] == "concurrency"
+        assert m["ttft_ms_median"] is not None and m["requests_meeting_slo"] == 4
+        assert len(rec["serving"]["requests"]) == 4
+    # The warm-up belongs to the first point only; each point's window is its own.
+    assert recs[0]["serving"]["warmup"] and recs[1]["serving"]["warmup"] == []
+    assert recs[0]["metrics"]["window_s"] != recs[1]["metrics"]["window_s"]
+    assert_server_gone(recs[1])
+
+
 def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     code, rec = serve(tmp_path, cache, tiny_lm, "torch-cpu", "--option", "fault_hang_after=1", "--request-timeout", "2")
     assert code == 1 and rec["status"] == "failed"
