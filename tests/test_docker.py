@@ -41,6 +41,13 @@ def test_docker_run_records_the_image_and_leaves_no_container(cli, docker_client
     assert rec["runner"]["kind"] == "docker"
     assert rec["runner"]["image_id"].startswith("sha256:")
     assert rec["runner"]["image_digest"] is None and rec["runner"]["image_digest_reason"]
+    # Provenance: the lock file the image was installed from (this checkout's), and its base pinned.
+    from controller.image_lock import lock_sha256
+    from controller.images import get_manifest
+
+    assert rec["runner"]["lock_sha256"] == lock_sha256(get_manifest("onnx-cpu"))
+    assert rec["runner"]["lock_matches_checkout"] is True and rec["runner"]["harness_source_hash"]
+    assert rec["runner"]["base_digest"] and rec["runner"]["base_digest_kind"] in ("registry digest", "local image id")
     assert rec["result"]["providers_active"][0] == "CPUExecutionProvider"
     assert rec["artifact"]["converted_by"]["kind"] == "docker"
     assert rec["spec"]["artifact_root"] == "/artifacts"
