@@ -14,12 +14,26 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from controller.errors import UserError
 
-if TYPE_CHECKING:  # images imports this module
-    from controller.images import Manifest
+
+class Manifest(Protocol):
+    """What a lock is made for: an image's manifest (controller.images.Manifest) as this module reads it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def folder(self) -> Path: ...
+    @property
+    def python(self) -> str: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def indexes(self) -> list[str]: ...
+    @property
+    def from_base(self) -> list[str]: ...
 
 NO_DEPS = "# --no-deps"
 # Written into each lock by `images relock`: a changed requirements.txt or manifest makes it stale.

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from suite.sources import AUDIO_SAMPLES_DEFAULT, TEXT_SEQUENCE_DEFAULT, InputSpec, SourceError
+from suite.source_spec import AUDIO_SAMPLES_DEFAULT, TEXT_SEQUENCE_DEFAULT, InputSpec, SourceError
 
 # architecture suffix -> (task, AutoModel class); checked in order, the first match wins
 HEADS = (

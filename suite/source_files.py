@@ -12,7 +12,7 @@ from typing import Any
 from suite import model_formats as mf
 from suite.model_formats import FormatError, OnnxValue, combined_sha256, file_sha256, folder_files
 from suite.protowire import WireError, read_onnx, read_saved_model
-from suite.sources import InputSpec, ModelSource, SourceError, fill_for, input_spec
+from suite.source_spec import InputSpec, ModelSource, SourceError, fill_for, input_spec
 
 
 def from_path(path: Path) -> ModelSource:

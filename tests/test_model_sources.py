@@ -139,23 +139,17 @@ def harness_run(source: ModelSource, engine: str, batch: int = 2, **fields: Any)
 
 
 def convert(source: ModelSource, conversion: str, cache: Path, image: str = "torch-cpu") -> Any:
-    from controller.artifacts import ensure_artifact
+    from controller.artifacts import Conversion, ensure_artifact
     from controller.runners.local import LocalRunner
 
-    return ensure_artifact(
-        LocalRunner(),
-        cache,
-        conversion,
-        image,
-        source.label,
-        "full",
-        "random",
-        None,
-        0,
-        900,
-        say=lambda _: None,
-        model_source=source,
-    )
+    conv = Conversion(conversion, image, source.label, "full", "random", None, 0, None, source)
+    return ensure_artifact(LocalRunner(), local_cache(cache), conv, 900, lambda _: None)
+
+
+def local_cache(root: Path) -> Any:
+    from controller.cache import ArtifactCache
+
+    return ArtifactCache(root, False, lambda _: None)
 
 
 # --- what inspect reads ------------------------------------------------------------------------------
@@ -349,7 +343,7 @@ def test_openvino_ir_made_from_the_onnx_file(models, artifact_cache):
     assert conversion_steps(source, "openvino", "openvino-cpu", {}) == []  # read as ONNX, natively
     steps = conversion_steps(source, "openvino", "openvino-cpu", {"model_format": "ir"})
     assert steps == [("onnx2openvino", "openvino-cpu")]
-    artifact = source_artifact(LocalRunner(), artifact_cache, source, steps, 0, 900, say=lambda _: None)
+    artifact = source_artifact(LocalRunner(), local_cache(artifact_cache), source, steps, 0, 900, lambda _: None)
     assert artifact is not None and artifact.meta["parity"]["ok"], artifact
     assert artifact.meta["key_inputs"]["model_source"]["sha256"] == source.digest
     ir = resolve_source(str(artifact_cache / artifact.relpath), {"ids": (11,)})
@@ -395,7 +389,7 @@ def test_transformers_folder_natively_and_converted_with_parity(hf_folders, arti
 
         steps = conversion_steps(source, "openvino", "openvino-cpu", {"model_format": "ir"})
         assert steps == [("torch2onnx", "torch-cpu"), ("onnx2openvino", "openvino-cpu")]
-        ir = source_artifact(LocalRunner(), artifact_cache, source, steps, 0, 900, say=lambda _: None)
+        ir = source_artifact(LocalRunner(), local_cache(artifact_cache), source, steps, 0, 900, lambda _: None)
         assert ir is not None and ir.meta["source_artifact"]["key"] == onnx.key and ir.meta["parity"]["ok"]
         from_ir = harness_run(source, "openvino", artifact=ir.relpath, artifact_root=str(artifact_cache))
         assert from_ir["options_used"]["model_format"] == "ir"
