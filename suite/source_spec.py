@@ -1,12 +1,13 @@
 """What a model source is (:class:`ModelSource`, its inputs, the engines' routes to it) and the
 checks on it; ``suite/sources.py`` resolves a name, path or hub id into one.
 
-A model is a source: a registered name, an ONNX file, a transformers folder or hub id, a
-TorchScript file, a Keras file or SavedModel, or an OpenVINO IR. :func:`resolve_source` reads
-what the model says about itself (task, inputs with dtypes and dynamic axes, outputs, parameters,
-files and their sha256) with the standard library only, so the controller can validate a run,
-pick images and name the model in its record without any ML framework. :meth:`ModelSource.routes`
-says which engines can run it, natively or through which conversions, and why the others cannot. The harness gets :meth:`ModelSource.harness_fields`.
+A model is a source: a registered name, an ONNX file, a transformers folder or hub id, a TorchScript
+file, a Keras file or SavedModel, or an OpenVINO IR. :func:`resolve_source` reads what the model
+says about itself (task, inputs with dtypes and dynamic axes, outputs, parameters, files and their
+sha256) with the standard library only, so the controller can validate a run, pick images and name
+the model in its record without any ML framework. :meth:`ModelSource.routes` says which engines can
+run it, natively or through which conversions, and why the others cannot. The harness gets
+:meth:`ModelSource.harness_fields`.
 """
 
 from __future__ import annotations
