@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.campaigns.estimate import estimate
-from controller.campaigns.execute import Session, begin_session, ok_line, run_settings, setup_failed, summary
 from controller.campaigns.history import locked, recorded
+from controller.campaigns.session import Session, begin_session, ok_line, run_settings, setup_failed, summary
 from controller.campaigns.spec import Campaign, Cell
 from controller.cluster.blocks import block_key, blocks, makespan
 from controller.cluster.connect import RESOURCE, Cluster, Node, connected, labels

@@ -156,7 +156,7 @@ class Host:
 
     def hello(self) -> dict[str, Any]:
         """Before the block's first run: the node is free, its idle baseline is as the policy asks."""
-        from controller.campaigns.execute import apply_idle_policy
+        from controller.campaigns.session import apply_idle_policy
 
         notes: list[str] = []
         self._wait_for_predecessor(notes)
@@ -204,7 +204,7 @@ class Host:
     def run(self, cell: Cell, record_cell: dict[str, Any]) -> dict[str, Any]:
         """One run through the pipeline: {record, trace (bytes or None), notes}."""
         from controller import pipeline
-        from controller.campaigns.execute import run_settings, setup_failed
+        from controller.campaigns.session import run_settings, setup_failed
 
         notes = Notes()
         with tempfile.TemporaryDirectory(prefix="joulebench-run-") as tmp:
