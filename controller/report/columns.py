@@ -46,12 +46,25 @@ COLUMNS: dict[str, Column] = {
         Column("energy_per_token", "Energy per token", "J", "low", "total_energy_j"),
         Column("time_per_request_s", "Time per request", "s", "low", None),
         Column("tokens_per_s", "Throughput", "tokens/s", "high", None),
+        # A serving load point's figures (serve --concurrency / --request-rate): the client's per-request
+        # latencies, throughput over the measure window, goodput against the SLO given.
+        Column("ttft_ms_median", "TTFT median", "ms", "low", None),
+        Column("ttft_ms_p99", "TTFT p99", "ms", "low", None),
+        Column("tpot_ms_median", "TPOT median", "ms", "low", None),
+        Column("itl_ms_median", "ITL median", "ms", "low", None),
+        Column("e2el_ms_median", "E2EL median", "ms", "low", None),
+        Column("e2el_ms_p99", "E2EL p99", "ms", "low", None),
+        Column("request_throughput_rps", "Request throughput", "requests/s", "high", None),
+        Column("output_token_throughput_tps", "Output-token throughput", "tokens/s", "high", None),
+        Column("goodput_rps", "Goodput", "requests/s", "high", None),
+        # Energy over the steady window (the load at its target) per output token generated inside it.
+        Column("energy_per_token_steady", "Energy per output token, steady", "J", "low", None),
         # Derived from Total energy with a grid factor (issue 19): an estimate, never a measurement.
         Column("carbon_g", "Carbon, estimated", "gCO2e", "low", "total_energy_j"),
     )
 }
 ENERGIES = ("gpu_energy", "cpu_energy", "dram_energy", "total_energy")
-ENERGY_DERIVED = ("energy_per_request", "energy_per_token", "carbon_g")
+ENERGY_DERIVED = ("energy_per_request", "energy_per_token", "energy_per_token_steady", "carbon_g")
 
 
 def header(key: str) -> str:

@@ -10,6 +10,7 @@ gross figures means nothing).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,88 @@ def _resources(record: dict[str, Any], metrics: dict[str, Any], notes: dict[str,
     return out
 
 
+LOAD_FIGURES = (
+    "ttft_ms_median",
+    "ttft_ms_p99",
+    "tpot_ms_median",
+    "itl_ms_median",
+    "e2el_ms_median",
+    "e2el_ms_p99",
+    "request_throughput_rps",
+    "output_token_throughput_tps",
+    "steady_output_token_throughput_tps",
+    "goodput_rps",
+)
+LOAD_COLUMNS = ("load_variable", "load_value", "sweep_group", "sweep_points", *LOAD_FIGURES)
+STEADY = "energy_per_output_token_steady_j"
+
+
+def _number(v: Any) -> float | None:
+    """A record's number; the load value "inf" (all requests at once) as infinity."""
+    if v == "inf":
+        return math.inf
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _load_reason(name: str, metrics: dict[str, Any]) -> str:
+    if name not in metrics:
+        return f"the record has no {name} (written before joulebench measured serving load points)"
+    if name == "goodput_rps" and not metrics.get("slo_ms"):
+        return "goodput needs an SLO: none was given (serve --slo ttft=500ms,tpot=50ms)"
+    if name.startswith("steady_"):
+        return f"no steady window: {(metrics.get('steady_window') or {}).get('reason') or 'not computed'}"
+    if "_ms_" not in name:
+        return "the measure window is empty"
+    what = name.split("_")[0].upper()
+    needs = " (it needs two tokens or more)" if what in ("TPOT", "ITL") else ""
+    return f"no successful request gave a {what}{needs}"
+
+
+def kv_cache_of(record: dict[str, Any]) -> tuple[bool | None, str | None]:
+    """Whether the serving engine kept a KV cache (result.generation.kv_cache), and why not / why unknown."""
+    result = record.get("result") or {}
+    generation = result.get("generation") or {}
+    if isinstance(generation.get("kv_cache"), bool):
+        on = generation["kv_cache"]
+        return on, None if on else (generation.get("kv_cache_reason") or "off (no reason recorded)")
+    if result.get("external") or record.get("engine") == "external":
+        return None, "not reported: an external server (serve --endpoint) does not say whether it keeps a KV cache"
+    return None, "the record does not say (written before joulebench recorded the KV cache)"
+
+
+def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """A serving load point's fields: the swept variable and value, the sweep, latencies,
+    throughputs, goodput, steady energy per output token (gross and net), the KV cache. What
+    the record lacks is null with its reason in ``notes``, never 0."""
+    serving = record.get("serving") or {}
+    metrics = record.get("metrics") or {}
+    sweep = serving.get("sweep") or {}
+    row: dict[str, Any] = {
+        "load_variable": metrics.get("load_variable") or sweep.get("variable"),
+        "load_value": _number(metrics.get("load_value", sweep.get("value"))),
+        "sweep_group": sweep.get("group"),
+        "sweep_points": len(sweep.get("values") or []) or None,
+    }
+    for name in LOAD_FIGURES:
+        row[name] = _number(metrics.get(name))
+        if row[name] is None:
+            notes[name] = _load_reason(name, metrics)
+    steady = metrics.get(STEADY) or {}
+    ok = bool(steady.get("available")) and isinstance(steady.get("value"), (int, float))
+    row["energy_per_token_steady_gross"] = float(steady["value"]) if ok else None
+    row["energy_per_token_steady_net"] = _number(steady.get("net_j")) if ok else None
+    if not ok:
+        notes["energy_per_token_steady"] = (
+            f"the record has no {STEADY} (written before joulebench measured the steady window)"
+            if not steady
+            else _short_reason("total_energy_j", steady.get("reason"))
+        )
+    row["kv_cache"], row["kv_cache_reason"] = kv_cache_of(record)
+    if row["kv_cache_reason"]:
+        notes["kv_cache"] = row["kv_cache_reason"]
+    return row
+
+
 def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     cell = record.get("cell") or {}
     measurements = record.get("measurements") or {}
@@ -121,6 +204,8 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["ram_peak_mib"] = None if ram is None else ram / 2**20
     notes: dict[str, str] = {}
     row.update(_resources(record, metrics, notes))
+    if serving:
+        row.update(serving_load_row(record, notes))
     for col, name in ENERGY_RECORD.items():
         m = metrics.get(name) or {}
         ok = bool(m.get("available")) and isinstance(m.get("value"), (int, float))
@@ -167,6 +252,16 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "energy_per_request": pl.Float64,
     "energy_per_token": pl.Float64,
     "carbon_g": pl.Float64,
+    "load_variable": pl.Utf8,
+    "load_value": pl.Float64,
+    "sweep_group": pl.Utf8,
+    "sweep_points": pl.Int64,
+    **{name: pl.Float64 for name in LOAD_FIGURES},
+    "energy_per_token_steady": pl.Float64,
+    "energy_per_token_steady_gross": pl.Float64,
+    "energy_per_token_steady_net": pl.Float64,
+    "kv_cache": pl.Boolean,
+    "kv_cache_reason": pl.Utf8,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,
     "gpu_mem_util_percent": pl.Float64,
@@ -269,6 +364,7 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
         r["gpu_power_w"] = (
             power - idle if kind.power_kind == "net" and power is not None and idle is not None else power
         )
+        _steady_energy(r, kind, notes)
         total = r["total_energy"]
         for col, count in (("energy_per_request", r["requests_ok"]), ("energy_per_token", r["new_tokens"])):
             r[col] = total / count if r["serving"] and total is not None and count else None
@@ -278,6 +374,16 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
         if "total_energy" in notes:
             notes["carbon_g"] = notes["total_energy"]
         r["notes"] = json.dumps(notes)
+
+
+def _steady_energy(r: dict[str, Any], kind: EnergyKind, notes: dict[str, str]) -> None:
+    """The steady energy per output token of the report's kind: net for a net report, else gross."""
+    gross, net = r.get("energy_per_token_steady_gross"), r.get("energy_per_token_steady_net")
+    r["energy_per_token_steady"] = net if kind.kind == "net" else gross
+    if kind.kind == "net" and gross is not None and net is None:
+        notes["energy_per_token_steady"] = "measured gross only, and this report shows net energies"
+    elif kind.kind == "gross" and gross is not None and "total_energy" in notes:
+        notes["energy_per_token_steady"] = notes["total_energy"]
 
 
 @dataclass

@@ -15,6 +15,7 @@ import polars as pl
 from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value, with_carbon
 from controller.report.columns import header
 from controller.report.data import EnergyKind, notes_of
+from controller.report.loads import kv_cache_remark, kv_cache_value, load_key, load_text, one_load_point
 from controller.report.paper1 import GPU_PROVIDERS
 from controller.report.table import Table, Value, num_value, text_value
 
@@ -39,6 +40,19 @@ SERVING_TABLE_METRICS = (
     "cpu_percent",
     "ram_peak_mib",
     "gpu_mem_used_peak_percent",
+)
+# A serving load point's own figures, in the per-model table when the records have load points.
+LOAD_TABLE_METRICS = (
+    "ttft_ms_median",
+    "ttft_ms_p99",
+    "tpot_ms_median",
+    "itl_ms_median",
+    "e2el_ms_median",
+    "e2el_ms_p99",
+    "request_throughput_rps",
+    "output_token_throughput_tps",
+    "goodput_rps",
+    "energy_per_token_steady",
 )
 SERVING_HEADERS = {"total_energy": "Global energy (J)", "window_s": "Execution time (s)"}
 PAPER_TOTAL = "CPU + GPU energy (Global energy)"
@@ -166,6 +180,7 @@ def tables45(ok: pl.DataFrame, kind: EnergyKind) -> list[Table] | str:
             "need serving runs; these records have none (run suite/campaigns/code-slm-serving.toml, or its "
             "CPU variant code-slm-serving-cpu.toml)."
         )
+    serving, load_note = one_load_point(serving)
     cpu = serving.filter(~pl.col("provider").is_in(GPU_PROVIDERS))
     gpu = serving.filter(pl.col("provider").is_in(GPU_PROVIDERS))
     out: list[Table] = []
@@ -181,31 +196,43 @@ def tables45(ok: pl.DataFrame, kind: EnergyKind) -> list[Table] | str:
     missing = "Table 5 (CUDA execution provider)" if not gpu.height else "Table 4 (CPU execution provider)"
     if not (cpu.height and gpu.height):
         out[0].remarks.append(f"{missing}: no serving run of these records used it.")
+    for t, part in zip(out, [p for p in (cpu, gpu) if p.height], strict=True):
+        t.remarks.append(kv_cache_remark(part, configuration_labels(part)))
+        if load_note:
+            t.remarks.append(load_note)
     return out
 
 
+def _has_loads(serving: pl.DataFrame) -> bool:
+    return serving.height > 0 and serving["load_value"].null_count() < serving.height
+
+
 def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
-    """Every serving model × configuration: medians over repetitions, per request and per token,
-    and the paper's resource metrics (its Figures 4-5) with ours beside them."""
+    """Every serving model × load point × configuration: medians over repetitions, per request and
+    per token, the load point's latencies, throughputs and goodput, the KV cache, and the paper's
+    resource metrics (its Figures 4-5) with ours beside them."""
     serving = ok.filter(pl.col("serving"))
-    metrics = measured_columns(serving, with_carbon(SERVING_TABLE_METRICS, kind))
+    loads = _has_loads(serving)
+    wanted = SERVING_TABLE_METRICS + (LOAD_TABLE_METRICS if loads else ())
+    metrics = measured_columns(serving, with_carbon(wanted, kind))
+    fixed = ["Model", "Category", "Serving configuration", *(["Load"] if loads else []), "KV cache", "Runs"]
     t = Table(
         "serving",
-        "Serving runs per model and configuration (medians over repetitions)",
-        ["Model", "Category", "Serving configuration", "Runs", *(header(c) for c in metrics)],
+        "Serving runs per model" + (", load point" if loads else "") + " and configuration (medians over repetitions)",
+        [*fixed, *(header(c) for c in metrics)],
     )
-    first = 4
+    first = len(fixed)
     labels = configuration_labels(serving) if serving.height else {}
-    for (model, size), group in groups(serving, ["model", "model_size"]):
+    points = groups(serving, ["model", "model_size", "load_variable", "load_value"])
+    points.sort(key=lambda kg: (str(kg[0][0]), str(kg[0][1]), load_key(kg[0][2], kg[0][3])))
+    for (model, size, variable, value), group in points:
         start = len(t.rows)
         t.group_starts.add(start)
         for (conf,), runs in sorted(groups(group, ["configuration"]), key=lambda kg: labels[kg[0][0]]):
-            row = [
-                text_value(model),
-                text_value(category_of(size)),
-                text_value(labels[conf]),
-                Value(str(runs.height), runs.height),
-            ]
+            row = [text_value(model), text_value(category_of(size)), text_value(labels[conf])]
+            if loads:
+                row.append(text_value(load_text(variable, value)))
+            row += [kv_cache_value(t, runs), Value(str(runs.height), runs.height)]
             row += [median_value(t, runs, c) for c in metrics]
             t.rows.append(row)
         mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
@@ -213,9 +240,21 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "Energy per request and per generated token divide the run's energy (the same as Global energy) by "
         "its requests and by the tokens it generated; time per request is the client's mean latency."
     )
+    if loads:
+        t.remarks.append(LOAD_DEFINITIONS)
     t.remarks.append(RESOURCE_DEFINITIONS)
     t.remarks += energy_remarks(serving, kind, PAPER_TOTAL)
     return t
+
+
+LOAD_DEFINITIONS = (
+    "Load: the load point of the run (closed loop: requests in flight; open loop: arrivals per second; a sweep "
+    "is one record per point); best values are bold among the configurations at one load point. TTFT, TPOT, "
+    "ITL, E2EL: the client's per-request times over the point's successful requests (median, p99); throughputs "
+    "over its measure window; goodput: requests/s that met the SLO given (n/a without --slo); steady energy per "
+    "output token: the energy of the steady window (the load at its target) over the tokens generated in it. "
+    "KV cache: whether the engine kept one (off or n/a: the footnote says why)."
+)
 
 
 RESOURCE_DEFINITIONS = (

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from controller.report import plots, traces
+from controller.report import curves, plots, traces
 from controller.report.data import Runs
+from controller.report.loads import one_load_point
 from controller.report.table import to_csv, to_html, to_latex, to_markdown, to_term
 
 if TYPE_CHECKING:
@@ -75,9 +76,13 @@ def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.P
     batch, serving = runs.ok.filter(~pl.col("serving")), runs.ok.filter(pl.col("serving"))
     figures, skipped = plots.box_plots(batch, folder) if batch.height else ([], [])
     if serving.height:
-        serving_box, serving_skipped = plots.serving_box_plots(serving, folder)
+        one_point, load_note = one_load_point(serving)
+        serving_box, serving_skipped = plots.serving_box_plots(one_point, folder)
         figures += serving_box
-        skipped += serving_skipped
+        skipped += serving_skipped + ([load_note] if load_note else [])
+        serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy)
+        figures += serving_curves
+        skipped += curves_skipped
     evt = plots.energy_vs_time(runs.ok, folder)
     if isinstance(evt, str):
         skipped.append(evt)
