@@ -253,3 +253,73 @@ def test_report_html_renders_in_headless_chromium(real_report, tmp_path):
     assert len(colours) > 200  # text, tables and plots, not a blank page
     assert any(abs(r - 255) < 4 and abs(g - 232) < 4 and abs(b - 204) < 4 for _, (r, g, b) in colours)  # a flagged cell
     print(f"screenshot: {shot}")
+
+
+def _rewrite(folder: Path, change) -> None:  # type: ignore[no-untyped-def]
+    for k, path in enumerate(sorted(folder.glob("*.json"))):
+        rec = json.loads(path.read_text())
+        change(k, rec)
+        path.write_text(json.dumps(rec))
+
+
+def test_runs_of_one_image_from_two_lock_files_are_refused_unless_mix(tmp_path):
+    folder = tmp_path / "locks"
+    shutil.copytree(REAL, folder)
+
+    def docker(k: int, rec: dict) -> None:
+        rec["runner"] = {
+            "kind": "docker",
+            "image_id": f"sha256:{rec['image']}",
+            "lock_sha256": ("2" if k == 0 and rec["image"] == "onnx-cpu" else "1") * 64,
+            "base_digest": "sha256:" + "b" * 64,
+        }
+
+    _rewrite(folder, docker)
+    refused = report_cli(str(folder))
+    assert refused.returncode == 2 and "image onnx-cpu installed from 2 different lock files" in refused.stderr
+    mixed = report_cli(str(folder), "--mix")
+    assert mixed.returncode == 0, mixed.stderr
+    stability = (folder / "report" / "stability.md").read_text()
+    assert "lock 111111111111, base sha256:bbbb" in stability and "lock 222222222222" in stability
+
+
+def test_a_cluster_campaign_compares_within_a_machine_and_names_it(tmp_path):
+    folder = tmp_path / "cluster"
+    shutil.copytree(REAL, folder)
+
+    def node(name: str):  # type: ignore[no-untyped-def]
+        def change(k: int, rec: dict) -> None:
+            host = name if k else "node-b"
+            rec["cluster"] = {"node_id": f"id-{host}", "node_ip": "10.0.0.1", "hostname": host}
+            rec["host"]["hostname"], rec["host"]["fingerprint_id"] = host, f"fp-{host}"
+
+        return change
+
+    _rewrite(folder, node("node-b"))  # every run on one machine of the cluster
+    one = report_cli(str(folder), "--format", "term")
+    assert one.returncode == 0, one.stderr
+    assert "measured on the cluster machine(s): resnet50 batch 2: node-b" in one.stdout
+    _rewrite(folder, node("node-a"))  # one run of the same comparison on another machine
+    spread = report_cli(str(folder))
+    assert spread.returncode == 2
+    assert "several machines of the cluster: resnet50 batch 2 on node-a, node-b" in spread.stderr
+
+
+def test_blocks_on_different_machines_are_not_a_mix():
+    import polars as pl
+
+    from controller.report.identity import cluster_blocks, host_problems
+
+    ok = pl.DataFrame(
+        {
+            "model": ["a", "a", "b", "b"],
+            "batch_size": [1, 1, 1, 1],
+            "host": ["n1", "n1", "n2", "n2"],
+            "cpu_model": ["x"] * 4,
+            "fingerprint_id": ["f1", "f1", "f2", "f2"],
+            "cluster_host": ["n1", "n1", "n2", "n2"],
+        }
+    )
+    assert host_problems(ok) == [] and cluster_blocks(ok) == ["a batch 1: n1", "b batch 1: n2"]
+    off_cluster = ok.with_columns(pl.lit(None, dtype=pl.Utf8).alias("cluster_host"))
+    assert host_problems(off_cluster)[0].startswith("2 different hosts")

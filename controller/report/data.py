@@ -284,6 +284,9 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "versions": pl.Utf8,
     "gpu_names": pl.Utf8,
     "driver": pl.Utf8,
+    "lock_sha256": pl.Utf8,
+    "base_digest": pl.Utf8,
+    "cluster_host": pl.Utf8,
 }
 SCHEMA: dict[str, Any] = {**STORE_COLUMNS, **EXTRA_SCHEMA}
 

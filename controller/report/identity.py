@@ -20,7 +20,13 @@ def extra_identity(record: dict[str, Any]) -> dict[str, Any]:
         versions = ",".join(f"{k}=={v}" for k, v in sorted((result.get("versions") or {}).items()))
         env = f"{record.get('image')} local:{host.get('python')}:{versions}"
     own = record.get("model_source") or {}
+    node = record.get("cluster") or {}
     return {
+        # What the image was installed from (Docker runs): its lock file and its base.
+        "lock_sha256": runner.get("lock_sha256"),
+        "base_digest": runner.get("base_digest") or runner.get("base_digest_reason"),
+        # The machine of a cluster campaign's run (None off a cluster).
+        "cluster_host": node.get("hostname") or node.get("node_id"),
         # A user's own model is its path (or hub id) and the sha256 of its files: one label, two
         # contents are two models.
         "model_identity": f"{own.get('location')} sha256 {str(own.get('sha256'))[:16]}" if own else record.get("model"),
@@ -36,13 +42,7 @@ def extra_identity(record: dict[str, Any]) -> dict[str, Any]:
 
 def identity_problems(ok: pl.DataFrame) -> list[str]:
     """Why these runs should not share a table: differing host, GPU/driver, or environment per image."""
-    problems = []
-    hosts = ok.select("fingerprint_id", "host", "cpu_model").unique()
-    if hosts.height > 1:
-        shown = "; ".join(
-            f"{r['host']} ({r['cpu_model']}, fingerprint {r['fingerprint_id']})" for r in hosts.to_dicts()
-        )
-        problems.append(f"{hosts.height} different hosts: {shown}")
+    problems = host_problems(ok)
     gpus = ok["gpu_identity"].unique().to_list()
     if len(gpus) > 1:
         problems.append(f"{len(gpus)} different GPU/driver sets: {' | '.join(str(g) for g in gpus)}")
@@ -51,10 +51,42 @@ def identity_problems(ok: pl.DataFrame) -> list[str]:
         if len(versions) > 1:
             problems.append(f"model {model[0]} in {len(versions)} different versions: {' | '.join(versions)}")
     for image, group in ok.group_by("image"):
+        locks = sorted({str(v) for v in group["lock_sha256"].to_list() if v is not None})
+        if len(locks) > 1:
+            problems.append(f"image {image[0]} installed from {len(locks)} different lock files: {' | '.join(locks)}")
         envs = sorted(set(group["environment"].to_list()))
         if any(environments_differ(a, b) for i, a in enumerate(envs) for b in envs[i + 1 :]):
             problems.append(f"image {image[0]} in {len(envs)} different builds/environments: {' | '.join(envs)}")
     return problems
+
+
+def host_problems(ok: pl.DataFrame) -> list[str]:
+    """Runs from several hosts: a problem, except for a cluster campaign whose comparisons (the
+    configurations of one model and batch size, a block) each stay on one machine."""
+    hosts = ok.select("fingerprint_id", "host", "cpu_model").unique()
+    if hosts.height <= 1:
+        return []
+    if ok["cluster_host"].null_count() == 0:
+        spread = []
+        for (model, batch), group in ok.group_by("model", "batch_size"):
+            if group["fingerprint_id"].n_unique() > 1:
+                spread.append(f"{model} batch {batch} on {', '.join(sorted(set(group['host'].to_list())))}")
+        if not spread:
+            return []
+        return [f"comparisons measured on several machines of the cluster: {'; '.join(sorted(spread))}"]
+    shown = "; ".join(f"{r['host']} ({r['cpu_model']}, fingerprint {r['fingerprint_id']})" for r in hosts.to_dicts())
+    return [f"{hosts.height} different hosts: {shown}"]
+
+
+def cluster_blocks(ok: pl.DataFrame) -> list[str]:
+    """Where each block (model, batch size) of a cluster campaign was measured, for the report."""
+    if "cluster_host" not in ok.columns or ok["cluster_host"].null_count() == ok.height:
+        return []
+    rows = ok.filter(pl.col("cluster_host").is_not_null()).group_by("model", "batch_size")
+    lines = []
+    for (model, batch), group in rows:
+        lines.append(f"{model} batch {batch}: {', '.join(sorted(set(group['cluster_host'].to_list())))}")
+    return sorted(lines)
 
 
 def environments_differ(a: str, b: str) -> bool:

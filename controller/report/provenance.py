@@ -37,6 +37,7 @@ def stability(ok: pl.DataFrame) -> Table:
             "Hosts",
             "GPUs / driver",
             "Image / environment",
+            "Lock / base",
         ],
     )
     for (model, size, batch, conf), runs in groups(ok, ["model", "model_size", "batch_size", "configuration"]):
@@ -63,6 +64,13 @@ def stability(ok: pl.DataFrame) -> Table:
         hosts = sorted({f"{h} ({fp})" for h, fp in runs.select("host", "fingerprint_id").iter_rows()})
         gpus = sorted({f"{g} / {d}" for g, d in runs.select("gpu_names", "driver").iter_rows()})
         envs = sorted(set(runs["environment"].to_list()))
+        builds = sorted(
+            {
+                f"lock {str(lock)[:12]}, base {base or 'n/a'}"
+                for lock, base in runs.select("lock_sha256", "base_digest").iter_rows()
+                if lock
+            }
+        )
         t.rows.append(
             [
                 text_value(model_label(model, size)),
@@ -76,6 +84,7 @@ def stability(ok: pl.DataFrame) -> Table:
                 text_value(", ".join(hosts)),
                 text_value(", ".join(gpus)),
                 text_value(" | ".join(envs)),
+                text_value(" | ".join(builds) or "n/a (not a Docker run of a locked image)"),
             ]
         )
     t.remarks.append(
