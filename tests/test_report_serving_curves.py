@@ -97,6 +97,8 @@ def test_a_sweep_is_drawn_as_a_latency_curve_and_its_points_are_rows_with_the_kv
     assert "use one point per configuration and model, the lowest load (concurrency 1)" in table4
     assert "2 of 4 serving runs are left out" in table4
     assert f"KV cache (result.generation.kv_cache of each run): {LABEL} n/a (not reported" in table4
+    # The statistics do not take a sweep's points for repetitions either.
+    assert "statistics use the same one load point" in (out / "report.md").read_text()
 
 
 def with_energy(rec: dict[str, Any], gross: float, idle: float) -> None:

@@ -21,6 +21,7 @@ from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
 from controller.report.data import Runs, load_runs
 from controller.report.identity import cluster_blocks, identity_problems
+from controller.report.loads import one_load_point
 from controller.report.table import Table
 
 __all__ = ["build_report"]
@@ -104,19 +105,22 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         notes.append(t45)
     else:
         s.papers += [*t45, paper2.serving_models(runs.ok, runs.energy)]
+    compared, load_note = comparable(runs.ok, batch)
+    if load_note is not None:
+        notes.append("The headline figures and the statistics use the same one load point per configuration and model.")
     s.papers_note = " ".join(notes) or None
-    s.figures = [headlines.figures_table(runs.ok), headlines.headlines_table(runs.ok)]
-    savings = headlines.savings_table(runs.ok)
+    s.figures = [headlines.figures_table(compared), headlines.headlines_table(compared)]
+    savings = headlines.savings_table(compared)
     if savings is not None:
         s.figures.append(savings)
-    tests, unmeasured = stats.run_tests(runs.ok)
+    tests, unmeasured = stats.run_tests(compared)
     s.stats = [
         stats_tables.tests_table(tests, unmeasured),
         stats_tables.summary_table(tests),
         stats_tables.posthoc_table(tests),
         stats_tables.pairs_summary_table(tests),
         stats_tables.descriptive_table(tests),
-        headlines.correlation_table(headlines.correlations(runs.ok)),
+        headlines.correlation_table(headlines.correlations(compared)),
     ]
     s.provenance = [provenance.stability(runs.ok)]
     flags = provenance.flags_table(runs.ok)
@@ -125,3 +129,13 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
     if runs.failed.height:
         s.provenance.append(provenance.failures(runs.failed, runs.ok))
     return s
+
+
+def comparable(ok: pl.DataFrame, batch: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+    """The runs the statistics compare: the batch runs, and of a serving sweep one load point per
+    configuration and model (a sweep's points are not repetitions of one another)."""
+    serving = ok.filter(pl.col("serving"))
+    if not serving.height:
+        return ok, None
+    kept, note = one_load_point(serving)
+    return (pl.concat([batch, kept], how="vertical_relaxed") if batch.height else kept), note
