@@ -294,14 +294,16 @@ class BatchWorkload:
         )
         progress.note(f"running {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
         t0 = time.monotonic()
-        started = runner.start(inv)
+        started = None
         try:
+            started = runner.start(inv)
             attach_meters(meters, started.workload)
             execution = started.wait()
             meters.stop()  # before the container (and its cgroup) is removed
         finally:
-            with signals_deferred():
-                started.cleanup()
+            if started is not None:
+                with signals_deferred():
+                    started.cleanup()
         record.elapsed_s = time.monotonic() - t0
         return [self._outcome(execution)]
 

@@ -47,19 +47,28 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _remove(container: Any) -> bool:
-    """Remove a container; one that is already gone or already being removed counts as removed."""
+def _remove(container: Any, wait_s: float = 60.0) -> bool:
+    """Remove a container; one that is already gone counts as removed. One that is being removed
+    already (409: another controller, or the engine) is waited for, up to ``wait_s``, so that it is
+    gone when this returns True; False when it is still there after that."""
     import docker.errors
 
     try:
         container.remove(force=True)
+        return True
     except docker.errors.NotFound:
-        pass
+        return True
     except docker.errors.APIError as exc:
-        # 409: another controller (or the engine) is removing it right now.
         if exc.status_code != 409:
             raise
-    return True
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def reap_orphans(client: Any) -> list[str]:
@@ -234,6 +243,9 @@ class StartedContainer:
             kwargs = container_kwargs(inv)
             started.container = client.containers.create(described["image_tag"], name=started.name, **kwargs)
             started.container.start()
+            # Inside the try: an interrupt while the log follower starts must still remove the container.
+            started._follower = threading.Thread(target=started._follow, daemon=True)
+            started._follower.start()
         except docker.errors.APIError as exc:
             started.start_error = _explain(exc)
             return started
@@ -246,8 +258,6 @@ class StartedContainer:
             with signals_deferred():
                 started.cleanup()
             raise
-        started._follower = threading.Thread(target=started._follow, daemon=True)
-        started._follower.start()
         return started
 
     @property

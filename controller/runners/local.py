@@ -12,7 +12,7 @@ import time
 from typing import IO, Any
 
 from controller.images import package_sources_hash
-from controller.runners.base import Execution, Invocation, LineSplitter, Mount
+from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
 # Packages whose versions identify a local environment for the artifact cache.
 ENV_PACKAGES = ("torch", "torchvision", "transformers", "onnx", "onnxscript", "onnxruntime")
@@ -62,7 +62,12 @@ class StartedProcess:
             start_new_session=True,
         )
         self.described = described | {"pid": self.proc.pid}
-        self._readers = [_reader(self.proc.stdout, self.out), _reader(self.proc.stderr, self.err)]
+        try:
+            self._readers = [_reader(self.proc.stdout, self.out), _reader(self.proc.stderr, self.err)]
+        except BaseException:  # an interrupt here: the process (in its own session) must not outlive us
+            with signals_deferred():
+                self.kill()
+            raise
 
     @property
     def workload(self) -> dict[str, Any]:
