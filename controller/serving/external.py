@@ -22,13 +22,19 @@ from controller.cache import ArtifactCache
 from controller.errors import UserError
 from controller.meters import MeterSession
 from controller.progress import Progress
-from controller.record import Failure, RunRecord
+from controller.record import RunRecord
 from controller.requests import RunRequest, ServeSettings
 from controller.runners.base import Invocation, Mount, Started
 from controller.serving.client import Endpoint, EndpointError, probe
 from controller.serving.drive import Driven, drive, work_items
-from controller.serving.settings import ServingFailed
-from controller.serving.workload import Summarize, check_settings, point_metrics, point_outcomes, serving_settings_block
+from controller.serving.workload import (
+    Summarize,
+    check_settings,
+    failure_fields,
+    point_metrics,
+    point_outcomes,
+    serving_settings_block,
+)
 from controller.workload import Outcome, Plan
 from suite.prompts import Prompt, PromptError, load_prompts
 
@@ -179,7 +185,7 @@ class EndpointWorkload:
             [],
             runner.describe(""),
             result,
-            _failure,
+            failure_fields,
             overall,
             record.run_id,
         )
@@ -190,11 +196,6 @@ class EndpointWorkload:
             if measurements is not None:
                 _say_not_ours(measurements)
         return point_metrics(outcome, measurements, summarize, self.what.serving.slo)
-
-
-def _failure(f: ServingFailed) -> dict[str, Any]:
-    code = Failure.REQUEST if f.phase in ("warmup", "measure") else Failure.SERVER
-    return {"code": f.code or code, "reason": f.reason, "phase": f.phase, "exit_code": None, "log_tail": []}
 
 
 def _say_not_ours(summary: dict[str, Any]) -> None:

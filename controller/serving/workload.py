@@ -258,31 +258,33 @@ class ServingWorkload:
         ex = server.execution
         runner_info = dict(ex.runner) if ex is not None else {}
         exit_code = ex.exit_code if ex is not None else None
-        overall = self._server_failure(server, exit_code) if failure is None else failure
-        result = None
-        if overall is None and ex is not None:
-            result = parse_stream(ex.stdout, SERVE_RESULT_FIELDS).result
+        result: dict[str, Any] | None = None
+        overall = failure
+        if overall is None:
+            result, overall = self._server_result(server, exit_code)
         return point_outcomes(
             driven,
             server.output.events,
             runner_info,
             result,
-            lambda f: _failure(_code(f), f.reason, f.phase, exit_code, server.log_tail()),
+            lambda f: failure_fields(f, exit_code, server.log_tail()),
             overall,
             group,
         )
 
-    def _server_failure(self, server: ServerHandle, exit_code: int | None) -> ServingFailed | None:
-        """Why the server's own output says the run failed, or None."""
+    def _server_result(
+        self, server: ServerHandle, exit_code: int | None
+    ) -> tuple[dict[str, Any] | None, ServingFailed | None]:
+        """The server's result from its own output, read once; or why the run failed."""
         ex = server.execution
         assert ex is not None
         try:
             out = parse_stream(ex.stdout, SERVE_RESULT_FIELDS)
         except ProtocolError as exc:
-            return ServingFailed("shutdown", f"protocol: {exc}", Failure.PROTOCOL)
+            return None, ServingFailed("shutdown", f"protocol: {exc}", Failure.PROTOCOL)
         if out.result is None or exit_code != 0:
-            return ServingFailed("shutdown", f"the server ended without a result{server.exit_note()}")
-        return None
+            return None, ServingFailed("shutdown", f"the server ended without a result{server.exit_note()}")
+        return out.result, None
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
         return point_metrics(outcome, measurements, summarize, self.what.serving.slo)
@@ -387,14 +389,10 @@ def check_settings(s: Any) -> None:
     positive("--ready-timeout", s.ready_timeout_s)
 
 
-def _code(f: ServingFailed) -> str:
-    if f.code is not None:
-        return f.code
-    return Failure.REQUEST if f.phase in ("warmup", "measure") else Failure.SERVER
-
-
-def _failure(code: str, reason: str, phase: str | None, exit_code: int | None, tail: list[str]) -> dict[str, Any]:
-    return {"code": code, "reason": reason, "phase": phase, "exit_code": exit_code, "log_tail": tail}
+def failure_fields(f: ServingFailed, exit_code: int | None = None, tail: list[str] | None = None) -> dict[str, Any]:
+    """RunRecord.fail's arguments for a serving failure: a request's in warm-up or a window, else the server's."""
+    code = f.code or (Failure.REQUEST if f.phase in ("warmup", "measure") else Failure.SERVER)
+    return {"code": code, "reason": f.reason, "phase": f.phase, "exit_code": exit_code, "log_tail": tail or []}
 
 
 def _sleep_while_alive(server: ServerHandle, seconds: float, phase: str) -> None:
