@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.protocol import Emitter, LmExportSpec, ServeSpec  # noqa: E402
 from harness.serving.export import export_lm  # noqa: E402
-from harness.serving.lm import EXPORT_FORMATS, LanguageModel, language_model  # noqa: E402
+from harness.serving.formats import EXPORT_FORMATS  # noqa: E402
+from harness.serving.lm import LanguageModel  # noqa: E402
+from harness.serving.registry import language_model  # noqa: E402
 from suite.prompts import humaneval_prompts  # noqa: E402
 
 LENGTHS = (16, 128)

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.serving.client import Endpoint, WorkItem, stream_completion  # noqa: E402
 from harness.protocol import Emitter, LmExportSpec, ServeSpec  # noqa: E402
-from harness.serving.lm import EXPORT_FORMATS, language_model  # noqa: E402
+from harness.serving.formats import EXPORT_FORMATS  # noqa: E402
+from harness.serving.registry import language_model  # noqa: E402
 from suite.prompts import humaneval_prompts  # noqa: E402
 
 

@@ -125,15 +125,28 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
     art = record.get("artifact")
     if art:
         parity = art.get("parity", {})
-        lines.append(
-            f"artifact   {record['conversion']} {'(cached)' if art.get('reused') else '(new)'}  "
-            f"greedy-token parity {parity.get('greedy_token_agreement', 0):.0%} of {parity.get('prompts_checked')}"
+        agreement = parity.get("greedy_token_agreement")
+        checked = (
+            f"greedy-token parity {agreement:.0%} of {parity.get('prompts_checked')} prompts"
+            if isinstance(agreement, (int, float))
+            else "greedy-token parity checked when the engine loads"
         )
+        lines.append(f"artifact   {record['conversion']} {'(cached)' if art.get('reused') else '(new)'}  {checked}")
     if record.get("status") == "ok":
         if "load_s" in (record.get("result") or {}):
             gen = record["result"].get("generation") or {}
             cache = "on" if gen.get("kv_cache") else f"off ({gen.get('kv_cache_reason')})"
-            lines.append(f"load       {record['result']['load_s']:.2f} s (outside the window)   KV cache {cache}")
+            at_load = gen.get("load_parity") or {}
+            share = at_load.get("token_agreement")
+            parity_text = (
+                f"   greedy tokens as transformers': {share:.0%}"
+                + ("" if at_load.get("gated", True) else " (quantised: recorded, not a gate)")
+                if isinstance(share, (int, float))
+                else ""
+            )
+            lines.append(
+                f"load       {record['result']['load_s']:.2f} s (outside the window)   KV cache {cache}{parity_text}"
+            )
         lines += metric_lines(record["metrics"])
         lines += energy_lines(record.get("measurements"))
     else:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.serving.formats import GGUF_QUANT_CHOICES, ORTGENAI_PRECISIONS
+
 FLAG_TRUE = ("1", "true", "yes", "on")
 FLAG_FALSE = ("0", "false", "no", "off")
 
@@ -132,9 +134,28 @@ SERVING_OPTIONS: dict[str, Option] = {
 }
 
 
+# What the LLM runtimes take besides: the artifact they serve is converted for these (a conversion each).
+SERVING_ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
+    "llamacpp": {
+        "quant": Option("choice", "GGUF weights: f32, f16 (default), or quantised by llama.cpp", GGUF_QUANT_CHOICES),
+        "context": Option(
+            "int", "llama.cpp context (KV cache) length in tokens (default: the model's, at most 4096)", minimum=16
+        ),
+    },
+    "ortgenai": {
+        "precision": Option(
+            "choice", "model builder precision: fp32 (default) or int4 (quantised)", ORTGENAI_PRECISIONS
+        ),
+    },
+}
+
+
 def check_options(engine: str, options: Mapping[str, Any], serving: bool = False) -> dict[str, Any]:
     """The options parsed to their types, or OptionError naming the bad one and the valid ones."""
-    known = SERVING_OPTIONS if serving else {**ENGINE_OPTIONS.get(engine, {}), **_COMMON}
+    if serving:
+        known = {**SERVING_OPTIONS, **SERVING_ENGINE_OPTIONS.get(engine, {})}
+    else:
+        known = {**ENGINE_OPTIONS.get(engine, {}), **_COMMON}
     parsed: dict[str, Any] = {}
     for key, value in options.items():
         option = known.get(key)

@@ -7,6 +7,7 @@ other hub id; those have no category.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,22 +20,41 @@ class CodeSlm:
     params: str  # as the paper gives it
     affiliation: str
     humaneval_pass1: float  # percent, as reported in the paper
+    architecture: str = ""  # config.json's: which engines can convert it is known before any download
+    tokenizer: str = "byte-level BPE"  # or "SentencePiece" (its vocabulary as llama.cpp's converters see it)
 
 
 CODE_SLMS: dict[str, CodeSlm] = {
     m.name: m
     for m in (
-        CodeSlm("codeparrot-small", "codeparrot/codeparrot-small", 1, "110M", "HuggingFace", 3.80),
-        CodeSlm("tiny-starcoder", "bigcode/tiny_starcoder_py", 1, "164M", "BigCode", 7.84),
-        CodeSlm("pythia-410m", "EleutherAI/pythia-410m", 1, "410M", "EleutherAI", 1.20),
-        CodeSlm("bloomz-560m", "bigscience/bloom-560m", 1, "560M", "BigScience", 2.18),
-        CodeSlm("starcoderbase-1b", "bigcode/starcoderbase-1b", 2, "1B", "BigCode", 15.17),
-        CodeSlm("bloomz-1b1", "bigscience/bloomz-1b1", 2, "1.1B", "BigScience", 2.63),
-        CodeSlm("tinyllama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", 2, "1.1B", "StatNLP Research Group", 9.15),
-        CodeSlm("pythia1-4b", "EleutherAI/pythia-1.4b", 2, "1.4B", "EleutherAI", 4.30),
-        CodeSlm("codegemma-2b", "google/codegemma-2b", 3, "2B", "Google", 31.10),
-        CodeSlm("phi2", "microsoft/phi-2", 3, "2.7B", "Microsoft", 48.00),
-        CodeSlm("stablecode-3b", "stabilityai/stablecode-instruct-alpha-3b", 3, "3B", "Stability AI", 26.89),
+        CodeSlm("codeparrot-small", "codeparrot/codeparrot-small", 1, "110M", "HuggingFace", 3.80, "GPT2LMHeadModel"),
+        CodeSlm("tiny-starcoder", "bigcode/tiny_starcoder_py", 1, "164M", "BigCode", 7.84, "GPTBigCodeForCausalLM"),
+        CodeSlm("pythia-410m", "EleutherAI/pythia-410m", 1, "410M", "EleutherAI", 1.20, "GPTNeoXForCausalLM"),
+        CodeSlm("bloomz-560m", "bigscience/bloom-560m", 1, "560M", "BigScience", 2.18, "BloomForCausalLM"),
+        CodeSlm("starcoderbase-1b", "bigcode/starcoderbase-1b", 2, "1B", "BigCode", 15.17, "GPTBigCodeForCausalLM"),
+        CodeSlm("bloomz-1b1", "bigscience/bloomz-1b1", 2, "1.1B", "BigScience", 2.63, "BloomForCausalLM"),
+        CodeSlm(
+            "tinyllama",
+            "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+            2,
+            "1.1B",
+            "StatNLP Research Group",
+            9.15,
+            "LlamaForCausalLM",
+            "SentencePiece",
+        ),
+        CodeSlm("pythia1-4b", "EleutherAI/pythia-1.4b", 2, "1.4B", "EleutherAI", 4.30, "GPTNeoXForCausalLM"),
+        CodeSlm("codegemma-2b", "google/codegemma-2b", 3, "2B", "Google", 31.10, "GemmaForCausalLM", "SentencePiece"),
+        CodeSlm("phi2", "microsoft/phi-2", 3, "2.7B", "Microsoft", 48.00, "PhiForCausalLM"),
+        CodeSlm(
+            "stablecode-3b",
+            "stabilityai/stablecode-instruct-alpha-3b",
+            3,
+            "3B",
+            "Stability AI",
+            26.89,
+            "GPTNeoXForCausalLM",
+        ),
         CodeSlm(
             "stablecode-3b-completion",
             "stabilityai/stablecode-completion-alpha-3b-4k",
@@ -42,6 +62,7 @@ CODE_SLMS: dict[str, CodeSlm] = {
             "3B",
             "Stability AI",
             17.68,
+            "GPTNeoXForCausalLM",
         ),
     )
 }
@@ -75,3 +96,31 @@ def resolve_model(text: str) -> ResolvedModel:
     raise ValueError(
         f"model {text!r} is neither a folder nor a hub id (owner/name) nor one of the paper's: {', '.join(CODE_SLMS)}"
     )
+
+
+def model_architectures(model: ResolvedModel) -> list[str]:
+    """config.json's architectures of a folder, the registry's of a paper model; [] when unknown."""
+    if model.source == "folder":
+        try:
+            config = json.loads((Path(model.location) / "config.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(a) for a in config.get("architectures") or []]
+    if model.registry is not None and model.registry.architecture:
+        return [model.registry.architecture]
+    return []
+
+
+def model_tokenizer(model: ResolvedModel) -> str | None:
+    """"byte-level BPE" or "SentencePiece" (a folder's tokenizer.json, the registry's); None when unknown."""
+    if model.source != "folder":
+        return model.registry.tokenizer if model.registry is not None else None
+    try:
+        tj = json.loads((Path(model.location) / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return None
+    pre = tj.get("pre_tokenizer") or {}
+    parts = [pre, *pre.get("pretokenizers", [])]
+    if (tj.get("model") or {}).get("type") == "BPE" and any((p or {}).get("type") == "ByteLevel" for p in parts):
+        return "byte-level BPE"
+    return "SentencePiece" if any((p or {}).get("type") == "Metaspace" for p in parts) else "other"

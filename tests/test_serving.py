@@ -219,7 +219,7 @@ def test_every_engine_keeps_greedy_parity_with_and_without_its_kv_cache(
 ) -> None:
     """48 tokens (far past the 16 of the export's check) through the cache, token by token, streamed."""
     from harness.protocol import ServeSpec
-    from harness.serving.lm import language_model
+    from harness.serving.registry import language_model
 
     if engine == "openvino":
         pytest.importorskip("openvino")

@@ -28,6 +28,8 @@ ENGINE_PACKAGES = {
     "tensorflow": "tensorflow",
     "mxnet": "mxnet",
     "tensorrt": "tensorrt",
+    "llamacpp": "llama_cpp",
+    "ortgenai": "onnxruntime_genai",
 }
 SOURCE_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 

@@ -137,6 +137,22 @@ def kv_cache_of(record: dict[str, Any]) -> tuple[bool | None, str | None]:
     return None, "the record does not say (written before joulebench recorded the KV cache)"
 
 
+def parity_of(record: dict[str, Any]) -> tuple[float | None, bool | None, str | None]:
+    """Share of transformers' greedy tokens the engine gave on the reference prompts at load
+    (result.generation.load_parity), whether that was a gate, and why it is unknown."""
+    generation = (record.get("result") or {}).get("generation") or {}
+    parity = generation.get("load_parity")
+    if isinstance(parity, dict) and isinstance(parity.get("token_agreement"), (int, float)):
+        return float(parity["token_agreement"]), parity.get("gated", True) is not False, None
+    if isinstance(parity, dict) and isinstance(parity.get("greedy_token_agreement"), (int, float)):
+        return float(parity["greedy_token_agreement"]), True, None  # gated: a served export agreed on every prompt
+    if record.get("engine") == "torch":
+        return None, None, "the reference itself: transformers generates the tokens the others are checked against"
+    if record.get("engine") == "external":
+        return None, None, "not checked: an external server (serve --endpoint)"
+    return None, None, "the record does not say (written before joulebench recorded load parity)"
+
+
 def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
     """A serving load point's fields: the swept variable and value, the sweep, latencies,
     throughputs, goodput, steady energy per output token (gross and net), the KV cache. What
@@ -167,6 +183,9 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
     row["kv_cache"], row["kv_cache_reason"] = kv_cache_of(record)
     if row["kv_cache_reason"]:
         notes["kv_cache"] = row["kv_cache_reason"]
+    row["parity"], row["parity_gated"], why = parity_of(record)
+    if why:
+        notes["parity"] = why
     return row
 
 
@@ -261,6 +280,8 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "energy_per_token_steady_gross": pl.Float64,
     "energy_per_token_steady_net": pl.Float64,
     "kv_cache": pl.Boolean,
+    "parity": pl.Float64,
+    "parity_gated": pl.Boolean,
     "kv_cache_reason": pl.Utf8,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,

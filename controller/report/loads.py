@@ -90,6 +90,20 @@ def kv_cache_value(t: Table, runs: pl.DataFrame) -> Value:
     return v
 
 
+def parity_value(t: Table, runs: pl.DataFrame) -> Value:
+    """The lowest share of transformers' greedy tokens these runs' engine gave at load; quantised
+    artifacts (not gated) say so, and what is unknown is n/a with its reason."""
+    values = [v for v in runs["parity"].to_list() if v is not None]
+    notes = [t.note(f"Greedy parity: {n}") for n in notes_of(runs, "parity")]
+    if not values:
+        return Value("n/a", None, notes=notes or [t.note("Greedy parity: not recorded")])
+    low = min(values)
+    ungated = any(g is False for g in runs["parity_gated"].to_list())
+    v = Value(f"{low:.0%}" + (" (quantised, not gated)" if ungated else ""), low)
+    v.notes = notes
+    return v
+
+
 def kv_cache_remark(serving: pl.DataFrame, labels: dict[str, str]) -> str:
     """One line: the KV cache of each serving configuration, and why when off or unknown."""
     parts = []

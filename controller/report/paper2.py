@@ -15,12 +15,26 @@ import polars as pl
 from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value, with_carbon
 from controller.report.columns import header
 from controller.report.data import EnergyKind, notes_of
-from controller.report.loads import kv_cache_remark, kv_cache_value, load_key, load_text, one_load_point
+from controller.report.loads import (
+    kv_cache_remark,
+    kv_cache_value,
+    load_key,
+    load_text,
+    one_load_point,
+    parity_value,
+)
 from controller.report.paper1 import GPU_PROVIDERS
 from controller.report.table import Table, Value, num_value, text_value
 
 # The second paper's names of the serving configurations: <runtime engine, execution provider>.
-ENGINE_SHORT = {"torch": "TORCH", "onnxruntime": "ONNX", "openvino": "OV", "torchscript": "JIT"}
+ENGINE_SHORT = {
+    "torch": "TORCH",
+    "onnxruntime": "ONNX",
+    "openvino": "OV",
+    "torchscript": "JIT",
+    "llamacpp": "LLAMA.CPP",
+    "ortgenai": "ORT-GENAI",
+}
 # The paper ran <JIT, *> and left it out of its results (error-prone outputs): shown, never bold.
 NOT_IN_PAPER_RESULTS = ("torchscript",)
 TABLE4_METRICS = ("total_energy", "window_s")
@@ -215,7 +229,15 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
     loads = _has_loads(serving)
     wanted = SERVING_TABLE_METRICS + (LOAD_TABLE_METRICS if loads else ())
     metrics = measured_columns(serving, with_carbon(wanted, kind))
-    fixed = ["Model", "Category", "Serving configuration", *(["Load"] if loads else []), "KV cache", "Runs"]
+    fixed = [
+        "Model",
+        "Category",
+        "Serving configuration",
+        *(["Load"] if loads else []),
+        "KV cache",
+        "Greedy parity",
+        "Runs",
+    ]
     t = Table(
         "serving",
         "Serving runs per model" + (", load point" if loads else "") + " and configuration (medians over repetitions)",
@@ -232,13 +254,18 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
             row = [text_value(model), text_value(category_of(size)), text_value(labels[conf])]
             if loads:
                 row.append(text_value(load_text(variable, value)))
-            row += [kv_cache_value(t, runs), Value(str(runs.height), runs.height)]
+            row += [kv_cache_value(t, runs), parity_value(t, runs), Value(str(runs.height), runs.height)]
             row += [median_value(t, runs, c) for c in metrics]
             t.rows.append(row)
         mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
     t.remarks.append(
         "Energy per request and per generated token divide the run's energy (the same as Global energy) by "
         "its requests and by the tokens it generated; time per request is the client's mean latency."
+    )
+    t.remarks.append(
+        "Greedy parity: the share of transformers' greedy tokens the engine gave on the reference prompts when "
+        "it loaded (up to each prompt's first difference; the lowest of the runs). Full-precision artifacts must "
+        "give all of them or the run fails; quantised ones (not gated) serve whatever they give, said here."
     )
     if loads:
         t.remarks.append(LOAD_DEFINITIONS)

@@ -1,4 +1,9 @@
-"""Exports of a causal LM for the onnxruntime, openvino and torchscript serving engines, cached."""
+"""Exports of a causal LM for the serving engines that do not load transformers' folders, cached.
+
+Most are made from the model folder in the source image (torch-cpu: ONNX, TorchScript, GGUF f32/f16,
+ONNX Runtime GenAI's builder); a quantised GGUF is made from the f32 GGUF export by llama.cpp in its
+own image (an export of an export: its key holds its source's).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,14 @@ from typing import Any
 
 from controller.cache import ArtifactCache, Entry, key_of
 from controller.runners.base import Invocation, Mount, Runner, execute
-from controller.serving.settings import EXPORT_CODE_VERSION, EXPORT_IMAGE, MODEL_MOUNT, PARITY_NEW_TOKENS, ServingFailed
+from controller.serving.settings import (
+    EXPORT_CODE_VERSION,
+    MODEL_MOUNT,
+    PARITY_NEW_TOKENS,
+    ServingFailed,
+    export_image,
+    export_source,
+)
 from harness.protocol import (
     LM_EXPORT_FIELDS,
     LmExportSpec,
@@ -49,13 +61,22 @@ def ensure_export(
     timeout_s: float,
     note: Callable[[str], None],
 ) -> Entry:
-    """The cached export (folder and meta), exporting (with a greedy-token parity check) when missing."""
+    """The cached export (folder and meta), exporting (with a greedy-token parity check) when missing.
+
+    An export made from another export (a quantised GGUF from the f32 one) makes or finds that one first.
+    """
+    source_fmt = export_source(fmt)
+    source = None
+    if source_fmt is not None:
+        source = ensure_export(runner, cache, source_fmt, model, parity_prompts, timeout_s, note)
+    image = export_image(fmt)
     inputs = {
         "format": fmt,
         "model": model_identity(model),
-        "exporter_environment": runner.environment_id(EXPORT_IMAGE),
+        "exporter_environment": runner.environment_id(image),
         "export_code": EXPORT_CODE_VERSION,
         "parity_prompts": parity_prompts,
+        **({"source_export": source.key} if source is not None else {}),
     }
     key = key_of(inputs)
     found = cache.lookup(key)
@@ -63,7 +84,7 @@ def ensure_export(
         return found
     staging = cache.stage(key)
     try:
-        meta = _export(runner, staging, fmt, model, parity_prompts, timeout_s, note)
+        meta = _export(runner, staging, fmt, image, model, source, parity_prompts, timeout_s, note)
         entry = cache.commit(staging, key, {**meta, "key_inputs": inputs})
     finally:
         cache.discard(staging)
@@ -75,7 +96,9 @@ def _export(
     runner: Runner,
     staging: Path,
     fmt: str,
+    image: str,
     model: ResolvedModel,
+    source: Entry | None,
     parity_prompts: list[str],
     timeout_s: float,
     note: Callable[[str], None],
@@ -83,7 +106,11 @@ def _export(
     out_mount = Mount(str(staging), "/out", read_only=False)
     mounts = [out_mount]
     model_path = model.location
-    if model.source == "folder":
+    if source is not None:
+        sm = Mount(str(source.folder), f"{MODEL_MOUNT}/{source.folder.name}")
+        mounts.append(sm)
+        model_path = runner.path_for(sm)
+    elif model.source == "folder":
         mm = Mount(model.location, f"{MODEL_MOUNT}/{Path(model.location).name}")
         mounts.append(mm)
         model_path = runner.path_for(mm)
@@ -94,16 +121,17 @@ def _export(
         parity_prompts=parity_prompts,
         parity_new_tokens=PARITY_NEW_TOKENS,
     )
-    note(f"exporting {model.label} to {fmt} in {EXPORT_IMAGE} ({runner.kind}) ...")
+    note(f"exporting {model.label} to {fmt} in {image} ({runner.kind}) ...")
+    from_hub = model.source == "hub" and source is None
     ex = execute(
         runner,
         Invocation(
-            image=EXPORT_IMAGE,
+            image=image,
             argv=["serve-export", "--spec", spec.to_json()],
             timeout_s=timeout_s,
             mounts=mounts,
-            network=model.source == "hub",
-            env={"HF_HUB_OFFLINE": "1"} if model.source == "folder" else {},
+            network=from_hub,
+            env={} if from_hub else {"HF_HUB_OFFLINE": "1"},
             labels={"joulebench.conversion": f"lm2{fmt}"},
         ),
     )

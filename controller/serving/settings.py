@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from controller.serving.load import LoadPoint
 
-# engine -> exported format it serves (None: loads the transformers folder itself)
-EXPORT_FORMATS: dict[str, str | None] = {
-    "torch": None,
-    "onnxruntime": "onnx",
-    "openvino": "onnx",
-    "torchscript": "torchscript",
-}
+from harness.serving.formats import EXPORT_FORMATS, GGUF_QUANT_CHOICES, export_format
+
+__all__ = ["EXPORT_FORMATS", "export_format"]
+
 EXPORT_IMAGE = "torch-cpu"  # where transformers models are exported
+QUANTIZE_IMAGE = "llamacpp-cpu"  # where llama.cpp quantises the f32 GGUF export
 CONTAINER_PORT = 8000
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
@@ -53,6 +51,26 @@ class ServingSettings:
 
     def ignores_eos(self) -> bool:
         return self.ignore_eos if self.ignore_eos is not None else self.synthetic is not None
+
+
+def export_source(fmt: str) -> str | None:
+    """The export another export is made from (a quantised GGUF: the f32 one), or None: the model."""
+    if fmt.startswith("gguf-") and fmt[5:] in GGUF_QUANT_CHOICES and fmt[5:] not in ("f32", "f16"):
+        return "gguf-f32"
+    return None
+
+
+def export_image(fmt: str) -> str:
+    """The image that makes an export."""
+    return QUANTIZE_IMAGE if export_source(fmt) else EXPORT_IMAGE
+
+
+def export_images(fmt: str | None) -> list[str]:
+    """Every image an export needs, its source's included."""
+    if fmt is None:
+        return []
+    source = export_source(fmt)
+    return [*export_images(source), export_image(fmt)] if source else [export_image(fmt)]
 
 
 SERVE_TIMEOUT_S = 7200.0  # the whole server's life, export excluded

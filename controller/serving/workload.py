@@ -42,18 +42,20 @@ from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
     EXPORT_FORMATS,
-    EXPORT_IMAGE,
     EXPORT_MOUNT,
     MODEL_MOUNT,
     PARITY_PROMPTS,
     ServingFailed,
     ServingSettings,
+    export_format,
+    export_images,
 )
 from controller.workload import Outcome, Plan, attach_meters
 from harness.options import OptionError, check_options
 from harness.protocol import SERVE_RESULT_FIELDS, ProtocolError, ServeSpec, parse_stream
+from harness.serving.formats import unsupported_architecture
 from suite.prompts import Prompt, PromptError, load_prompts
-from suite.slm_models import ResolvedModel, resolve_model
+from suite.slm_models import ResolvedModel, model_architectures, model_tokenizer, resolve_model
 
 
 class ServingWorkload:
@@ -91,17 +93,20 @@ class ServingWorkload:
             raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
         check_settings(s)
         try:
-            check_options(engine, w.options, serving=True)
+            options = check_options(engine, w.options, serving=True)
         except OptionError as exc:
             raise UserError(str(exc)) from None
         try:
             self.model = model = resolve_model(w.model)
+            why = unsupported_architecture(engine, model_architectures(model), model_tokenizer(model))
+            if why is not None:
+                raise UserError(f"engine {engine} cannot serve {model.label}: {why}")
             prompts_file = None if s.prompts == "humaneval" else Path(s.prompts)
             self.prompts, self.prompt_info = load_prompts(prompts_file, s.seed, s.limit, s.synthetic)
         except (ValueError, PromptError) as exc:
             raise UserError(str(exc)) from None
         self.items = work_items(self.prompts, s.max_new_tokens, s.ignores_eos())
-        self.fmt = EXPORT_FORMATS[engine]
+        self.fmt = export_format(engine, options)
         identity = {
             "model": model.label,
             "model_size": f"category-{model.size_category}" if model.size_category else "n/a",
@@ -109,7 +114,8 @@ class ServingWorkload:
             "weights": "pretrained" if model.source == "hub" else "path",
             "weights_label": None,
         }
-        return Plan(manifest, engine, [w.image] + ([EXPORT_IMAGE] if self.fmt else []), identity)
+        images = list(dict.fromkeys([w.image, *export_images(self.fmt)]))
+        return Plan(manifest, engine, images, identity)
 
     # -- resolve artifacts -------------------------------------------------------------------
 

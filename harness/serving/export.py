@@ -36,7 +36,16 @@ from typing import Any
 
 from harness.engines.base import EngineError
 from harness.protocol import Emitter, LmExportSpec
-from harness.serving.lm import CACHE_FILE, ONNX_FILE, REFERENCE_FILE, TORCHSCRIPT_FILE, greedy_decode, step_feeds
+from harness.serving.gguf_export import GGUF_FILE, GGUF_PRECISIONS, GGUF_QUANTS, quantize_gguf, write_gguf
+from harness.serving.lm import (
+    CACHE_FILE,
+    ONNX_FILE,
+    ORTGENAI_CONFIG,
+    REFERENCE_FILE,
+    TORCHSCRIPT_FILE,
+    greedy_decode,
+    step_feeds,
+)
 
 EXPORTER = "joulebench torch.onnx (dynamo) / torch.jit.trace of one decoding step with the KV cache as inputs/outputs"
 EXAMPLE_PAST, EXAMPLE_SEQ = 3, 5  # traced shapes: neither 0 nor 1, so no dimension is specialised away
@@ -163,11 +172,16 @@ def _empty(layout: dict[str, Any], onnx: bool) -> Callable[[], list[Any]]:
 
 
 def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
+    if spec.format.startswith("gguf-") and spec.format[5:] in GGUF_QUANTS:
+        return _quantize(spec, emit)  # in the llama.cpp image, from the f32 export: no torch there
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if spec.format not in ("onnx", "torchscript"):
-        raise EngineError(f"unknown export format {spec.format!r}; valid: onnx, torchscript")
+    if spec.format not in EXPORT_WRITERS:
+        raise EngineError(
+            f"unknown export format {spec.format!r}; valid: {', '.join(EXPORT_WRITERS)}, "
+            + ", ".join(f"gguf-{q}" for q in GGUF_QUANTS)
+        )
     t0 = emit.event("load", "start", export=spec.format)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     if not getattr(tokenizer, "is_fast", False):
@@ -176,81 +190,212 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     os.makedirs(spec.out_dir, exist_ok=True)
     tokenizer.save_pretrained(spec.out_dir)
     model.config.save_pretrained(spec.out_dir)
-    out_file = os.path.join(spec.out_dir, ONNX_FILE if spec.format == "onnx" else TORCHSCRIPT_FILE)
     with torch.inference_mode(False), torch.no_grad():
-        layout = _layout(model)
-        step = _step_module(model, layout["layers"])
-        run = _export(spec, step, layout, out_file)
-        parity = _parity(spec, model, tokenizer, step, run, _empty(layout, spec.format == "onnx"))
-    layout["kv_cache"] = parity.pop("kv_cache")
-    layout["kv_cache_reason"] = parity.pop("kv_cache_reason")
-    with open(os.path.join(spec.out_dir, CACHE_FILE), "w") as fh:
-        json.dump(layout, fh, indent=1)
+        cases = _reference(spec, model, tokenizer)
+        written = EXPORT_WRITERS[spec.format](spec, model, cases)
     with open(os.path.join(spec.out_dir, REFERENCE_FILE), "w") as fh:
-        json.dump([{k: d[k] for k in ("prompt_ids", "reference_tokens")} for d in parity["details"]], fh)
+        json.dump([{k: d[k] for k in ("prompt_ids", "reference_tokens")} for d in cases], fh)
     export_s = (emit.event("load", "end") - t0) / 1e9
     shutil.rmtree(os.path.join(spec.out_dir, "__pycache__"), ignore_errors=True)
+    return {
+        "format": spec.format,
+        "opset": None,
+        **written,
+        "export_s": export_s,
+        "exported_at": time.time(),
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
     versions = {}
-    for name in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
+    for name in (
+        "torch",
+        "transformers",
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
+        "onnxruntime-genai",
+        "gguf",
+        "llama_cpp_python",
+        "tokenizers",
+    ):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def _write_step(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """ONNX or TorchScript of one decoding step, its parity checked here (cached and cache-less)."""
+    out_file = os.path.join(spec.out_dir, ONNX_FILE if spec.format == "onnx" else TORCHSCRIPT_FILE)
+    layout = _layout(model)
+    step = _step_module(model, layout["layers"])
+    run = _export(spec, step, layout, out_file)
+    parity = _parity(spec, model, cases, step, run, _empty(layout, spec.format == "onnx"))
+    layout["kv_cache"] = parity.pop("kv_cache")
+    layout["kv_cache_reason"] = parity.pop("kv_cache_reason")
+    with open(os.path.join(spec.out_dir, CACHE_FILE), "w") as fh:
+        json.dump(layout, fh, indent=1)
     return {
-        "format": spec.format,
         "artifact_file": os.path.basename(out_file),
         "exporter": EXPORTER,
         "opset": spec.opset if spec.format == "onnx" else None,
         "kv_cache": layout["kv_cache"],
         "kv_cache_reason": layout["kv_cache_reason"],
         "cache_layout": {k: layout[k] for k in ("layers", "past_shapes", "dtype")},
-        "export_s": export_s,
-        "exported_at": time.time(),
         "parity": parity,
-        "versions": versions,
     }
 
 
-def _parity(
-    spec: LmExportSpec, model: Any, tokenizer: Any, step: Any, run: Callable[..., Any], empty: Callable[[], Any]
-) -> dict[str, Any]:
-    """Greedy tokens of transformers vs the export, cached and cache-less; which of the two to serve."""
-    import numpy as np
+def _deferred_parity(cases: list[dict[str, Any]], engine: str, gated: bool) -> dict[str, Any]:
+    """The parity of an artifact whose engine is not in the exporting image: checked when it loads."""
+    return {
+        "ok": True,
+        "checked": f"at load, by {engine} in its own image, against these transformers tokens",
+        "gated": gated,  # quantised: the agreement rate is recorded and shown, never a gate
+        "prompts_checked": len(cases),
+        "new_tokens": max((len(c["reference_tokens"]) for c in cases), default=0),
+        "details": cases,
+    }
+
+
+def _write_gguf(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    precision = spec.format.removeprefix("gguf-")
+    meta = write_gguf(model, spec.model_path, os.path.join(spec.out_dir, GGUF_FILE), precision)
+    return {
+        "artifact_file": GGUF_FILE,
+        "exporter": f"joulebench GGUF writer (gguf {meta.pop('gguf')}), weights {precision}",
+        "gguf": meta,
+        "kv_cache": True,
+        "kv_cache_reason": None,
+        "parity": _deferred_parity(cases, "llama.cpp", gated=True),
+    }
+
+
+def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """ONNX Runtime GenAI's own model builder, run on the transformers folder."""
+    import subprocess
+    import sys
+    import tempfile
+
+    precision = spec.format.removeprefix("ortgenai-")
+    archs = model.config.architectures or []
+    with tempfile.TemporaryDirectory() as scratch:
+        argv = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            spec.model_path,
+            "-m",
+            os.path.basename(os.path.normpath(spec.model_path)),
+            "-o",
+            spec.out_dir,
+            "-p",
+            precision,
+            "-e",
+            "cpu",
+            "-c",
+            scratch,
+        ]
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        reason = next((ln for ln in reversed(lines) if "Error" in ln or "not currently supported" in ln), None)
+        raise EngineError(
+            f"ONNX Runtime GenAI's model builder failed on {', '.join(archs) or 'this model'}: "
+            f"{reason or ' | '.join(lines[-3:])}"
+        )
+    return {
+        "artifact_file": ORTGENAI_CONFIG,
+        "exporter": f"onnxruntime_genai.models.builder -p {precision} -e cpu",
+        "kv_cache": True,
+        "kv_cache_reason": None,
+        "parity": _deferred_parity(cases, "ONNX Runtime GenAI", gated=precision == "fp32"),
+    }
+
+
+def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
+    """llama.cpp's quantisation of the f32 GGUF export in ``model_path``; the rest of its folder copied."""
+    quant = spec.format.removeprefix("gguf-")
+    t0 = emit.event("load", "start", export=spec.format)
+    os.makedirs(spec.out_dir, exist_ok=True)
+    for name in os.listdir(spec.model_path):
+        if name != GGUF_FILE and os.path.isfile(os.path.join(spec.model_path, name)):
+            shutil.copy(os.path.join(spec.model_path, name), os.path.join(spec.out_dir, name))
+    quantize_gguf(os.path.join(spec.model_path, GGUF_FILE), os.path.join(spec.out_dir, GGUF_FILE), quant)
+    with open(os.path.join(spec.out_dir, REFERENCE_FILE)) as fh:
+        cases = json.load(fh)
+    export_s = (emit.event("load", "end") - t0) / 1e9
+    return {
+        "format": spec.format,
+        "artifact_file": GGUF_FILE,
+        "exporter": f"llama.cpp llama_model_quantize to {quant}, from the f32 GGUF export",
+        "opset": None,
+        "kv_cache": True,
+        "kv_cache_reason": None,
+        "parity": _deferred_parity(cases, "llama.cpp", gated=False),
+        "export_s": export_s,
+        "exported_at": time.time(),
+        "versions": _versions(),
+    }
+
+
+def _reference(spec: LmExportSpec, model: Any, tokenizer: Any) -> list[dict[str, Any]]:
+    """transformers' greedy tokens on the parity prompts plus a one-token prompt (every engine replays them)."""
     import torch
 
-    eos = model.config.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+    eos_ids = _eos_ids(model)
     cases = [list(tokenizer(text)["input_ids"]) for text in spec.parity_prompts]
     if cases and cases[0]:
         cases.append(cases[0][:1])  # a one-token prompt: prefill with s = 1 and past = 0
-    n = spec.parity_new_tokens
-    details, cached_ok, uncached_ok, max_abs = [], 0, 0, 0.0
-    tokens_only = lambda ids, past_len, past: run(ids, past_len, past)[:2]  # noqa: E731
+    out = []
     for ids in cases:
         x = torch.tensor([ids])
         ref = model.generate(
             input_ids=x,
             attention_mask=torch.ones_like(x),
-            max_new_tokens=n,
+            max_new_tokens=spec.parity_new_tokens,
             do_sample=False,
             num_beams=1,
             pad_token_id=min(eos_ids) if eos_ids else None,
         )[0, len(ids) :].tolist()
+        out.append({"prompt": tokenizer.decode(ids), "prompt_ids": ids, "reference_tokens": ref})
+    return out
+
+
+def _eos_ids(model: Any) -> set[int]:
+    eos = model.config.eos_token_id
+    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+
+
+def _parity(
+    spec: LmExportSpec,
+    model: Any,
+    cases: list[dict[str, Any]],
+    step: Any,
+    run: Callable[..., Any],
+    empty: Callable[[], Any],
+) -> dict[str, Any]:
+    """Greedy tokens of transformers vs the export, cached and cache-less; which of the two to serve."""
+    import numpy as np
+    import torch
+
+    eos_ids = _eos_ids(model)
+    n = spec.parity_new_tokens
+    details, cached_ok, uncached_ok, max_abs = [], 0, 0, 0.0
+    tokens_only = lambda ids, past_len, past: run(ids, past_len, past)[:2]  # noqa: E731
+    for case in cases:
+        ids, ref = case["prompt_ids"], case["reference_tokens"]
         cached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=True)
         uncached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=False)
         torch_logits = step(*(torch.from_numpy(v) for v in step_feeds(ids, 0).values()), *_empty_torch(empty))[0]
         max_abs = max(max_abs, float(np.abs(np.asarray(run(ids, 0, empty())[2]) - torch_logits.numpy()).max()))
         cached_ok += cached == ref
         uncached_ok += uncached == ref
-        details.append(
-            {
-                "prompt": tokenizer.decode(ids),
-                "prompt_ids": ids,
-                "reference_tokens": ref,
-                "export_tokens": cached,
-                "export_tokens_without_cache": uncached,
-            }
-        )
+        details.append({**case, "export_tokens": cached, "export_tokens_without_cache": uncached})
     total = len(cases)
     kv_cache = cached_ok == total
     return {
@@ -274,3 +419,12 @@ def _empty_torch(empty: Callable[[], Any]) -> list[Any]:
     import torch
 
     return [v if isinstance(v, torch.Tensor) else torch.from_numpy(v) for v in empty()]
+
+
+EXPORT_WRITERS: dict[str, Callable[[LmExportSpec, Any, list[dict[str, Any]]], dict[str, Any]]] = {
+    "onnx": _write_step,
+    "torchscript": _write_step,
+    **{f"gguf-{p}": _write_gguf for p in GGUF_PRECISIONS},
+    "ortgenai-fp32": _write_ortgenai,
+    "ortgenai-int4": _write_ortgenai,
+}

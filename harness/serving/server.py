@@ -39,8 +39,9 @@ from typing import Any
 
 from harness.engines.base import EngineError
 from harness.protocol import Emitter, ServeSpec
-from harness.serving.lm import Generation, LanguageModel, language_model
+from harness.serving.lm import Generation, LanguageModel
 from harness.serving.openai import ApiError, CompletionRequest, Detokenizer, completion_chunk, parse_completion
+from harness.serving.registry import language_model
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 
 from harness.engines.base import EngineError
 from harness.protocol import ServeSpec
-from harness.serving.lm import language_model
+from harness.serving.registry import language_model
 
 
 class Cancelled(Exception):
