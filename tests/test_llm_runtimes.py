@@ -1,4 +1,4 @@
-"""The LLM runtimes people deploy (llama.cpp, ONNX Runtime GenAI), each in its own image, served
+"""The LLM runtimes people deploy (llama.cpp, ONNX Runtime GenAI, OpenVINO GenAI), each in its own image, served
 through `python -m controller serve` like every other engine: the same prompts, the same streamed
 OpenAI API and serving metrics, greedy parity with transformers stated in the record (a gate for
 full-precision artifacts, an agreement rate for quantised ones), and a campaign over them that the
@@ -6,7 +6,7 @@ report turns into its tables.
 
 The model is a tiny Llama built here (every runtime loads Llama); a tiny GPT-2 shows the refusal of
 an architecture a runtime's converter does not take, before any work. llama.cpp runs only in its
-image (llama-cpp-python compiles llama.cpp: not in the test environment); ONNX Runtime GenAI runs
+image (llama-cpp-python compiles llama.cpp: not in the test environment); the two GenAI runtimes run
 with the local runner too.
 """
 
@@ -130,6 +130,20 @@ def test_ortgenai_int4_serves_and_records_its_agreement_without_a_gate(tmp_path:
     assert parity["gated"] is False and 0.0 <= parity["token_agreement"] <= 1.0
 
 
+def test_openvino_genai_serves_transformers_greedy_tokens_from_the_onnx_export_made_stateful(
+    tmp_path: Path, cache: Path, tiny_llama: Path, torch_record: dict[str, Any]
+) -> None:
+    pytest.importorskip("openvino_genai")
+    code, rec = serve(tmp_path, cache, tiny_llama, "openvino-genai-cpu", "--runner", "local")
+    assert code == 0
+    check_served(rec, "openvino-genai")
+    assert rec["conversion"] == "lm2openvino-genai" and "beam_idx" in rec["artifact"]["exporter"]
+    assert rec["artifact"]["key_inputs"]["source_export"]  # made from the ONNX export, which is cached too
+    parity = rec["result"]["generation"]["load_parity"]
+    assert parity["gated"] is True and parity["token_agreement"] == 1.0
+    assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
+
+
 # --- refusals before any work ---------------------------------------------------------------------
 
 
@@ -159,7 +173,7 @@ def test_the_plan_says_per_cell_which_runtime_cannot_serve_which_model_and_why()
         [sys.executable, "-m", "controller", "campaign", "plan", str(CAMPAIGN)],
         capture_output=True, text=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
-    assert "7 configurations × 12 models" in out
+    assert "8 configurations × 12 models" in out
     assert "engine llamacpp cannot serve pythia-410m: GPTNeoXForCausalLM" in out
     assert "engine llamacpp cannot serve tinyllama: a SentencePiece tokenizer" in out
     assert "engine ortgenai cannot serve codeparrot-small: GPT2LMHeadModel" in out
@@ -196,7 +210,7 @@ def test_the_gguf_writer_writes_what_llama_cpp_reads(tmp_path: Path, tiny_llama:
 def llm_images(docker_client: Any) -> Any:
     from controller.images import get_manifest
 
-    for name in ("llamacpp-cpu", "ortgenai-cpu"):
+    for name in ("llamacpp-cpu", "ortgenai-cpu", "openvino-genai-cpu"):
         tag = get_manifest(name).tag
         if not docker_client.images.list(name=tag):
             why = f"image {tag} is not built (python -m controller images build {name})"
@@ -252,12 +266,13 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
         capture_output=True, text=True, cwd=REPO, timeout=1800, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "7 of 7 runs ok" in run.stdout
+    assert "8 of 8 runs ok" in run.stdout
     folder = tmp_path / "results" / "llm-runtimes"
     recs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     engines = {r["cell"]["configuration"]: r["engine"] for r in recs}
     assert engines["llamacpp-q4km-cpu"] == "llamacpp" and engines["ortgenai-int4-cpu"] == "ortgenai"
-    full = [r for r in recs if r["cell"]["configuration"] in ("torch-cpu", "onnx-cpu", "llamacpp-f16-cpu", "ortgenai-cpu")]
+    full_precision = ("torch-cpu", "onnx-cpu", "llamacpp-f16-cpu", "ortgenai-cpu", "ovgenai-cpu")
+    full = [r for r in recs if r["cell"]["configuration"] in full_precision]
     assert len({json.dumps(tokens_by_prompt(r), sort_keys=True) for r in full}) == 1  # one greedy answer
 
     report = subprocess.run(
@@ -272,6 +287,8 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     assert "<LLAMA.CPP, CPU> llamacpp-q8-cpu" in rows and "<ORT-GENAI, CPU> ortgenai-int4-cpu" in rows
     assert rows["<LLAMA.CPP, CPU> llamacpp-f16-cpu"]["Greedy parity"] == "100%"
     assert rows["<LLAMA.CPP, CPU> llamacpp-q4km-cpu"]["Greedy parity"].endswith("(quantised, not gated)")
-    assert rows["<TORCH, CPU>"]["Greedy parity"] == "n/a" and "the reference itself" in rows["<TORCH, CPU>"]["footnotes"]
+    torch_row = rows["<TORCH, CPU>"]
+    assert torch_row["Greedy parity"] == "n/a" and "the reference itself" in torch_row["footnotes"]
+    assert rows["<OV-GENAI, CPU>"]["Greedy parity"] == "100%"
     assert all(float(r["Throughput (tokens/s)"]) > 0 for r in rows.values())
     assert (tmp_path / "report" / "table4.csv").is_file()

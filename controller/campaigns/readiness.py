@@ -30,6 +30,7 @@ ENGINE_PACKAGES = {
     "tensorrt": "tensorrt",
     "llamacpp": "llama_cpp",
     "ortgenai": "onnxruntime_genai",
+    "openvino-genai": "openvino_genai",
 }
 SOURCE_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 

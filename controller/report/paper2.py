@@ -34,6 +34,7 @@ ENGINE_SHORT = {
     "torchscript": "JIT",
     "llamacpp": "LLAMA.CPP",
     "ortgenai": "ORT-GENAI",
+    "openvino-genai": "OV-GENAI",
 }
 # The paper ran <JIT, *> and left it out of its results (error-prone outputs): shown, never bold.
 NOT_IN_PAPER_RESULTS = ("torchscript",)

@@ -13,7 +13,11 @@ from harness.serving.formats import EXPORT_FORMATS, GGUF_QUANT_CHOICES, export_f
 __all__ = ["EXPORT_FORMATS", "export_format"]
 
 EXPORT_IMAGE = "torch-cpu"  # where transformers models are exported
-QUANTIZE_IMAGE = "llamacpp-cpu"  # where llama.cpp quantises the f32 GGUF export
+# Exports made from another export, in another image: format -> (source format, image).
+DERIVED_EXPORTS: dict[str, tuple[str, str]] = {
+    **{f"gguf-{q}": ("gguf-f32", "llamacpp-cpu") for q in GGUF_QUANT_CHOICES if q not in ("f32", "f16")},
+    "openvino-genai": ("onnx", "openvino-genai-cpu"),
+}
 CONTAINER_PORT = 8000
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
@@ -55,14 +59,12 @@ class ServingSettings:
 
 def export_source(fmt: str) -> str | None:
     """The export another export is made from (a quantised GGUF: the f32 one), or None: the model."""
-    if fmt.startswith("gguf-") and fmt[5:] in GGUF_QUANT_CHOICES and fmt[5:] not in ("f32", "f16"):
-        return "gguf-f32"
-    return None
+    return DERIVED_EXPORTS[fmt][0] if fmt in DERIVED_EXPORTS else None
 
 
 def export_image(fmt: str) -> str:
     """The image that makes an export."""
-    return QUANTIZE_IMAGE if export_source(fmt) else EXPORT_IMAGE
+    return DERIVED_EXPORTS[fmt][1] if fmt in DERIVED_EXPORTS else EXPORT_IMAGE
 
 
 def export_images(fmt: str | None) -> list[str]:

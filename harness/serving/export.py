@@ -174,6 +174,8 @@ def _empty(layout: dict[str, Any], onnx: bool) -> Callable[[], list[Any]]:
 def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     if spec.format.startswith("gguf-") and spec.format[5:] in GGUF_QUANTS:
         return _quantize(spec, emit)  # in the llama.cpp image, from the f32 export: no torch there
+    if spec.format == "openvino-genai":
+        return _ov_genai(spec, emit)  # in the OpenVINO GenAI image, from the ONNX export
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -337,6 +339,30 @@ def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
         "kv_cache": True,
         "kv_cache_reason": None,
         "parity": _deferred_parity(cases, "llama.cpp", gated=False),
+        "export_s": export_s,
+        "exported_at": time.time(),
+        "versions": _versions(),
+    }
+
+
+def _ov_genai(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
+    """OpenVINO GenAI's folder from the ONNX export in ``model_path`` (harness.serving.ov_genai)."""
+    from harness.serving.ov_genai import OV_GENAI_FILE, write_ov_genai
+
+    t0 = emit.event("load", "start", export=spec.format)
+    written = write_ov_genai(spec.model_path, spec.out_dir)
+    with open(os.path.join(spec.out_dir, REFERENCE_FILE)) as fh:
+        cases = json.load(fh)
+    export_s = (emit.event("load", "end") - t0) / 1e9
+    return {
+        "format": spec.format,
+        "artifact_file": OV_GENAI_FILE,
+        "exporter": "OpenVINO MakeStateful + beam_idx reorder on the ONNX export (optimum-intel's layout)",
+        "opset": None,
+        "ov_genai": written,
+        "kv_cache": True,
+        "kv_cache_reason": None,
+        "parity": _deferred_parity(cases, "OpenVINO GenAI", gated=True),
         "export_s": export_s,
         "exported_at": time.time(),
         "versions": _versions(),

@@ -13,6 +13,7 @@ EXPORT_FORMATS: dict[str, str | None] = {
     "torchscript": "torchscript",
     "llamacpp": "gguf-f16",
     "ortgenai": "ortgenai-fp32",
+    "openvino-genai": "openvino-genai",  # made from the ONNX export
 }
 GGUF_QUANT_CHOICES = ("f32", "f16", "q8_0", "q4_k_m")  # llama.cpp's `quant` option
 ORTGENAI_PRECISIONS = ("fp32", "int4")  # ONNX Runtime GenAI's `precision` option (its builder's -p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.engines.base import EngineError
 from harness.protocol import ServeSpec
 from harness.serving.lm import LanguageModel, OnnxRuntimeLM, OpenVinoLM, TorchLM, TorchScriptLM
-from harness.serving.runtimes import LlamaCppLM, OrtGenAiLM
+from harness.serving.runtimes import LlamaCppLM, OpenVinoGenAiLM, OrtGenAiLM
 
 LANGUAGE_MODELS: dict[str, type[LanguageModel]] = {
     "torch": TorchLM,
@@ -14,6 +14,7 @@ LANGUAGE_MODELS: dict[str, type[LanguageModel]] = {
     "torchscript": TorchScriptLM,
     "llamacpp": LlamaCppLM,
     "ortgenai": OrtGenAiLM,
+    "openvino-genai": OpenVinoGenAiLM,
 }
 
 

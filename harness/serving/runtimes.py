@@ -1,4 +1,4 @@
-"""The LLM runtimes people deploy, behind the same server: llama.cpp and ONNX Runtime GenAI.
+"""The LLM runtimes people deploy, behind the same server: llama.cpp, ONNX Runtime GenAI, OpenVINO GenAI.
 
 Each loads the artifact its conversion wrote (:mod:`harness.serving.export`) and generates greedily
 with its own KV cache, one token at a time, so that our server streams every token as it comes, as
@@ -11,6 +11,8 @@ rule here too (``ignore_eos`` generates on), not the runtime's.
   (no prompt-prefix reuse between requests, which no other engine here does either).
 - ONNX Runtime GenAI: ``og.Generator`` with greedy search over the model builder's folder; its own
   end-of-sequence stop is switched off with a config overlay.
+- OpenVINO GenAI: ``LLMPipeline.generate`` on token ids (``TokenizedInputs``), greedy, ``ignore_eos``,
+  a streamer that takes each token and says stop at the server's end-of-sequence rule.
 
 Both replay the reference prompts at load (:meth:`_ExportedLM.check_reference`): f32/f16 and the
 builder's fp32 must give transformers' greedy tokens; quantised artifacts record their agreement.
@@ -26,7 +28,7 @@ from harness.engines.base import EngineError
 from harness.serving.gguf_export import GGUF_FILE, GGUF_QUANTS
 from harness.serving.lm import ORTGENAI_CONFIG, OnToken, _ExportedLM, _threads
 
-__all__ = ["LlamaCppLM", "OrtGenAiLM"]
+__all__ = ["LlamaCppLM", "OpenVinoGenAiLM", "OrtGenAiLM"]
 
 
 def _cores() -> int:
@@ -149,4 +151,60 @@ class OrtGenAiLM(_RuntimeLM):
             "cache_io": "ONNX Runtime GenAI's own KV cache (past/present buffer shared, sized per request)",
             "decoding": "greedy search (og.Generator)",
             "precision": self.spec.options.get("precision") or "fp32",
+        }
+
+
+class OpenVinoGenAiLM(_RuntimeLM):
+    engine = "openvino-genai"
+    packages = ("openvino-genai", "openvino", "tokenizers")
+    artifact_file = "openvino_model.xml"
+
+    def load(self) -> None:
+        import numpy as np
+        import openvino as ov
+        import openvino_genai as genai
+
+        folder = os.path.dirname(self._folder())
+        if self.spec.provider != "cpu":
+            raise EngineError(f"OpenVINO GenAI serves provider cpu in this image, not {self.spec.provider!r}")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}  # bf16 on AMX CPUs otherwise
+        if _threads(self.spec):
+            config["INFERENCE_NUM_THREADS"] = _threads(self.spec)
+        self.pipe = genai.LLMPipeline(folder, "CPU", **config)
+        self._genai, self._ov, self._np = genai, ov, np
+        self.check_reference()
+
+    def stream_ids(
+        self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None, ignore_eos: bool = False
+    ) -> list[int]:
+        genai, ov, np = self._genai, self._ov, self._np
+        eos = set() if ignore_eos else self.eos_ids
+        new: list[int] = []
+
+        class Streamer(genai.StreamerBase):  # type: ignore[misc,name-defined]
+            def write(self, token: Any) -> Any:
+                for t in token if isinstance(token, list) else [token]:
+                    new.append(int(t))
+                    if on_token is not None:
+                        on_token(int(t))
+                    if int(t) in eos or len(new) >= max_new_tokens:
+                        return genai.StreamingStatus.STOP
+                return genai.StreamingStatus.RUNNING
+
+            def end(self) -> None:
+                pass
+
+        config = genai.GenerationConfig()
+        config.max_new_tokens = max_new_tokens
+        config.do_sample = False
+        config.ignore_eos = True  # stopping is the server's rule (above), as for every engine
+        ids = np.asarray([prompt_ids], dtype=np.int64)
+        inputs = genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
+        self.pipe.generate(inputs, config, Streamer())
+        return new
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {
+            "cache_io": "OpenVINO GenAI's stateful model (KV cache in the infer request)",
+            "decoding": "greedy (LLMPipeline, GenerationConfig do_sample=false)",
         }
