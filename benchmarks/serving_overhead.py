@@ -12,6 +12,10 @@ requests, the TPOT the client sees against the one the server measured while gen
 
     python benchmarks/serving_overhead.py                          # GPT-2 4 x 256 built here, torch
     python benchmarks/serving_overhead.py --engine onnxruntime --embd 32 --layers 2
+    python benchmarks/serving_overhead.py --arch llama --engine torch,onnxruntime,ortgenai,openvino-genai,llamacpp
+
+With several engines, each is measured in turn on the same model and prompts, and a last table puts
+their tokens/s and TPOT side by side (llamacpp needs llama-cpp-python installed here).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller.serving.client import Endpoint, WorkItem, stream_completion  # noqa: E402
+from controller.serving.settings import export_source  # noqa: E402
 from harness.protocol import Emitter, LmExportSpec, ServeSpec  # noqa: E402
-from harness.serving.formats import EXPORT_FORMATS  # noqa: E402
+from harness.serving.formats import EXPORT_FORMATS, export_format  # noqa: E402
 from harness.serving.registry import language_model  # noqa: E402
 from suite.prompts import humaneval_prompts  # noqa: E402
 
@@ -63,34 +68,73 @@ def direct(lm: object, text: str, n: int) -> tuple[float, float, float]:
     return (stamps[0] - t0) / 1e6, (stamps[-1] - stamps[0]) / (len(stamps) - 1) / 1e6, (end - t0) / 1e6
 
 
+def make_artifact(fmt: str | None, model: Path, work: Path, prompt: str) -> str | None:
+    """The export an engine serves, made here (an export of an export: its source first)."""
+    if fmt is None:
+        return None
+    from harness.serving.export import export_lm
+
+    out = work / fmt
+    if not out.exists():
+        source = export_source(fmt)
+        origin = make_artifact(source, model, work, prompt) if source else str(model)
+        export_lm(LmExportSpec(fmt, str(origin), str(out), parity_prompts=[prompt]), Emitter(io.StringIO()))
+    return str(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model folder (default: a GPT-2 with random weights built here)")
-    parser.add_argument("--engine", choices=sorted(EXPORT_FORMATS), default="torch")
-    parser.add_argument("--embd", type=int, default=256, help="width of the GPT-2 built here (default 256)")
+    parser.add_argument(
+        "--engine", default="torch", help=f"one or several, comma-separated: {', '.join(EXPORT_FORMATS)}"
+    )
+    parser.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2", help="of the model built here")
+    parser.add_argument("--embd", type=int, default=256, help="width of the model built here (default 256)")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    engines = args.engine.split(",")
+    unknown = [e for e in engines if e not in EXPORT_FORMATS]
+    if unknown:
+        parser.error(f"unknown engine {', '.join(unknown)}; valid: {', '.join(EXPORT_FORMATS)}")
     work = Path(tempfile.mkdtemp(prefix="joulebench-serving-bench-"))
     model = args.model
     if model is None:
         from harness.serving.tiny import build_tiny_lm
 
-        model = build_tiny_lm(work / "lm", n_embd=args.embd, n_layer=args.layers, n_head=max(2, args.embd // 64))
-    artifact = None
+        heads = max(2, args.embd // 64)
+        model = build_tiny_lm(work / "lm", n_embd=args.embd, n_layer=args.layers, n_head=heads, arch=args.arch)
     prompts = humaneval_prompts(seed=0, limit=args.prompts)
-    fmt = EXPORT_FORMATS[args.engine]
-    if fmt is not None:
-        from harness.serving.export import export_lm
+    summary = []
+    try:
+        for engine in engines:
+            summary.append(measure(engine, model, work, prompts, args))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if len(summary) > 1:
+        print(
+            f"\nside by side: {model.name}, the same {len(prompts)} prompts x {args.rounds} rounds x "
+            f"{args.max_new_tokens} tokens, {args.threads} thread(s)"
+        )
+        print(
+            f"{'engine':16} {'tokens/s':>9} {'TPOT median':>12} {'TTFT median':>12} {'direct TPOT':>12} {'overhead':>9}"
+        )
+        for row in summary:
+            print(
+                f"{row['engine']:16} {row['tokens_per_s']:9.1f} {row['tpot_ms']:12.3f} {row['ttft_ms']:12.3f} "
+                f"{row['direct_tpot_ms']:12.3f} {row['overhead_pct']:+8.2f}%"
+            )
+    return 0
 
-        artifact = str(work / fmt)
-        export_lm(LmExportSpec(fmt, str(model), artifact, parity_prompts=[prompts[0].text]), Emitter(io.StringIO()))
-    spec = ServeSpec(
-        "bench", args.engine, "cpu", model.name, str(model), artifact_path=artifact, options={"threads": args.threads}
-    )
+
+def measure(engine: str, model: Path, work: Path, prompts: list, args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
+    """One engine: direct generation and streamed HTTP, in pairs; prints its table, returns its figures."""
+    options = {"threads": args.threads}
+    artifact = make_artifact(export_format(engine, options), model, work, prompts[0].text)
+    spec = ServeSpec("bench", engine, "cpu", model.name, str(model), artifact_path=artifact, options=options)
     direct_lm = language_model(spec)
     direct_lm.load()
     proc, port = start_server(spec)
@@ -114,8 +158,7 @@ def main() -> int:
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"engine {args.engine}   model {model.name}   {len(prompts)} prompts x {args.rounds} rounds x {n} tokens")
+    print(f"engine {engine}   model {model.name}   {len(prompts)} prompts x {args.rounds} rounds x {n} tokens")
     print(f"{'':34} {'TTFT mean':>10} {'TPOT mean':>10} {'TPOT median':>12} {'E2E mean':>10}   (ms)")
     for name, rows in (("direct generate (this process)", d), ("streamed HTTP (client's clock)", s)):
         ttft, tpot, e2e = zip(*rows, strict=True)
@@ -137,7 +180,14 @@ def main() -> int:
         "TPOT the client sees vs the server's own generation of the same requests: "
         f"median {100 * statistics.median(same):+.2f} %"
     )
-    return 0
+    return {
+        "engine": engine,
+        "tokens_per_s": n * len(s) / (sum(r[2] for r in s) / 1e3),
+        "tpot_ms": statistics.median(r[1] for r in s),
+        "ttft_ms": statistics.median(r[0] for r in s),
+        "direct_tpot_ms": statistics.median(r[1] for r in d),
+        "overhead_pct": 100 * statistics.median(pair),
+    }
 
 
 if __name__ == "__main__":

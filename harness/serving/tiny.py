@@ -69,7 +69,9 @@ def build_tiny_lm(
             vocab_size=tok.get_vocab_size(),
             max_position_embeddings=n_positions,
             hidden_size=n_embd,
-            intermediate_size=2 * n_embd,
+            # Not the vocabulary's size: ONNX Runtime GenAI 0.18's builder then writes a model that
+            # disagrees with transformers (its parity gate refuses it); real models never match the two.
+            intermediate_size=3 * n_embd if 3 * n_embd != tok.get_vocab_size() else 4 * n_embd,
             num_hidden_layers=n_layer,
             num_attention_heads=n_head,
             num_key_value_heads=n_head,
