@@ -25,11 +25,12 @@ def images_list(args: argparse.Namespace) -> int:
     if args.json:
         print(images.to_json(rows))
         return 0
-    print(f"{'NAME':<14} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
+    width = max([len("NAME"), *(len(r["name"]) for r in rows)]) + 1
+    print(f"{'NAME':<{width}} {'ENGINES':<32} {'PROVIDER':<9} {'GPU':<4} {'BUILT':<12} IMAGE ID")
     for r in rows:
         ident = (r["image_id"] or "-")[7:19] if r["image_id"] else "-"
         print(
-            f"{r['name']:<14} {','.join(r['engines']):<32} {r['provider']:<9} "
+            f"{r['name']:<{width}} {','.join(r['engines']):<32} {r['provider']:<9} "
             f"{'yes' if r['gpu'] else 'no':<4} {_built(r):<12} {ident}"
         )
     if note:
