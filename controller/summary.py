@@ -137,10 +137,12 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
             gen = record["result"].get("generation") or {}
             cache = "on" if gen.get("kv_cache") else f"off ({gen.get('kv_cache_reason')})"
             at_load = gen.get("load_parity") or {}
-            share = at_load.get("token_agreement")
+            share, what = at_load.get("token_agreement"), "tokens"
+            if share is None:  # a runtime's own server: its text, per prompt
+                share, what = at_load.get("greedy_text_agreement"), "text"
             parity_text = (
-                f"   greedy tokens as transformers': {share:.0%}"
-                + ("" if at_load.get("gated", True) else " (quantised: recorded, not a gate)")
+                f"   greedy {what} as transformers': {share:.0%}"
+                + ("" if at_load.get("gated", True) else " (recorded, not a gate)")
                 if isinstance(share, (int, float))
                 else ""
             )

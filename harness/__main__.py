@@ -27,9 +27,17 @@ def main(argv: list[str] | None = None) -> int:
 
             emit.result(run(RunSpec.from_json(args.spec), emit))
         elif args.command == "serve":
-            from harness.serving.server import serve
+            from harness.serving.formats import OWN_SERVER_REQUEST
 
-            emit.result(serve(ServeSpec.from_json(args.spec), emit))
+            spec = ServeSpec.from_json(args.spec)
+            if spec.engine in OWN_SERVER_REQUEST:
+                from harness.serving.own_server import serve_own
+
+                emit.result(serve_own(spec, emit))
+            else:
+                from harness.serving.server import serve
+
+                emit.result(serve(spec, emit))
         elif args.command == "serve-export":
             from harness.serving.export import export_lm
 

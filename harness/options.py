@@ -147,7 +147,12 @@ SERVING_ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
             "choice", "model builder precision: fp32 (default) or int4 (quantised)", ORTGENAI_PRECISIONS
         ),
     },
+    "vllm": {
+        "max_model_len": Option("int", "vLLM --max-model-len (default: the model's)", minimum=16),
+        "gpu_memory_utilization": Option("text", "vLLM --gpu-memory-utilization, 0-1 (default vLLM's 0.9)"),
+    },
 }
+SERVING_ENGINE_OPTIONS["llamacpp-server"] = SERVING_ENGINE_OPTIONS["llamacpp"]
 
 
 def check_options(engine: str, options: Mapping[str, Any], serving: bool = False) -> dict[str, Any]:

@@ -277,6 +277,7 @@ class ServeSpec:
     artifact_path: str | None = None  # exported model folder (onnxruntime, openvino, torchscript)
     host: str = "127.0.0.1"
     port: int = 0  # 0: an ephemeral port, reported in the load end event
+    control_port: int = 0  # a runtime with its own server: where /ready and /shutdown are (0: ephemeral)
     max_new_tokens_limit: int = 1024
     seed: int = 0
     mode: str = "serving"
@@ -329,7 +330,6 @@ SERVE_RESULT_FIELDS: dict[str, type] = {
     "provider": str,
     "providers_active": list,
     "load_s": float,
-    "requests_served": int,
     "versions": dict,
 }
 LM_EXPORT_FIELDS: dict[str, type] = {"format": str, "artifact_file": str, "parity": dict, "versions": dict}

@@ -173,7 +173,7 @@ def test_the_plan_says_per_cell_which_runtime_cannot_serve_which_model_and_why()
         [sys.executable, "-m", "controller", "campaign", "plan", str(CAMPAIGN)],
         capture_output=True, text=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
-    assert "8 configurations × 12 models" in out
+    assert "9 configurations × 12 models" in out
     assert "engine llamacpp cannot serve pythia-410m: GPTNeoXForCausalLM" in out
     assert "engine llamacpp cannot serve tinyllama: a SentencePiece tokenizer" in out
     assert "engine ortgenai cannot serve codeparrot-small: GPT2LMHeadModel" in out
@@ -245,6 +245,25 @@ def test_llama_cpp_in_its_image_serves_transformers_tokens_and_quantised_gguf_re
 
 
 @pytest.mark.docker
+def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it(
+    tmp_path: Path, cache: Path, tiny_llama: Path, llm_images: Any
+) -> None:
+    code, rec = serve(tmp_path, cache, tiny_llama, "llamacpp-cpu", "--engine", "llamacpp-server", "--runner", "docker")
+    assert code == 0 and rec["status"] == "ok", rec.get("failure")
+    assert rec["engine"] == "llamacpp-server" and rec["conversion"] == "lm2gguf-f16"
+    requests = rec["serving"]["requests"]
+    assert len(requests) == LIMIT and all(r["ok"] for r in requests)
+    assert all(r["output_tokens_source"] == "events" for r in requests)  # its server sends no usage
+    assert rec["metrics"]["tpot_ms_median"] > 0 and rec["metrics"]["tokens_per_s"] > 0
+    server = rec["result"]["server"]
+    assert server["own"] is True and "llama_cpp.server" in server["command"]
+    assert "unavailable" in server["requests_served"]  # not counted by us, not invented
+    parity = rec["result"]["generation"]["load_parity"]
+    assert parity["gated"] is False and 0.0 <= parity["greedy_text_agreement"] <= 1.0
+    assert containers_labelled(llm_images, "joulebench.mode=serving") == []
+
+
+@pytest.mark.docker
 def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     tmp_path: Path, tiny_llama: Path, llm_images: Any
 ) -> None:
@@ -266,7 +285,7 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
         capture_output=True, text=True, cwd=REPO, timeout=1800, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "8 of 8 runs ok" in run.stdout
+    assert "9 of 9 runs ok" in run.stdout
     folder = tmp_path / "results" / "llm-runtimes"
     recs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     engines = {r["cell"]["configuration"]: r["engine"] for r in recs}
@@ -286,9 +305,10 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
         rows = {r["Serving configuration"]: r for r in csv.DictReader(fh)}
     assert "<LLAMA.CPP, CPU> llamacpp-q8-cpu" in rows and "<ORT-GENAI, CPU> ortgenai-int4-cpu" in rows
     assert rows["<LLAMA.CPP, CPU> llamacpp-f16-cpu"]["Greedy parity"] == "100%"
-    assert rows["<LLAMA.CPP, CPU> llamacpp-q4km-cpu"]["Greedy parity"].endswith("(quantised, not gated)")
+    assert rows["<LLAMA.CPP, CPU> llamacpp-q4km-cpu"]["Greedy parity"].endswith("(not gated)")
     torch_row = rows["<TORCH, CPU>"]
     assert torch_row["Greedy parity"] == "n/a" and "the reference itself" in torch_row["footnotes"]
     assert rows["<OV-GENAI, CPU>"]["Greedy parity"] == "100%"
+    assert rows["<LLAMA.CPP SERVER, CPU>"]["Greedy parity"].endswith("(not gated)")  # its text, recorded
     assert all(float(r["Throughput (tokens/s)"]) > 0 for r in rows.values())
     assert (tmp_path / "report" / "table4.csv").is_file()

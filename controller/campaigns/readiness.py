@@ -31,6 +31,8 @@ ENGINE_PACKAGES = {
     "llamacpp": "llama_cpp",
     "ortgenai": "onnxruntime_genai",
     "openvino-genai": "openvino_genai",
+    "llamacpp-server": "llama_cpp",
+    "vllm": "vllm",
 }
 SOURCE_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 

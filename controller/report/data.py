@@ -144,6 +144,8 @@ def parity_of(record: dict[str, Any]) -> tuple[float | None, bool | None, str | 
     parity = generation.get("load_parity")
     if isinstance(parity, dict) and isinstance(parity.get("token_agreement"), (int, float)):
         return float(parity["token_agreement"]), parity.get("gated", True) is not False, None
+    if isinstance(parity, dict) and isinstance(parity.get("greedy_text_agreement"), (int, float)):
+        return float(parity["greedy_text_agreement"]), False, None  # a runtime's own server: its text, per prompt
     if isinstance(parity, dict) and isinstance(parity.get("greedy_token_agreement"), (int, float)):
         return float(parity["greedy_token_agreement"]), True, None  # gated: a served export agreed on every prompt
     if record.get("engine") == "torch":

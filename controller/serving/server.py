@@ -11,7 +11,7 @@ from typing import Any
 from controller.progress import Progress
 from controller.runners.base import Execution, Invocation, Runner, Started, signals_deferred
 from controller.serving.client import http_json
-from controller.serving.settings import CONTAINER_PORT, ServingFailed
+from controller.serving.settings import CONTAINER_PORT, CONTROL_PORT, ServingFailed
 from harness.protocol import (
     HarnessOutput,
     ProtocolError,
@@ -76,19 +76,26 @@ class ServerHandle:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def bound_port(self) -> int | None:
-        """The port the server reported binding (in its process or container)."""
+    def bound_port(self, key: str = "port") -> int | None:
+        """The port the server reported binding (in its process or container); ``control_port``: where
+        a runtime with its own server answers /ready and /shutdown (None: on the same port)."""
         for e in self.output.events:
-            if e["phase"] == "load" and e["edge"] == "end" and isinstance(e.get("port"), int):
-                return int(e["port"])
+            if e["phase"] == "load" and e["edge"] == "end" and isinstance(e.get(key), int):
+                return int(e[key])
         return None
 
-    def port(self, published: bool) -> int | None:
+    def port(self, published: bool, key: str = "port") -> int | None:
         """Where the client reaches the server: the bound port, or the host port Docker published."""
-        bound = self.bound_port()
+        bound = self.bound_port(key)
         if not published or bound is None or self.started is None:
             return bound
-        return self.started.published_port(CONTAINER_PORT)
+        return self.started.published_port(CONTAINER_PORT if key == "port" else CONTROL_PORT)
+
+    def control_port(self, published: bool) -> int | None:
+        """Where /ready and /shutdown are: the control port of a runtime's own server, else the API's."""
+        if self.bound_port("control_port") is not None:
+            return self.port(published, "control_port")
+        return self.port(published)
 
     def wait(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
@@ -140,10 +147,10 @@ def wait_ready(server: ServerHandle, host: str, published: bool, timeout_s: floa
     while time.monotonic() < deadline:
         if not server.alive():
             raise ServingFailed("load", f"the server exited before it was ready{server.exit_note()}")
-        port = server.port(published)
-        if port is not None:
+        port, control = server.port(published), server.control_port(published)
+        if port is not None and control is not None:
             try:
-                status, _ = http_json(host, port, "GET", "/ready", None, 2.0)
+                status, _ = http_json(host, control, "GET", "/ready", None, 2.0)
                 if status == 200:
                     return port
             except (OSError, http.client.HTTPException):

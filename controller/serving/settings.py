@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from controller.serving.load import LoadPoint
 
-from harness.serving.formats import EXPORT_FORMATS, GGUF_QUANT_CHOICES, export_format
+from harness.serving.formats import (
+    EXPORT_FORMATS,
+    GGUF_QUANT_CHOICES,
+    LOADS_MODEL_FOLDER,
+    OWN_SERVER_REQUEST,
+    export_format,
+)
 
-__all__ = ["EXPORT_FORMATS", "export_format"]
+__all__ = ["EXPORT_FORMATS", "LOADS_MODEL_FOLDER", "OWN_SERVER_REQUEST", "export_format"]
 
 EXPORT_IMAGE = "torch-cpu"  # where transformers models are exported
 # Exports made from another export, in another image: format -> (source format, image).
@@ -19,6 +25,7 @@ DERIVED_EXPORTS: dict[str, tuple[str, str]] = {
     "openvino-genai": ("onnx", "openvino-genai-cpu"),
 }
 CONTAINER_PORT = 8000
+CONTROL_PORT = 8001  # a runtime with its own server on CONTAINER_PORT: our /ready and /shutdown here
 MODEL_MOUNT = "/models"
 EXPORT_MOUNT = "/exports"
 PARITY_PROMPTS = 3

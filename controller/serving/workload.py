@@ -41,9 +41,12 @@ from controller.serving.metrics import serving_metrics, steady_window
 from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
+    CONTROL_PORT,
     EXPORT_FORMATS,
     EXPORT_MOUNT,
+    LOADS_MODEL_FOLDER,
     MODEL_MOUNT,
+    OWN_SERVER_REQUEST,
     PARITY_PROMPTS,
     ServingFailed,
     ServingSettings,
@@ -155,6 +158,7 @@ class ServingWorkload:
     def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
         bind, published = runner.server_address()
         spec, mounts = self._spec(runner, record.run_id, bind, published)
+        own = self.engine in OWN_SERVER_REQUEST  # the runtime's own server, our control port beside it
         record.spec = asdict(spec)
         where = self.request.where
         inv = Invocation(
@@ -173,7 +177,7 @@ class ServingWorkload:
                 "joulebench.run": record.run_id,
                 "joulebench.mode": "serving",
             },
-            ports={CONTAINER_PORT: "127.0.0.1"} if published else {},
+            ports=({CONTAINER_PORT: "127.0.0.1"} | ({CONTROL_PORT: "127.0.0.1"} if own else {})) if published else {},
         )
         server = ServerHandle(runner, inv, lambda w: attach_meters(meters, w), meters.stop, progress)
         progress.note(f"serving {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
@@ -211,7 +215,10 @@ class ServingWorkload:
             say=progress.phase,
             stop=lambda: None if server.alive() else "the server exited",
             exit_note=server.exit_note,
-            extra={"return_token_ids": True},  # our server's tokens, for parity across engines
+            # our server's tokens, for parity across engines; a runtime's own server: what makes it greedy
+            extra=dict(OWN_SERVER_REQUEST[self.engine])
+            if self.engine in OWN_SERVER_REQUEST
+            else {"return_token_ids": True},
         )
         self.driven = driven  # kept whatever happens next: the requests are in the records
         if driven.failure is not None and (not driven.runs or not server.alive()):
@@ -222,7 +229,7 @@ class ServingWorkload:
             _sleep_while_alive(server, s.cooldown_s, "cooldown")
         self.last_phase = "shutdown"
         try:
-            http_json(host, port, "POST", "/shutdown", None, 10.0)
+            http_json(host, server.control_port(published) or port, "POST", "/shutdown", None, 10.0)
         except (OSError, http.client.HTTPException):
             pass
         if not server.wait(30.0):
@@ -235,7 +242,7 @@ class ServingWorkload:
         model = self.model
         mounts: list[Mount] = []
         model_path = model.location
-        if model.source == "folder" and self.fmt is None:
+        if model.source == "folder" and (self.fmt is None or self.engine in LOADS_MODEL_FOLDER):
             mounts.append(Mount(model.location, f"{MODEL_MOUNT}/{Path(model.location).name}"))
             model_path = runner.path_for(mounts[-1])
         artifact_path = None
@@ -251,6 +258,7 @@ class ServingWorkload:
             artifact_path=artifact_path,
             host=bind,
             port=CONTAINER_PORT if published else 0,
+            control_port=CONTROL_PORT if published else 0,
             max_new_tokens_limit=max(*(i.max_tokens for i in self.items), 1024),
             seed=self.what.serving.seed,
             options=self.what.options,

@@ -319,6 +319,18 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
     }
 
 
+def _write_reference(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """No artifact: a runtime that loads the model folder itself (vLLM) gets the tokenizer and
+    transformers' reference tokens, which it replays when it is ready."""
+    return {
+        "artifact_file": REFERENCE_FILE,
+        "exporter": "transformers' greedy tokens on the reference prompts (the runtime loads the model folder)",
+        "kv_cache": True,
+        "kv_cache_reason": None,
+        "parity": _deferred_parity(cases, "the runtime's own server", gated=True),
+    }
+
+
 def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     """llama.cpp's quantisation of the f32 GGUF export in ``model_path``; the rest of its folder copied."""
     quant = spec.format.removeprefix("gguf-")
@@ -453,4 +465,5 @@ EXPORT_WRITERS: dict[str, Callable[[LmExportSpec, Any, list[dict[str, Any]]], di
     **{f"gguf-{p}": _write_gguf for p in GGUF_PRECISIONS},
     "ortgenai-fp32": _write_ortgenai,
     "ortgenai-int4": _write_ortgenai,
+    "reference": _write_reference,
 }

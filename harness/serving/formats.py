@@ -14,13 +14,24 @@ EXPORT_FORMATS: dict[str, str | None] = {
     "llamacpp": "gguf-f16",
     "ortgenai": "ortgenai-fp32",
     "openvino-genai": "openvino-genai",  # made from the ONNX export
+    "llamacpp-server": "gguf-f16",  # llama.cpp's own server (llama-cpp-python's), on the same GGUF
+    "vllm": "reference",  # loads the model folder itself; the export holds transformers' reference tokens
 }
+# Runtimes served by their own OpenAI-compatible server (harness.serving.own_server), and the request
+# fields that make their sampling plain greedy, sent with every request (the client sends temperature 0).
+OWN_SERVER_REQUEST: dict[str, dict[str, float]] = {
+    "llamacpp-server": {"repeat_penalty": 1.0},  # llama-cpp-python's server defaults to 1.1
+    "vllm": {},
+}
+# Engines that load the transformers folder themselves (mounted into their container).
+LOADS_MODEL_FOLDER = ("torch", "vllm")
 GGUF_QUANT_CHOICES = ("f32", "f16", "q8_0", "q4_k_m")  # llama.cpp's `quant` option
 ORTGENAI_PRECISIONS = ("fp32", "int4")  # ONNX Runtime GenAI's `precision` option (its builder's -p)
 # Architectures (config.json "architectures") each conversion writes; an engine absent here takes any
 # that transformers' own export takes. A model outside its engine's list is refused before any work.
 ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "llamacpp": ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM"),
+    "llamacpp-server": ("GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM"),
     "ortgenai": (
         "GemmaForCausalLM",
         "Gemma2ForCausalLM",
@@ -39,6 +50,7 @@ ARCHITECTURES: dict[str, tuple[str, ...]] = {
 }
 WHY_UNSUPPORTED = {
     "llamacpp": "joulebench's GGUF writer writes Llama-, Mistral- and GPT-2-shaped models",  # and tokenizers
+    "llamacpp-server": "joulebench's GGUF writer writes Llama-, Mistral- and GPT-2-shaped models",
     "ortgenai": "ONNX Runtime GenAI's model builder (0.18) does not build it",
 }
 
@@ -46,7 +58,7 @@ WHY_UNSUPPORTED = {
 def export_format(engine: str, options: Mapping[str, Any]) -> str | None:
     """The export an engine serves with these options (KeyError for an engine that cannot serve)."""
     fmt = EXPORT_FORMATS[engine]
-    if engine == "llamacpp":
+    if engine in ("llamacpp", "llamacpp-server"):
         return f"gguf-{options.get('quant') or 'f16'}"
     if engine == "ortgenai":
         return f"ortgenai-{options.get('precision') or 'fp32'}"
@@ -54,7 +66,7 @@ def export_format(engine: str, options: Mapping[str, Any]) -> str | None:
 
 
 # Tokenizers each conversion writes (None: any).
-TOKENIZERS: dict[str, tuple[str, ...]] = {"llamacpp": ("byte-level BPE",)}
+TOKENIZERS: dict[str, tuple[str, ...]] = {"llamacpp": ("byte-level BPE",), "llamacpp-server": ("byte-level BPE",)}
 
 
 def unsupported_architecture(engine: str, architectures: list[str], tokenizer: str | None = None) -> str | None:
