@@ -12,20 +12,22 @@ import yaml
 from controller import images
 from controller.errors import UserError
 from harness.engines import ADAPTERS
+from harness.serving.formats import OWN_SERVER_REQUEST
 from tests.conftest import REPO, controller
 
-GPU_IMAGES = ["torch-cuda", "tf-cuda", "mxnet-cuda", "onnx-cuda", "onnx-trt", "tensorrt"]
+GPU_IMAGES = ["torch-cuda", "tf-cuda", "mxnet-cuda", "onnx-cuda", "onnx-trt", "tensorrt", "vllm-cuda"]
 
 
 @pytest.mark.parametrize("name", GPU_IMAGES)
 def test_every_gpu_image_has_a_manifest_a_dockerfile_and_a_build_check(name):
     m = images.get_manifest(name)
     assert m.gpu and m.provider in ("cuda", "tensorrt")
-    assert m.base.startswith("nvcr.io/nvidia/") and ":" in m.base  # an NGC tag, pinned by digest on lock
+    # an NGC tag (vLLM: its own image), pinned by digest on lock
+    assert m.base.startswith(("nvcr.io/nvidia/", "vllm/vllm-openai:")) and ":" in m.base
     assert m.dockerfile.is_file() and (m.folder / "requirements.txt").is_file()
     assert (m.folder / "check.py").is_file()
     assert len(m.why) > 200  # why this base and these pins
-    assert all(engine in ADAPTERS for engine in m.engines)
+    assert all(engine in ADAPTERS or engine in OWN_SERVER_REQUEST for engine in m.engines)
     assert m.python in ("3.10", "3.12") and m.platform.startswith("x86_64-manylinux_2_")  # the NGC base's
     context = images.build_context(m, None, None, lambda _: None)
     try:

@@ -245,6 +245,26 @@ def test_llama_cpp_in_its_image_serves_transformers_tokens_and_quantised_gguf_re
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize(("image", "engine"), [("ortgenai-cpu", "ortgenai"), ("openvino-genai-cpu", "openvino-genai")])
+def test_the_genai_runtimes_serve_transformers_tokens_in_their_images(
+    image: str,
+    engine: str,
+    tmp_path: Path,
+    cache: Path,
+    tiny_llama: Path,
+    torch_record: dict[str, Any],
+    llm_images: Any,
+) -> None:
+    code, rec = serve(tmp_path, cache, tiny_llama, image, "--runner", "docker")
+    assert code == 0
+    check_served(rec, engine)
+    assert rec["runner"]["kind"] == "docker" and rec["artifact"]["exported_by"]["kind"] == "docker"
+    assert rec["result"]["generation"]["load_parity"]["token_agreement"] == 1.0
+    assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
+    assert containers_labelled(llm_images, "joulebench.mode=serving") == []
+
+
+@pytest.mark.docker
 def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it(
     tmp_path: Path, cache: Path, tiny_llama: Path, llm_images: Any
 ) -> None:
@@ -294,6 +314,12 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     full = [r for r in recs if r["cell"]["configuration"] in full_precision]
     assert len({json.dumps(tokens_by_prompt(r), sort_keys=True) for r in full}) == 1  # one greedy answer
 
+    # A load sweep on one runtime joins the campaign's records: the report draws its curve.
+    code = main(["serve", "--image", "llamacpp-cpu", "--model", str(tiny_llama), "--concurrency", "1,2",
+                 "--limit", str(LIMIT), "--max-new-tokens", str(NEW_TOKENS), "--warmup-requests", "1",
+                 "--runner", "docker", "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+                 "--campaign", "llm-runtimes", "--option", "threads=1"])  # fmt: skip
+    assert code == 0
     report = subprocess.run(
         [sys.executable, "-m", "controller", "report", str(folder), "--output", str(tmp_path / "report")],
         capture_output=True, text=True, cwd=REPO, timeout=600, stdin=subprocess.DEVNULL,
@@ -312,3 +338,6 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     assert rows["<LLAMA.CPP SERVER, CPU>"]["Greedy parity"].endswith("(not gated)")  # its text, recorded
     assert all(float(r["Throughput (tokens/s)"]) > 0 for r in rows.values())
     assert (tmp_path / "report" / "table4.csv").is_file()
+    from controller.report.curves import LATENCY_KEY
+
+    assert (tmp_path / "report" / "plots" / f"{LATENCY_KEY}.png").is_file()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Proof of the GPU paths on a host with an NVIDIA GPU and no Docker (a lent H100/H200, say): the real
 # NVML meter, an idle baseline, torch on CUDA (eager, TorchScript, torch.compile), ONNX Runtime's CUDA
-# and TensorRT providers and native TensorRT where the installed packages have them, all through the
-# local runner, and the meter's cost. Everything it shows goes to $OUT (default ./gpu-proof):
+# and TensorRT providers and native TensorRT where the installed packages have them, serving with
+# torch and, where installed, vLLM's own server, all through the local runner, and the meter's cost. Everything it shows goes to $OUT (default ./gpu-proof):
 # system.txt, one log per step, the run records (records.tar.gz) and summary.txt.
 #
 #   OUT=/tmp/proof bash tools/gpu-proof.sh
@@ -63,6 +63,25 @@ run torch-cuda torch-compile 64
 run onnx-trt onnxruntime 64
 run tensorrt tensorrt 64
 run onnx-cuda onnxruntime 64 --option io_binding=false
+
+# Serving on the GPU: a tiny Llama built here, torch on CUDA through our server, then vLLM's own server
+# where vLLM is installed (carry its wheels in ./wheels; it is not on the lent machines by default).
+# Exports run in torch-cpu's environment, which with the local runner is this Python.
+MODEL=$(mktemp -d)/tiny-llama
+python3 -c "from harness.serving.tiny import build_tiny_lm; build_tiny_lm('$MODEL', n_embd=256, n_layer=4, n_head=4, arch='llama')" \
+  >"$OUT/tiny-llama.log" 2>&1
+serve() {  # image engine
+  step "serving $1 / $2, tiny Llama, 16 prompts, concurrency 1,4"
+  python3 -m controller serve --image "$1" --engine "$2" --model "$MODEL" --limit 16 --max-new-tokens 32 \
+    --concurrency 1,4 --runner local --results "$RESULTS" --campaign gpu-proof >"$OUT/serve-$1-$2.log" 2>&1
+  grep -E "^(run|artifact|load|requests|TTFT|TPOT|energy|failed|error)" "$OUT/serve-$1-$2.log" | tee -a "$OUT/summary.txt"
+}
+serve torch-cuda torch
+if python3 -c "import vllm" 2>/dev/null; then
+  serve vllm-cuda vllm
+else
+  step "vLLM: not installed on this host (pip install vllm, or its wheels in ./wheels): not proven"
+fi
 
 tar -C "$RESULTS" -czf "$OUT/records.tar.gz" .
 echo "records: $OUT/records.tar.gz" | tee -a "$OUT/summary.txt"
