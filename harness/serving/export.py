@@ -331,54 +331,59 @@ def _write_reference(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]
     }
 
 
-def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
-    """llama.cpp's quantisation of the f32 GGUF export in ``model_path``; the rest of its folder copied."""
-    quant = spec.format.removeprefix("gguf-")
+def _derived(
+    spec: LmExportSpec, emit: Emitter, make: Callable[[], dict[str, Any]], engine: str, gated: bool
+) -> dict[str, Any]:
+    """An export made from another one (in ``model_path``) by ``make``, which writes ``out_dir`` and
+    says what it wrote; its parity is the source's reference tokens, replayed by ``engine`` at load."""
     t0 = emit.event("load", "start", export=spec.format)
     os.makedirs(spec.out_dir, exist_ok=True)
-    for name in os.listdir(spec.model_path):
-        if name != GGUF_FILE and os.path.isfile(os.path.join(spec.model_path, name)):
-            shutil.copy(os.path.join(spec.model_path, name), os.path.join(spec.out_dir, name))
-    quantize_gguf(os.path.join(spec.model_path, GGUF_FILE), os.path.join(spec.out_dir, GGUF_FILE), quant)
+    written = make()
     with open(os.path.join(spec.out_dir, REFERENCE_FILE)) as fh:
         cases = json.load(fh)
     export_s = (emit.event("load", "end") - t0) / 1e9
     return {
         "format": spec.format,
-        "artifact_file": GGUF_FILE,
-        "exporter": f"llama.cpp llama_model_quantize to {quant}, from the f32 GGUF export",
         "opset": None,
+        **written,
         "kv_cache": True,
         "kv_cache_reason": None,
-        "parity": _deferred_parity(cases, "llama.cpp", gated=False),
+        "parity": _deferred_parity(cases, engine, gated=gated),
         "export_s": export_s,
         "exported_at": time.time(),
         "versions": _versions(),
     }
+
+
+def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
+    """llama.cpp's quantisation of the f32 GGUF export in ``model_path``; the rest of its folder copied."""
+    quant = spec.format.removeprefix("gguf-")
+
+    def make() -> dict[str, Any]:
+        for name in os.listdir(spec.model_path):
+            if name != GGUF_FILE and os.path.isfile(os.path.join(spec.model_path, name)):
+                shutil.copy(os.path.join(spec.model_path, name), os.path.join(spec.out_dir, name))
+        quantize_gguf(os.path.join(spec.model_path, GGUF_FILE), os.path.join(spec.out_dir, GGUF_FILE), quant)
+        return {
+            "artifact_file": GGUF_FILE,
+            "exporter": f"llama.cpp llama_model_quantize to {quant}, from the f32 GGUF export",
+        }
+
+    return _derived(spec, emit, make, "llama.cpp", gated=False)
 
 
 def _ov_genai(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     """OpenVINO GenAI's folder from the ONNX export in ``model_path`` (harness.serving.ov_genai)."""
     from harness.serving.ov_genai import OV_GENAI_FILE, write_ov_genai
 
-    t0 = emit.event("load", "start", export=spec.format)
-    written = write_ov_genai(spec.model_path, spec.out_dir)
-    with open(os.path.join(spec.out_dir, REFERENCE_FILE)) as fh:
-        cases = json.load(fh)
-    export_s = (emit.event("load", "end") - t0) / 1e9
-    return {
-        "format": spec.format,
-        "artifact_file": OV_GENAI_FILE,
-        "exporter": "OpenVINO MakeStateful + beam_idx reorder on the ONNX export (optimum-intel's layout)",
-        "opset": None,
-        "ov_genai": written,
-        "kv_cache": True,
-        "kv_cache_reason": None,
-        "parity": _deferred_parity(cases, "OpenVINO GenAI", gated=True),
-        "export_s": export_s,
-        "exported_at": time.time(),
-        "versions": _versions(),
-    }
+    def make() -> dict[str, Any]:
+        return {
+            "artifact_file": OV_GENAI_FILE,
+            "exporter": "OpenVINO MakeStateful + beam_idx reorder on the ONNX export (optimum-intel's layout)",
+            "ov_genai": write_ov_genai(spec.model_path, spec.out_dir),
+        }
+
+    return _derived(spec, emit, make, "OpenVINO GenAI", gated=True)
 
 
 def _reference(spec: LmExportSpec, model: Any, tokenizer: Any) -> list[dict[str, Any]]:
