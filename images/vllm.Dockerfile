@@ -14,8 +14,8 @@ RUN python3 -c "import sys; v = '%d.%d' % sys.version_info[:2]; sys.exit(v != '$
  && python3 /opt/build/check.py \
  && rm -rf /opt/build
 COPY app/ /opt/joulebench/
-ENV PYTHONPATH=/opt/joulebench HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+# The controller sets HF_HUB_OFFLINE for a model folder; a hub id is downloaded (serving has network).
+ENV PYTHONPATH=/opt/joulebench HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 VLLM_NO_USAGE_STATS=1
 USER 10001:10001
 # Replaces vLLM's entrypoint (its server): the harness starts that server itself, on the spec's port.
 ENTRYPOINT ["python3", "-m", "harness"]

@@ -120,14 +120,37 @@ def test_ortgenai_serves_transformers_greedy_tokens(tmp_path: Path, cache: Path,
     assert rec["result"]["versions"]["onnxruntime-genai"]
 
 
-def test_ortgenai_int4_serves_and_records_its_agreement_without_a_gate(tmp_path: Path, cache: Path, tiny_llama: Path):
+def test_ortgenai_int4_serves_and_records_its_agreement_without_a_gate(
+    tmp_path: Path, cache: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+):
     pytest.importorskip("onnxruntime_genai")
     code, rec = serve(tmp_path, cache, tiny_llama, "ortgenai-cpu", "--runner", "local", "--option", "precision=int4")
     assert code == 0
     check_served(rec, "ortgenai")
     assert rec["conversion"] == "lm2ortgenai-int4"
     parity = rec["result"]["generation"]["load_parity"]
-    assert parity["gated"] is False and 0.0 <= parity["token_agreement"] <= 1.0
+    assert parity["gated"] is False and parity["prompts"] == 4 and isinstance(parity["token_agreement"], float)
+    assert "recorded, not a gate" in capsys.readouterr().out  # and said so in the summary
+
+
+def test_an_export_of_a_hub_model_builds_from_the_loaded_model_not_a_folder(tmp_path: Path, tiny_llama: Path):
+    """A hub id is no folder: the GGUF writer reads the tokenizer saved beside the export, and ONNX
+    Runtime GenAI's builder gets the loaded model saved into a scratch folder of the export."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("onnxruntime_genai")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.protocol import LmExportSpec
+    from harness.serving import export
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    for fmt in ("gguf-f32", "ortgenai-fp32"):
+        out = tmp_path / fmt
+        AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(out)  # as export_lm does first
+        spec = LmExportSpec(format=fmt, model_path="someone/tiny-llama", out_dir=str(out))
+        written = export.EXPORT_WRITERS[fmt](spec, model, [])
+        assert (out / written["artifact_file"]).is_file()
+        assert not any(p.name.startswith(".builder-") for p in out.iterdir())  # the scratch folder is gone
 
 
 def test_openvino_genai_serves_transformers_greedy_tokens_from_the_onnx_export_made_stateful(
@@ -166,6 +189,14 @@ def test_a_quantisation_llama_cpp_does_not_offer_is_refused_with_the_valid_ones(
                  "--results", str(tmp_path), "--runner", "local"])  # fmt: skip
     assert code == 2
     assert "f32, f16, q8_0, q4_k_m" in capsys.readouterr().err
+
+
+def test_ignore_eos_on_llama_cpps_own_server_is_refused_it_would_be_dropped(
+    tmp_path: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--image", "llamacpp-cpu", "--engine", "llamacpp-server", "--model", str(tiny_llama),
+                 "--ignore-eos", "--results", str(tmp_path), "--runner", "local"])  # fmt: skip
+    assert code == 2 and "has no ignore_eos" in capsys.readouterr().err
 
 
 def test_the_plan_says_per_cell_which_runtime_cannot_serve_which_model_and_why() -> None:
@@ -240,7 +271,7 @@ def test_llama_cpp_in_its_image_serves_transformers_tokens_and_quantised_gguf_re
     assert "llama_model_quantize" in q8["artifact"]["exporter"]  # by llama.cpp, in its image
     assert q8["artifact"]["exported_by"]["kind"] == "docker"
     parity = q8["result"]["generation"]["load_parity"]
-    assert parity["gated"] is False and 0.0 <= parity["token_agreement"] <= 1.0
+    assert parity["gated"] is False and parity["prompts"] == 4 and isinstance(parity["token_agreement"], float)
     assert containers_labelled(llm_images, "joulebench.mode=serving") == []
 
 
@@ -279,7 +310,9 @@ def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it
     assert server["own"] is True and "llama_cpp.server" in server["command"]
     assert "unavailable" in server["requests_served"]  # not counted by us, not invented
     parity = rec["result"]["generation"]["load_parity"]
-    assert parity["gated"] is False and 0.0 <= parity["greedy_text_agreement"] <= 1.0
+    assert parity["gated"] is False and parity["prompts"] == 4 and parity["token_agreement"] is None
+    assert isinstance(parity["greedy_text_agreement"], float) and "text" in parity["checked"]
+    assert rec["result"]["generation"]["quantization"] == "f16"
     assert containers_labelled(llm_images, "joulebench.mode=serving") == []
 
 
@@ -335,7 +368,9 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     torch_row = rows["<TORCH, CPU>"]
     assert torch_row["Greedy parity"] == "n/a" and "the reference itself" in torch_row["footnotes"]
     assert rows["<OV-GENAI, CPU>"]["Greedy parity"] == "100%"
-    assert rows["<LLAMA.CPP SERVER, CPU>"]["Greedy parity"].endswith("(not gated)")  # its text, recorded
+    assert rows["<LLAMA.CPP SERVER, CPU>"]["Greedy parity"].endswith(
+        "of prompts' text (not gated)"
+    )  # its text, recorded
     assert all(float(r["Throughput (tokens/s)"]) > 0 for r in rows.values())
     assert (tmp_path / "report" / "table4.csv").is_file()
     from controller.report.curves import LATENCY_KEY

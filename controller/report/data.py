@@ -137,22 +137,25 @@ def kv_cache_of(record: dict[str, Any]) -> tuple[bool | None, str | None]:
     return None, "the record does not say (written before joulebench recorded the KV cache)"
 
 
-def parity_of(record: dict[str, Any]) -> tuple[float | None, bool | None, str | None]:
+def parity_of(record: dict[str, Any]) -> tuple[float | None, bool | None, str | None, str | None]:
     """Share of transformers' greedy tokens the engine gave on the reference prompts at load
-    (result.generation.load_parity), whether that was a gate, and why it is unknown."""
+    (result.generation.load_parity), whether that was a gate, why it is unknown, and what was
+    compared: "tokens", or "text" (a runtime's own server: the share of prompts whose text matched)."""
     generation = (record.get("result") or {}).get("generation") or {}
     parity = generation.get("load_parity")
     if isinstance(parity, dict) and isinstance(parity.get("token_agreement"), (int, float)):
-        return float(parity["token_agreement"]), parity.get("gated", True) is not False, None
+        return float(parity["token_agreement"]), parity.get("gated", True) is not False, None, "tokens"
     if isinstance(parity, dict) and isinstance(parity.get("greedy_text_agreement"), (int, float)):
-        return float(parity["greedy_text_agreement"]), False, None  # a runtime's own server: its text, per prompt
+        return float(parity["greedy_text_agreement"]), False, None, "text"
     if isinstance(parity, dict) and isinstance(parity.get("greedy_token_agreement"), (int, float)):
-        return float(parity["greedy_token_agreement"]), True, None  # gated: a served export agreed on every prompt
+        return float(parity["greedy_token_agreement"]), True, None, "tokens"  # gated: agreed on every prompt
     if record.get("engine") == "torch":
-        return None, None, "the reference itself: transformers generates the tokens the others are checked against"
-    if record.get("engine") == "external":
-        return None, None, "not checked: an external server (serve --endpoint)"
-    return None, None, "the record does not say (written before joulebench recorded load parity)"
+        why = "the reference itself: transformers generates the tokens the others are checked against"
+    elif record.get("engine") == "external":
+        why = "not checked: an external server (serve --endpoint)"
+    else:
+        why = "the record does not say (written before joulebench recorded load parity)"
+    return None, None, why, None
 
 
 def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
@@ -185,7 +188,7 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
     row["kv_cache"], row["kv_cache_reason"] = kv_cache_of(record)
     if row["kv_cache_reason"]:
         notes["kv_cache"] = row["kv_cache_reason"]
-    row["parity"], row["parity_gated"], why = parity_of(record)
+    row["parity"], row["parity_gated"], why, row["parity_basis"] = parity_of(record)
     if why:
         notes["parity"] = why
     return row
@@ -284,6 +287,7 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "kv_cache": pl.Boolean,
     "parity": pl.Float64,
     "parity_gated": pl.Boolean,
+    "parity_basis": pl.Utf8,
     "kv_cache_reason": pl.Utf8,
     "trace_path": pl.Utf8,
     "elapsed_s": pl.Float64,

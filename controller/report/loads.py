@@ -99,7 +99,8 @@ def parity_value(t: Table, runs: pl.DataFrame) -> Value:
         return Value("n/a", None, notes=notes or [t.note("Greedy parity: not recorded")])
     low = min(values)
     ungated = any(g is False for g in runs["parity_gated"].to_list())
-    v = Value(f"{low:.0%}" + (" (not gated)" if ungated else ""), low)
+    text = "text" in runs["parity_basis"].to_list()
+    v = Value(f"{low:.0%}" + (" of prompts' text" if text else "") + (" (not gated)" if ungated else ""), low)
     v.notes = notes
     return v
 

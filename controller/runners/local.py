@@ -15,7 +15,20 @@ from controller.images import package_sources_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
 # Packages whose versions identify a local environment for the artifact cache.
-ENV_PACKAGES = ("torch", "torchvision", "transformers", "onnx", "onnxscript", "onnxruntime")
+# What makes an export here (its cache key): a new version of any of these makes it again.
+ENV_PACKAGES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "gguf",
+    "llama_cpp_python",
+    "openvino",
+    "openvino-genai",
+)
 
 
 class LocalRunner:

@@ -109,6 +109,11 @@ class ServingWorkload:
         except (ValueError, PromptError) as exc:
             raise UserError(str(exc)) from None
         self.items = work_items(self.prompts, s.max_new_tokens, s.ignores_eos())
+        if engine == "llamacpp-server" and s.ignores_eos():
+            raise UserError(
+                "llama-cpp-python's server has no ignore_eos (it drops the field): synthetic prompts and "
+                "--ignore-eos need engine llamacpp (llama.cpp behind our server)"
+            )
         self.fmt = export_format(engine, options)
         identity = {
             "model": model.label,

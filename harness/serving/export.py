@@ -265,7 +265,9 @@ def _deferred_parity(cases: list[dict[str, Any]], engine: str, gated: bool) -> d
 
 def _write_gguf(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
     precision = spec.format.removeprefix("gguf-")
-    meta = write_gguf(model, spec.model_path, os.path.join(spec.out_dir, GGUF_FILE), precision)
+    # the tokenizer as saved beside the export (model_path may be a hub id)
+    name = os.path.basename(os.path.normpath(spec.model_path))
+    meta = write_gguf(model, spec.out_dir, os.path.join(spec.out_dir, GGUF_FILE), precision, name)
     return {
         "artifact_file": GGUF_FILE,
         "exporter": f"joulebench GGUF writer (gguf {meta.pop('gguf')}), weights {precision}",
@@ -284,24 +286,19 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
 
     precision = spec.format.removeprefix("ortgenai-")
     archs = model.config.architectures or []
-    with tempfile.TemporaryDirectory() as scratch:
-        argv = [
-            sys.executable,
-            "-m",
-            "onnxruntime_genai.models.builder",
-            "-i",
-            spec.model_path,
-            "-m",
-            os.path.basename(os.path.normpath(spec.model_path)),
-            "-o",
-            spec.out_dir,
-            "-p",
-            precision,
-            "-e",
-            "cpu",
-            "-c",
-            scratch,
-        ]
+    # The builder reads a local folder (-i); a hub model is saved into one beside the export first,
+    # on the cache volume (the container's /tmp is a small tmpfs).
+    with tempfile.TemporaryDirectory(dir=spec.out_dir, prefix=".builder-") as scratch:
+        source = spec.model_path
+        if not os.path.isdir(source):
+            source = os.path.join(scratch, "model")
+            model.save_pretrained(source)
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if os.path.isfile(os.path.join(spec.out_dir, name)):
+                    shutil.copy(os.path.join(spec.out_dir, name), source)
+        name = os.path.basename(os.path.normpath(spec.model_path))
+        argv = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", source, "-m", name,
+                "-o", spec.out_dir, "-p", precision, "-e", "cpu", "-c", os.path.join(scratch, "cache")]  # fmt: skip
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]

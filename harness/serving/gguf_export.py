@@ -4,9 +4,13 @@ Writing runs in the source image (torch, transformers and the ``gguf`` package, 
 weights are read from the loaded model, renamed to llama.cpp's tensor names, and written in f32 or
 f16 (one-dimensional tensors, norms and biases, stay f32 as llama.cpp's own converter keeps them).
 Why not ``convert_hf_to_gguf.py``: it identifies a byte-level BPE tokenizer by hashing its output on
-a fixed text and refuses any it does not know, which is every tokenizer trained for a test; the
-pre-tokenizer here is named from the tokenizer itself (GPT-2's byte-level split). Architectures:
-Llama (``LlamaForCausalLM``, also Mistral-shaped configs without sliding windows) and GPT-2.
+a fixed text and refuses any it does not know, which is every tokenizer trained for a test. Here the
+tokenizer.json is read: a byte-level BPE that splits as GPT-2 does (the ByteLevel pre-tokenizer's own
+regex, no Split rule of its own) is written as llama.cpp's ``gpt2`` tokenizer with the ``gpt-2``
+pre-tokenizer, and whether it adds a BOS token is taken from the tokenizer (it encodes a text with
+and without its special tokens); any other split (Llama 3's, say) is refused with that reason.
+Architectures: Llama (``LlamaForCausalLM``, also Mistral-shaped configs without sliding windows)
+and GPT-2.
 
 Quantisation (``q8_0``, ``q4_k_m``) runs in the llama.cpp image with llama.cpp's own
 ``llama_model_quantize`` from the f32 file; tensors whose rows do not divide into the type's blocks
@@ -95,18 +99,31 @@ def _gpt2_tensors(state: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _vocab(folder: str, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
-    """Tokens (by id, padded to the model's vocab), their types and the merges, from tokenizer.json."""
+def _vocab(folder: str, vocab_size: int) -> tuple[list[str], list[int], list[str], bool]:
+    """Tokens (by id, padded to the model's vocab), their types, the merges, and whether the tokenizer
+    adds a BOS token, from tokenizer.json."""
     import gguf
+    from tokenizers import Tokenizer
 
-    with open(os.path.join(folder, "tokenizer.json")) as fh:
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(path):
+        raise EngineError("GGUF export: the model has no tokenizer.json (a fast tokenizer is needed)")
+    with open(path) as fh:
         tj = json.load(fh)
     model = tj.get("model", {})
-    if model.get("type") != "BPE" or not any(
-        (p or {}).get("type") == "ByteLevel"
-        for p in [tj.get("pre_tokenizer")] + (tj.get("pre_tokenizer") or {}).get("pretokenizers", [])
-    ):
-        raise EngineError("GGUF export: only byte-level BPE tokenizers (GPT-2, Llama 3 style) are written here")
+    pre = tj.get("pre_tokenizer") or {}
+    parts = [pre, *pre.get("pretokenizers", [])]
+    byte_level = [p for p in parts if (p or {}).get("type") == "ByteLevel"]
+    if model.get("type") != "BPE" or not byte_level:
+        raise EngineError("GGUF export: only byte-level BPE tokenizers are written here")
+    if any((p or {}).get("type") == "Split" for p in parts) or byte_level[0].get("use_regex") is False:
+        raise EngineError(
+            "GGUF export: this byte-level BPE splits text its own way (a Split rule, as Llama 3's); "
+            "only GPT-2's split is written here"
+        )
+    tokenizer = Tokenizer.from_file(path)
+    plain, full = tokenizer.encode("a", add_special_tokens=False).ids, tokenizer.encode("a").ids
+    add_bos = len(full) > len(plain) and full[len(full) - len(plain) :] == plain  # something before the text
     by_id = {i: t for t, i in model["vocab"].items()}
     special = {a["id"]: a["content"] for a in tj.get("added_tokens", [])}
     by_id.update(special)
@@ -120,11 +137,11 @@ def _vocab(folder: str, vocab_size: int) -> tuple[list[str], list[int], list[str
             tokens.append(f"[PAD{i}]")
             types.append(int(gguf.TokenType.UNUSED))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return tokens, types, merges
+    return tokens, types, merges, add_bos
 
 
-def write_gguf(model: Any, folder: str, out_file: str, precision: str) -> dict[str, Any]:
-    """Write ``model`` (a loaded transformers causal LM from ``folder``) as GGUF; what was written."""
+def write_gguf(model: Any, folder: str, out_file: str, precision: str, name: str) -> dict[str, Any]:
+    """Write ``model`` (a loaded transformers causal LM, its tokenizer.json in ``folder``) as GGUF; what was written."""
     import gguf
     import numpy as np
 
@@ -135,7 +152,7 @@ def write_gguf(model: Any, folder: str, out_file: str, precision: str) -> dict[s
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     tensors = _llama_tensors(state, cfg) if arch == "llama" else _gpt2_tensors(state, cfg)
     writer = gguf.GGUFWriter(out_file, arch)
-    writer.add_name(os.path.basename(os.path.normpath(folder)))
+    writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if precision == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     if arch == "llama":
         heads = cfg["num_attention_heads"]
@@ -159,9 +176,9 @@ def write_gguf(model: Any, folder: str, out_file: str, precision: str) -> dict[s
         writer.add_block_count(cfg["n_layer"])
         writer.add_head_count(cfg["n_head"])
         writer.add_layer_norm_eps(cfg["layer_norm_epsilon"])
-    tokens, types, merges = _vocab(folder, cfg["vocab_size"])
+    tokens, types, merges, add_bos = _vocab(folder, cfg["vocab_size"])
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")  # byte-level BPE with GPT-2's split: checked by the parity replay
+    writer.add_tokenizer_pre("gpt-2")  # byte-level BPE with GPT-2's split (checked in _vocab)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -171,7 +188,7 @@ def write_gguf(model: Any, folder: str, out_file: str, precision: str) -> dict[s
         writer.add_bos_token_id(int(cfg["bos_token_id"]))
     if eos_id is not None:
         writer.add_eos_token_id(int(eos_id))
-    writer.add_add_bos_token(False)  # the server sends token ids, tokenised by the model's own tokenizer
+    writer.add_add_bos_token(add_bos)  # as the model's own tokenizer does (llama.cpp's server tokenises text)
     for name, value in tensors.items():
         keep32 = precision == "f32" or value.ndim == 1
         writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32 if keep32 else np.float16))
@@ -179,7 +196,13 @@ def write_gguf(model: Any, folder: str, out_file: str, precision: str) -> dict[s
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return {"architecture": arch, "precision": precision, "tensors": len(tensors), "gguf": gguf_version()}
+    return {
+        "architecture": arch,
+        "precision": precision,
+        "tensors": len(tensors),
+        "add_bos": add_bos,
+        "gguf": gguf_version(),
+    }
 
 
 def gguf_version() -> str | None:

@@ -156,18 +156,25 @@ def _check_parity(spec: ServeSpec, host: str, port: int, greedy: dict[str, Any])
     from tokenizers import Tokenizer
 
     folder = str(spec.artifact_path)  # the export: its tokenizer and transformers' reference tokens
-    tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    with open(os.path.join(folder, REFERENCE_FILE)) as fh:
-        cases = json.load(fh)
+    try:
+        tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        with open(os.path.join(folder, REFERENCE_FILE)) as fh:
+            cases = json.load(fh)
+    except (OSError, ValueError, Exception) as exc:  # noqa: BLE001 - tokenizers raises its own Exception
+        raise EngineError(f"{folder} is not a complete export ({exc}): delete it to export again") from None
     agree = 0
     for case in cases:
         prompt = tokenizer.decode(case["prompt_ids"], skip_special_tokens=False)
         want = tokenizer.decode(case["reference_tokens"], skip_special_tokens=True)
         body = {"model": spec.model, "prompt": prompt, "max_tokens": len(case["reference_tokens"]), **greedy}
         status, out = _request(host, port, "POST", "/v1/completions", body, 300.0)
-        if status != 200:
+        try:
+            text = str(out["choices"][0]["text"]) if status == 200 else None
+        except (TypeError, KeyError, IndexError):
+            text = None
+        if text is None:
             raise EngineError(f"{spec.engine}'s server answered {status} to a reference prompt: {str(out)[:200]}")
-        agree += str(out["choices"][0]["text"]).replace("\ufffd", "") == want.replace("\ufffd", "")
+        agree += text.replace("\ufffd", "") == want.replace("\ufffd", "")
     return {
         "prompts": len(cases),
         "greedy_text_agreement": agree / len(cases) if cases else None,
@@ -178,27 +185,65 @@ def _check_parity(spec: ServeSpec, host: str, port: int, greedy: dict[str, Any])
     }
 
 
+def _die_with_parent() -> None:
+    """In the runtime's server, before exec: SIGTERM when this harness dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _wait_answering(proc: subprocess.Popen[bytes], spec: ServeSpec, port: int) -> None:
+    """Until the runtime's server answers GET /v1/models; EngineError when it exits first."""
+    while True:
+        if proc.poll() is not None:
+            raise EngineError(f"{spec.engine}'s server exited with code {proc.returncode} before it was ready")
+        try:
+            if _request(spec.host, port, "GET", "/v1/models", None, 2.0)[0] == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)  # well inside the controller's 30 s for the whole shutdown
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def serve_own(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
     command, package = OWN_SERVERS[spec.engine]
     greedy = {"temperature": 0.0, **OWN_SERVER_REQUEST[spec.engine]}
     t_load = emit.event("load", "start")
     port = spec.port or _free_port(spec.host)
     argv = command(spec, port)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=2, stderr=2)  # stdout carries the protocol
     control: _Control | None = None
+
+    def on_term(signum: int, frame: Any) -> None:
+        """docker stop, or a SIGTERM to the harness: stop serving and report; before ready, just stop."""
+        if control is not None and control.ready:
+            control.stop.set()
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    proc = subprocess.Popen(  # stdout carries the protocol: the server's output goes to stderr
+        argv, stdin=subprocess.DEVNULL, stdout=2, stderr=2, preexec_fn=_die_with_parent
+    )
     try:
-        while True:
-            if proc.poll() is not None:
-                raise EngineError(f"{spec.engine}'s server exited with code {proc.returncode} before it was ready")
-            try:
-                if _request(spec.host, port, "GET", "/v1/models", None, 2.0)[0] == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.2)
-        quant = str(spec.options.get("quant") or "")
+        _wait_answering(proc, spec, port)
         parity = _check_parity(spec, spec.host, port, greedy)
-        control = _control_server(spec.host, spec.control_port)
+        try:
+            control = _control_server(spec.host, spec.control_port)
+        except OSError as exc:
+            raise EngineError(f"the control port {spec.host}:{spec.control_port} cannot be bound: {exc}") from None
         control.ready = True
         load_s = (time.monotonic_ns() - t_load) / 1e9
         emit.event("load", "end", host=spec.host, port=port, control_port=control.server_address[1], load_s=load_s)
@@ -206,13 +251,7 @@ def serve_own(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
             if proc.poll() is not None:
                 raise EngineError(f"{spec.engine}'s server exited with code {proc.returncode} while serving")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
         if control is not None:
             control.shutdown()
     versions = {}
@@ -232,7 +271,7 @@ def serve_own(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
             "decoding": f"the runtime's own sampling with {json.dumps(greedy)} in every request",
             "streaming": "the runtime's own server-sent events",
             "load_parity": parity,
-            "quantization": quant or None,
+            "quantization": (spec.options.get("quant") or "f16") if spec.engine == "llamacpp-server" else None,
         },
         "server": {
             "framework": f"{spec.engine}'s own OpenAI-compatible server",

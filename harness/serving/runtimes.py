@@ -180,13 +180,18 @@ class OpenVinoGenAiLM(_RuntimeLM):
         genai, ov, np = self._genai, self._ov, self._np
         eos = set() if ignore_eos else self.eos_ids
         new: list[int] = []
+        raised: list[BaseException] = []  # raised in on_token (a cancelled request): re-raised after generate
 
         class Streamer(genai.StreamerBase):  # type: ignore[misc,name-defined]
             def write(self, token: Any) -> Any:
                 for t in token if isinstance(token, list) else [token]:
                     new.append(int(t))
-                    if on_token is not None:
-                        on_token(int(t))
+                    try:
+                        if on_token is not None:
+                            on_token(int(t))
+                    except BaseException as exc:  # noqa: BLE001 - not through OpenVINO's C++ frames
+                        raised.append(exc)
+                        return genai.StreamingStatus.CANCEL
                     if int(t) in eos or len(new) >= max_new_tokens:
                         return genai.StreamingStatus.STOP
                 return genai.StreamingStatus.RUNNING
@@ -201,6 +206,8 @@ class OpenVinoGenAiLM(_RuntimeLM):
         ids = np.asarray([prompt_ids], dtype=np.int64)
         inputs = genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         self.pipe.generate(inputs, config, Streamer())
+        if raised:
+            raise raised[0]
         return new
 
     def describe(self) -> dict[str, Any]:
