@@ -255,14 +255,15 @@ def llm_images(docker_client: Any) -> Any:
 def test_llama_cpp_in_its_image_serves_transformers_tokens_and_quantised_gguf_records_its_agreement(
     tmp_path: Path, cache: Path, tiny_llama: Path, torch_record: dict[str, Any], llm_images: Any
 ) -> None:
-    code, f16 = serve(tmp_path, cache, tiny_llama, "llamacpp-cpu", "--runner", "docker")
+    code, f32 = serve(tmp_path, cache, tiny_llama, "llamacpp-cpu", "--runner", "docker", "--option", "quant=f32")
     assert code == 0
-    check_served(f16, "llamacpp")
-    assert f16["runner"]["kind"] == "docker" and f16["conversion"] == "lm2gguf-f16"
-    assert f16["result"]["generation"]["load_parity"]["token_agreement"] == 1.0
-    assert f16["result"]["generation"]["quantization"] == "f16"
-    assert tokens_by_prompt(f16) == tokens_by_prompt(torch_record)
-    assert f16["result"]["versions"]["llama_cpp_python"]
+    check_served(f32, "llamacpp")
+    assert f32["runner"]["kind"] == "docker" and f32["conversion"] == "lm2gguf-f32"
+    parity = f32["result"]["generation"]["load_parity"]
+    assert parity["gated"] is True and parity["token_agreement"] == 1.0  # exact: a gate
+    assert f32["result"]["generation"]["quantization"] == "f32"
+    assert tokens_by_prompt(f32) == tokens_by_prompt(torch_record)
+    assert f32["result"]["versions"]["llama_cpp_python"]
 
     code, q8 = serve(tmp_path, cache, tiny_llama, "llamacpp-cpu", "--runner", "docker", "--option", "quant=q8_0")
     assert code == 0
@@ -343,7 +344,7 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     recs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     engines = {r["cell"]["configuration"]: r["engine"] for r in recs}
     assert engines["llamacpp-q4km-cpu"] == "llamacpp" and engines["ortgenai-int4-cpu"] == "ortgenai"
-    full_precision = ("torch-cpu", "onnx-cpu", "llamacpp-f16-cpu", "ortgenai-cpu", "ovgenai-cpu")
+    full_precision = ("torch-cpu", "onnx-cpu", "ortgenai-cpu", "ovgenai-cpu")
     full = [r for r in recs if r["cell"]["configuration"] in full_precision]
     assert len({json.dumps(tokens_by_prompt(r), sort_keys=True) for r in full}) == 1  # one greedy answer
 
@@ -363,7 +364,7 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     with open(tmp_path / "report" / "serving.csv", newline="") as fh:
         rows = {r["Serving configuration"]: r for r in csv.DictReader(fh)}
     assert "<LLAMA.CPP, CPU> llamacpp-q8-cpu" in rows and "<ORT-GENAI, CPU> ortgenai-int4-cpu" in rows
-    assert rows["<LLAMA.CPP, CPU> llamacpp-f16-cpu"]["Greedy parity"] == "100%"
+    assert rows["<LLAMA.CPP, CPU> llamacpp-f16-cpu"]["Greedy parity"].endswith("(not gated)")  # f16 rounds
     assert rows["<LLAMA.CPP, CPU> llamacpp-q4km-cpu"]["Greedy parity"].endswith("(not gated)")
     torch_row = rows["<TORCH, CPU>"]
     assert torch_row["Greedy parity"] == "n/a" and "the reference itself" in torch_row["footnotes"]

@@ -14,8 +14,9 @@ rule here too (``ignore_eos`` generates on), not the runtime's.
 - OpenVINO GenAI: ``LLMPipeline.generate`` on token ids (``TokenizedInputs``), greedy, ``ignore_eos``,
   a streamer that takes each token and says stop at the server's end-of-sequence rule.
 
-Both replay the reference prompts at load (:meth:`_ExportedLM.check_reference`): f32/f16 and the
-builder's fp32 must give transformers' greedy tokens; quantised artifacts record their agreement.
+Both replay the reference prompts at load (:meth:`_ExportedLM.check_reference`): GGUF f32 and the
+builder's fp32 must give transformers' greedy tokens; f16 weights (which round, so a near-tie may
+flip) and quantised artifacts record their agreement.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 from typing import Any
 
 from harness.engines.base import EngineError
-from harness.serving.gguf_export import GGUF_FILE, GGUF_QUANTS
+from harness.serving.gguf_export import GGUF_FILE
 from harness.serving.lm import ORTGENAI_CONFIG, OnToken, _ExportedLM, _threads
 
 __all__ = ["LlamaCppLM", "OpenVinoGenAiLM", "OrtGenAiLM"]
@@ -58,7 +59,8 @@ class LlamaCppLM(_RuntimeLM):
         if self.spec.provider != "cpu":
             raise EngineError(f"llama.cpp serves provider cpu in this image, not {self.spec.provider!r}")
         self.quant = str(self.spec.options.get("quant") or "f16")
-        self.parity_gated = self.quant not in GGUF_QUANTS
+        # f32 is exact; f16 weights round, and a near-tie between two tokens may flip: recorded, not a gate
+        self.parity_gated = self.quant == "f32"
         self.threads = _threads(self.spec) or _cores()
         self.n_ctx = int(self.spec.options.get("context") or min(self.max_positions or 4096, 4096))
         self.max_positions = self.n_ctx  # longer requests are refused by the server, not cut by llama.cpp
