@@ -319,7 +319,7 @@ def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it
 
 @pytest.mark.docker
 def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
-    tmp_path: Path, tiny_llama: Path, llm_images: Any
+    tmp_path: Path, cache: Path, tiny_llama: Path, llm_images: Any
 ) -> None:
     sets = [
         f'matrix.models=["{tiny_llama}"]',
@@ -332,7 +332,8 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
         "cooldown.mode=none",
         "idle.policy=stored",
     ]
-    args = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--runner", "docker"]
+    # The module's cache: the exports the tests above made are found, not made again (CI's time).
+    args = ["--results", str(tmp_path / "results"), "--cache", str(cache), "--runner", "docker"]
     run = subprocess.run(
         [sys.executable, "-m", "controller", "campaign", "run", str(CAMPAIGN), *args,
          *[a for s in sets for a in ("--set", s)]],
@@ -351,7 +352,7 @@ def test_a_campaign_over_the_runtimes_in_docker_gives_the_reports_tables(
     # A load sweep on one runtime joins the campaign's records: the report draws its curve.
     code = main(["serve", "--image", "llamacpp-cpu", "--model", str(tiny_llama), "--concurrency", "1,2",
                  "--limit", str(LIMIT), "--max-new-tokens", str(NEW_TOKENS), "--warmup-requests", "1",
-                 "--runner", "docker", "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+                 "--runner", "docker", "--results", str(tmp_path / "results"), "--cache", str(cache),
                  "--campaign", "llm-runtimes", "--option", "threads=1"])  # fmt: skip
     assert code == 0
     report = subprocess.run(
