@@ -13,22 +13,11 @@ from typing import IO, Any
 
 from controller.images import package_sources_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
+from harness.serving.formats import EXPORTER_PACKAGES
 
 # Packages whose versions identify a local environment for the artifact cache.
 # What makes an export here (its cache key): a new version of any of these makes it again.
-ENV_PACKAGES = (
-    "torch",
-    "torchvision",
-    "transformers",
-    "onnx",
-    "onnxscript",
-    "onnxruntime",
-    "onnxruntime-genai",
-    "gguf",
-    "llama_cpp_python",
-    "openvino",
-    "openvino-genai",
-)
+ENV_PACKAGES = ("torchvision", *EXPORTER_PACKAGES)
 
 
 class LocalRunner:

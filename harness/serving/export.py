@@ -36,6 +36,7 @@ from typing import Any
 
 from harness.engines.base import EngineError
 from harness.protocol import Emitter, LmExportSpec
+from harness.serving.formats import EXPORTER_PACKAGES
 from harness.serving.gguf_export import GGUF_FILE, GGUF_PRECISIONS, GGUF_QUANTS, quantize_gguf, write_gguf
 from harness.serving.lm import (
     CACHE_FILE,
@@ -211,17 +212,7 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     versions = {}
-    for name in (
-        "torch",
-        "transformers",
-        "onnx",
-        "onnxscript",
-        "onnxruntime",
-        "onnxruntime-genai",
-        "gguf",
-        "llama_cpp_python",
-        "tokenizers",
-    ):
+    for name in EXPORTER_PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -17,6 +17,20 @@ EXPORT_FORMATS: dict[str, str | None] = {
     "llamacpp-server": "gguf-f16",  # llama.cpp's own server (llama-cpp-python's), on the same GGUF
     "vllm": "reference",  # loads the model folder itself; the export holds transformers' reference tokens
 }
+# The packages an export is made with: recorded in its meta, and (local runner) part of its cache key.
+EXPORTER_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "gguf",
+    "llama_cpp_python",
+    "openvino",
+    "openvino-genai",
+)
 # Runtimes served by their own OpenAI-compatible server (harness.serving.own_server), and the request
 # fields that make their sampling plain greedy, sent with every request (the client sends temperature 0).
 OWN_SERVER_REQUEST: dict[str, dict[str, float]] = {
