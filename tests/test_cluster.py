@@ -194,6 +194,44 @@ def test_an_unreachable_or_malformed_address_is_refused_in_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+class FlakyClientRay:
+    """Stands in for ``ray`` at ray.init only: Ray Client's proxy answers "Initialization failure
+    from server" when the server process it starts for a driver dies (seen in CI) the first
+    ``failures`` times, then connects."""
+
+    def __init__(self, failures: int, message: str = "Initialization failure from server:\n") -> None:
+        self.failures, self.message, self.calls, self.shutdowns = failures, message, 0, 0
+
+    def init(self, **kwargs: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(self.message)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_ray_client_server_that_dies_at_start_is_tried_again_and_then_named(capsys):
+    from controller.cluster.connect import init
+
+    ray = FlakyClientRay(failures=1)
+    init(ray, "ray://head:10001", "ray://head:10001", sleep=lambda s: None)
+    assert ray.calls == 2 and ray.shutdowns == 1
+    assert "failed to start for this driver" in capsys.readouterr().err
+
+    ray = FlakyClientRay(failures=5)
+    with pytest.raises(UserError, match=r"could not connect .* \(tried 3 times\): Initialization failure"):
+        init(ray, "ray://head:10001", "ray://head:10001", sleep=lambda s: None)
+    assert ray.calls == 3
+
+    # Any other refusal, or a driver on the cluster itself (no Ray Client), is not retried.
+    for target, message in (("ray://head:10001", "version mismatch"), ("head:6379", "Initialization failure from server")):
+        ray = FlakyClientRay(failures=1, message=message)
+        with pytest.raises(UserError, match=message):
+            init(ray, target, target, sleep=lambda s: None)
+        assert ray.calls == 1
+
+
 def test_block_by_is_checked_and_blocks_keep_the_campaign_order(tmp_path):
     file = write_campaign(tmp_path / "c.toml", "blocks", extra='block_by = ["model", "colour"]', repetitions=2)
     with pytest.raises(UserError, match="block_by.*colour.*must be a list of cell fields"):

@@ -7,9 +7,12 @@ measure two runs at once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,15 +83,40 @@ def connected(address: str) -> Iterator[Cluster]:
     target, host, port = parse_address(address)
     if host is not None and port is not None:
         check_reachable(address, host, port)
-    try:
-        ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR, namespace="joulebench")
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ... by version
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"could not connect to the Ray cluster at {address}: {first[:300]}") from None
+    init(ray, address, target)
     try:
         yield Cluster(address, ray)
     finally:
         ray.shutdown()
+
+
+# Ray Client's proxy starts one server process per driver; now and then that process dies as it
+# starts (its log: "SpecificServer startup failed", empty stderr) and the driver is told
+# "Initialization failure from server". The next driver gets a new one: so such a failure is retried.
+CLIENT_START_FAILURE = "Initialization failure from server"
+CLIENT_START_ATTEMPTS = 3
+
+
+def init(ray: Any, address: str, target: str, sleep: Any = time.sleep) -> None:
+    """ray.init as a driver; a Ray Client server that failed to start is tried again, twice."""
+    for attempt in range(1, CLIENT_START_ATTEMPTS + 1):
+        try:
+            ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR, namespace="joulebench")
+            return
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ... by version
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            transient = target.startswith("ray://") and CLIENT_START_FAILURE in str(exc)
+            if not transient or attempt == CLIENT_START_ATTEMPTS:
+                tried = f" (tried {attempt} times)" if attempt > 1 else ""
+                raise UserError(f"could not connect to the Ray cluster at {address}{tried}: {first[:300]}") from None
+            print(
+                f"the Ray Client server at {address} failed to start for this driver ({first[:120]}); "
+                f"trying again ({attempt + 1} of {CLIENT_START_ATTEMPTS})",
+                file=sys.stderr,
+            )
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            sleep(2.0 * attempt)
 
 
 class Cluster:
