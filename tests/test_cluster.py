@@ -225,7 +225,8 @@ def test_a_ray_client_server_that_dies_at_start_is_tried_again_and_then_named(ca
     assert ray.calls == 3
 
     # Any other refusal, or a driver on the cluster itself (no Ray Client), is not retried.
-    for target, message in (("ray://head:10001", "version mismatch"), ("head:6379", "Initialization failure from server")):
+    not_retried = (("ray://head:10001", "version mismatch"), ("head:6379", "Initialization failure from server"))
+    for target, message in not_retried:
         ray = FlakyClientRay(failures=1, message=message)
         with pytest.raises(UserError, match=message):
             init(ray, target, target, sleep=lambda s: None)
