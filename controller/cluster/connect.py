@@ -7,14 +7,13 @@ measure two runs at once).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +96,7 @@ CLIENT_START_FAILURE = "Initialization failure from server"
 CLIENT_START_ATTEMPTS = 3
 
 
-def init(ray: Any, address: str, target: str, sleep: Any = time.sleep) -> None:
+def init(ray: Any, address: str, target: str, sleep: Callable[[float], None] = time.sleep) -> None:
     """ray.init as a driver; a Ray Client server that failed to start is tried again, twice."""
     for attempt in range(1, CLIENT_START_ATTEMPTS + 1):
         try:
@@ -114,7 +113,7 @@ def init(ray: Any, address: str, target: str, sleep: Any = time.sleep) -> None:
                 f"trying again ({attempt + 1} of {CLIENT_START_ATTEMPTS})",
                 file=sys.stderr,
             )
-            with contextlib.suppress(Exception):
+            with suppress(Exception):
                 ray.shutdown()
             sleep(2.0 * attempt)
 

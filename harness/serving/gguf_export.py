@@ -28,6 +28,14 @@ from harness.engines.base import EngineError
 GGUF_FILE = "model.gguf"
 GGUF_PRECISIONS = ("f32", "f16")
 GGUF_QUANTS = ("q8_0", "q4_k_m")
+
+
+def gguf_parity_gated(kind: str) -> bool:
+    """Whether a GGUF's greedy tokens must equal transformers' (a gate) or are recorded: f32 only is
+    exact; f16 weights round (a near-tie between two tokens may flip), quantised ones more so."""
+    return kind == "f32"
+
+
 # llama.cpp's LLAMA_FTYPE values (llama.h) for the quantised types
 LLAMA_FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}
 GGUF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "GPT2LMHeadModel": "gpt2"}

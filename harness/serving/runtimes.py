@@ -26,7 +26,7 @@ import os
 from typing import Any
 
 from harness.engines.base import EngineError
-from harness.serving.gguf_export import GGUF_FILE
+from harness.serving.gguf_export import GGUF_FILE, gguf_parity_gated
 from harness.serving.lm import ORTGENAI_CONFIG, OnToken, _ExportedLM, _threads
 
 __all__ = ["LlamaCppLM", "OpenVinoGenAiLM", "OrtGenAiLM"]
@@ -59,8 +59,7 @@ class LlamaCppLM(_RuntimeLM):
         if self.spec.provider != "cpu":
             raise EngineError(f"llama.cpp serves provider cpu in this image, not {self.spec.provider!r}")
         self.quant = str(self.spec.options.get("quant") or "f16")
-        # f32 is exact; f16 weights round, and a near-tie between two tokens may flip: recorded, not a gate
-        self.parity_gated = self.quant == "f32"
+        self.parity_gated = gguf_parity_gated(self.quant)
         self.threads = _threads(self.spec) or _cores()
         self.n_ctx = int(self.spec.options.get("context") or min(self.max_positions or 4096, 4096))
         self.max_positions = self.n_ctx  # longer requests are refused by the server, not cut by llama.cpp
