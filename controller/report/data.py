@@ -194,6 +194,18 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
     return row
 
 
+def work_row(record: dict[str, Any]) -> dict[str, Any]:
+    """How much work a batch run's window held: ``duration_mode`` (the window was a requested
+    duration, so its length is no result) and the time per sample measured over it."""
+    spec = record.get("spec") or {}
+    metrics = record.get("metrics") or {}
+    samples, window = _number(metrics.get("samples")), _number(metrics.get("window_s"))
+    return {
+        "duration_mode": record.get("mode") != "serving" and spec.get("duration_s") is not None,
+        "time_per_sample_s": window / samples if window is not None and samples else None,
+    }
+
+
 def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     cell = record.get("cell") or {}
     measurements = record.get("measurements") or {}
@@ -236,6 +248,10 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
         gross = m.get("gross_j") if isinstance(m.get("gross_j"), (int, float)) else m.get("value")
         row[f"{col}_gross"] = float(gross) if ok and isinstance(gross, (int, float)) else None
         row[f"{col}_net"] = float(m["net_j"]) if ok and isinstance(m.get("net_j"), (int, float)) else None
+        # The figure's own bound (None in records written before joulebench stated one).
+        row[f"{col}_uncertainty_gross"] = _number(m.get("uncertainty_j")) if ok else None
+        row[f"{col}_uncertainty_net"] = _number(m.get("net_uncertainty_j")) if ok else None
+    row.update(work_row(record))
     row["gpu_idle_power_w"] = (metrics.get("gpu_energy_j") or {}).get("idle_power_w")
     row["gpu_power_gross"] = _value(metrics, "gpu_power_w")
     row["net_reason"] = "; ".join(
@@ -299,6 +315,12 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "ram_peak_mib": pl.Float64,
     **{col: pl.Float64 for col in ENERGIES},
     **{f"{col}_{kind}": pl.Float64 for col in ENERGIES for kind in ("gross", "net")},
+    **{f"{col}_uncertainty": pl.Float64 for col in ENERGIES},
+    **{f"{col}_uncertainty_{kind}": pl.Float64 for col in ENERGIES for kind in ("gross", "net")},
+    "duration_mode": pl.Boolean,
+    "time_per_sample_s": pl.Float64,
+    "energy_per_sample": pl.Float64,
+    "energy_per_sample_uncertainty": pl.Float64,
     "gpu_idle_power_w": pl.Float64,
     "gpu_power_gross": pl.Float64,
     "net_reason": pl.Utf8,
@@ -380,6 +402,7 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
         for col in ENERGIES:
             gross, net = r[f"{col}_gross"], r[f"{col}_net"]
             r[col] = net if kind.kind == "net" else gross
+            r[f"{col}_uncertainty"] = r[f"{col}_uncertainty_{'net' if kind.kind == 'net' else 'gross'}"]
             if kind.kind == "gross" and gross is not None:
                 if net is None:
                     notes[col] = (
@@ -396,6 +419,10 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
         )
         _steady_energy(r, kind, notes)
         total = r["total_energy"]
+        samples = r["samples"] if not r["serving"] else None
+        r["energy_per_sample"] = total / samples if total is not None and samples else None
+        u = r["total_energy_uncertainty"]
+        r["energy_per_sample_uncertainty"] = u / samples if u is not None and samples else None
         for col, count in (("energy_per_request", r["requests_ok"]), ("energy_per_token", r["new_tokens"])):
             r[col] = total / count if r["serving"] and total is not None and count else None
             if r["serving"] and "total_energy" in notes:
