@@ -338,8 +338,11 @@ def record(campaign: str, batch: int, rep: int, window: float, samples: int = 16
     rec["metrics"].update(window_s=window, samples=samples, throughput_sps=samples / window)
     rec["measurements"]["window_s"] = window
     total = rec["measurements"]["metrics"]["total_energy_j"]
-    if energy.get("j") is None:
-        total.update(value=None, available=False, reason="no energy domain could be measured", gross_j=None)
+    if energy.get("j") is None:  # as on a host without RAPL: no domain measured
+        for name in ("cpu_energy_j", "dram_energy_j", "total_energy_j"):
+            rec["measurements"]["metrics"][name].update(
+                value=None, available=False, reason="no powercap on this host", gross_j=None
+            )
     else:
         total.update(value=energy["j"], gross_j=energy["j"], available=True)
         if energy.get("bound") is not None:
