@@ -538,7 +538,7 @@ def test_the_energy_figures_own_bounds_widen_the_energy_interval(tmp_path):
                 math.hypot(math.log1p(r["energy_bound_a_rel"]), math.log1p(r["energy_bound_b_rel"]))
             )
     plain, small, large = verdicts[None], verdicts[0.1], verdicts[0.8]
-    assert plain["energy_bounds_in_ci_rel"] is None and "states no bound" in " ".join(plain["notes"])
+    assert plain["energy_bounds_in_ci_rel"] is None and "sides A and B state no bound" in " ".join(plain["notes"])
     assert (
         large["ci_low"] < small["ci_low"] < plain["ci_low"] and large["ci_high"] > small["ci_high"] > plain["ci_high"]
     )
