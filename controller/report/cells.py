@@ -178,11 +178,10 @@ def energy_remarks(frame: pl.DataFrame, kind: EnergyKind, paper_total: str) -> l
         + (" DRAM energy is measured here and is part of Total." if dram else " DRAM energy is not measured here."),
         kind.statement,
     ]
-    carbon = [
-        kind.carbon.statement
-        + " Its ± is the energy's bound converted; the grid factor's own uncertainty is not in it."
-    ]
-    return out + (carbon if kind.carbon is not None else [])
+    if kind.carbon is None:
+        return out
+    bound = " Its ± is the energy's bound converted; the grid factor's own uncertainty is not in it."
+    return [*out, kind.carbon.statement + bound]
 
 
 def bounds_statement(frame: pl.DataFrame) -> str:
