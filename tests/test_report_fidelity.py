@@ -648,3 +648,30 @@ def test_an_old_record_falls_back_on_its_process_tree_and_names_the_definition()
         note = json.loads(r["notes"])["cpu_usage_percent"]
         assert r["cpu_usage_percent"] == pytest.approx(r["cpu_usage_process_percent"])
         assert "run's own process tree" in note and "not system-wide" in note and "written before" in note
+
+
+def test_serving_savings_and_bold_say_where_the_bounds_do_not_separate_the_configurations(tmp_path):
+    def bounded(rel: float):  # type: ignore[no-untyped-def]
+        def change(rec: dict[str, Any]) -> None:
+            for name in ENERGY_NAMES:
+                m = rec["measurements"]["metrics"][name]
+                if m.get("available"):
+                    m |= {"uncertainty_j": rel * m["value"], "net_uncertainty_j": None}
+
+        return change
+
+    for rel, overlapping in ((0.01, False), (0.3, True)):
+        folder = copy_records(SERVING, tmp_path / f"s{rel}")
+        edit(folder, lambda r: r["status"] == "ok", bounded(rel))
+        out = build(folder, tmp_path / f"report{rel}")
+        energy = next(
+            r
+            for r in read_csv(out / "savings.csv")
+            if r["Scope"] == "every configuration" and r["Metric"] == "Total energy"
+        )
+        unseparated = int(energy["Not separated by the bounds"])  # the Markdown: "k of n"
+        assert 0 <= unseparated <= int(energy["Comparisons"]) and (unseparated > 0) == overlapping
+        assert f"{unseparated} of {energy['Comparisons']}" in (out / "savings.md").read_text()
+        table4 = (out / "table4.md").read_text()
+        assert ("the measurement does not separate them" in table4) == overlapping
+        assert "**20.30 ± " in table4 or "**20.3 ± " in table4  # the bold stays the paper's: the lowest median

@@ -255,6 +255,9 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
     row["energy_per_token_steady_uncertainty_net"] = _number(steady.get("net_uncertainty_j")) if ok else None
     if ok:
         why_gross, why_net = bound_reasons(steady)
+        if "uncertainty_j" not in steady:
+            # Not among the figures the meters bound (they bound the window's energies): say only what is known.
+            why_gross = why_net = "the record states no bound for the steady window's energy per token: shown without ±"
         if why_gross:
             notes["energy_per_token_steady_uncertainty_gross"] = why_gross
         if why_net:
