@@ -35,7 +35,7 @@ def heading(runs: Runs) -> str:
 def term(runs: Runs, s: Sections) -> str:
     parts = [heading(runs), ""]
     parts += [f"WARNING: {w}" for w in s.warnings]
-    parts += [AGGREGATES, f"Energy: {s.energy}", ""]
+    parts += [AGGREGATES, f"Energy: {s.energy}", *s.said, ""]
     for t in s.tables():
         if t.key in LONG and len(t.rows) > 40:
             parts.append(f"{t.title}: {len(t.rows)} rows (see the report's files)\n")
@@ -54,10 +54,12 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
             path = out / f"{t.key}.{ext}"
             path.write_text(render(t))
             written.append(path)
-    figures, trace_plots, skipped = make_plots(runs, out / "plots") if with_plots else ([], [], ["plots not drawn"])
+    ok = s.frame if s.frame is not None else runs.ok
+    figures, trace_plots, skipped = make_plots(runs, ok, out / "plots") if with_plots else ([], [], ["plots not drawn"])
     md = [f"# {heading(runs)}", ""]
     md += [f"> **WARNING:** {w}" for w in s.warnings]
     md += ["", AGGREGATES, "", f"Energy: {s.energy}", ""]
+    md += [x for said in s.said for x in (said, "")]
     for t in s.tables():
         md.append(to_markdown(t))
     if s.papers_note:
@@ -72,8 +74,9 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
     return written
 
 
-def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.Plot], list[str]]:
-    batch, serving = runs.ok.filter(~pl.col("serving")), runs.ok.filter(pl.col("serving"))
+def make_plots(runs: Runs, ok: pl.DataFrame, folder: Path) -> tuple[list[plots.Plot], list[plots.Plot], list[str]]:
+    """The plots of ``ok``: the runs as the tables show them (duration mode: for a fixed work)."""
+    batch, serving = ok.filter(~pl.col("serving")), ok.filter(pl.col("serving"))
     figures, skipped = plots.box_plots(batch, folder) if batch.height else ([], [])
     if serving.height:
         one_point, load_note = one_load_point(serving)
@@ -83,12 +86,12 @@ def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.P
         serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy)
         figures += serving_curves
         skipped += curves_skipped
-    evt = plots.energy_vs_time(runs.ok, folder)
+    evt = plots.energy_vs_time(ok, folder)
     if isinstance(evt, str):
         skipped.append(evt)
     else:
         figures += evt
-    trace_plots = traces.power_traces(runs.ok, folder, runs.folder)
+    trace_plots = traces.power_traces(ok, folder, runs.folder)
     if not trace_plots:
         skipped.append("Power traces: no run of these records kept a trace (run with keep_trace = true / --keep-trace)")
     return figures, trace_plots, skipped
@@ -131,6 +134,7 @@ def render_html(
     ]
     parts += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in s.warnings]
     parts += [f"<p>Generated {now}. {html.escape(AGGREGATES)}</p>", f"<p>Energy: {html.escape(s.energy)}</p>"]
+    parts += [f"<p>{html.escape(said)}</p>" for said in s.said]
     parts.append("<h2>The papers' tables</h2>")
     parts += [to_html(t) for t in s.papers]
     if s.papers_note:
