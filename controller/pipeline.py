@@ -21,8 +21,10 @@ from controller.artifacts import ConversionFailed, default_cache
 from controller.batch import BatchWorkload
 from controller.cache import ArtifactCache
 from controller.errors import UserError
+from controller.interrupts import interrupted_reason, signals_deferred
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.progress import Progress
+from controller.quiet import foreign_load_flags, quiet_host
 from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import RunRequest, ServeSettings, check_meters, check_where
 from controller.runners.base import Runner
@@ -64,23 +66,48 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     try:
         workload.resolve(runner, cache, record, progress)
     except ConversionFailed as exc:
-        record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail)
-        write_record(path, record)
+        with signals_deferred():
+            write_record(path, record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail))
         return [(record, path)]
-    except KeyboardInterrupt:
-        write_record(path, record.interrupted("convert"))
+    except KeyboardInterrupt as exc:
+        with signals_deferred():
+            write_record(path, record.interrupted("convert", reason=interrupted_reason(exc)))
         raise
 
-    meters = start_meters(request, plan, progress)
+    meters: MeterSession | None = None
     try:
+        record.host_state = quiet_host(runner, request.meters.quiet_wait_s, progress.note)
+        meters = start_meters(request, plan, progress)
         outcomes = workload.drive(runner, meters, record, progress)
-    except KeyboardInterrupt:
-        meters.stop()
-        write_record(path, record.interrupted(workload.last_phase))
+    except KeyboardInterrupt as exc:
+        # The tail of an interrupted run: a second Ctrl-C (or a SIGTERM) must not lose its record.
+        with signals_deferred():
+            try:
+                if meters is not None:
+                    meters.stop()
+            finally:
+                phase = workload.last_phase or "start-up"
+                write_record(path, record.interrupted(phase, reason=interrupted_reason(exc)))
         raise
-    finally:
+    except BaseException:
+        if meters is not None:
+            meters.stop()
+        raise
+    # The tail of a run that ended: an interrupt now is acted on once its records are written.
+    with signals_deferred():
         meters.stop()
+        return write_outcomes(request, workload, record, path, outcomes, meters)
 
+
+def write_outcomes(
+    request: RunRequest,
+    workload: Workload,
+    record: RunRecord,
+    path: Path,
+    outcomes: list[Outcome],
+    meters: MeterSession,
+) -> list[tuple[RunRecord, Path]]:
+    """One record per outcome, from the run as driven and the meters' traces; [(record, path)]."""
     template = copy.deepcopy(record)  # a sweep's further records start from the run as driven, not from the first
     trace: str | None = None
     if request.meters.keep_trace and any(o.window is not None for o in outcomes):
@@ -175,6 +202,7 @@ def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters
         assert outcome.result is not None
         if outcome.window is not None:
             record.measurements = meters.summarize(*outcome.window)
+            record.measurements["flags"] += foreign_load_flags(record.host_state)
         record.ok(outcome.result, workload.metrics(outcome, record.measurements, meters.summarize))
     finally:
         if outcome.serving:
