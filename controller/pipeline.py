@@ -1,6 +1,6 @@
 """One run on this host, batch or serving, as its steps — read this after ``cli.py``.
 
-    validate -> choose the runner -> the record -> resolve artifacts -> start the meters
+    validate -> choose the runner -> the record -> resolve artifacts -> a quiet host -> start the meters
       -> drive the workload -> cut the traces to its window -> build the record -> write -> summarise
 
 Batch and serving runs differ only in their :class:`Workload` (``controller/batch.py``: the
@@ -8,7 +8,8 @@ harness's measure loop; ``controller/serving/workload.py``: a model server drive
 ``controller/serving/external.py``: a server someone else started). A workload's drive gives one
 outcome per record: a serving run's load sweep (``--concurrency 1,4,16``) is one record per point,
 each with its own run id, naming the first as its sweep's group.
-A failed run is a record too; an interrupted one is recorded, then the interrupt goes on.
+A failed run is a record too; an interrupted one is recorded, then the interrupt goes on; a signal
+while a record is being written waits until it is written.
 """
 
 from __future__ import annotations

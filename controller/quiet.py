@@ -64,7 +64,9 @@ def quiet_host(
 ) -> dict[str, Any]:
     """Look for foreign load, wait up to ``wait_s`` for it to go, say so; the record's ``host_state``."""
     t0 = time.monotonic()
-    ended = list(getattr(runner, "reaped", []) or [])
+    # What the runner's own start ended: containers (by name) or local process groups (described).
+    reaped = list(getattr(runner, "reaped", []) or [])
+    ended = [f"container {name}" for name in reaped] if runner.kind == "docker" else reaped
     seen = look(runner, sample_s)
     ended += seen.ended
     if seen.reasons and wait_s > 0:

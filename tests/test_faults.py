@@ -280,17 +280,20 @@ def test_a_campaign_session_waits_out_a_host_busy_for_good_once():
     assert wait.next_s() == 60.0  # ... until the host was quiet once
 
 
-def test_quiet_wait_bounds_are_checked_before_any_work(tmp_path):
-    for bad in ("-1", "1e9", "nan"):
+def test_quiet_wait_and_shm_size_are_checked_before_any_work(tmp_path):
+    campaign = ["campaign", "run", str(SMOKE), "--results", str(tmp_path)]
+    run = ["run", "--image", "onnx-cpu", "--model", "resnet50", "--results", str(tmp_path)]
+    cases = [(campaign, "--quiet-wait", bad) for bad in ("-1", "1e9", "nan")]
+    cases += [(run, "--quiet-wait", "-1"), (run + ["--runner", "docker"], "--shm-size", "big")]
+    for argv, option, bad in cases:
         proc = subprocess.run(
-            [sys.executable, "-m", "controller", "campaign", "run", str(SMOKE), "--results", str(tmp_path)]
-            + ["--quiet-wait", bad],
+            [sys.executable, "-m", "controller", *argv, option, bad],
             capture_output=True,
             text=True,
             cwd=REPO,
             timeout=120,
         )
-        assert proc.returncode == 2 and "--quiet-wait" in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not any(tmp_path.iterdir())
 
 
@@ -440,3 +443,33 @@ def test_the_benchmarks_containers_are_a_runs_containers(docker_client, tmp_path
         else:
             DockerRunner(docker_client)  # the next start
             assert containers_labelled(docker_client, own) == []
+
+
+@pytest.mark.docker
+def test_a_container_of_a_live_controller_is_foreign_load_and_an_orphans_is_removed(docker_client, idle_cpus):
+    from controller.images import get_manifest
+    from controller.runners.docker_runner import LABEL, OWNER_LABEL, DockerRunner
+
+    mine = f"quiet-{uuid.uuid4().hex[:6]}"
+    owner = subprocess.Popen(["sleep", "300"])
+    host = socket.gethostname()
+
+    def start(owner_pid: int, campaign: str) -> Any:
+        labels = {LABEL: "1", OWNER_LABEL: f"{host}:{owner_pid}", "joulebench.campaign": campaign}
+        return docker_client.containers.run(
+            get_manifest("onnx-cpu").tag, entrypoint=["sleep", "120"], labels=labels, detach=True, network_mode="none"
+        )
+
+    live, orphan = start(owner.pid, mine), start(dead_pid(), f"{mine}-orphan")
+    notes: list[str] = []
+    try:
+        state = quiet.quiet_host(DockerRunner(docker_client), 0.0, notes.append, sample_s=0.01)
+    finally:
+        live.remove(force=True)
+        owner.kill()
+        owner.wait()
+    (run,) = [r for r in state["joulebench_runs"] if r.get("campaign") == mine]
+    assert run["kind"] == "container" and run["name"] == live.name and not state["quiet"]
+    assert containers_labelled(docker_client, f"joulebench.campaign={mine}-orphan") == []
+    assert any(orphan.name in what for what in state["ended_orphans"]), state["ended_orphans"]
+    assert any(f"ended container {orphan.name}" in n for n in notes), notes

@@ -1,4 +1,5 @@
-"""``python -m controller.runners.guard FD ARGS``: ``python -m harness ARGS``, ended with its controller.
+"""``python -m controller.runners.guard FD harness ARGS``: ``python -m harness ARGS``, ended with its
+controller.
 
 The local runner starts the harness in its own session (so that a kill takes its children too),
 which also keeps it alive when its controller dies. This guard closes that gap: the controller
@@ -30,10 +31,10 @@ def _watch(fd: int) -> None:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
+    fd, module = int(sys.argv[1]), sys.argv[2]
     threading.Thread(target=_watch, args=(fd,), daemon=True, name="joulebench-guard").start()
-    sys.argv = [sys.argv[0], *sys.argv[2:]]
-    runpy.run_module("harness", run_name="__main__", alter_sys=True)
+    sys.argv = [sys.argv[0], *sys.argv[3:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

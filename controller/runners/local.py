@@ -145,7 +145,7 @@ class StartedProcess:
         env = {OWNER_ENV: _owner(), LABELS_ENV: json.dumps(inv.labels)}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.runners.guard", str(watched), *inv.argv],
+                [sys.executable, "-m", "controller.runners.guard", str(watched), "harness", *inv.argv],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
