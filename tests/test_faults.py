@@ -473,3 +473,25 @@ def test_a_container_of_a_live_controller_is_foreign_load_and_an_orphans_is_remo
     assert containers_labelled(docker_client, f"joulebench.campaign={mine}-orphan") == []
     assert any(orphan.name in what for what in state["ended_orphans"]), state["ended_orphans"]
     assert any(f"ended container {orphan.name}" in n for n in notes), notes
+
+
+@pytest.mark.docker
+def test_a_container_removed_from_outside_mid_run_is_a_failed_record(docker_client, tmp_path, artifact_cache):
+    campaign = f"rm-{uuid.uuid4().hex[:6]}"
+    argv = [sys.executable, "-m", "controller", "run", "--image", "torch-cpu", "--model", "resnet50"]
+    argv += ["--model-size", "tiny", "--runner", "docker", "--duration", "120", "--campaign", campaign]
+    argv += ["--results", str(tmp_path), "--cache", str(artifact_cache)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    label = f"joulebench.campaign={campaign}"
+    try:
+        assert wait_until(lambda: containers_labelled(docker_client, label), 120), "no container started"
+        time.sleep(2)
+        docker_client.api.remove_container(containers_labelled(docker_client, label)[0].id, force=True)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    (rec,) = records(tmp_path / campaign)
+    assert rec["failure"]["code"] == "killed" and "from outside the controller" in rec["failure"]["reason"]

@@ -155,13 +155,12 @@ def default_memory(ram_bytes: int | None) -> str | None:
 def limits(inv: Invocation, engine_ram_bytes: int | None) -> dict[str, Any]:
     """What a container may use, as recorded in the run's runner block."""
     memory = inv.memory or default_memory(engine_ram_bytes)
+    source = "--memory"
+    if not inv.memory:
+        source = f"default: {DEFAULT_MEMORY_SHARE:.0%} of the host's RAM" if memory else "none: host RAM unknown"
     return {
         "memory_limit": memory,
-        "memory_limit_source": "--memory"
-        if inv.memory
-        else (
-            f"default: {DEFAULT_MEMORY_SHARE:.0%} of the host's RAM" if memory else "none: the host's RAM is unknown"
-        ),
+        "memory_limit_source": source,
         "pids_limit": inv.pids_limit,
         "tmp_size": inv.tmp_size,
         "shm_size": inv.shm_size,
@@ -358,17 +357,32 @@ class StartedContainer:
                 self.kill()
                 break
             time.sleep(min(WAIT_SLICE_S, max(0.05, self._deadline - time.monotonic())))
-        state = self.container.wait(timeout=60)
-        if self._follower is not None:
-            self._follower.join(timeout=10)
-        self.container.reload()
+        import docker.errors
+
+        try:
+            state = self.container.wait(timeout=60)
+            if self._follower is not None:
+                self._follower.join(timeout=10)
+            self.container.reload()
+            stdout = self.container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            stderr = self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        except docker.errors.NotFound:
+            # Removed from outside while it ran (docker rm -f): killed, with what it said until then.
+            return Execution(
+                exit_code=None,
+                stdout=self.out.text(),
+                stderr="",
+                timed_out=timed_out,
+                killed_from_outside=None if self.killed_by_us else signal.SIGKILL,
+                runner=self.described | {"container": self.name, "removed_from_outside": True},
+            )
         code = state.get("StatusCode")
         oom = bool(self.container.attrs["State"].get("OOMKilled"))
         outside = signal.SIGKILL if code == SIGKILL_EXIT and not (oom or self.killed_by_us) else None
         return Execution(
             exit_code=code,
-            stdout=self.container.logs(stdout=True, stderr=False).decode("utf-8", "replace"),
-            stderr=self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace"),
+            stdout=stdout,
+            stderr=stderr,
             timed_out=timed_out,
             oom_killed=oom,
             killed_from_outside=outside,
