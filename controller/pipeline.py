@@ -54,15 +54,22 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     """Run once and write its records, one per outcome; [(record, path)]. A failed run is a record too."""
     workload = workload_for(request)
     plan = validate(request, workload)
-    runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
-    for image in stale_images(runner, plan.images):
-        progress.note(
-            f"warning: image {image} was built from other harness/suite sources than this checkout's; "
-            f"rebuild it: python -m controller images build {image}"
-        )
-    record = new_record(request, plan, runner)
+    # The record exists from here on: a run interrupted while its runner is chosen is recorded too.
+    record = new_record(request, plan)
     path = record_path(request.where.results, request.where.campaign, record.run_id)
-    cache = open_cache(request, runner, progress)
+    try:
+        runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
+        for image in stale_images(runner, plan.images):
+            progress.note(
+                f"warning: image {image} was built from other harness/suite sources than this checkout's; "
+                f"rebuild it: python -m controller images build {image}"
+            )
+        record.runner = runner.describe(plan.image)
+        cache = open_cache(request, runner, progress)
+    except KeyboardInterrupt as exc:
+        with signals_deferred():
+            write_record(path, record.interrupted("setup", reason=interrupted_reason(exc)))
+        raise
 
     try:
         workload.resolve(runner, cache, record, progress)
@@ -148,8 +155,9 @@ def validate(request: RunRequest, workload: Workload) -> Plan:
     return plan
 
 
-def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
-    """The run's record as it starts: failed until the workload proves otherwise."""
+def new_record(request: RunRequest, plan: Plan) -> RunRecord:
+    """The run's record as it starts: failed until the workload proves otherwise (its runner is
+    described once chosen)."""
     fingerprint = host_fingerprint()
     return RunRecord(
         run_id=new_run_id(),
@@ -162,7 +170,7 @@ def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
         cell=request.cell,
         host=hostinfo.host(fingerprint),
         gpus=hostinfo.gpus(fingerprint),
-        runner=runner.describe(plan.image),
+        runner={"kind": request.where.runner, "image": plan.image},
         protocol_version=PROTOCOL_VERSION,
         **plan.identity,
     )
