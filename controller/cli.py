@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from controller import interrupts
 from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
@@ -187,6 +187,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
         "--pids-limit", type=int, default=Where.pids_limit, help="container process/thread limit (docker runner)"
     )
     p.add_argument("--tmp-size", default=Where.tmp_size, help="size of the container's /tmp (docker runner)")
+    p.add_argument("--shm-size", default=Where.shm_size, help="size of the container's /dev/shm (docker runner)")
     p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
 
 
@@ -201,6 +202,14 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
     meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
     meters.add_argument(
         "--baseline-max-age", type=float, default=MeterSettings.baseline_max_age_s / 86400, help="days before stale"
+    )
+    meters.add_argument(
+        "--quiet-wait",
+        dest="quiet_wait_s",
+        type=float,
+        default=MeterSettings.quiet_wait_s,
+        help="seconds to wait for a quiet host (no other joulebench run, CPU idle) before measuring; "
+        "a run measured under foreign load is flagged (default 0: check and record only)",
     )
 
 
@@ -233,12 +242,6 @@ def cmd_images(args: argparse.Namespace) -> int:
         "build": commands.images_build,
     }
     return action[args.images_command](args)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
-    # clean up their containers and processes, and the run is recorded as interrupted.
-    raise KeyboardInterrupt
 
 
 # --- serving mode ------------------------------------------------------------------------------
@@ -330,12 +333,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
+    # clean up their containers and processes, and the run is recorded as interrupted, naming it.
+    previous = interrupts.install()
+    try:
+        return _main(argv)
+    finally:
+        interrupts.restore(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     from controller import commands
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     args = build_parser().parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
     handlers = {
         "run": cmd_run,
         "images": cmd_images,

@@ -41,6 +41,13 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
             p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
             p.add_argument(
+                "--quiet-wait",
+                dest="quiet_wait_s",
+                type=float,
+                help="seconds each run waits at most for a quiet host (no other joulebench run, CPUs idle) before "
+                "measuring; then it runs, flagged foreign_load (default: the file's quiet_wait_s, else 60)",
+            )
+            p.add_argument(
                 "--build-images",
                 action="store_true",
                 help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
@@ -144,6 +151,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.history import resolve_seed
     from controller.campaigns.plan import render_plan, to_json
     from controller.campaigns.readiness import assess
+    from controller.requests import check_quiet_wait
 
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan" and args.cluster:
@@ -159,6 +167,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     if args.build_images and not args.cluster:
         raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
+    if args.quiet_wait_s is not None:
+        check_quiet_wait(args.quiet_wait_s, "--quiet-wait")
     return run_campaign(
         campaign,
         args.results,
@@ -167,6 +177,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         runner=args.runner,
         cluster=args.cluster,
         build_images=args.build_images,
+        quiet_wait_s=args.quiet_wait_s,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, REQUIRE_DOCKER, containers_labelled
+from tests.conftest import REPO, REQUIRE_DOCKER, containers_labelled, own_label
 
 pytest.importorskip("fastapi")
 pytest.importorskip("transformers")
@@ -273,7 +273,7 @@ def test_llama_cpp_in_its_image_serves_transformers_tokens_and_quantised_gguf_re
     assert q8["artifact"]["exported_by"]["kind"] == "docker"
     parity = q8["result"]["generation"]["load_parity"]
     assert parity["gated"] is False and parity["prompts"] == 4 and isinstance(parity["token_agreement"], float)
-    assert containers_labelled(llm_images, "joulebench.mode=serving") == []
+    assert containers_labelled(llm_images, own_label(), "joulebench.mode=serving") == []
 
 
 @pytest.mark.docker
@@ -293,7 +293,7 @@ def test_the_genai_runtimes_serve_transformers_tokens_in_their_images(
     assert rec["runner"]["kind"] == "docker" and rec["artifact"]["exported_by"]["kind"] == "docker"
     assert rec["result"]["generation"]["load_parity"]["token_agreement"] == 1.0
     assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
-    assert containers_labelled(llm_images, "joulebench.mode=serving") == []
+    assert containers_labelled(llm_images, own_label(), "joulebench.mode=serving") == []
 
 
 @pytest.mark.docker
@@ -314,7 +314,7 @@ def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it
     assert parity["gated"] is False and parity["prompts"] == 4 and parity["token_agreement"] is None
     assert isinstance(parity["greedy_text_agreement"], float) and "text" in parity["checked"]
     assert rec["result"]["generation"]["quantization"] == "f16"
-    assert containers_labelled(llm_images, "joulebench.mode=serving") == []
+    assert containers_labelled(llm_images, own_label(), "joulebench.mode=serving") == []
 
 
 @pytest.mark.docker

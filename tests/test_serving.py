@@ -22,6 +22,7 @@ pytest.importorskip("onnxruntime")
 from controller.cli import main  # noqa: E402
 from suite.prompts import SPAN_TOKENS, file_prompts, humaneval_prompts, load_prompts, pieces  # noqa: E402
 from suite.slm_models import CODE_SLMS, resolve_model  # noqa: E402
+from tests.conftest import containers_labelled, own_label  # noqa: E402
 
 LIMIT = 5
 NEW_TOKENS = 8
@@ -363,4 +364,4 @@ def test_docker_serving_gives_torchs_tokens_and_leaves_no_container(
     assert all(r["ok"] for r in rec["serving"]["requests"])
     assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
     assert rec["artifact"]["exported_by"]["kind"] == "docker"
-    assert docker_client.containers.list(all=True, filters={"label": "joulebench.mode=serving"}) == []
+    assert containers_labelled(docker_client, own_label(), "joulebench.mode=serving") == []

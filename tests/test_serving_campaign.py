@@ -9,6 +9,7 @@ import io
 import json
 import statistics
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from controller.campaigns import load_campaign_file
 from controller.errors import UserError
-from tests.conftest import REPO, controller
+from tests.conftest import REPO, containers_labelled, controller
 
 CAMPAIGNS = REPO / "suite" / "campaigns"
 FULL = CAMPAIGNS / "code-slm-serving.toml"
@@ -322,14 +323,14 @@ def test_a_serving_campaign_in_docker_leaves_no_container(tmp_path, tiny_lm, doc
     # One configuration without an export (one container): what the docker path adds is the container.
     torch_only = 'matrix.configurations=[{name = "torch-cpu", image = "torch-cpu", engine = "torch"}]'
     args = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--runner", "docker"]
-    overrides = cpu_overrides(tiny_lm, torch_only, "campaign.repetitions=1", "campaign.name=serving-docker")
+    name = f"serving-docker-{uuid.uuid4().hex[:6]}"  # its own containers only, on an engine others share
+    overrides = cpu_overrides(tiny_lm, torch_only, "campaign.repetitions=1", f"campaign.name={name}")
     proc = controller("campaign", "run", str(CPU), *args, *overrides, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    recs = records(tmp_path / "results" / "serving-docker")
+    recs = records(tmp_path / "results" / name)
     assert len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["runner"]["kind"] == "docker"
     assert recs[0]["metrics"]["requests_ok"] == LIMIT
-    left = docker_client.containers.list(all=True, filters={"label": "joulebench.campaign=serving-docker"})
-    assert left == []
+    assert containers_labelled(docker_client, f"joulebench.campaign={name}") == []
 
 
 def test_a_serving_campaign_without_settings_serves_as_the_serve_command_does():

@@ -21,6 +21,8 @@ BLOCK_KEYS = (
     "configuration", "image", "engine", "source", "model", "model_size", "batch_size", "dataset", "repetition"
 )
 DEFAULT_BLOCK_BY = ("model", "batch_size")
+# A run of a campaign waits this long for a quiet host (no other joulebench run, CPUs idle) at most.
+DEFAULT_QUIET_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,8 @@ class Campaign:
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
     block_by: tuple[str, ...] = DEFAULT_BLOCK_BY  # cluster: cells alike in these run on one node
     retries: int = 1  # cluster: times a run lost with its node is run again on a live node, per session
+    # Seconds each run waits for a quiet host before its window (controller/quiet.py); then it runs, flagged.
+    quiet_wait_s: float = DEFAULT_QUIET_WAIT_S
 
     def samples_for(self, dataset: str) -> int | None:
         """Samples per run: the file's; else None (a duration, or a labelled dataset once through);

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.report.columns import ENERGY_DERIVED
+from controller.report.columns import COLUMNS, ENERGY_DERIVED
 
 _GPU_ENERGY = {"gpu_energy", "total_energy", *ENERGY_DERIVED}
 _RAPL = {"cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
@@ -36,6 +36,13 @@ BY_METER: dict[str, set[str]] = {
 # Informative only: how the energies are shown (net or gross) already says it.
 NOT_A_DOUBT = {"idle_baseline_not_used"}
 ALL_ENERGY = {"gpu_energy", "cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
+# Every time, latency and throughput column: what a CPU shared with another load slows down.
+ALL_TIME = {c.key for c in COLUMNS.values() if c.unit in ("s", "ms") or c.unit.endswith("/s")}
+# Flags about the run's conditions rather than a meter: the columns each puts in doubt.
+BY_CODE: dict[str, set[str]] = {
+    # Another joulebench run, or a busy or stolen CPU, beside the window (controller/quiet.py).
+    "foreign_load": ALL_ENERGY | ALL_TIME,
+}
 
 
 def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
@@ -43,6 +50,8 @@ def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
     code = str(flag.get("code") or "")
     if code in NOT_A_DOUBT:
         return set()
+    if code in BY_CODE:
+        return set(BY_CODE[code])
     metric = flag.get("metric")
     if isinstance(metric, str) and metric in BY_METRIC:
         return set(BY_METRIC[metric])

@@ -177,6 +177,7 @@ class ServingWorkload:
             memory=where.memory,
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
+            shm_size=where.shm_size,
             labels={
                 "joulebench.campaign": where.campaign,
                 "joulebench.run": record.run_id,
