@@ -95,7 +95,7 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         s.energy += " " + runs.energy.carbon.statement
     ok, s.work = fixed_work(runs.ok)
     s.frame = ok
-    s.answer = ranked_answer(ok)
+    s.answer = ranked_answer(ok, runs.energy)
     s.said = [x for x in (bounds_statement(ok), s.work.statement) if x]
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += [f"measured on the cluster machine(s): {line}" for line in cluster_blocks(runs.ok)]

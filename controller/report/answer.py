@@ -29,7 +29,7 @@ from controller.compare.interval import log_spread, min_repetitions, repetitions
 from controller.compare.options import DEFAULT_ALPHA
 from controller.compare.verdict import MIN_REPETITIONS
 from controller.report.cells import aggregate_bound, groups, model_label
-from controller.report.data import flags_of, notes_of
+from controller.report.data import EnergyKind, flags_of, notes_of
 from controller.report.loads import load_key, load_text
 
 ENERGY, TIME = "energy", "time"
@@ -133,6 +133,7 @@ class Group:
 class Answer:
     groups: list[Group]
     alpha: float
+    energy: str = ""  # which energies: "net of idle", "gross: idle not subtracted"; "" when none measured
 
     @property
     def level(self) -> str:
@@ -284,17 +285,21 @@ def _serving_unit(frame: pl.DataFrame) -> Unit:
     return TOKEN if all(t for t in tokens) else REQUEST
 
 
-def ranked_answer(ok: pl.DataFrame, alpha: float = DEFAULT_ALPHA) -> Answer:
+def ranked_answer(ok: pl.DataFrame, energy: EnergyKind | None = None, alpha: float = DEFAULT_ALPHA) -> Answer:
     """The answer for the report's runs (duration-mode runs: per sample actually done)."""
     out: list[Group] = []
     batch = ok.filter(~pl.col("serving"))
-    for (model, size, batch_size), frame in groups(batch, ["model", "model_size", "batch_size"]):
+    found = sorted(
+        groups(batch, ["model", "model_size", "batch_size"]), key=lambda kg: (model_label(*kg[0][:2]), kg[0][2])
+    )
+    for (model, size, batch_size), frame in found:
         out.append(group_of(model_label(model, size), f"at batch {batch_size}", frame, SAMPLE, alpha))
     serving = ok.filter(pl.col("serving"))
     keys = ["model", "model_size", "load_variable", "load_value"]
-    found = sorted(groups(serving, keys), key=lambda kg: (model_label(kg[0][0], kg[0][1]), load_key(*kg[0][2:])))
-    for (model, size, variable, value), frame in found:
+    points = sorted(groups(serving, keys), key=lambda kg: (model_label(*kg[0][:2]), load_key(*kg[0][2:])))
+    for (model, size, variable, value), frame in points:
         load = load_text(variable, value)
         where = "serving" + ("" if load == "n/a" else f" at {load}")
         out.append(group_of(model_label(model, size), where, frame, _serving_unit(frame), alpha))
-    return Answer(out, alpha)
+    kind = {"net": "net of idle", "gross": "gross: idle not subtracted"}.get(energy.kind or "", "") if energy else ""
+    return Answer(out, alpha, kind)

@@ -212,10 +212,20 @@ def _missing_remark(g: Group, common: str) -> str:
 
 def lead(a: Answer) -> str:
     units = sorted({f"per {g.unit.noun}" for g in a.groups})
+    serving = {g.unit.noun != "sample" for g in a.groups}
+    where = {frozenset({False}): "batch size", frozenset({True}): "load point"}.get(
+        frozenset(serving), "batch size (serving: each load point)"
+    )
+    kind = f"; {a.energy}" if a.energy else ""
+    ranked = (
+        f"ranked by time ({', '.join(units)}; medians over runs)"
+        if all(g.by == TIME for g in a.groups)
+        else f"ranked by energy ({', '.join(units)}{kind}; medians over runs, energy ± the measurement's "
+        f"{a.level} bound)"
+    )
     return (
-        "For each model and batch size (serving: each load point), its configurations ranked by energy "
-        f"({', '.join(units)}; medians over runs, energy ± the measurement's {a.level} bound), and whether the runs "
-        "separate each from the best. Only what the runs separate is claimed. The papers' tables follow."
+        f"For each model and {where}, its configurations {ranked}, and whether the runs separate each from the best. "
+        "Only what the runs separate is claimed. The papers' tables follow."
     )
 
 
@@ -321,7 +331,7 @@ def combined(a: Answer) -> Table:
         for row, (_, ag) in zip(small.rows, _against_rows(g), strict=True):
             values = list(row)
             if g.by == TIME:
-                values.insert(2, Value("n/a", None, notes=[]))
+                values.insert(2, Value("n/a", None, notes=[small.note(f"energy not measured: {g.missing}")]))
             for v in values:
                 v.notes = [t.note(small.footnotes[n - 1]) for n in v.notes]
             extra = [num_value(ag.low if ag else None), num_value(ag.high if ag else None)]
