@@ -162,10 +162,10 @@ def test_overlapping_runs_are_not_separated_and_say_how_many_runs_would(tmp_path
     low, high = float(runner["Interval low"]), float(runner["Interval high"])
     assert low < 1 < high  # the ratio's interval holds 1: the runs do not say which is lower
     needed = int(float(runner["Runs a side to separate"]))
-    assert needed > 5 and f"about {needed} runs a side" in runner["footnotes"].lower()
+    assert needed > 5 and f"more runs would be needed: about {needed} a side" in runner["footnotes"].lower()
     sentence = next(line for line in answer_md(out).splitlines() if line.startswith("For resnet50"))
     assert "torchscript is not separated from it (the runs do not say which of the two uses less" in sentence
-    assert f"about {needed} runs a side would tell" in sentence
+    assert f"more runs would be needed to tell: about {needed} a side at the spread seen" in sentence
     assert re.search(r"\d+ % less than torch \(separated\)", sentence)
     assert "less than torchscript" not in sentence  # no saving claimed where the runs do not separate
 

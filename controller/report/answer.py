@@ -222,7 +222,7 @@ def _needed(a: list[float], b: list[float], est: float, widen: float, alpha: flo
     n = repetitions_to_decide(abs(est), sigma, alpha, widen)
     if n is not None:
         n = max(n, max(len(a), len(b)) + 1)  # these runs did not separate them: more are needed
-        return n, f"about {n} runs a side would separate them at the spread seen, if the difference ({change}) stays"
+        return n, f"more runs would be needed: about {n} a side at the spread seen, if the difference ({change}) stays"
     if widen > 0 and abs(est) <= widen:
         return None, (
             f"no number of runs: the energy figures' own bounds (±{_pct(math.expm1(widen))}) are wider than the "

@@ -75,7 +75,7 @@ def _unseparated(pairs: list[tuple[Config, Against]], by: str) -> str:
     which = "uses less" if by == ENERGY else "is faster"
     needed = [a.needed for _, a in pairs]
     more = (
-        f"; about {max(n for n in needed if n)} runs a side would tell at the spread seen"
+        f"; more runs would be needed to tell: about {max(n for n in needed if n)} a side at the spread seen"
         if all(needed)
         else "; see the table"
     )
