@@ -19,6 +19,7 @@ import polars as pl
 from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
+from controller.report.answer import Answer, ranked_answer
 from controller.report.cells import bounds_statement
 from controller.report.data import Runs, load_runs
 from controller.report.identity import cluster_blocks, identity_problems
@@ -41,6 +42,7 @@ class Sections:
     said: list[str] = field(default_factory=list)  # said once at the top: the bounds, duration mode
     frame: pl.DataFrame | None = None  # the ok runs as the tables show them (duration mode: for a fixed work)
     work: Work = field(default_factory=lambda: Work(None))
+    answer: Answer | None = None  # placed first: which configuration for each model, and how sure
 
     def tables(self) -> list[Table]:
         return [*self.papers, *self.figures, *self.stats, *self.provenance]
@@ -93,6 +95,7 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         s.energy += " " + runs.energy.carbon.statement
     ok, s.work = fixed_work(runs.ok)
     s.frame = ok
+    s.answer = ranked_answer(ok, runs.energy)
     s.said = [x for x in (bounds_statement(ok), s.work.statement) if x]
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += [f"measured on the cluster machine(s): {line}" for line in cluster_blocks(runs.ok)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from controller.report import curves, plots, traces
+from controller.report import answer_render, curves, plots, traces
 from controller.report.data import Runs
 from controller.report.loads import one_load_point
 from controller.report.table import to_csv, to_html, to_latex, to_markdown, to_term
@@ -35,6 +35,7 @@ def heading(runs: Runs) -> str:
 def term(runs: Runs, s: Sections) -> str:
     parts = [heading(runs), ""]
     parts += [f"WARNING: {w}" for w in s.warnings]
+    parts += answer_render.term(s.answer)
     parts += [AGGREGATES, f"Energy: {s.energy}", *s.said, ""]
     for t in s.tables():
         if t.key in LONG and len(t.rows) > 40:
@@ -58,6 +59,7 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
     figures, trace_plots, skipped = make_plots(runs, ok, out / "plots") if with_plots else ([], [], ["plots not drawn"])
     md = [f"# {heading(runs)}", ""]
     md += [f"> **WARNING:** {w}" for w in s.warnings]
+    md += ["", *answer_render.markdown(s.answer)]
     md += ["", AGGREGATES, "", f"Energy: {s.energy}", ""]
     md += [x for said in s.said for x in (said, "")]
     for t in s.tables():
@@ -68,7 +70,8 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
     md += [f"![{p.title}](plots/{p.png.name})\n" for p in [*figures, *trace_plots]]
     md += [f"- {n}" for n in skipped]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.tex").write_text("\n".join(to_latex(t) for t in s.tables()))
+    (out / "report.tex").write_text("\n".join([*answer_render.latex(s.answer), *(to_latex(t) for t in s.tables())]))
+    written += answer_render.write_files(s.answer, out)
     (out / "report.html").write_text(render_html(runs, s, figures, trace_plots, skipped))
     written += [out / "report.md", out / "report.tex", out / "report.html", out / "plots"]
     return written
@@ -133,6 +136,7 @@ def render_html(
         f"<h1>{html.escape(heading(runs))}</h1>",
     ]
     parts += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in s.warnings]
+    parts.append(answer_render.html_section(s.answer))
     parts += [f"<p>Generated {now}. {html.escape(AGGREGATES)}</p>", f"<p>Energy: {html.escape(s.energy)}</p>"]
     parts += [f"<p>{html.escape(said)}</p>" for said in s.said]
     parts.append("<h2>The papers' tables</h2>")
