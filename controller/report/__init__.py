@@ -20,7 +20,7 @@ from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
 from controller.report.data import Runs, load_runs
-from controller.report.identity import cluster_blocks, identity_problems
+from controller.report.identity import cluster_blocks, identity_problems, split_blocks
 from controller.report.loads import one_load_point
 from controller.report.table import Table
 
@@ -88,6 +88,7 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         s.energy += " " + runs.energy.carbon.statement
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += [f"measured on the cluster machine(s): {line}" for line in cluster_blocks(runs.ok)]
+    s.warnings += split_blocks(runs.ok)
     s.warnings += runs.duplicates
     if runs.skipped_warning:
         s.warnings.append(runs.skipped_warning)
