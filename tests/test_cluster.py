@@ -468,7 +468,7 @@ def test_a_node_lost_mid_run_is_recorded_failed_and_its_run_retried_on_a_live_no
     ray_cluster, tmp_path, artifact_cache
 ):
     # One block of two long runs, so that the node can be killed while one is measured.
-    extra = "duration_s = 12\nblock_by = []"
+    extra = "duration_s = 6\nblock_by = []"
     file = write_campaign(tmp_path / "c.toml", "node-lost", extra, models='["mobilenetv2"]', batch_sizes="[1]")
     results = tmp_path / "results"
     args = ["run", str(file), "--results", str(results), "--cache", str(artifact_cache)]
@@ -488,7 +488,7 @@ def test_a_node_lost_mid_run_is_recorded_failed_and_its_run_retried_on_a_live_no
         if started:
             break
     assert started, "".join(seen)
-    time.sleep(4)  # into the run: the model loads, then 12 s are measured
+    time.sleep(2)  # into the run: the model loads, then 6 s are measured
     victim = kill(ray_cluster, started.group(1))
     out, err = proc.communicate(timeout=600)
     stderr = "".join(seen) + err
@@ -554,8 +554,9 @@ def test_last_node_lost_then_a_node_without_the_runtime_gets_no_block_and_a_repl
     """One node; it is lost during the block's second run (and retries = 0: the lost run is left
     for the next session). The block waits for capacity; a node without a working runtime joins
     and is refused at its readiness check; a good one joins and takes the block. A plain rerun then
-    runs the lost cell alone, and the report says that the block spans two machines."""
-    extra = "duration_s = 4\nblock_by = []\nretries = 0"
+    runs the lost cell alone; the block's records say which node it moved from (the report flags it:
+    test_the_report_flags_a_block_a_node_loss_split_across_machines)."""
+    extra = "duration_s = 3\nblock_by = []\nretries = 0"
     three = (
         '\n[[matrix.configurations]]\nname = "ort-2threads"\nimage = "onnx-cpu"\nengine = "onnxruntime"\n'
         'source = "torch"\noptions = { intra_op_threads = 2 }\n'
@@ -573,7 +574,7 @@ def test_last_node_lost_then_a_node_without_the_runtime_gets_no_block_and_a_repl
     controller = Controller(*args)
     victim = controller.until(START, count=2).group(2)
     assert first.node_id.startswith(victim)
-    time.sleep(2)  # into the second run
+    time.sleep(1.5)  # into the second run (its harness starts, warms up, measures 3 s)
     own_cluster.kill(first)
     controller.until(r"no live node can run 1 waiting block\(s\) \(1 runs\): they wait up to 5m00s")
     bad = own_cluster.add_nodes(1, env={"PYTHONPATH": str(tmp_path / "shadow")})[0]
@@ -605,13 +606,6 @@ def test_last_node_lost_then_a_node_without_the_runtime_gets_no_block_and_a_repl
     assert sorted(r["cell"]["id"] for r in ok) == sorted(c.id for c in load_campaign_file(file).matrix())  # once each
     assert lost[0]["cell"]["id"] in {r["cell"]["id"] for r in ok if r["cluster"]["node_id"] == good.node_id}
     assert_one_window_at_a_time(after)
-
-    report = subprocess.run(
-        [sys.executable, "-m", "controller", "report", str(results / "elastic"), "--format", "term"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr
-    assert "block campaign was split across machines by a node loss" in report.stdout
 
 
 def test_a_lost_head_is_one_line_and_the_same_command_resumes_on_another_cluster(

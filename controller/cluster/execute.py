@@ -9,6 +9,8 @@
                  actor per block, pinned to that node, holding its one joulebench_host
                  -> hello, then (cool-down, run) per cell, in campaign order
          replies each record written here, once, as it comes back
+         demand  Ray's autoscaler is asked for as many measuring nodes as blocks are waiting or
+                 running (the waiting ones are the dispatcher's, so Ray alone would not see them)
       -> a block's node stops answering: once Ray says the node is gone, its run in flight is
          recorded failed ("node lost") and the rest of the block (and the lost run, within the
          campaign's retries) waits for another node
@@ -68,6 +70,10 @@ NODE_POLL_S = 2.0  # how often the cluster's nodes are read (joins, departures)
 LOSS_GRACE_S = 30.0
 NODE_WAIT_S = 600.0  # default of --node-wait
 WAIT_NOTE_S = 60.0  # how often to say that blocks still wait for a node
+
+
+class NodeGone(Exception):
+    """A block's node left the cluster and Ray did not fail its pending call."""
 
 
 @dataclass
@@ -206,6 +212,7 @@ class Dispatcher:
         self.nodes: dict[str, Node] = {r.node.node_id: r.node for r in ca.nodes}
         self.live: set[str] = set(self.reports)
         self.unreachable: set[str] = set()
+        self.left_at: dict[str, float] = {}
         self.busy: dict[str, BlockRun] = {}
         self.waiting: list[BlockRun] = []
         self.calls: dict[Any, BlockRun] = {}
@@ -219,6 +226,8 @@ class Dispatcher:
         self.polled = time.monotonic()
         self.wait_noted = 0.0
         self.mix = gpu_mix(ca.nodes)
+        self.asked = -1
+        self.requester: Any = None
         for r in ca.nodes:
             if unfit_reason(r, session.plan.run):
                 progress.node(r.label, UNFIT)
@@ -232,14 +241,32 @@ class Dispatcher:
                 self.settle_suspects()
                 self.place()
                 self.expire()
+                self.ask_for_nodes()
                 self.step()
         except KeyboardInterrupt:
             self.interrupt()
             return True
+        finally:
+            self.ask_for_nodes(done=True)
         for ref in self.checks:
             with suppress(Exception):
                 self.ray.cancel(ref, force=True)
         return False
+
+    def ask_for_nodes(self, done: bool = False) -> None:
+        """Tell the autoscaler how many measuring nodes the blocks could use now (none when done)."""
+        from controller.cluster.host import request_nodes
+
+        want = 0 if done else len(self.busy) + len(self.waiting)
+        if want == self.asked or (done and self.asked <= 0):
+            return
+        self.asked = want
+        with suppress(Exception):  # a hint: a cluster without an autoscaler ignores it
+            if self.requester is None:
+                self.requester = self.ray.remote(num_cpus=0, max_retries=0)(request_nodes)
+            ref = self.requester.remote(want, RESOURCE)
+            if done:
+                self.ray.wait([ref], timeout=10.0)
 
     def name(self, node_id: str) -> str:
         node = self.nodes.get(node_id)
@@ -262,6 +289,7 @@ class Dispatcher:
                 self.joined(node, amount)
         ids = {n.node_id for n, _ in nodes}
         for nid in self.live - ids:
+            self.left_at[nid] = now
             if nid not in self.busy:  # a busy node's block says so when its call fails
                 self.progress.node(self.name(nid), LOST)
                 self.note(f"{self.name(nid)} ({self.nodes[nid].ip}) left the Ray cluster")
@@ -292,6 +320,8 @@ class Dispatcher:
             self.checks[ref] = _Check(node, "check", time.monotonic(), built=True)
             return
         report = report_from(node, answer, READINESS_TIMEOUT_S)
+        if node.node_id not in self.live:  # it left while being checked: it is lost, and said so
+            return
         if self.settings.build_images and report.unbuilt and not check.built and not report.problems:
             self.note(f"{name}: building {', '.join(report.unbuilt)} before it gets a block (minutes per image) ...")
             self.checks[start_build(self.cluster, node, report.unbuilt)] = _Check(node, "build", time.monotonic())
@@ -626,10 +656,20 @@ class Dispatcher:
         self.suspects.append((br, time.monotonic() + LOSS_GRACE_S, exc))
 
     def settle_suspects(self) -> None:
+        """Blocks whose node stopped answering: lost once Ray says the node is gone, or after
+        LOSS_GRACE_S with it alive (its worker died); and a block whose node left the cluster but
+        whose call Ray has not failed within LOSS_GRACE_S is given up all the same."""
+        now = time.monotonic()
+        for nid, br in list(self.busy.items()):
+            if nid not in self.live and now - self.left_at.get(nid, now) > LOSS_GRACE_S:
+                ref = next((r for r, b in self.calls.items() if b is br), None)
+                if ref is not None:
+                    del self.calls[ref]
+                    self.lost(br, NodeGone(f"{br.node.label if br.node else nid} left the cluster"))
         if not self.suspects:
             return
         self.poll()
-        now, still = time.monotonic(), []
+        still = []
         for br, deadline, exc in self.suspects:
             assert br.node is not None
             if br.node.node_id not in self.live:

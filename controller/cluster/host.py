@@ -205,6 +205,14 @@ def build_images(names: list[str]) -> dict[str, str | None]:
     return out
 
 
+def request_nodes(count: int, resource: str) -> None:
+    """Ask Ray's autoscaler (where the cluster has one) for room for ``count`` measuring nodes at
+    once; 0 withdraws the request. Runs on the cluster, so that it works through Ray Client too."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{resource: 1}] * count)
+
+
 # --- what a node remembers between blocks ---------------------------------------------------------
 
 

@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half of it running
         cluster.shutdown()
         print("the local Ray cluster is stopped")
     return 0
