@@ -54,9 +54,24 @@ def ray_cluster(ray_head: LocalCluster) -> LocalCluster:
     return ray_head
 
 
+@pytest.fixture(scope="module")
+def spare_head():
+    cluster = LocalCluster()
+    yield cluster
+    cluster.shutdown()
+
+
 @pytest.fixture
-def own_cluster():
-    """A cluster of its own (head only; the test adds and kills nodes, or its head)."""
+def own_cluster(spare_head: LocalCluster):
+    """A cluster of the test's own: a head whose nodes the test adds and kills (they go after it)."""
+    yield spare_head
+    for node in list(spare_head.nodes):
+        spare_head.kill(node)
+
+
+@pytest.fixture
+def doomed_cluster():
+    """A cluster whose head the test kills."""
     cluster = LocalCluster()
     yield cluster
     cluster.shutdown()
@@ -167,6 +182,11 @@ def test_an_unreachable_or_malformed_address_is_refused_in_one_line(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     proc = campaign_cli("plan", str(SMOKE), "--cluster", "http://head:6379/x", timeout=60)
     assert proc.returncode == 2 and "is not a Ray address" in proc.stderr
+    proc = campaign_cli("run", str(SMOKE), "--results", str(tmp_path), "--node-wait", "60", timeout=60)
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: --node-wait 60 needs --cluster and a number of seconds >= 0"
+    )
     assert not any(tmp_path.iterdir())
 
 
@@ -608,22 +628,66 @@ def test_last_node_lost_then_a_node_without_the_runtime_gets_no_block_and_a_repl
     assert_one_window_at_a_time(after)
 
 
+# onnxruntime as it is (the real package) until the flag file exists, then broken.
+BREAKS_LATER = """
+import os, sys
+if os.path.exists({flag!r}):
+    raise ImportError("onnxruntime broke on this node")
+_here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+del sys.modules["onnxruntime"]
+import onnxruntime  # the real one, which the import system then hands out
+"""
+
+
+def test_a_node_that_breaks_mid_block_gives_one_node_fault_and_its_block_moves(own_cluster, tmp_path, artifact_cache):
+    """A node passes readiness, runs a cell, then its runtime breaks: the next run fails, the node is
+    checked again and found unable to run it, so the failure is the node's and the block moves (to a
+    node that joins) instead of failing every run left there."""
+    file = write_campaign(
+        tmp_path / "c.toml", "breaks", "duration_s = 2\nblock_by = []", models='["mobilenetv2"]', batch_sizes="[1]"
+    )
+    shadow, flag = tmp_path / "shadow" / "onnxruntime", tmp_path / "broken"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(BREAKS_LATER.format(flag=str(flag)))
+    results = tmp_path / "results"
+    args = ["run", str(file), "--results", str(results), "--cache", str(artifact_cache)]
+    fragile = own_cluster.add_nodes(1, env={"PYTHONPATH": str(tmp_path / "shadow")})[0]
+    controller = Controller(*args, "--cluster", own_cluster.address, "--node-wait", "300")
+    controller.until(r"^\s+ok: ")
+    flag.write_text("")
+    controller.until(r"can no longer run block campaign's runs \(.*does not import on this node.*\): it moves")
+    controller.until(r"no live node can run 1 waiting block\(s\) \(1 runs\)")
+    spare = own_cluster.add_nodes(1)[0]
+    rc, out, err = controller.finish()
+    assert rc == 0, out + err
+    assert "2 of 2 runs ok, 0 failed" in out and "it runs again on a live node" in err
+
+    recs = records(results / "breaks")
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["cluster"]["node_id"] == fragile.node_id
+    assert "could not run it any more when checked again" in failed[0]["cluster"]["node_fault"]
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert sorted(r["cell"]["id"] for r in ok) == sorted(c.id for c in load_campaign_file(file).matrix())
+    assert {r["cluster"]["node_id"] for r in ok} == {fragile.node_id, spare.node_id}
+
+
 def test_a_lost_head_is_one_line_and_the_same_command_resumes_on_another_cluster(
-    own_cluster, ray_cluster, tmp_path, artifact_cache
+    doomed_cluster, ray_cluster, tmp_path, artifact_cache
 ):
     file = write_campaign(
         tmp_path / "c.toml", "headless", "duration_s = 4\nblock_by = []", models='["mobilenetv2"]', batch_sizes="[1]"
     )
     results = tmp_path / "results"
     args = ["run", str(file), "--results", str(results), "--cache", str(artifact_cache)]
-    own_cluster.add_nodes(1)
-    controller = Controller(*args, "--cluster", own_cluster.address)
+    doomed_cluster.add_nodes(1)
+    controller = Controller(*args, "--cluster", doomed_cluster.address)
     controller.until(START, count=2)
-    own_cluster.kill_head()
+    doomed_cluster.kill_head()
     rc, out, err = controller.finish(timeout=120)
     assert rc == 3, out + err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: the Ray cluster at {own_cluster.address} is gone"), err
+    assert last.startswith(f"error: the Ray cluster at {doomed_cluster.address} is gone"), err
     assert "run the same command" in last and str(results / "headless") in last
     assert "Traceback" not in err and "Check failed" not in err and "RpcError" not in err
     before = records(results / "headless")

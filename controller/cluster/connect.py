@@ -98,7 +98,7 @@ def connected(address: str) -> Iterator[Cluster]:
         check_reachable(address, host, port)
     init(ray, address, target)
     quiet_ray_loggers()
-    cluster = Cluster(address, ray)
+    cluster = Cluster(address, ray, client=target.startswith("ray://"))
     watched = (host, port) if host is not None and port is not None else gcs_endpoint(ray)
     cluster.watch = HeadWatch(address, *watched) if watched else None
     if cluster.watch is not None:
@@ -251,10 +251,27 @@ def _exit_lost(message: str) -> None:
 class Cluster:
     """The connected cluster: its joulebench hosts, read afresh on each call."""
 
-    def __init__(self, address: str, ray: Any) -> None:
+    def __init__(self, address: str, ray: Any, client: bool = False) -> None:
         self.address = address
         self.ray = ray
+        self.client = client  # through Ray Client: cluster-side calls go through a task
         self.watch: HeadWatch | None = None
+        self._requester: Any = None
+
+    def request_nodes(self, count: int, wait_s: float = 0.0) -> None:
+        """Ask Ray's autoscaler (where there is one) for room for ``count`` measuring nodes at once (0
+        withdraws the request, which otherwise outlives this driver). A hint: errors are ignored."""
+        from controller.cluster.host import request_nodes
+
+        with suppress(Exception):
+            if not self.client:
+                request_nodes(count, RESOURCE)
+                return
+            if self._requester is None:
+                self._requester = self.ray.remote(num_cpus=0, max_retries=0)(request_nodes)
+            ref = self._requester.remote(count, RESOURCE)
+            if wait_s:
+                self.ray.wait([ref], timeout=wait_s)
 
     def head_answers(self) -> bool:
         """False when the head's port does not answer (a Ray call that raised may mean the cluster is gone)."""
@@ -293,9 +310,6 @@ class Cluster:
                 f"resource; start each measuring machine with {START_NODE}"
             )
         return hosts
-
-    def alive(self, node_id: str) -> bool:
-        return any(n.get("Alive") and n.get("NodeID") == node_id for n in self.ray.nodes())
 
 
 def labels(hosts: list[Node]) -> dict[str, str]:

@@ -67,7 +67,7 @@ NODE_POLL_S = 2.0  # how often the cluster's nodes are read (joins, departures)
 # How long a node whose block stopped answering may stay alive in Ray's eyes before the block's
 # Ray worker (not the node) counts as what died: Ray marks a node dead after missed health checks
 # (about 15 s with its defaults).
-LOSS_GRACE_S = 30.0
+LOSS_GRACE_S = 60.0
 NODE_WAIT_S = 600.0  # default of --node-wait
 WAIT_NOTE_S = 60.0  # how often to say that blocks still wait for a node
 
@@ -227,7 +227,6 @@ class Dispatcher:
         self.wait_noted = 0.0
         self.mix = gpu_mix(ca.nodes)
         self.asked = -1
-        self.requester: Any = None
         for r in ca.nodes:
             if unfit_reason(r, session.plan.run):
                 progress.node(r.label, UNFIT)
@@ -255,18 +254,11 @@ class Dispatcher:
 
     def ask_for_nodes(self, done: bool = False) -> None:
         """Tell the autoscaler how many measuring nodes the blocks could use now (none when done)."""
-        from controller.cluster.host import request_nodes
-
         want = 0 if done else len(self.busy) + len(self.waiting)
         if want == self.asked or (done and self.asked <= 0):
             return
         self.asked = want
-        with suppress(Exception):  # a hint: a cluster without an autoscaler ignores it
-            if self.requester is None:
-                self.requester = self.ray.remote(num_cpus=0, max_retries=0)(request_nodes)
-            ref = self.requester.remote(want, RESOURCE)
-            if done:
-                self.ray.wait([ref], timeout=10.0)
+        self.cluster.request_nodes(want, wait_s=10.0 if done else 0.0)
 
     def name(self, node_id: str) -> str:
         node = self.nodes.get(node_id)
@@ -496,12 +488,12 @@ class Dispatcher:
         br = self.calls.pop(ref)
         if not isinstance(value, BaseException):
             self.advance(br, value)
-        elif br.step == "recheck":
-            self.rechecked(br, value) if task_error else self.lost(br, value)
-        elif task_error:
-            self.task_failed(br, value)
-        else:
+        elif not task_error:  # the actor or its node stopped answering
             self.lost(br, value)
+        elif br.step == "recheck":  # the node's readiness check itself raised: the node is unfit
+            self.rechecked(br, value)
+        else:
+            self.task_failed(br, value)
 
     def advance(self, br: BlockRun, value: dict[str, Any]) -> None:
         assert br.node is not None

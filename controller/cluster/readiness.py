@@ -47,12 +47,9 @@ class ClusterAssessment:
     merged: Assessment
     nodes: list[NodeReport]
 
-    def eligible(self, cells: list[Cell], live: set[str] | None = None) -> list[NodeReport]:
-        """Nodes (live ones, when given) that can run every one of ``cells``."""
-        return [r for r in self.nodes if (live is None or r.node.node_id in live) and all(r.runnable(c) for c in cells)]
-
-    def report(self, node_id: str) -> NodeReport | None:
-        return next((r for r in self.nodes if r.node.node_id == node_id), None)
+    def eligible(self, cells: list[Cell]) -> list[NodeReport]:
+        """Nodes that can run every one of ``cells``."""
+        return [r for r in self.nodes if all(r.runnable(c) for c in cells)]
 
 
 def _pinned(ray: Any, node_id: str, **options: Any) -> dict[str, Any]:
