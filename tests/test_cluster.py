@@ -1,7 +1,9 @@
-"""Campaigns on a real Ray cluster of this machine: a head and three nodes offering one joulebench_host
-each (``ray.cluster_utils.Cluster``, started once per session), driven through the real CLI.
+"""Campaigns on real Ray clusters of this machine, driven through the real CLI: a head and three
+nodes offering one joulebench_host each (started once per session), and clusters whose nodes the
+tests add mid-campaign (one without a working runtime) and kill, or whose head they kill
+(``controller.cluster.local.LocalCluster``: own ports and temporary folder, stopped by the test).
 
-Runs are real (local runner, tiny models, ONNX Runtime); a node is killed for real. Timestamps
+Runs are real (local runner, tiny models, ONNX Runtime); nodes and heads are killed for real. Timestamps
 come from the records alone: the measure-window events are ``time.monotonic_ns()``, one clock on
 one machine, so windows of runs on the same node can be compared.
 """

@@ -41,7 +41,7 @@ def run_campaign(
 ) -> int:
     """Run what is left of the campaign, here or on the Ray cluster at ``cluster``; print the summary
     on stdout. Exit status 0 when every cell is recorded ok, 1 when some failed or cannot run, 130
-    when interrupted."""
+    when interrupted, 3 when the Ray cluster's head was lost (the process ends there)."""
     if cluster is not None:
         from controller.cluster.execute import NODE_WAIT_S, Settings, run_on_cluster
 

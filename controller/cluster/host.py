@@ -207,7 +207,7 @@ def build_images(names: list[str]) -> dict[str, str | None]:
 
 def request_nodes(count: int, resource: str) -> None:
     """Ask Ray's autoscaler (where the cluster has one) for room for ``count`` measuring nodes at
-    once; 0 withdraws the request. Runs on the cluster, so that it works through Ray Client too."""
+    once; 0 withdraws the request. Called by a driver on the cluster, or run as a task on it (Ray Client)."""
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=[{resource: 1}] * count)
