@@ -50,7 +50,15 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument(
                 "--build-images",
                 action="store_true",
-                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
+                help="with --cluster: nodes with Docker build the images they lack before the campaign starts "
+                "(and nodes that join, before they get a block)",
+            )
+            p.add_argument(
+                "--node-wait",
+                type=float,
+                metavar="SECONDS",
+                help="with --cluster: how long blocks that no live node can run wait for a node to join and pass "
+                "its readiness check (a replacement VM) before they are left for a later resume (default 600)",
             )
 
 
@@ -169,6 +177,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
     if args.quiet_wait_s is not None:
         check_quiet_wait(args.quiet_wait_s, "--quiet-wait")
+    if args.node_wait is not None and (not args.cluster or args.node_wait < 0):
+        raise UserError(f"--node-wait {args.node_wait:g} needs --cluster and a number of seconds >= 0")
     return run_campaign(
         campaign,
         args.results,
@@ -178,6 +188,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         build_images=args.build_images,
         quiet_wait_s=args.quiet_wait_s,
+        node_wait_s=args.node_wait,
     )
 
 

@@ -40,17 +40,20 @@ def run_campaign(
     cluster: str | None = None,
     build_images: bool = False,
     quiet_wait_s: float | None = None,
+    node_wait_s: float | None = None,
     say: Callable[[str], None] = _stderr,
 ) -> int:
     """Run what is left of the campaign, here or on the Ray cluster at ``cluster``; print the summary
     on stdout. Exit status 0 when every cell is recorded ok, 1 when some failed or cannot run, 130
-    when interrupted. Each run waits up to ``quiet_wait_s`` (default: the file's) for a quiet host."""
+    when interrupted, 3 when the Ray cluster's head was lost (the process ends there). Each run waits
+    up to ``quiet_wait_s`` (default: the file's) for a quiet host."""
     if quiet_wait_s is not None:
         campaign = replace(campaign, quiet_wait_s=quiet_wait_s)
     if cluster is not None:
-        from controller.cluster.execute import run_on_cluster
+        from controller.cluster.execute import NODE_WAIT_S, Settings, run_on_cluster
 
-        return run_on_cluster(campaign, results, cluster, retry_failed, cache, runner, build_images, say)
+        settings = Settings(runner, cache, build_images, NODE_WAIT_S if node_wait_s is None else node_wait_s)
+        return run_on_cluster(campaign, results, cluster, retry_failed, settings, say)
     assessment = assess(campaign, runner)
     with locked(results, campaign, say):
         return _run_locked(campaign, results, assessment, retry_failed, cache, say)

@@ -1,7 +1,9 @@
 """What a campaign folder already holds: its records by cell, each cell's state, its sessions, its lock.
 
 Resuming is reading the folder back: cells with an ``ok`` record are done, failed ones are retried
-only when asked, interrupted ones always. The folder is locked by the ``campaign run`` that owns
+only when asked, interrupted ones always — and so are cells lost with their cluster node (a
+``node-lost`` record, or a failure the controller found to be its node's, ``cluster.node_fault``):
+such a cell is not done yet, it did not fail. The folder is locked by the ``campaign run`` that owns
 it, so two runs of one campaign never measure (and record) the same cells at once.
 """
 
@@ -53,11 +55,24 @@ def interrupted(rec: dict[str, Any]) -> bool:
     return (rec.get("failure") or {}).get("code") == Failure.INTERRUPTED
 
 
+def lost_with_node(rec: dict[str, Any]) -> bool:
+    """A run a cluster node took with it (it left, or could no longer run what it had passed): not a
+    fault of the configuration either."""
+    cluster = rec.get("cluster")
+    node_fault = isinstance(cluster, dict) and bool(cluster.get("node_fault"))
+    return (rec.get("failure") or {}).get("code") == Failure.NODE_LOST or node_fault
+
+
+def genuine_failure(rec: dict[str, Any]) -> bool:
+    """A failed run that says something about its configuration (what --retry-failed reruns)."""
+    return rec.get("status") == "failed" and not interrupted(rec) and not lost_with_node(rec)
+
+
 def cell_state(records: list[dict[str, Any]]) -> str:
-    """ok, failed, interrupted or todo, from a cell's records."""
+    """ok, failed, interrupted (cut short, or lost with its node: to run again) or todo, from a cell's records."""
     if any(r.get("status") == "ok" for r in records):
         return "ok"
-    if any(r.get("status") == "failed" and not interrupted(r) for r in records):
+    if any(genuine_failure(r) for r in records):
         return "failed"
     return "interrupted" if records else "todo"
 

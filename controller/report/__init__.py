@@ -22,7 +22,7 @@ from controller.report import headlines, paper1, paper2, provenance, stats, stat
 from controller.report.answer import Answer, ranked_answer
 from controller.report.cells import bounds_statement
 from controller.report.data import Runs, load_runs
-from controller.report.identity import cluster_blocks, identity_problems
+from controller.report.identity import cluster_blocks, identity_problems, split_blocks
 from controller.report.loads import one_load_point
 from controller.report.table import Table
 from controller.report.work import Work, fixed_work
@@ -99,6 +99,7 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
     s.said = [x for x in (bounds_statement(ok), s.work.statement) if x]
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += [f"measured on the cluster machine(s): {line}" for line in cluster_blocks(runs.ok)]
+    s.warnings += split_blocks(runs.ok)
     s.warnings += runs.duplicates
     if runs.skipped_warning:
         s.warnings.append(runs.skipped_warning)

@@ -25,9 +25,14 @@ from typing import Any
 
 import polars as pl
 
-from controller.compare.interval import log_spread, min_repetitions, repetitions_to_decide, shift_interval
+from controller.compare.interval import (
+    MIN_REPETITIONS,
+    log_spread,
+    min_repetitions,
+    repetitions_to_decide,
+    shift_interval,
+)
 from controller.compare.options import DEFAULT_ALPHA
-from controller.compare.verdict import MIN_REPETITIONS
 from controller.report.cells import aggregate_bound, groups, model_label
 from controller.report.data import EnergyKind, flags_of, notes_of
 from controller.report.loads import load_key, load_text

@@ -462,6 +462,9 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "lock_sha256": pl.Utf8,
     "base_digest": pl.Utf8,
     "cluster_host": pl.Utf8,
+    "cluster_node": pl.Utf8,
+    "cluster_block": pl.Utf8,
+    "cluster_moved": pl.Utf8,
 }
 SCHEMA: dict[str, Any] = {**STORE_COLUMNS, **EXTRA_SCHEMA}
 
