@@ -8,7 +8,8 @@ Endpoints::
     POST /v1/completions   OpenAI-compatible completions, greedy only (temperature 0 or absent);
                            ``stream: true`` sends one server-sent event per generated token, the last
                            token's with its finish_reason, then one without choices (``usage`` when
-                           ``stream_options.include_usage``; our ``timings`` always), then [DONE].
+                           ``stream_options.include_usage``; our ``timings`` and ``engine_token_ns``,
+                           when the engine made each token, always), then [DONE].
                            Extensions as vLLM spells them: ``ignore_eos``, ``return_token_ids``.
     POST /generate         {"prompt", "max_new_tokens", "greedy": true} ->
                            {"text", "prompt_tokens", "new_tokens", "token_ids", "timings_ms": {...}}
@@ -55,6 +56,7 @@ class Job:
     t_submit_ns: int = field(default_factory=time.monotonic_ns)
     id: int = 0
     times: dict[str, int] = field(default_factory=dict)  # the generation process's start/first/end
+    token_ns: list[int] = field(default_factory=list)  # when the engine handed out each token
 
 
 class GenerationProcess:
@@ -124,8 +126,10 @@ class GenerationProcess:
         if job is None:
             return
         if kind == b"t":
+            token, t_ns = payload.split(b" ")
+            job.token_ns.append(int(t_ns))
             if job.on_token is not None:
-                job.on_token(int(payload))
+                job.on_token(int(token))
             return
         del self.jobs[job.id]
         if kind == b"e":
@@ -350,6 +354,9 @@ def serve(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
             "framework": "fastapi+uvicorn",
             "workers": 1,
             "generation_concurrency": 1,
+            "generation_concurrency_basis": "one generation process generating one request at a time; the others "
+            "queue in arrival order (timings.queue)",
+            "token_times": "engine_token_ns in each stream's last event: when the generation process made each token",
             "bound": f"{spec.host}:{port}",
             "api": ["/generate", "/v1/completions (stream: true|false)", "/v1/models"],
         },
@@ -406,7 +413,7 @@ async def _events(
             error = ApiError(500, str(exc), None, "server_error").body()
             yield "data: " + json.dumps(error) + "\n\n"
             return
-        summary: dict[str, Any] = {"choices": [], "timings": timings_ms(job, gen)}
+        summary: dict[str, Any] = {"choices": [], "timings": timings_ms(job, gen), "engine_token_ns": job.token_ns}
         if req.include_usage:
             summary["usage"] = _usage(gen)
         yield head + "," + json.dumps(summary, separators=(",", ":"))[1:] + "\n\n"
