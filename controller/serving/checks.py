@@ -10,9 +10,9 @@ failed request (``error_code`` "truncated", :mod:`controller.serving.client`).
 Per load point (:func:`point_flags`, the record's ``metrics.serving_flags``): each of those, and
 failed requests, counted with one line that says what it means and what to do; and
 ``token_times_disagree`` when the engine said when it made each token (our own server does) and
-the client's gaps between token events differ from the engine's: events then reached the client
-in bursts, so ITL and TPOT measure delivery (a host too busy to run the client or the HTTP process
-when a token is ready), not the engine.
+the client's median ITL or TPOT strays from the engine's by more than a quarter (and 50 µs): events
+then reached the client in bursts, so ITL and TPOT measure delivery (a host too busy to run the
+client or the HTTP process when a token is ready), not the engine.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ REQUEST_FLAGS = {
     "eos_despite_ignore_eos": "stopped at the end of sequence before max_tokens although ignore_eos was asked",
     "short": "fewer output tokens than max_tokens under ignore_eos, stopped by the server for another reason",
 }
-# How far the client's median gap between token events may stray from the engine's before a
-# point is flagged: a quarter of the engine's, and 50 µs more for the clock reads and the stream.
+# How far the client's median ITL (or TPOT) may stray from the engine's before a point is flagged:
+# a quarter of the engine's, and 50 µs more for the clock reads and the stream.
 AGREE_SHARE = 0.25
 AGREE_SLACK_MS = 0.05
 
@@ -113,16 +113,20 @@ def point_flags(results: list[RequestResult], timing: dict[str, Any]) -> list[di
             )
         )
     if timing.get("agree") is False:
+        said = "; ".join(
+            f"{what} median {timing[f'client_{what.lower()}_ms_median']:.3f} ms at the client, "
+            f"{timing[f'engine_{what.lower()}_ms_median']:.3f} ms at the engine"
+            for what in timing["disagree_on"]
+        )
         flags.append(
             {
                 "code": "token_times_disagree",
                 "count": timing["requests_compared"],
                 "of": n,
-                "message": f"the client's gaps between token events (median {timing['client_itl_ms_median']:.3f} ms) "
-                f"differ from the engine's (median {timing['engine_itl_ms_median']:.3f} ms): tokens reached the "
-                "client in bursts, so ITL and TPOT here measure their delivery (a host too busy to run the client "
-                "or the HTTP server when a token is ready), not the engine; engine_itl_ms_* and "
-                "engine_tpot_ms_* are the engine's own",
+                "message": f"the client's token times differ from the engine's ({said}): tokens reached the client "
+                "in bursts, so ITL and TPOT here measure their delivery (a host too busy to run the client or the "
+                "HTTP server when a token is ready), not the engine; engine_itl_ms_* and engine_tpot_ms_* are the "
+                "engine's own",
             }
         )
     return flags
@@ -161,19 +165,31 @@ def token_timing(results: list[RequestResult]) -> dict[str, Any]:
         ],
         "client_itl_ms_median": None,
         "engine_itl_ms_median": None,
+        "client_tpot_ms_median": None,
+        "engine_tpot_ms_median": None,
         "agree": None,
+        "disagree_on": [],
         "reason": None,
     }
     if not out["engine_reports"]:
         out["reason"] = "the server does not say when its engine made each token (only joulebench's own server does)"
         return out
-    client_itl = [float(g) for r in timed for g in r.itls_ns()]
-    if not client_itl or not out["engine_itl_ns"]:
+    client = {
+        "itl": [float(g) for r in timed for g in r.itls_ns()],
+        "tpot": [t for r in timed if (t := r.tpot_ns) is not None],
+    }
+    engine = {"itl": out["engine_itl_ns"], "tpot": out["engine_tpot_ns"]}
+    if not client["itl"] or not engine["itl"]:
         out["reason"] = "no request of two tokens or more with the engine's token times"
         return out
-    c, e = statistics.median(client_itl) / 1e6, statistics.median(out["engine_itl_ns"]) / 1e6
-    out["client_itl_ms_median"], out["engine_itl_ms_median"] = c, e
-    out["agree"] = abs(c - e) <= AGREE_SHARE * e + AGREE_SLACK_MS
+    for what in ("itl", "tpot"):
+        if not client[what] or not engine[what]:
+            continue
+        c, e = statistics.median(client[what]) / 1e6, statistics.median(engine[what]) / 1e6
+        out[f"client_{what}_ms_median"], out[f"engine_{what}_ms_median"] = c, e
+        if abs(c - e) > AGREE_SHARE * e + AGREE_SLACK_MS:
+            out["disagree_on"].append(what.upper())
+    out["agree"] = not out["disagree_on"]
     return out
 
 

@@ -140,7 +140,7 @@ _TABLE: dict[str, tuple[str, str, str, str, str]] = {
         "ms",
         "per token: received by the client - made by the engine (the HTTP server, the stream, and the time the "
         "host took to run them); token_timing.agree is false (flag token_times_disagree) when the client's "
-        "median ITL strays from the engine's",
+        "median ITL or TPOT strays from the engine's",
         "-",
         "-",
         "-",

@@ -80,6 +80,7 @@ class GenerationProcess:
         self.count = 0
         self.served = 0
         self.generate_ms = 0.0
+        self.free_ns = 0  # when the engine finished its last job (it generates one at a time, in order)
         self.info: dict[str, Any] = {}
 
     def wait_ready(self) -> dict[str, Any]:
@@ -133,10 +134,12 @@ class GenerationProcess:
             return
         del self.jobs[job.id]
         if kind == b"e":
+            self.free_ns = time.monotonic_ns()
             job.on_done(None, RuntimeError(json.loads(payload)))
             return
         done = json.loads(payload)
-        job.times = {k: done[k] for k in ("start_ns", "first_ns", "end_ns")}
+        job.times = {k: done[k] for k in ("start_ns", "first_ns", "end_ns")} | {"free_ns": self.free_ns}
+        self.free_ns = done["end_ns"]
         self.served += 1
         gen = self.generation(job, done["token_ids"])
         self.generate_ms += gen.generate_ms
@@ -160,10 +163,15 @@ class GenerationProcess:
 
 
 def timings_ms(job: Job, gen: Generation) -> dict[str, float]:
-    """Where a request's time went on the server (ms): queued, tokenize, first token, generate, decode."""
+    """Where a request's time went on the server (ms): queued (waiting for the engine to finish the
+    requests ahead), dispatch (the rest of the wait: the hand-over to the generation process),
+    tokenize, first token, generate, decode."""
     t = job.times
+    waited = (t["start_ns"] - job.t_submit_ns) / 1e6
+    queue = min(waited, max(0.0, (t.get("free_ns", 0) - job.t_submit_ns) / 1e6))
     return {
-        "queue": (t["start_ns"] - job.t_submit_ns) / 1e6,
+        "queue": queue,
+        "dispatch": waited - queue,
         "tokenize": gen.tokenize_ms,
         "first_token": (t["first_ns"] - t["start_ns"]) / 1e6 if t.get("first_ns") else 0.0,
         "generate": gen.generate_ms,
