@@ -292,9 +292,18 @@ def main() -> int:
     if args.prepare_only:
         print(f"prepared {', '.join(sizes)} for {', '.join(engines)} in {work}")
         return 0
-    rows = [measure(e, s, work, prompts, args) for s in sizes for e in engines]
-    report(rows, len(prompts), args)
-    return 0
+    failed = []
+    for size in sizes:  # each size's table as soon as it is measured
+        rows = []
+        for engine in engines:
+            try:
+                rows.append(measure(engine, size, work, prompts, args))
+            except (SystemExit, Exception) as exc:  # noqa: BLE001 - said, and the other engines go on
+                failed.append(f"{engine} on {size}: {exc}")
+                print(f"{engine} on {size} failed: {exc}", file=sys.stderr)
+        report(rows, len(prompts), args)
+        sys.stdout.flush()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

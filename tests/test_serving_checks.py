@@ -106,6 +106,9 @@ def test_ignore_eos_dropped_by_the_server_is_flagged_and_kept_when_honoured(
     assert all(r["flags"] == ["eos_despite_ignore_eos"] and r["new_tokens"] == TOKENS for r in requests)
     assert "warning    6 of 6 requests stopped at the end of sequence" in out
     assert all(b.get("ignore_eos") is True for b in stub.bodies[1:])  # asked of it, every request
+    # min_tokens, for a server without ignore_eos: dropped too, and said.
+    code, recs = serve(tmp_path / "min", stub.url, "noeos", "--extra-input", "min_tokens=8")
+    assert code == 0 and flags(recs[0])["min_tokens_not_honoured"]["count"] == 6
     code, recs = serve(tmp_path / "kept", stub.url, "steady", "--ignore-eos")
     assert code == 0 and recs[0]["metrics"]["serving_flags"] == []
     assert all(r["new_tokens"] == 8 and r["flags"] == [] for r in recs[0]["serving"]["requests"])

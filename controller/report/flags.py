@@ -67,6 +67,7 @@ BY_SERVING_FLAG: dict[str, set[str]] = {
     "requests_failed": _COUNTED | _PER_TOKEN,
     "over_long_outputs": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
     "ignore_eos_not_honoured": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
+    "min_tokens_not_honoured": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
     "short_outputs": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
     "token_times_disagree": {"tpot_ms_median", "itl_ms_median"},
 }

@@ -26,6 +26,7 @@ from controller.serving.client import RequestResult
 # RequestResult.flags
 REQUEST_FLAGS = {
     "over_long": "more output tokens than max_tokens",
+    "eos_before_min_tokens": "stopped at the end of sequence before the min_tokens sent (--extra-input)",
     "eos_despite_ignore_eos": "stopped at the end of sequence before max_tokens although ignore_eos was asked",
     "short": "fewer output tokens than max_tokens under ignore_eos, stopped by the server for another reason",
 }
@@ -35,13 +36,16 @@ AGREE_SHARE = 0.25
 AGREE_SLACK_MS = 0.05
 
 
-def request_flags(r: RequestResult) -> list[str]:
-    """What a successful request's output says about the server (empty: it did what was asked)."""
+def request_flags(r: RequestResult, min_tokens: int | None = None) -> list[str]:
+    """What a successful request's output says about the server (empty: it did what was asked);
+    ``min_tokens``: what the request sent as such (an --extra-input)."""
     if not r.ok or r.new_tokens is None or r.max_tokens is None:
         return []
     flags = []
     if r.new_tokens > r.max_tokens:
         flags.append("over_long")
+    if min_tokens and r.new_tokens < min(min_tokens, r.max_tokens) and r.finish_reason == "stop":
+        flags.append("eos_before_min_tokens")
     if r.ignore_eos and r.new_tokens < r.max_tokens:
         flags.append("eos_despite_ignore_eos" if r.finish_reason == "stop" else "short")
     return flags
@@ -98,6 +102,16 @@ def point_flags(results: list[RequestResult], timing: dict[str, Any]) -> list[di
                 n,
                 "stopped at the end of sequence before max_tokens although ignore_eos was sent: the server "
                 "does not honour it; send what it needs instead, e.g. --extra-input min_tokens=N",
+            )
+        )
+    if "eos_before_min_tokens" in by_flag:
+        rs = by_flag["eos_before_min_tokens"]
+        flags.append(
+            _flag(
+                "min_tokens_not_honoured",
+                len(rs),
+                n,
+                "stopped at the end of sequence before the min_tokens they sent: the server does not honour it",
             )
         )
     if "short" in by_flag:

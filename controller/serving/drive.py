@@ -64,9 +64,12 @@ def drive(
 ) -> Driven:
     """Warm up, then run every point; stops at the first point that fails."""
 
+    min_tokens = (extra or {}).get("min_tokens")
+    min_tokens = min_tokens if isinstance(min_tokens, int) and not isinstance(min_tokens, bool) else None
+
     def send(item: WorkItem, due: int | None) -> RequestResult:
         r = stream_completion(ep, item, timeout_s, due, extra)
-        r.flags = request_flags(r)
+        r.flags = request_flags(r, min_tokens)
         return r
 
     out = Driven()

@@ -435,7 +435,7 @@ async def _events(
     head = "data: " + json.dumps(head_fields, separators=(",", ":"))[:-1]
     generator.submit(job)
     try:
-        n, ended = 0, False
+        n, ended, finished = 0, False, False
         while not ended:
             await ready.wait()
             ready.clear()
@@ -449,9 +449,13 @@ async def _events(
                 last = n == req.max_tokens or token in eos
                 text = detok.add(token) + (detok.flush() if last else "")
                 finish = ("stop" if token in eos else "length") if last else None
+                finished = finish is not None
                 events.append(completion_chunk(head, text, finish, token if req.return_token_ids else None))
             if events:
                 yield "".join(events)
+        if not finished and future.done() and future.exception() is None:
+            # the engine stopped before max_tokens on its own: the stream still says how it ended
+            yield completion_chunk(head, detok.flush(), "stop" if n < req.max_tokens else "length", None)
         try:
             gen = await future
         except Exception as exc:  # noqa: BLE001 - reported in the stream, as OpenAI-compatible servers do
