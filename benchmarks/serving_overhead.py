@@ -78,7 +78,7 @@ def cpu_ns(pid: int, descendants: bool = True) -> int:
 def prepare(work: Path, sizes: list[str], engines: list[str], n_prompts: int) -> list[Prompt]:
     """The models, their exports and the prompts in ``work`` (made once; what is there is kept)."""
     prompts_file = work / "prompts.json"
-    if not prompts_file.exists():
+    if not prompts_file.exists() or len(json.loads(prompts_file.read_text())) < n_prompts:
         from suite.prompts import humaneval_prompts
 
         work.mkdir(parents=True, exist_ok=True)
