@@ -84,13 +84,19 @@ def point_flags(results: list[RequestResult], timing: dict[str, Any]) -> list[di
     if "over_long" in by_flag:
         rs = by_flag["over_long"]
         worst = max(rs, key=lambda r: (r.new_tokens or 0) - (r.max_tokens or 0))
+        why = (
+            "the server did not stop where asked, or (no usage: its token events counted) sent more than one "
+            "event per token"
+            if worst.output_tokens_source == "events"
+            else "the server did not stop where asked"
+        )
         flags.append(
             _flag(
                 "over_long_outputs",
                 len(rs),
                 n,
                 f"returned more tokens than max_tokens (up to {worst.new_tokens} for {worst.max_tokens}, "
-                f"counted from {worst.output_tokens_source}): the server did not stop where asked",
+                f"counted from {worst.output_tokens_source}): {why}",
             )
         )
     if "eos_despite_ignore_eos" in by_flag:

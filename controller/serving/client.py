@@ -305,10 +305,10 @@ def _take(event: dict[str, Any], now: int, r: RequestResult, text: list[str], id
 def _settle(r: RequestResult, text: list[str], ids: list[int], usage: dict[str, Any] | None) -> None:
     """The output token count: what the server said, else what its stream shows, and from where.
 
-    A server that sends neither usage nor token ids may put several tokens in one event (llama-cpp-
-    python's holds back the bytes of a character not yet complete); when it ended the stream at
-    ``max_tokens`` (finish_reason "length", with no more events than that), it generated
-    ``max_tokens``, whatever its events number.
+    A server that sends neither usage nor token ids does not send one event per token (llama-cpp-
+    python's holds back the bytes of a character not yet complete, and sends the last tokens again
+    one by one: fewer or more events than tokens); when it ended the stream at ``max_tokens``
+    (finish_reason "length"), it generated ``max_tokens``, whatever its events number.
     """
     r.text = "".join(text)
     r.token_ids = ids or None
@@ -318,7 +318,7 @@ def _settle(r: RequestResult, text: list[str], ids: list[int], usage: dict[str, 
         r.prompt_tokens = usage.get("prompt_tokens")
     elif ids:
         r.new_tokens, r.output_tokens_source = len(ids), "token_ids"
-    elif r.finish_reason == "length" and r.max_tokens is not None and events <= r.max_tokens:
+    elif r.finish_reason == "length" and r.max_tokens is not None:
         r.new_tokens, r.output_tokens_source = r.max_tokens, "finish_reason"
     else:
         r.new_tokens, r.output_tokens_source = events, "events"
