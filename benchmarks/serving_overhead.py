@@ -20,7 +20,9 @@ work ("engine CPU"); on a busy host the wall-clock ratios also hold the waits fo
 
 With ``llamacpp-server`` among the engines, llama.cpp's own server (llama-cpp-python's, started as
 ``serve --engine llamacpp-server`` starts it) is measured on the same GGUF and prompts beside our
-server with engine ``llamacpp``: tokens/s and CPU per token of each. llama-cpp-python is an sdist
+server with engine ``llamacpp``: tokens/s and CPU per token of each (its requests greedy as serve
+sends them; it has no ignore_eos, so they may stop at the end of sequence: its tokens per request
+are printed beside). llama-cpp-python is an sdist
 only (it compiles llama.cpp); its image has it::
 
     python benchmarks/serving_overhead.py --engine onnxruntime,ortgenai --sizes tiny,larger
@@ -53,7 +55,7 @@ sys.path.insert(0, str(REPO))
 from controller.serving.client import Endpoint, RequestResult, WorkItem, stream_completion  # noqa: E402
 from controller.serving.settings import export_source  # noqa: E402
 from harness.protocol import Emitter, LmExportSpec, ServeSpec  # noqa: E402
-from harness.serving.formats import EXPORT_FORMATS, export_format  # noqa: E402
+from harness.serving.formats import EXPORT_FORMATS, OWN_SERVER_REQUEST, export_format  # noqa: E402
 from suite.prompts import Prompt  # noqa: E402
 
 # Models built here (llama-shaped: every engine takes it): a token every ~0.3 ms, and ~1-2 ms, of
@@ -144,6 +146,7 @@ class Row:
     engine: str
     size: str
     tokens: int = 0
+    requests: int = 0
     e2e_s: float = 0.0
     tpot: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "client": [], "engine": []})
     cpu_ns: dict[str, int] = field(default_factory=lambda: {"direct": 0, "engine": 0, "http": 0, "client": 0})
@@ -179,12 +182,14 @@ def served(server: Server, item: WorkItem, extra: dict[str, Any] | None, row: Ro
     row.cpu_ns["client"] += time.thread_time_ns() - c0
     for k, pid in pids.items():
         row.cpu_ns[k] += cpu_ns(*pid) - before[k]
-    if not r.ok or r.tpot_ns is None:
+    if not r.ok:
         raise SystemExit(f"{row.engine}: request failed: {r.error}")
     row.tokens += r.new_tokens or 0
+    row.requests += 1
     row.e2e_s += r.latency_ns / 1e9
-    row.tpot["client"].append(r.tpot_ns / 1e6)
-    if r.engine_token_times_us:
+    if r.tpot_ns is not None:  # two tokens or more
+        row.tpot["client"].append(r.tpot_ns / 1e6)
+    if r.engine_token_times_us and len(r.engine_token_times_us) > 1:
         row.tpot["engine"].append(tpot_ms([t * 1000 for t in r.engine_token_times_us]))
 
 
@@ -204,8 +209,10 @@ def measure(engine: str, size: str, work: Path, prompts: list[Prompt], args: arg
         lm.load()
     server = Server(spec)
     n = args.max_new_tokens
-    # llama-cpp-python's server drops ignore_eos: min_tokens holds it to the same length
-    extra = {"repeat_penalty": 1.0, "min_tokens": n} if engine == OWN_SERVER else None
+    # What makes llama-cpp-python's server greedy (as serve --engine llamacpp-server sends it). It has no
+    # ignore_eos, so its requests may stop at the end of sequence: its figures are per token. (Its
+    # min_tokens would hold it to the length, at ~0.5 ms more CPU per token on the tiny model.)
+    extra = dict(OWN_SERVER_REQUEST[OWN_SERVER]) if engine == OWN_SERVER else None
     try:
         (child,) = server.children()  # the generation process; llama.cpp's: its server
         own = {"http": (child, True)}
@@ -257,12 +264,15 @@ def report(rows: list[Row], prompts: int, args: argparse.Namespace) -> None:
         theirs = next((r for r in rows if r.size == size and r.engine == OWN_SERVER), None)
         if ours is not None and theirs is not None:
             print("  our server (engine llamacpp) vs llama.cpp's own server, the same GGUF and requests:")
-            print(f"  {'server':34}{'tokens/s':>10}{'TPOT ms':>9}{'CPU ms/token: server':>22}{'client':>8}")
+            print(
+                f"  {'server':34}{'tokens/request':>15}{'tokens/s':>10}{'TPOT ms':>9}{'CPU ms/token: server':>22}"
+                f"{'client':>8}"
+            )
             for name, r in (("joulebench's (llama.cpp bindings)", ours), ("llama-cpp-python's own", theirs)):
                 server_cpu = r.per_token("http") + r.per_token("engine")
                 print(
-                    f"  {name:34}{r.tokens / r.e2e_s:10.1f}{ms(r.median('client')):>9}{server_cpu:22.3f}"
-                    f"{r.per_token('client'):8.3f}"
+                    f"  {name:34}{r.tokens / r.requests:15.1f}{r.tokens / r.e2e_s:10.1f}"
+                    f"{ms(r.median('client')):>9}{server_cpu:22.3f}{r.per_token('client'):8.3f}"
                 )
             tps = (ours.tokens / ours.e2e_s) / (theirs.tokens / theirs.e2e_s)
             cpu = (ours.per_token("http") + ours.per_token("engine")) / theirs.per_token("http")
