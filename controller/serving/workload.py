@@ -384,10 +384,13 @@ def point_outcomes(
 def engine_concurrency(result: dict[str, Any] | None) -> dict[str, Any] | None:
     """How many requests the server's engine generates at once, as the server's result says (None: not said)."""
     server = (result or {}).get("server") or {}
-    n = server.get("generation_concurrency")
-    if not isinstance(n, int):
+    if "generation_concurrency" not in server:
         return None
-    return {"requests": n, "basis": server.get("generation_concurrency_basis") or "the server's result"}
+    n = server["generation_concurrency"]  # None: as many as it batches (vLLM)
+    return {
+        "requests": n if isinstance(n, int) else None,
+        "basis": server.get("generation_concurrency_basis") or "the server's result",
+    }
 
 
 def point_metrics(
