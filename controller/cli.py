@@ -284,6 +284,13 @@ def add_serve_parser(sub: Any) -> None:
         "--ignore-eos", action="store_true", default=None, help="generate max tokens even past end of sequence"
     )
     serve.add_argument(
+        "--extra-input",
+        dest="extra_inputs",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a request field sent with every request (VALUE as JSON: min_tokens=64, repeat_penalty=1.0); repeatable",
+    )
+    serve.add_argument(
         "--endpoint", help="an OpenAI-compatible server already running here, e.g. http://127.0.0.1:8000/v1"
     )
     serve.add_argument("--endpoint-pid", type=int, help="its process id, to measure its CPU time and RAM")
@@ -315,6 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
         image=args.image,
         endpoint=args.endpoint,
+        extra_inputs=args.extra_inputs,
     )
     settings = from_fields(ServingSettings, args, **load)
     what = ServeSettings(

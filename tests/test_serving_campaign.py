@@ -89,16 +89,22 @@ def test_serving_campaign_files_refuse_batch_keys_and_say_what_replaces_them(tmp
         ("", '[serving]\nslo = "ttft=soon"', r"\[serving\] --slo"),
         ("", "[serving]\nslo = 500", "slo must be a string"),
         ("", "[serving]\nignore_eos = 1", "ignore_eos must be true or false"),
+        ("", '[serving]\nextra_inputs = "min_tokens=4"', "extra_inputs must be a table"),
+        ("", "[serving]\nextra_inputs = { max_tokens = 4 }", "joulebench sets max_tokens itself"),
     ]
     for extra, more, expected in cases:
         path = tmp_path / "bad.toml"
         path.write_text(base.format(extra=extra, more=more))
         with pytest.raises(UserError, match=expected):
             load_campaign_file(path)
-    serving_table = '[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"'
+    serving_table = (
+        '[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"\n'
+        "extra_inputs = { min_tokens = 4, repeat_penalty = 1.0 }"
+    )
     path.write_text(base.format(extra="", more=serving_table))
     serving = load_campaign_file(path).serving
     assert serving is not None and serving.slo == {"ttft": 500.0, "tpot": 50.0} and serving.ignores_eos()
+    assert serving.extra_inputs == {"min_tokens": 4, "repeat_penalty": 1.0}
     path = tmp_path / "batch.toml"
     path.write_text('[serving]\nlimit = 3\n[matrix]\nmodels = ["resnet50"]\n[[matrix.configurations]]\nimage = "x"\n')
     with pytest.raises(UserError, match='needs mode = "serving"'):

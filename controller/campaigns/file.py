@@ -276,6 +276,15 @@ def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         if not isinstance(raw["ignore_eos"], bool):
             raise UserError(f"{path}: [serving] ignore_eos must be true or false, got {raw['ignore_eos']!r}")
         out["ignore_eos"] = raw["ignore_eos"]
+    if "extra_inputs" in raw:
+        from controller.serving.options import check_extra_inputs
+
+        if not isinstance(raw["extra_inputs"], dict):
+            raise UserError(
+                f"{path}: [serving] extra_inputs must be a table of request fields, e.g. extra_inputs = "
+                f"{{ min_tokens = 64 }}, got {raw['extra_inputs']!r}"
+            )
+        out["extra_inputs"] = check_extra_inputs(raw["extra_inputs"], f"{path}: [serving] extra_inputs")
     return out
 
 

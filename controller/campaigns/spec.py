@@ -275,7 +275,7 @@ def cell_id(model: str, model_size: str, configuration: str, batch: int, rep: in
 
 # Serving settings a campaign cell names only when set: the load sweep, SLO, synthetic prompts and
 # ignore_eos came after the first serving campaigns, whose records must still resume.
-LATER_SERVING_FIELDS = ("load", "slo", "synthetic", "ignore_eos")
+LATER_SERVING_FIELDS = ("load", "slo", "synthetic", "ignore_eos", "extra_inputs")
 
 
 def cell_serving(settings: ServingSettings) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Writes ``FOLDER/report/``: each table as Markdown, LaTeX, CSV and HTML (``table1.md`` ...),
 ``report.md``, ``report.html`` (self-contained: tables, statistics, plots embedded), ``plots/``
-(PNG and SVG). ``--format term`` prints the tables instead.
+(PNG and SVG), and ``vllm-bench/RUN_ID.json``: each serving load point as vLLM's ``bench serve``
+result JSON. ``--format term`` prints the tables instead.
 
 Files of the folder that are not run records are skipped with one warning naming them. Two ok
 records of one campaign cell are refused unless ``--duplicates all|latest`` says what to do.
@@ -83,10 +84,25 @@ def build_report(
         return 0
     out = output or Path(folder) / "report"
     written = render.write_files(runs, sections, out, with_plots)
+    written += vllm_results(runs, out / VLLM_FOLDER)
     print(f"report of {runs.ok.height} runs ({runs.failed.height} failed) in {out}")
     for path in written:
         print(f"  {path}")
     return 0
+
+
+VLLM_FOLDER = "vllm-bench"  # each serving load point as vLLM's bench serve result JSON
+
+
+def vllm_results(runs: Runs, folder: Path) -> list[Path]:
+    """The successful serving records of the report, each as vLLM's ``bench serve`` result JSON."""
+    from controller.report.records import read_folder
+    from controller.serving.vllm_result import write_vllm_results
+
+    if not runs.ok.filter(pl.col("serving")).height:
+        return []
+    kept = set(runs.ok["run_id"].to_list())
+    return write_vllm_results([(p, r) for p, r in read_folder(runs.folder).records if r.get("run_id") in kept], folder)
 
 
 def assemble(runs: Runs, mixed: list[str]) -> Sections:
