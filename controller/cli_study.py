@@ -122,6 +122,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.plan import render_plan, to_json
     from controller.campaigns.readiness import assess
 
+    _check_campaign_paths(args)
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan" and args.cluster:
         from controller.cluster import plan_on_cluster
@@ -147,14 +148,43 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     )
 
 
+def _check_campaign_paths(args: argparse.Namespace) -> None:
+    """Where a campaign writes, checked before its file is even read: a run writes into --results and
+    --cache; a plan only reads --results, which must then be a folder if it exists."""
+    from controller.cache import check_writable_folder
+
+    if args.campaign_command == "run":
+        check_writable_folder(args.results, "the results folder (--results)")
+        if args.cache is not None:
+            check_writable_folder(args.cache, "the artifact cache (--cache)")
+    elif args.results.exists() and not args.results.is_dir():
+        raise UserError(f"the results folder (--results) {args.results} is a file, not a folder; name a folder")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from controller.carbon import carbon_factor
     from controller.report import build_report
 
     carbon = carbon_factor(args.grid_intensity, args.country, args.pue)
+    _check_report_output(args)
     return build_report(
         args.folder, fmt=args.format, output=args.output, mix=args.mix, duplicates=args.duplicates, carbon=carbon
     )
+
+
+def _check_report_output(args: argparse.Namespace) -> None:
+    """Where the report goes, checked before its records are read: a report is minutes of work for a
+    big campaign, and its files must not fail to write at the end."""
+    from controller.cache import check_writable_folder
+
+    if args.format == "term":
+        if args.output is not None:
+            raise UserError("--output is where --format files writes; --format term prints: leave --output out")
+        return
+    if args.output is not None:
+        check_writable_folder(args.output, "the report folder (--output)")
+    elif args.folder.is_dir():
+        check_writable_folder(args.folder / "report", "the report folder (FOLDER/report; choose another with --output)")
 
 
 def add_models_parser(sub: Any) -> None:

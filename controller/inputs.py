@@ -28,6 +28,11 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 class BadValue(ValueError):
     """A value outside what its input takes; the message says what was expected, not whose input it is."""
 
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(f"expected {expected}; got {_shown(value)}")
+        self.expected = expected
+        self.value = value
+
 
 @dataclass(frozen=True)
 class Count:
@@ -43,7 +48,7 @@ class Count:
     def __call__(self, value: Any) -> int:
         number = _whole(value)
         if number is None or not self.lowest <= number <= self.highest:
-            raise BadValue(f"expected {self.expected()}; got {_shown(value)}")
+            raise BadValue(self.expected(), value)
         return number
 
 
@@ -69,7 +74,7 @@ class Seconds:
         elif ok:
             ok = number > 0 or (self.zero and number == 0)  # type: ignore[operator]
         if not ok:
-            raise BadValue(f"expected {self.expected()}; got {_shown(value)}")
+            raise BadValue(self.expected(), value)
         return float(number)  # type: ignore[arg-type]
 
 
@@ -83,8 +88,7 @@ class Positive:
     def __call__(self, value: Any) -> float:
         number = _number(value)
         if number is None or not math.isfinite(number) or not 0 < number <= self.highest:
-            expected = f"a finite number{self.unit} above 0 and at most {self.highest:g}"
-            raise BadValue(f"expected {expected}; got {_shown(value)}")
+            raise BadValue(f"a finite number{self.unit} above 0 and at most {self.highest:g}", value)
         return float(number)
 
 
@@ -92,17 +96,17 @@ def size_bytes(value: Any) -> int:
     """``2g``, ``512m``, ``1.5G``, ``1024`` as bytes, within what Docker takes."""
     match = SIZE.match(str(value).strip()) if isinstance(value, str) else None
     if match is None or float(match.group(1)) <= 0:
-        raise BadValue(f"expected a size such as 512m, 2g or 1.5g; got {_shown(value)}")
+        raise BadValue("a size such as 512m, 2g or 1.5g", value)
     number = int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
     if number > MAX_BYTES:
-        raise BadValue(f"expected a size of at most 1024t; got {_shown(value)}")
+        raise BadValue("a size of at most 1024t", value)
     return number
 
 
 def memory_bytes(value: Any) -> int:
     number = size_bytes(value)
     if number < MIN_MEMORY:
-        raise BadValue(f"expected at least Docker's minimum of 6m; got {_shown(value)}")
+        raise BadValue("a size of at least Docker's minimum, 6m", value)
     return number
 
 

@@ -177,10 +177,9 @@ def hf_folder(path: Path, hub_id: str | None = None) -> ModelSource:
 
     try:
         config = json.loads((path / "config.json").read_text())
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise SourceError(f"{path}/config.json is not JSON: {exc}") from None
-    task, auto_class, inputs, details = read_hf_config(path, config)
-    try:
+    try:  # the weights first: reading the config may import transformers for a default
         parameters = mf.hf_parameters(path)
     except FormatError as exc:
         raise SourceError(f"the weights in {path} cannot be read: {exc}") from None
@@ -188,6 +187,7 @@ def hf_folder(path: Path, hub_id: str | None = None) -> ModelSource:
         raise SourceError(
             f"{path} has no torch weights (model.safetensors or pytorch_model.bin): save it with save_pretrained"
         )
+    task, auto_class, inputs, details = read_hf_config(path, config)
     label = hub_id.split("/")[-1] if hub_id else path.name
     source = _folder_source("hf", path, label, task=task, inputs=inputs, parameters=parameters, hub_id=hub_id)
     details = {**details, "auto_class": auto_class}

@@ -20,7 +20,7 @@ from controller.campaigns.session import apply_idle_policy, begin_session, ok_li
 from controller.campaigns.spec import Campaign, Cell
 from controller.errors import UserError
 from controller.progress import CampaignProgress
-from controller.requests import MeterSettings, Where
+from controller.requests import MeterSettings, Where, check_meters, check_where
 
 
 def _stderr(text: str) -> None:
@@ -46,6 +46,11 @@ def run_campaign(
 
         return run_on_cluster(campaign, results, cluster, retry_failed, cache, runner, build_images, say)
     assessment = assess(campaign, runner)
+    # What every run would be refused for (a cache that is a file, --memory where the runner is local)
+    # is refused once, before the session, rather than recorded as a failed run per cell.
+    where, meters = run_settings(campaign, assessment.runner, results, cache)
+    check_where(where)
+    check_meters(meters)
     with locked(results, campaign, say):
         return _run_locked(campaign, results, assessment, retry_failed, cache, say)
 
