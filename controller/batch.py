@@ -63,6 +63,38 @@ def wants_ir(engine: str, options: dict[str, Any]) -> bool:
     return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
 
 
+# The first bytes of the weights files the model definitions load: a PyTorch zip or pickle, Keras
+# (.keras zip, .h5), MXNet .params (its NDArray-list magic); safetensors is checked by its header.
+WEIGHTS_MAGIC = (b"PK\x03\x04", b"\x80", b"\x89HDF\r\n\x1a\n", (0x112).to_bytes(8, "little"))
+
+
+def weights_problem(path: Path, task: str) -> str | None:
+    """Why ``path`` cannot be a registered model's weights, by a look at it (what fits the model is
+    known only once it is loaded); None when it may be."""
+    if path.is_dir():
+        if task != "text-classification":
+            return "is a folder; this model loads a weights file (a folder is for a fine-tuned text model)"
+        if not (path / "config.json").is_file():
+            return "is a folder without config.json: save the fine-tuned model with save_pretrained or save_to_preset"
+        return None
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not head:
+        return "is empty"
+    if head.startswith(WEIGHTS_MAGIC):
+        return None
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if 0 < header_len < path.stat().st_size and head[8:9] == b"{":
+        return None  # safetensors: a little-endian header length, then its JSON header
+    return (
+        "is not a weights file joulebench can load (a PyTorch .pt/.pth state dict, safetensors, Keras .keras or "
+        ".h5, or MXNet .params)"
+    )
+
+
 class BatchWorkload:
     mode = "batch"
 
@@ -206,6 +238,9 @@ class BatchWorkload:
                 f"--weights {w.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file "
                 "or model folder"
             )
+        problem = weights_problem(path, get_model(w.model).task)
+        if problem:
+            raise UserError(f"--weights {w.weights} {problem}")
         self.weights_kind, self.weights_file = "path", path
 
     def _check_dataset(self, task: str | None = None) -> int | None:

@@ -173,13 +173,17 @@ def _saved_model(path: Path) -> ModelSource:
 
 
 def hf_folder(path: Path, hub_id: str | None = None) -> ModelSource:
-    from suite.hf_config import read_hf_config
+    from suite.hf_config import check_config, read_hf_config
 
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path}/config.json is not JSON: {exc}") from None
-    try:  # the weights first: reading the config may import transformers for a default
+    try:
+        check_config(config)  # its kinds first, then the weights: reading it may import transformers
+    except SourceError as exc:
+        raise SourceError(f"transformers cannot load {path} for joulebench: {exc}") from None
+    try:
         parameters = mf.hf_parameters(path)
     except FormatError as exc:
         raise SourceError(f"the weights in {path} cannot be read: {exc}") from None

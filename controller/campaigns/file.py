@@ -335,6 +335,7 @@ def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
 def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """[serving] slo, synthetic and ignore_eos as ``serve`` takes them; a load sweep is refused."""
     from controller.serving.metrics import parse_slo
+    from controller.serving.options import check_bounds
     from suite.prompts import PromptError, parse_synthetic
 
     if "load" in raw:
@@ -344,16 +345,17 @@ def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         )
     out: dict[str, Any] = {}
     for key, parse in (("slo", parse_slo), ("synthetic", parse_synthetic)):
-        if key in raw:
-            if not isinstance(raw[key], str):
-                raise UserError(f'{path}: [serving] {key} must be a string as serve --{key} takes it, got {raw[key]!r}')
+        if key in raw:  # a string, as the schema checked
             try:
                 out[key] = parse(raw[key])
             except (ValueError, PromptError) as exc:
                 raise UserError(f"{path}: [serving] {exc}") from None
+    if "synthetic" in out:
+        try:
+            check_bounds([], out["synthetic"])
+        except UserError as exc:
+            raise UserError(f"{path}: [serving] {exc}") from None
     if "ignore_eos" in raw:
-        if not isinstance(raw["ignore_eos"], bool):
-            raise UserError(f"{path}: [serving] ignore_eos must be true or false, got {raw['ignore_eos']!r}")
         out["ignore_eos"] = raw["ignore_eos"]
     return out
 

@@ -35,4 +35,24 @@ def load_fields(
         }
     except (LoadError, PromptError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    check_bounds(points, fields["synthetic"])
     return fields
+
+
+MAX_POINTS = 64  # load points in one sweep: each is a measured window and a record
+MAX_TOKENS = 2**20  # a synthetic prompt's or answer's length
+
+
+def check_bounds(points: list[Any], synthetic: dict[str, float] | None) -> None:
+    """Upper bounds the parsers leave open: a sweep, a concurrency, a synthetic length."""
+    from controller.inputs import COUNTS
+
+    if len(points) > MAX_POINTS:
+        raise UserError(f"a sweep of {len(points)} load points is more than {MAX_POINTS}: sweep fewer values")
+    highest = COUNTS["concurrency"].highest
+    for point in points:
+        if point.concurrency is not None and point.concurrency > highest:
+            raise UserError(f"--concurrency {point.concurrency} is more than {highest} requests in flight: give fewer")
+    for key in ("input", "output"):
+        if synthetic is not None and synthetic[key] > MAX_TOKENS:
+            raise UserError(f"--synthetic {key}={synthetic[key]:g} tokens is more than {MAX_TOKENS}: give fewer")
