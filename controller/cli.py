@@ -282,7 +282,7 @@ def add_serve_parser(sub: Any) -> None:
         "--seed", type=count("seed"), default=d.seed, help="seed of the HumanEval-derived spans and arrivals"
     )
     serve.add_argument(
-        "--max-new-tokens", type=count("max_new_tokens"), default=d.max_new_tokens, help="tokens per request"
+        "--max-new-tokens", type=count("max_new_tokens"), help=f"tokens per request (default {d.max_new_tokens})"
     )
     serve.add_argument(
         "--concurrency", help=f"closed loop: requests in flight (default {d.concurrency}); a sweep: 1,4,16"
@@ -352,6 +352,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ["option_pairs", "runner", "cache", "memory", "pids_limit", "tmp_size", "ready_timeout_s"],
         args.endpoint is not None,
         "with --endpoint (the server is already running: nothing is started, converted or loaded)",
+    )
+    refuse_with(
+        args, ["max_new_tokens"], args.synthetic is not None, "with --synthetic (its output=N is each answer's length)"
     )
     _check_limits(args)
     load = load_fields(

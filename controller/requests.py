@@ -177,7 +177,10 @@ def check_baseline_file(path: Path) -> None:
     if not path.is_file():
         raise UserError(f"--baseline {path}: no such file (measure one: python -m controller idle --output {path})")
     try:
-        IdleBaseline.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        IdleBaseline.from_dict(data)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         why = getattr(exc, "strerror", None) or str(exc)[:100] or exc.__class__.__name__
         raise UserError(

@@ -239,6 +239,16 @@ CASES += [
     ("endpoint with a ready timeout", [*ENDPOINT, "--ready-timeout", "5"], ["--ready-timeout", "--endpoint"]),
     ("pids limit with the local runner", [*RUN, "--pids-limit", "100"], ["--pids-limit", "local runner"]),
     ("tmp size with the local runner", [*SERVE, "--tmp-size", "1g"], ["--tmp-size", "local runner"]),
+    (
+        "max new tokens with synthetic",
+        [*SERVE, "--synthetic", "input=4,output=4", "--max-new-tokens", "8"],
+        ["--max-new-tokens", "--synthetic"],
+    ),
+    (
+        "campaign memory with --runner local",
+        ["campaign", "run", toml('memory = "2g"'), "--set", "campaign.runner=auto", "--runner", "local"],
+        ["memory", "local runner"],
+    ),
     ("input shape of a registered model", [*RUN, "--input-shape", "x=3x8x8"], ["--input-shape", "registered"]),
     ("report output of a term report", ["report", "{tmp}", "--format", "term", "--output", "{tmp}/o"], ["--output"]),
 ]
@@ -363,6 +373,11 @@ CASES += [
         "campaign serving synthetic absurd",
         ["campaign", "plan", serving('synthetic = "input=99999999999,output=4"')],
         ["synthetic"],
+    ),
+    (
+        "campaign serving prompts with synthetic",
+        ["campaign", "plan", serving('prompts = "p.txt"\nsynthetic = "input=4,output=4"')],
+        ["prompts", "synthetic"],
     ),
     (
         "campaign serving source",

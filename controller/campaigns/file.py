@@ -355,6 +355,10 @@ def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
             check_bounds([], out["synthetic"])
         except UserError as exc:
             raise UserError(f"{path}: [serving] {exc}") from None
+        moot = (("prompts", "the prompts are synthetic"), ("max_new_tokens", "output=N is each answer's length"))
+        for key, why in moot:
+            if key in raw:
+                raise UserError(f"{path}: [serving] {key} has no effect with synthetic ({why}): leave one out")
     if "ignore_eos" in raw:
         out["ignore_eos"] = raw["ignore_eos"]
     return out
