@@ -141,7 +141,8 @@ def check_where(where: Where) -> None:
     if where.runner not in RUNNERS:
         raise UserError(f"unknown runner {where.runner!r}; valid runners: {', '.join(RUNNERS)}")
     check_campaign_name(where.campaign)
-    check_writable_folder(Path(where.results), "the results folder (--results)")
+    # The records go to RESULTS/CAMPAIGN/: a file in the way is found now, not when the record is written.
+    check_writable_folder(Path(where.results) / where.campaign, "the results folder (--results)")
     if where.cache is not None:
         check_writable_folder(Path(where.cache), "the artifact cache (--cache)")
     within("--timeout", where.timeout_s, inputs.SECONDS["timeout_s"])

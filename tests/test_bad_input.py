@@ -255,6 +255,13 @@ CASES += [
 # Paths: their kind, existence and writability, before any work, for every command that takes one.
 CASES += [
     ("campaign run results is a file", ["campaign", "run", "{campaign:}", "--results", "{file}"], ["is a file"]),
+    ("run records folder is a file", [*RUN, "--results", "{blocked:default}"], ["default", "is a file"]),
+    ("serve records folder is a file", [*SERVE, "--campaign", "c", "--results", "{blocked:c}"], ["is a file"]),
+    (
+        "campaign state folder is a file",
+        ["campaign", "run", "{campaign:}", "--results", "{blocked:bad/campaign}"],
+        ["campaign", "is a file"],
+    ),
     ("campaign run cache is a file", ["campaign", "run", "{campaign:}", "--cache", "{file}"], ["cache", "is a file"]),
     ("campaign plan results is a file", ["campaign", "plan", "{campaign:}", "--results", "{file}"], ["is a file"]),
     ("report output is a file", ["report", "{rep:truncated}", "--output", "{file}"], ["--output", "is a file"]),
@@ -472,6 +479,11 @@ def _expand(arg: str, tmp: Path, lm: Path, made: dict[str, Path]) -> str:
         path = tmp / "a-file"
         path.write_text("x")
         return str(path)
+    if arg.startswith("{blocked:"):  # a results folder where a file takes the place of a folder a run needs
+        folder = tmp / "blocked"
+        (folder / arg[len("{blocked:") : -1]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / arg[len("{blocked:") : -1]).write_text("x")
+        return str(folder)
     if arg.startswith("{data:"):
         path = tmp / "data.json"
         path.write_text(arg[len("{data:") : -1])

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controller.cache import check_writable_folder
 from controller.campaigns.cooldown import CoolDown
 from controller.campaigns.estimate import estimate
-from controller.campaigns.history import locked, recorded
+from controller.campaigns.history import locked, recorded, state_dir
 from controller.campaigns.readiness import Assessment, assess
 from controller.campaigns.session import apply_idle_policy, begin_session, ok_line, run_settings, setup_failed, summary
 from controller.campaigns.spec import Campaign, Cell
@@ -51,6 +52,7 @@ def run_campaign(
     where, meters = run_settings(campaign, assessment.runner, results, cache)
     check_where(where)
     check_meters(meters)
+    check_writable_folder(state_dir(results, campaign), "the campaign's state folder")
     with locked(results, campaign, say):
         return _run_locked(campaign, results, assessment, retry_failed, cache, say)
 

@@ -156,7 +156,7 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
     models, batches = _models_and_batches(matrix, mode, path)
     configurations = _configurations(matrix.get("configurations"), camp, models, mode, path)
     repetitions = camp.get("repetitions", 1)
-    _check_size(camp, mode, models, path)
+    _check_size(camp, mode, path)
     _check_cell_count(configurations, models, batches, repetitions, path)
     samples, duration = _amount(camp, path)
     timeout_s = camp.get("timeout_s", 1800.0)
@@ -280,7 +280,7 @@ def _models_and_batches(matrix: dict[str, Any], mode: str, path: Path) -> tuple[
     return models, batches
 
 
-def _check_size(camp: dict[str, Any], mode: str, models: list[str], path: Path) -> None:
+def _check_size(camp: dict[str, Any], mode: str, path: Path) -> None:
     from suite.models import MODELS
 
     if mode != "batch" or "model_size" not in camp:
