@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-from controller.cli_args import Parser, count, memory, need, positive, refuse_with, seconds, size
+from controller.cli_args import (
+    Parser,
+    count,
+    file_path,
+    memory,
+    need,
+    path_or_name,
+    positive,
+    refuse_with,
+    seconds,
+    size,
+)
 from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
@@ -61,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--model",
         required=True,
+        type=path_or_name,
         help="a registered model (resnet50; see `models list`), an ONNX/TorchScript/Keras/OpenVINO IR file, "
         "a transformers folder, or hf:ORG/NAME",
     )
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--weights",
         default="random",
+        type=path_or_name,
         help="random (default; offline, seeded, labelled as such), pretrained, or a PATH",
     )
     run.add_argument(
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="synthetic",
         help="synthetic (default; energy and time only), digits, imagenet-val or imdb (accuracy recorded)",
     )
-    run.add_argument("--dataset-path", help="the dataset's folder or file (imagenet-val, imdb)")
+    run.add_argument("--dataset-path", type=path_or_name, help="the dataset's folder or file (imagenet-val, imdb)")
     run.add_argument("--limit", type=count("limit"), help="a seeded subset of N samples of the dataset")
     run.add_argument("--batch-size", type=count("batch_size"), default=1)
     amount = run.add_mutually_exclusive_group()
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     idle = sub.add_parser("idle", help="measure and store this host's idle power per domain")
     idle.add_argument("--duration", type=seconds("duration_s"), default=600.0, help="seconds to measure (default 600)")
     idle.add_argument("--interval", type=seconds("interval_s"), default=0.01)
-    idle.add_argument("--output", type=Path, help="where to store it (default: this host's baseline file)")
+    idle.add_argument("--output", type=file_path, help="where to store it (default: this host's baseline file)")
     idle.add_argument("--wall-url")
     idle.add_argument("--wall-output", type=count("wall_output"))
 
@@ -125,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ibuild = isub.add_parser("build", help="build images from images/<name>/")
     ibuild.add_argument("names", nargs="+", metavar="NAME")
     ibuild.add_argument("--base-image", help="base image (default: the manifest's base)")
-    ibuild.add_argument("--ca-bundle", type=Path, help="CA bundle for pip inside the build")
+    ibuild.add_argument("--ca-bundle", type=file_path, help="CA bundle for pip inside the build")
     ibuild.add_argument(
         "--pip-config",
         choices=["none", "host"],
@@ -143,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     irelock.add_argument("--all", action="store_true", help="every image")
     irelock.add_argument(
         "--find-links",
-        type=Path,
+        type=file_path,
         action="append",
         default=[],
         help="a wheel folder standing in for the manifest's indexes where they are unreachable (said in the lock)",
@@ -167,7 +179,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
         choices=RUNNERS,
         help="auto (default): docker when an engine answers and the images exist or build, else local",
     )
-    p.add_argument("--results", type=Path, default=Where.results, help="results directory")
+    p.add_argument("--results", type=file_path, default=Where.results, help="results directory")
     p.add_argument("--campaign", default=Where.campaign, help="campaign name (results subfolder)")
     p.add_argument(
         "--timeout", dest="timeout_s", type=seconds("timeout_s"), default=timeout_s, help="seconds before it is killed"
@@ -181,7 +193,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
     p.add_argument(
         "--tmp-size", type=size, help=f"size of the container's /tmp (docker runner; default {Where.tmp_size})"
     )
-    p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+    p.add_argument("--cache", type=file_path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
 
 
 def _add_meters(p: argparse.ArgumentParser) -> None:
@@ -196,7 +208,7 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
     meters.add_argument("--keep-trace", action="store_true", help="keep raw traces as Parquet beside the record")
     meters.add_argument("--wall-url", help="wall-socket meter (NETIO PowerBOX JSON API), e.g. http://pdu")
     meters.add_argument("--wall-output", type=count("wall_output"), help="the meter's output (socket) id")
-    meters.add_argument("--baseline", type=Path, help="idle baseline file (default: this host's)")
+    meters.add_argument("--baseline", type=file_path, help="idle baseline file (default: this host's)")
     meters.add_argument(
         "--baseline-max-age",
         type=positive(3650, " of days"),
@@ -272,10 +284,16 @@ def add_serve_parser(sub: Any) -> None:
     serve.add_argument("--image", help="image (runtime stack + provider), e.g. onnx-cpu, torch-cpu")
     serve.add_argument("--engine", help="engine within the image, e.g. torchscript (default: the image's first)")
     serve.add_argument(
-        "--model", required=True, help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py"
+        "--model",
+        required=True,
+        type=path_or_name,
+        help="a model folder (save_pretrained), a hub id, or a name from suite/slm_models.py",
     )
     serve.add_argument(
-        "--prompts", default=d.prompts, help="prompt file: JSONL or text, one per line (default: HumanEval-derived)"
+        "--prompts",
+        default=d.prompts,
+        type=path_or_name,
+        help="prompt file: JSONL or text, one per line (default: HumanEval-derived)",
     )
     serve.add_argument("--limit", type=count("limit"), help="only the first N prompts")
     serve.add_argument(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller.errors import UserError
-from controller.inputs import COUNTS, SECONDS, BadValue, Positive, memory_bytes, size_bytes
+from controller.inputs import COUNTS, SECONDS, BadValue, Positive, memory_bytes, path_text, size_bytes
 
 LONG_OPTION = re.compile(r"^--[A-Za-z]")
 
@@ -70,6 +70,11 @@ def positive(highest: float, unit: str = "") -> Callable[[str], float]:
 
 
 size = _typed(size_bytes, "size", keep_text=True)
+path_or_name = _typed(path_text, "path")  # a path, or a name that may be one (--model)
+
+
+def file_path(text: str) -> Path:
+    return Path(path_or_name(text))
 memory = _typed(memory_bytes, "memory", keep_text=True)
 
 

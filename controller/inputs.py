@@ -110,6 +110,19 @@ def memory_bytes(value: Any) -> int:
     return number
 
 
+NAME_MAX = 255  # bytes in one name of a path (Linux); a longer one fails every file call with ENAMETOOLONG
+PATH_MAX = 4096
+
+
+def path_text(value: Any) -> str:
+    """A path (or a name that may be one) the file system can be asked about."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadValue("a path (a string)", value)
+    if len(value.encode()) >= PATH_MAX or any(len(part.encode()) > NAME_MAX for part in value.split("/")):
+        raise BadValue(f"a path whose names are at most {NAME_MAX} bytes each", value)
+    return value
+
+
 # Every count a user gives, by the name its flag and key share (a flag's dashes are underscores).
 COUNTS: dict[str, Count] = {
     "batch_size": Count(1, 2**20),

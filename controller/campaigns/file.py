@@ -83,7 +83,7 @@ from controller.campaigns.spec import (
     IdlePolicy,
 )
 from controller.errors import UserError
-from controller.inputs import MAX_CELLS
+from controller.inputs import MAX_CELLS, BadValue, path_text
 from controller.serving.settings import ServingSettings
 
 TOP = {"campaign", "idle", "cooldown", "matrix", "datasets", "serving", "input_shapes"}
@@ -103,6 +103,10 @@ BATCH_ONLY = {
 def local_path(text: str, base: Path) -> Path:
     """A path from a campaign file: absolute as is; relative from the file's folder, else from the
     current directory; when neither exists, the file-relative one (for the error message)."""
+    try:
+        path_text(text)
+    except BadValue as exc:
+        raise UserError(f"a path in the campaign file in {base}: {exc}") from None
     p = Path(text).expanduser()
     if p.is_absolute():
         return p

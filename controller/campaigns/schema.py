@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import UserError
-from controller.inputs import COUNTS, MAX_NAME, SECONDS, BadValue, Positive, memory_bytes
+from controller.inputs import COUNTS, MAX_NAME, SECONDS, BadValue, Positive, memory_bytes, path_text
 from controller.serving.settings import ServingSettings
 
 Check = Callable[[Any], Any]
@@ -74,11 +74,11 @@ def list_of(item: Check, what: str, unique: bool = False) -> Check:
         if not isinstance(value, list) or not value:
             raise BadValue(f"a non-empty list of {what}", value)
         out = []
-        for v in value:
+        for k, v in enumerate(value):
             try:
                 out.append(item(v))
-            except BadValue:
-                raise BadValue(f"a non-empty list of {what}", value) from None
+            except BadValue as exc:
+                raise BadValue(f"a non-empty list of {what} (item {k + 1}: {exc.expected})", value) from None
         if unique and len(set(out)) != len(out):
             twice = sorted({v for v in out if out.count(v) > 1})
             raise BadValue(f"a list of {what}, each once ({', '.join(map(str, twice))} given twice)", value)
@@ -100,7 +100,7 @@ def memory(value: Any) -> str:
     return value
 
 
-MODEL_IDS = list_of(word, "model ids (strings)", unique=True)
+MODEL_IDS = list_of(path_text, "model ids (strings)", unique=True)
 BATCH_SIZES = list_of(COUNTS["batch_size"], f"batch sizes ({COUNTS['batch_size'].expected()})", unique=True)
 
 SCHEMA: dict[str, dict[str, Check]] = {
@@ -110,9 +110,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "mode": choice("batch", "serving"),
         "repetitions": COUNTS["repetitions"],
         "model_size": word,
-        "weights": word,
+        "weights": path_text,
         "dataset": word,
-        "dataset_path": word,
+        "dataset_path": path_text,
         "limit": COUNTS["limit"],
         "samples": COUNTS["samples"],
         "duration_s": SECONDS["duration_s"],
@@ -151,9 +151,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "batch_sizes": BATCH_SIZES,
         "note": text,
     },
-    "datasets": {"dataset": word, "dataset_path": word, "limit": COUNTS["limit"]},
+    "datasets": {"dataset": word, "dataset_path": path_text, "limit": COUNTS["limit"]},
     "serving": {
-        "prompts": word,
+        "prompts": path_text,
         "limit": COUNTS["limit"],
         "seed": COUNTS["seed"],
         "max_new_tokens": COUNTS["max_new_tokens"],
