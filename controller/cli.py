@@ -310,7 +310,7 @@ def add_serve_parser(sub: Any) -> None:
     )
     serve.add_argument(
         "--burstiness",
-        type=positive(1000),
+        type=float,  # its range is checked with the load it shapes (serving.load)
         help="gamma shape of the arrival gaps of --request-rate (default 1: Poisson; <1 burstier)",
     )
     serve.add_argument("--slo", help="for goodput, e.g. ttft=500ms,tpot=50ms[,e2el=2s]")
@@ -353,11 +353,8 @@ def add_serve_parser(sub: Any) -> None:
     _add_meters(serve)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from controller import pipeline
-    from controller.progress import Progress
-    from controller.serving.options import load_fields
-
+def _check_serve_options(args: argparse.Namespace) -> None:
+    """serve's options that need another, or have no effect beside another: refused, never ignored."""
     need(
         args,
         [
@@ -375,7 +372,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args, ["max_new_tokens"], args.synthetic is not None, "with --synthetic (its output=N is each answer's length)"
     )
     _check_limits(args)
-    load = load_fields(
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controller import pipeline
+    from controller.progress import Progress
+    from controller.serving.options import load_fields
+
+    load = load_fields(  # the values first; then the options that need another, or mean nothing here
         concurrency=args.concurrency,
         request_rate=args.request_rate,
         burstiness=1.0 if args.burstiness is None else args.burstiness,
@@ -385,6 +389,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         image=args.image,
         endpoint=args.endpoint,
     )
+    _check_serve_options(args)
     settings = from_fields(ServingSettings, args, **load)
     what = ServeSettings(
         args.image or "",
@@ -405,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     from controller import commands
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, already printed) or --help: its code, as any refusal's
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None) * 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     handlers = {

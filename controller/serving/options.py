@@ -41,6 +41,7 @@ def load_fields(
 
 MAX_POINTS = 64  # load points in one sweep: each is a measured window and a record
 MAX_TOKENS = 2**20  # a synthetic prompt's or answer's length
+MAX_BURSTINESS = 1000.0  # the gamma shape of arrival gaps: beyond this they are evenly spaced anyway
 
 
 def check_bounds(points: list[Any], synthetic: dict[str, float] | None) -> None:
@@ -51,6 +52,8 @@ def check_bounds(points: list[Any], synthetic: dict[str, float] | None) -> None:
         raise UserError(f"a sweep of {len(points)} load points is more than {MAX_POINTS}: sweep fewer values")
     highest = COUNTS["concurrency"].highest
     for point in points:
+        if not point.burstiness <= MAX_BURSTINESS:  # above 0 and not NaN: plan_points checked
+            raise UserError(f"--burstiness {point.burstiness:g} is more than {MAX_BURSTINESS:g}: give a smaller shape")
         if point.concurrency is not None and point.concurrency > highest:
             raise UserError(f"--concurrency {point.concurrency} is more than {highest} requests in flight: give fewer")
     for key in ("input", "output"):
