@@ -69,16 +69,16 @@ def options(value: Any) -> dict[str, Any]:
     return value
 
 
-def list_of(item: Check, what: str, unique: bool = False) -> Check:
+def list_of(item: Check, what: str, unique: bool = False, empty: bool = False) -> Check:
     def check(value: Any) -> list[Any]:
-        if not isinstance(value, list) or not value:
-            raise BadValue(f"a non-empty list of {what}", value)
+        if not isinstance(value, list) or not (value or empty):
+            raise BadValue(f"a {'' if empty else 'non-empty '}list of {what}", value)
         out = []
         for k, v in enumerate(value):
             try:
                 out.append(item(v))
             except BadValue as exc:
-                raise BadValue(f"a non-empty list of {what} (item {k + 1}: {exc.expected})", value) from None
+                raise BadValue(f"a list of {what} (item {k + 1}: {exc.expected})", value) from None
         if unique and len(set(out)) != len(out):
             twice = sorted({v for v in out if out.count(v) > 1})
             raise BadValue(f"a list of {what}, each once ({', '.join(map(str, twice))} given twice)", value)
@@ -125,7 +125,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "interval_s": SECONDS["interval_s"],
         "keep_trace": boolean,
         "options": options,
-        "block_by": list_of(word, "cell fields", unique=True),
+        "block_by": list_of(word, "cell fields", unique=True, empty=True),  # []: the whole campaign on one node
         "retries": COUNTS["retries"],
     },
     "idle": {
