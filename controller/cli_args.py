@@ -70,12 +70,12 @@ def positive(highest: float, unit: str = "") -> Callable[[str], float]:
 
 
 size = _typed(size_bytes, "size", keep_text=True)
+memory = _typed(memory_bytes, "memory", keep_text=True)
 path_or_name = _typed(path_text, "path")  # a path, or a name that may be one (--model)
 
 
 def file_path(text: str) -> Path:
     return Path(path_or_name(text))
-memory = _typed(memory_bytes, "memory", keep_text=True)
 
 
 def need(args: argparse.Namespace, pairs: list[tuple[str, str, str]]) -> None:
@@ -114,17 +114,10 @@ def refuse_with(args: argparse.Namespace, dests: list[str], condition: bool, why
         raise UserError(f"{', '.join(given)} {verb} no effect {why}: leave {them} out")
 
 
-def check_output_folder(path: Path, what: str) -> None:
-    """A folder a command will write into: refused now if it is a file or cannot be written."""
-    from controller.cache import check_writable_folder
-
-    check_writable_folder(path, what)
-
-
-def check_output_file(path: Path, what: str) -> None:
+def check_output_file(path: Path, what: str, example: str) -> None:
     """A file a command will write (replace): refused now if it is a folder or its folder is not writable."""
     from controller.cache import check_writable_folder
 
     if path.is_dir():
-        raise UserError(f"{what} {path} is a folder; name the file to write, e.g. {path / 'baseline.json'}")
+        raise UserError(f"{what} {path} is a folder; name the file to write, e.g. {path / example}")
     check_writable_folder(path.parent, f"the folder of {what}")

@@ -141,7 +141,7 @@ def idle(args: argparse.Namespace) -> int:
     positive("--duration", args.duration)
     check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
     if args.output is not None:
-        check_output_file(args.output, "--output")
+        check_output_file(args.output, "--output", "baseline.json")
     print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
     baseline = measure_idle(
         args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
