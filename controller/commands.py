@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from typing import Any
 
 from controller import images
 from controller.cli_args import check_output_file
@@ -90,6 +91,8 @@ def images_build(args: argparse.Namespace) -> int:
     for manifest in manifests.values():
         images.preflight(manifest, args.base_image, args.unpinned)  # its refusals need no Docker
     client = connect()
+    if args.network is not None:
+        _check_network(client, args.network)
     pip_config = images.host_pip_config() if args.pip_config == "host" else None
     progress = Progress()
     for name, manifest in manifests.items():
@@ -133,6 +136,17 @@ def _check_build_inputs(args: argparse.Namespace) -> None:
             raise UserError(f"--ca-bundle {ca}: cannot read it ({exc.strerror})") from None
         if b"-----BEGIN CERTIFICATE-----" not in pem:
             raise UserError(f"--ca-bundle {ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give a PEM file")
+
+
+def _check_network(client: Any, network: str) -> None:
+    """--network names Docker's build modes or an existing network: a typo is said before the build starts."""
+    if network in ("default", "host", "bridge", "none") or network.startswith("container:"):
+        return
+    if not any(n.name == network for n in client.networks.list(names=[network])):
+        raise UserError(
+            f"--network {network!r} is no network of this Docker engine; give host, bridge, none or one of "
+            "`docker network ls`"
+        )
 
 
 def idle(args: argparse.Namespace) -> int:

@@ -221,6 +221,8 @@ CASES += [
     ("serve tokens absurd", [*SERVE, "--max-new-tokens", "99999999999"], ["--max-new-tokens", "at most"]),
     ("serve concurrency absurd", [*SERVE, "--concurrency", "99999999"], ["--concurrency", "4096"]),
     ("serve sweep absurd", [*SERVE, "--concurrency", ",".join(["1"] * 100)], ["load points"]),
+    ("serve sweep point twice", [*SERVE, "--concurrency", "1,4,1"], ["--concurrency", "twice"]),
+    ("serve rate twice", [*SERVE, "--request-rate", "2,2.0"], ["--request-rate", "twice"]),
     ("serve warm-up requests absurd", [*SERVE, "--warmup-requests", "99999999999"], ["--warmup-requests"]),
     ("serve warm-up seconds absurd", [*SERVE, "--warmup-s", "1e300"], ["--warmup-s", "at most"]),
     ("serve synthetic absurd", [*SERVE, "--synthetic", "input=99999999999,output=5"], ["--synthetic", "input"]),
@@ -645,3 +647,14 @@ def test_every_count_and_time_has_a_ceiling():
             if isinstance(check, (Count, Seconds)):
                 with pytest.raises(ValueError):
                     check(2**63 - 1)
+
+
+def test_images_build_names_a_network_docker_does_not_have():
+    from controller.commands import _check_network
+    from controller.errors import UserError
+
+    engine = SimpleNamespace(networks=SimpleNamespace(list=lambda names: [SimpleNamespace(name="lab")]))
+    _check_network(engine, "lab")
+    _check_network(engine, "host")
+    with pytest.raises(UserError, match="--network 'lan' is no network"):
+        _check_network(SimpleNamespace(networks=SimpleNamespace(list=lambda names: [])), "lan")

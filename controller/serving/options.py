@@ -50,6 +50,10 @@ def check_bounds(points: list[Any], synthetic: dict[str, float] | None) -> None:
 
     if len(points) > MAX_POINTS:
         raise UserError(f"a sweep of {len(points)} load points is more than {MAX_POINTS}: sweep fewer values")
+    values = [p.value for p in points]
+    twice = sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in values if values.count(v) > 1})
+    if twice:
+        raise UserError(f"--{points[0].variable.replace('_', '-')} names {', '.join(twice)} twice: each point once")
     highest = COUNTS["concurrency"].highest
     for point in points:
         if not point.burstiness <= MAX_BURSTINESS:  # above 0 and not NaN: plan_points checked
