@@ -59,6 +59,7 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     path = record_path(request.where.results, request.where.campaign, record.run_id)
     try:
         runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
+        check_local_packages(request, plan, runner)  # a refusal: nothing is written
         for image in stale_images(runner, plan.images):
             progress.note(
                 f"warning: image {image} was built from other harness/suite sources than this checkout's; "
@@ -153,6 +154,21 @@ def validate(request: RunRequest, workload: Workload) -> Plan:
             "(python -m controller images list)"
         )
     return plan
+
+
+def check_local_packages(request: RunRequest, plan: Plan, runner: Runner) -> None:
+    """The local runner runs in this Python: a package it lacks is said now, not after a conversion started."""
+    from controller.local_needs import local_reasons, local_serving_reasons
+
+    if runner.kind != "local" or plan.manifest is None:
+        return
+    conversion = plan.identity.get("conversion")
+    if request.mode == "serving":
+        reasons = local_serving_reasons(plan.engine, conversion is not None)
+    else:
+        reasons = local_reasons(plan.engine, plan.provider, conversion)
+    if reasons:
+        raise UserError("; ".join(reasons))
 
 
 def new_record(request: RunRequest, plan: Plan) -> RunRecord:

@@ -239,8 +239,8 @@ def test_docker_timeout_and_out_of_memory_are_failed_records(cli, docker_client)
         "tiny",
         "--runner",
         "docker",
-        "--duration",
-        "120",
+        "--samples",
+        "10000000",  # far more than 15 s of work (a --duration past --timeout is refused before the run)
         "--timeout",
         "15",
         "--campaign",

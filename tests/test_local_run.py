@@ -113,8 +113,8 @@ def test_timeout_gives_a_failed_record_with_the_reason(cli):
         "tiny",
         "--runner",
         "local",
-        "--duration",
-        "120",
+        "--samples",
+        "10000000",  # far more than 8 s of work (a --duration past --timeout is refused before the run)
         "--timeout",
         "8",
         "--campaign",
@@ -129,7 +129,7 @@ def test_timeout_gives_a_failed_record_with_the_reason(cli):
 
 def test_unloadable_weights_file_fails_the_run_with_the_reason(cli, tmp_path):
     bad = tmp_path / "weights.pt"
-    bad.write_bytes(b"not a checkpoint")
+    bad.write_bytes(b"PK\x03\x04 a zip header, then not a checkpoint")  # what is not even that is refused up front
     proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(bad), *TINY)
     assert proc.returncode == 1
     (rec,) = cli.records()
@@ -152,9 +152,11 @@ def test_weights_file_is_loaded_and_changes_the_predictions(cli, tmp_path):
     assert from_file["result"]["predictions_digest"] == seeded["result"]["predictions_digest"]
 
 
-def test_store_loads_a_campaign_as_a_dataframe(cli):
+def test_store_loads_a_campaign_as_a_dataframe(cli, tmp_path):
     run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
-    cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", __file__, *TINY)
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(bad), *TINY)
     frame = load_campaign(cli.results / "default")
     assert frame.height == 2
     assert sorted(frame["status"].to_list()) == ["failed", "ok"]

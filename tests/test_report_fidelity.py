@@ -81,8 +81,7 @@ def test_files_that_are_not_run_records_are_skipped_with_one_warning_naming_them
     (folder / "a-list.json").write_text("[1, 2, 3]")
     (folder / "no-id.json").write_text(json.dumps({"status": "ok", "model": "resnet50"}))
     (folder / "broken.json").write_text("{not json")
-    out = tmp_path / "report"
-    proc = report_cli(str(folder), "--output", str(out), "--format", "term")
+    proc = report_cli(str(folder), "--format", "term")
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1

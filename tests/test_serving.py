@@ -306,7 +306,8 @@ def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache
 def test_a_model_that_cannot_load_fails_before_ready(tmp_path: Path, cache: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')  # no weights, no tokenizer
+    (broken / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')  # no tokenizer
+    (broken / "model.safetensors").write_bytes(b"not weights")  # a folder without weights is refused up front
     code, rec = serve(tmp_path / "results", cache, broken, "torch-cpu", "--ready-timeout", "120")
     assert code == 1 and rec["failure"]["phase"] == "load"
     assert "exited before it was ready" in rec["failure"]["reason"]
@@ -359,6 +360,12 @@ def test_registry_has_the_papers_twelve_models(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="config.json"):
         resolve_model(str(folder))
     (folder / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no model_type"):  # a config transformers cannot load
+        resolve_model(str(folder))
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ValueError, match="no weights"):
+        resolve_model(str(folder))
+    (folder / "model.safetensors").write_bytes(b"")
     assert resolve_model(str(folder)).source == "folder"
     assert os.path.isabs(resolve_model(str(folder)).location)
 

@@ -13,9 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from controller.cache import check_writable_folder
 from controller.campaigns.cooldown import CoolDown
 from controller.campaigns.estimate import estimate
-from controller.campaigns.history import recorded
+from controller.campaigns.history import recorded, state_dir
 from controller.campaigns.lock import locked
 from controller.campaigns.readiness import Assessment, assess
 from controller.campaigns.session import apply_idle_policy, begin_session, ok_line, run_settings, setup_failed, summary
@@ -23,7 +24,7 @@ from controller.campaigns.spec import Campaign, Cell
 from controller.errors import UserError
 from controller.progress import CampaignProgress
 from controller.quiet import SessionWait
-from controller.requests import MeterSettings, Where
+from controller.requests import MeterSettings, Where, check_meters, check_where
 
 
 def _stderr(text: str) -> None:
@@ -55,6 +56,12 @@ def run_campaign(
         settings = Settings(runner, cache, build_images, NODE_WAIT_S if node_wait_s is None else node_wait_s)
         return run_on_cluster(campaign, results, cluster, retry_failed, settings, say)
     assessment = assess(campaign, runner)
+    # What every run would be refused for (a cache that is a file, --memory where the runner is local)
+    # is refused once, before the session, rather than recorded as a failed run per cell.
+    where, meters = run_settings(campaign, assessment.runner, results, cache)
+    check_where(where)
+    check_meters(meters)
+    check_writable_folder(state_dir(results, campaign), "the campaign's state folder")
     with locked(results, campaign, say):
         return _run_locked(campaign, results, assessment, retry_failed, cache, say)
 

@@ -117,7 +117,7 @@ print(json.dumps(failed))
 
 
 def _engine_package(combo: Any) -> str | None:
-    from controller.campaigns.readiness import ENGINE_PACKAGES
+    from controller.local_needs import ENGINE_PACKAGES
 
     return ENGINE_PACKAGES.get(combo.engine, combo.engine) if combo.engine else None
 
