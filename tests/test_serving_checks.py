@@ -33,8 +33,10 @@ def stub() -> Iterator[StubServer]:
 
 
 def serve(results: Path, url: str, model: str, *extra: str, limit: int = 6) -> tuple[int, list[dict[str, Any]]]:
+    # --max-new-tokens goes without --synthetic, whose output=N is each answer's length (and refuses it).
+    tokens = [] if "--synthetic" in extra else ["--max-new-tokens", "8"]
     code = main(
-        ["serve", "--endpoint", url, "--model", model, "--limit", str(limit), "--max-new-tokens", "8",
+        ["serve", "--endpoint", url, "--model", model, "--limit", str(limit), *tokens,
          "--warmup-requests", "1", "--results", str(results), "--campaign", "ext", *extra]
     )  # fmt: skip
     folder = results / "ext"
@@ -153,7 +155,7 @@ def test_the_summary_says_the_max_tokens_the_requests_asked_for(
 ):
     code, recs = serve(tmp_path, stub.url, "steady", "--synthetic", "input=8,output=6", "--limit", "3")
     assert code == 0 and recs[0]["serving"]["max_tokens_asked"] == {"min": 6, "max": 6, "requests": 3}
-    assert "max new tokens 6 (ignore_eos)" in capsys.readouterr().out  # not --max-new-tokens' 8
+    assert "max new tokens 6 (ignore_eos)" in capsys.readouterr().out  # output=6, not a default
     assert all(r["new_tokens"] == 6 for r in recs[0]["serving"]["requests"])
 
 
