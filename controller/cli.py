@@ -202,10 +202,23 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
     meters.add_argument(
         "--baseline-max-age", type=float, default=MeterSettings.baseline_max_age_s / 86400, help="days before stale"
     )
+    meters.add_argument(
+        "--uncertainty-limit",
+        dest="uncertainty_limit_pct",
+        type=float,
+        default=MeterSettings.uncertainty_limit * 100,
+        metavar="PCT",
+        help="flag an energy figure whose bound exceeds PCT %% of it (default %(default)g)",
+    )
 
 
 def _request(args: argparse.Namespace, what: Any) -> RunRequest:
-    meters = from_fields(MeterSettings, args, baseline_max_age_s=args.baseline_max_age * 86400)
+    meters = from_fields(
+        MeterSettings,
+        args,
+        baseline_max_age_s=args.baseline_max_age * 86400,
+        uncertainty_limit=args.uncertainty_limit_pct / 100,
+    )
     return RunRequest(what, from_fields(Where, args), meters)
 
 

@@ -80,6 +80,7 @@ class MeterSettings:
     wall_output: int | None = None
     baseline: Path | None = None  # idle baseline file (default: the one for this host)
     baseline_max_age_s: float = 7 * 86400
+    uncertainty_limit: float = 0.02  # an energy figure whose bound exceeds this share is flagged
 
 
 @dataclass
@@ -157,6 +158,7 @@ def check_meters(meters: MeterSettings) -> None:
     if meters.interval_s < MIN_INTERVAL_S:
         raise UserError(f"--interval {meters.interval_s:g} s is under 1 ms: the meters cannot sample that often")
     positive("--baseline-max-age", meters.baseline_max_age_s)
+    positive("--uncertainty-limit", meters.uncertainty_limit)
     if meters.wall_url is not None and not re.match(r"^https?://[^/\s]+", meters.wall_url):
         raise UserError(f"--wall-url {meters.wall_url!r} is not an http(s) URL (e.g. http://pdu.local)")
     if meters.wall_output is not None and meters.wall_url is None:

@@ -117,6 +117,7 @@ _KNOWN = {
         "options",
         "block_by",
         "retries",
+        "uncertainty_limit",
     },
     "idle": {"policy", "duration_s", "max_age_days"},
     "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
@@ -366,6 +367,7 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         overrides=tuple(overrides),
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
         retries=_positive(camp.get("retries", 1), "retries", path, allow_zero=True),
+        uncertainty_limit=_positive(camp.get("uncertainty_limit", 2.0), "[campaign] uncertainty_limit", path, float),
     )
 
 

@@ -122,11 +122,15 @@ def _numbering(changes: Sequence[tuple[int, float, float]]) -> list[int] | None:
     best: tuple[float, list[int]] | None = None
     for m in range(len(mids) - 1, len(mids) + skipped + 2):
         period = (mids[-1] - mids[0]) / m
-        ns = [round((x - mids[0]) / period) for x in mids]
-        if any(b <= a for a, b in itertools.pairwise(ns)):
-            continue
-        worst = max(abs(x - mids[0] - n * period) for x, n in zip(mids, ns, strict=True))
-        if best is None or worst < best[0]:
+        ns: list[int] = []
+        worst = 0.0
+        for x in mids:  # a wrong count drifts off soon: stop at the first miss worse than the best
+            n = round((x - mids[0]) / period)
+            worst = max(worst, abs(x - mids[0] - n * period))
+            if (ns and n <= ns[-1]) or (best is not None and worst >= best[0]):
+                break
+            ns.append(n)
+        else:
             best = (worst, ns)
     return None if best is None else best[1]
 

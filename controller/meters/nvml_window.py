@@ -44,6 +44,8 @@ DISAGREEMENT_THRESHOLD = 0.05
 MAX_PLAUSIBLE_GPU_POWER_W = 3000.0
 #: The total-energy counter counts millijoules.
 COUNTER_RESOLUTION_MJ = 1.0
+#: NVML reports power in milliwatts.
+POWER_RESOLUTION_W = 0.001
 #: What ``nvmlDeviceGetPowerUsage`` averages over on Ampere and later (NVIDIA documents 1 s); its
 #: integral is bounded as if every GPU without the instant field averaged so.
 POWER_AVERAGE_S = 1.0
@@ -132,8 +134,8 @@ def gpu_energy(
     """One GPU's energy over [t0, t1] (its ``per_device`` entry), its flags, and the interval that
     sets the edge error of the source used (with what that interval is)."""
     window_s = (t1 - t0) / 1e9
-    averaging = POWER_AVERAGE_S if g.power_averaging != "instantaneous" else 0.0
-    integ = integrate_power(trace, f"gpu{g.index}.power_w", t0, t1, averaging)
+    lag = POWER_AVERAGE_S / 2.0 if g.power_averaging != "instantaneous" else 0.0  # its middle is half a period back
+    integ = integrate_power(trace, f"gpu{g.index}.power_w", t0, t1, lag, POWER_RESOLUTION_W)
     dev: dict[str, Any] = {
         "uuid": g.uuid,
         "name": g.name,

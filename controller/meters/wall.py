@@ -13,9 +13,9 @@ JSON API is enabled (web UI: M2M API Protocols > JSON API)::
 Devices refresh these about once a second, so the meter polls at 1 s by default and the window
 energy is the integral of the load; the Wh counter (3600 J resolution) is kept as a cross-check.
 The load a poll returns is the device's figure from its last refresh, up to ``refresh_s`` old and
-averaged over about as long: the bound treats it as power averaged over ``refresh_s``
-(``window.integrate_power``), which moves up to half that time's worth of the power's swing
-across each edge, plus what sampling once a second cannot see between polls.
+averaged over about as long, so it lags the power by up to 1.5 refresh periods: the bound moves
+that much of the power's swing across each edge (``window.integrate_power``), plus what sampling
+once a second cannot see between polls.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ class WallMeter:
         self.timeout_s = timeout_s
         self.interval_s: float | None = interval_s
         self.refresh_s = refresh_s  # how often the device recomputes its load (NETIO: about 1 s)
+        self.resolution_w = 1.0  # NETIO reports whole watts
         self.fields: tuple[str, ...] = ("power_w", "energy_counter_j")
         self.availability = Availability.no("not opened")
         self._headers: dict[str, str] = {}
@@ -206,7 +207,9 @@ class WallMeter:
     def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
         src = self.source()
         out: dict[str, Metric] = {}
-        integ = integrate_power(trace, "power_w", t0, t1, averaging_s=self.refresh_s)
+        # A poll returns the mean over the device's last refresh period, taken up to a period
+        # before: its middle lags by up to 1.5 periods.
+        integ = integrate_power(trace, "power_w", t0, t1, 1.5 * self.refresh_s, self.resolution_w)
         extra: dict[str, Any] = {
             "scope": "everything on the metered socket",
             "method": f"integrated load (device refreshes about every {self.refresh_s:g} s)",

@@ -175,19 +175,25 @@ class SampledEnergy:
     samples: int = 0
 
 
-def integrate_power(trace: Trace, name: str, t0: int, t1: int, averaging_s: float = 0.0) -> SampledEnergy:
+def integrate_power(
+    trace: Trace, name: str, t0: int, t1: int, lag_s: float = 0.0, resolution_w: float = 0.0
+) -> SampledEnergy:
     """Energy over [t0, t1] from a power column, and the bound of what sampling leaves.
 
-    Instantaneous power (``averaging_s`` 0): trapezoids between the samples inside the window;
-    over the part of an interval cut by an edge, the sample inside the window is held (exact when
+    Instantaneous power (``lag_s`` 0): trapezoids between the samples inside the window; over
+    the part of an interval cut by an edge, the sample inside the window is held (exact when
     power steps at the edge, where the workload starts or stops; off by at most that part times
     the change across the interval otherwise: ``edge_interpolation``). Between samples, power
     that changes once in an interval makes a trapezoid off by up to half the change times the
-    interval, evenly either way: their sum at 2 sigma (``power_sampling``).
+    interval, evenly either way: their sum at 2 sigma (``power_sampling``); a gap of more than
+    twice the usual interval, by up to the range of power around it (``sampling_gaps``).
 
-    Power averaged by its source over ``averaging_s`` (NVML's 1 s average, a wall meter's
-    refresh): trapezoids with the edges interpolated, plus ``power_averaging``: the average lags
-    what it averages, so up to half that time's worth of the swing around each edge is moved across it.
+    Power its source averaged or reported late (NVML's 1 s average: it lags by half a second; a
+    wall meter's load, the mean of its last refresh period, polled up to a period later: by up
+    to 1.5 s), by up to ``lag_s``: trapezoids with the edges interpolated, plus
+    ``power_averaging``: up to ``lag_s`` worth of the power's swing around each edge moved
+    across it (in a window shorter than twice the lag, any of its power may be from before).
+    ``power_resolution``: each reading is rounded to ``resolution_w``.
     """
     ts, vs = trace.series(name)
     a = _interp(ts, vs, t0)
@@ -196,15 +202,17 @@ def integrate_power(trace: Trace, name: str, t0: int, t1: int, averaging_s: floa
         return SampledEnergy(None, {}, _coverage_reason(ts, t0, t1, f"{trace.meter}.{name}"))
     i0, i1 = bisect_right(ts, t0), bisect_left(ts, t1)
     inside_t, inside_v = ts[i0:i1], vs[i0:i1]
-    if averaging_s <= 0 and inside_t:
+    if lag_s <= 0 and inside_t:
         a, b = inside_v[0], inside_v[-1]  # held from the inside: the window's own power
     pts_t, pts_v = [t0, *inside_t, t1], [a, *inside_v, b]
     total = sum((pts_v[j] + pts_v[j - 1]) * 0.5 * (pts_t[j] - pts_t[j - 1]) for j in range(1, len(pts_t))) / 1e9
-    return SampledEnergy(total, _sampled_bound(ts, vs, t0, t1, i0, i1, averaging_s), None, i1 - i0)
+    components = _sampled_bound(ts, vs, t0, t1, i0, i1, lag_s)
+    components["power_resolution"] = resolution_w / 2.0 * (t1 - t0) / 1e9
+    return SampledEnergy(total, components, None, i1 - i0)
 
 
 def _sampled_bound(
-    ts: Sequence[int], vs: Sequence[float], t0: int, t1: int, i0: int, i1: int, averaging_s: float
+    ts: Sequence[int], vs: Sequence[float], t0: int, t1: int, i0: int, i1: int, lag_s: float
 ) -> dict[str, float]:
     """The components of :func:`integrate_power`'s bound (J)."""
     lo, hi = max(0, i0 - 1), min(len(ts) - 1, i1)
@@ -235,18 +243,20 @@ def _sampled_bound(
         "power_sampling": min(worst, 2.0 * math.sqrt(uniform_var)),
         "sampling_gaps": gaps,
     }
-    if averaging_s > 0:
-        components["power_averaging"] = averaging_s / 2.0 * _swing(ts, vs, t0, t1, averaging_s)
+    if lag_s > 0:
+        window_s = (t1 - t0) / 1e9
+        span = int(2 * lag_s * 1e9)
+        if window_s < 2 * lag_s:
+            components["power_averaging"] = window_s * _swing(ts, vs, t0 - span, t1 + span)
+        else:
+            near = _swing(ts, vs, t0 - span, t0 + span) + _swing(ts, vs, t1 - span, t1 + span)
+            components["power_averaging"] = lag_s * near
     return components
 
 
-def _swing(ts: Sequence[int], vs: Sequence[float], t0: int, t1: int, span_s: float) -> float:
-    """Highest minus lowest power sampled within ``span_s`` of either edge."""
-    near = [
-        v
-        for t in (t0, t1)
-        for v in vs[bisect_left(ts, t - int(span_s * 1e9)) : bisect_right(ts, t + int(span_s * 1e9))]
-    ]
+def _swing(ts: Sequence[int], vs: Sequence[float], lo: int, hi: int) -> float:
+    """Highest minus lowest power sampled in [lo, hi]."""
+    near = vs[bisect_left(ts, lo) : bisect_right(ts, hi)]
     return max(near) - min(near) if near else 0.0
 
 
