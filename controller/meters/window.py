@@ -249,8 +249,8 @@ def _sampled_bound(
         if window_s < 2 * lag_s:
             components["power_averaging"] = window_s * _swing(ts, vs, t0 - span, t1 + span)
         else:
-            near = _swing(ts, vs, t0 - span, t0 + span) + _swing(ts, vs, t1 - span, t1 + span)
-            components["power_averaging"] = lag_s * near
+            swings = _swing(ts, vs, t0 - span, t0 + span) + _swing(ts, vs, t1 - span, t1 + span)
+            components["power_averaging"] = lag_s * swings
     return components
 
 
