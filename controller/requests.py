@@ -158,7 +158,7 @@ def check_meters(meters: MeterSettings) -> None:
     if meters.interval_s < MIN_INTERVAL_S:
         raise UserError(f"--interval {meters.interval_s:g} s is under 1 ms: the meters cannot sample that often")
     positive("--baseline-max-age", meters.baseline_max_age_s)
-    positive("--uncertainty-limit", meters.uncertainty_limit)
+    positive("--uncertainty-limit", meters.uncertainty_limit * 100)  # given in %
     if meters.wall_url is not None and not re.match(r"^https?://[^/\s]+", meters.wall_url):
         raise UserError(f"--wall-url {meters.wall_url!r} is not an http(s) URL (e.g. http://pdu.local)")
     if meters.wall_output is not None and meters.wall_url is None:

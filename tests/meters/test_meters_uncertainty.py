@@ -410,3 +410,26 @@ def test_energy_per_token_carries_the_windows_bound_per_token() -> None:
     assert e["net_j"] == pytest.approx(0.3) and e["net_uncertainty_j"] == pytest.approx(0.015)
     older = _energy_per({"metrics": {"total_energy_j": {"available": True, "value": 2.0}}}, 4, "token", "x")
     assert older["uncertainty_j"] is None and older["net_uncertainty_j"] is None
+
+
+# -- Where the limit comes from ----------------------------------------------------------------------
+
+
+def test_the_limit_reaches_the_session_from_the_cli_and_a_campaign_file(tmp_path: Path) -> None:
+    from controller.campaigns.file import load_campaign_file
+    from controller.campaigns.session import run_settings
+    from controller.cli import _request, build_parser
+    from controller.requests import MeterSettings
+
+    for argv, share in (([], 0.02), (["--uncertainty-limit", "5"], 0.05)):
+        args = build_parser().parse_args(["run", "--image", "onnx-cpu", "--model", "resnet50", *argv])
+        assert _request(args, None).meters.uncertainty_limit == pytest.approx(share)
+        serve = build_parser().parse_args(["serve", "--image", "onnx-cpu", "--model", "m", *argv])
+        assert _request(serve, None).meters.uncertainty_limit == pytest.approx(share)
+    assert MeterSettings().uncertainty_limit == 0.02
+    path = tmp_path / "c.toml"
+    body = '[matrix]\nmodels = ["resnet50"]\n\n[[matrix.configurations]]\nimage = "onnx-cpu"\n'
+    for line, share in (("", 0.02), ("uncertainty_limit = 0.5\n", 0.005)):
+        path.write_text(f'[campaign]\nname = "c"\n{line}\n{body}')
+        _, meters = run_settings(load_campaign_file(path), "local", tmp_path, None)
+        assert meters.uncertainty_limit == pytest.approx(share)
