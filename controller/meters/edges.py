@@ -321,6 +321,7 @@ class CounterWindow:
     reason: str | None = None
     brackets_s: tuple[float, float] = (0.0, 0.0)
     power: float = 0.0
+    clock_period_s: float | None = None  # the update clock's period, where one was fitted
 
 
 def counter_window(
@@ -346,6 +347,7 @@ def counter_window(
         },
         brackets_s=(start.bracket_s, end.bracket_s),
         power=max(start.high, end.high),
+        clock_period_s=None if points.clock is None else points.clock.period / 1e9,
     )
 
 

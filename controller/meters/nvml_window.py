@@ -150,7 +150,12 @@ def gpu_energy(
     if g.energy_counter.available:
         period_s = update_period_s(trace, g, default_period_s)
         dev["counter_update_period_s"] = period_s
-        delta, components = _counter(trace, g, t0, t1, period_s)
+        delta, components, fitted = _counter(trace, g, t0, t1, period_s)
+        if fitted is not None:
+            dev["counter_update_period_s"] = fitted
+            dev["counter_update_period_source"] = "update clock fitted to every update seen"
+        else:
+            dev["counter_update_period_source"] = "median time between the counter's changes (or the default)"
         if delta.value is None:
             dev["counter_reason"] = delta.reason
         else:
@@ -177,20 +182,23 @@ def gpu_energy(
     return dev, [problem] if problem else [], (sampling_s, "sampling interval")
 
 
-def _counter(trace: Trace, g: Gpu, t0: int, t1: int, period_s: float) -> tuple[WindowValue, dict[str, float]]:
-    """The counter's increase over [t0, t1] (mJ) and its bound's components (J), or why not:
-    refused when it went backwards or jumped among the reads the window needs."""
+def _counter(
+    trace: Trace, g: Gpu, t0: int, t1: int, period_s: float
+) -> tuple[WindowValue, dict[str, float], float | None]:
+    """The counter's increase over [t0, t1] (mJ), its bound's components (J) and the period of
+    the update clock fitted to it (None: none fitted), or why not: refused when it went
+    backwards or jumped among the reads the window needs."""
     field = f"gpu{g.index}.energy_mj"
     ts, vs = trace.series(field)
     what = f"{trace.meter}.{field}"
     faults = counter_faults(ts, vs, t0, t1, MAX_PLAUSIBLE_GPU_POWER_W * 1e3, period_s)
     if faults:
         more = f" ({len(faults) - 1} more such steps)" if len(faults) > 1 else ""
-        return WindowValue(None, f"{what}: {faults[0].describe()}{more}", faults=tuple(faults)), {}
+        return WindowValue(None, f"{what}: {faults[0].describe()}{more}", faults=tuple(faults)), {}, None
     w = counter_window(ts, vs, t0, t1, period_s=period_s, resolution=COUNTER_RESOLUTION_MJ)
     if w.value is None:
-        return WindowValue(None, f"{what}: {w.reason}"), {}
-    return WindowValue(w.value), {k: v / 1e3 for k, v in w.components.items()}
+        return WindowValue(None, f"{what}: {w.reason}"), {}, None
+    return WindowValue(w.value), {k: v / 1e3 for k, v in w.components.items()}, w.clock_period_s
 
 
 def _counter_problem(

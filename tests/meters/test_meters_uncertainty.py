@@ -89,6 +89,10 @@ def test_counter_figures_lie_within_a_tight_bound(
 
     random_placed = outcome(summarize, metric, profile, random_windows(rng, 60, 1.0, END_S - 0.5, 0.05, 4.0))
     assert_covers_and_tight(random_placed)
+    # The counter's update period, as the meter found it, is in its description.
+    described = m.describe()
+    seen = described["update_period_s"] if meter == "rapl" else described["gpus"][0]["counter_update_period_s"]
+    assert seen == pytest.approx(period_s, rel=0.05)
     if power == "constant":
         long = outcome(summarize, metric, profile, random_windows(rng, 20, 1.0, END_S - 0.5, 1.0, 4.0))
         assert max(long.bounds) < 0.005, str(long)  # small, and no energy_uncertainty_high
@@ -286,7 +290,9 @@ def test_a_record_carries_the_bounds_and_totals_add_them(tree: PowercapTree) -> 
     cpu, dram, total = (out["metrics"][k] for k in ("cpu_energy_j", "dram_energy_j", "total_energy_j"))
     w = out["window_s"]
     for m, watts in ((cpu, 100.0), (dram, 10.0)):
-        assert abs(m["value"] - watts * w) <= m["uncertainty_j"] + 1e-9
+        # Loosely: this test writes the counters from its own thread, as late as it is scheduled
+        # (coverage is checked above, in synthetic time).
+        assert m["value"] == pytest.approx(watts * w, rel=0.05)
         assert m["uncertainty_rel"] == pytest.approx(m["uncertainty_j"] / m["value"])
         assert sum(m["uncertainty_components"].values()) == pytest.approx(m["uncertainty_j"])
         assert {"edge_interpolation", "update_timing", "counter_resolution", "wrap_risk"} <= set(
@@ -433,3 +439,39 @@ def test_the_limit_reaches_the_session_from_the_cli_and_a_campaign_file(tmp_path
         path.write_text(f'[campaign]\nname = "c"\n{line}\n{body}')
         _, meters = run_settings(load_campaign_file(path), "local", tmp_path, None)
         assert meters.uncertainty_limit == pytest.approx(share)
+
+
+def test_stop_reads_on_until_each_gpu_counter_updates_after_the_window() -> None:
+    """NVML's counter updates every 20-100 ms: a window ending just before stop() needs one more
+    update after its end to be bracketed, so stop() reads on (a bounded time) until it comes."""
+    import threading
+
+    gpu = FakeGpu("GPU-a")
+    profile = PowerProfile.constant(200.0)
+    done = threading.Event()
+    start = time.monotonic()
+
+    def drive() -> None:  # the fake GPU's counter, updating every 80 ms in real time
+        while not done.is_set():
+            gpu.follow(profile, time.monotonic() - start, 0.08)
+            time.sleep(0.002)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    ms = MeterSession(interval_s=0.01, powercap_root="/nonexistent", nvml=FakeNvml(gpus=[gpu]))
+    ms.start()
+    time.sleep(0.5)
+    t0 = time.monotonic_ns()
+    time.sleep(0.4)
+    t1 = time.monotonic_ns()
+    at_stop = gpu.energy_mj
+    ms.stop()
+    done.set()
+    driver.join()
+    trace = ms.traces["nvml"]
+    assert trace.columns["gpu0.energy_mj"][len(trace) - 1] != at_stop
+    gpu_j = ms.summarize(t0, t1)["metrics"]["gpu_energy_j"]
+    assert gpu_j["source"] == "nvml: total-energy counter"
+    # Loosely: this fake's values appear as late as its thread is scheduled (on a busy host, ms
+    # after the instant they count to), which the bound, built from the read times, cannot see.
+    assert gpu_j["value"] == pytest.approx(200.0 * (t1 - t0) / S, rel=0.05)
