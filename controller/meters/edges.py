@@ -31,9 +31,9 @@ class UpdatePoints:
     """Instants (ns, as floats) at which a counter held each value.
 
     Each instant is off by at most ``h[i]`` on its own. Instants from a fitted update clock
-    (``clock``) share two more errors: its phase, known within ``+-phase`` (it shifts the whole
-    reconstruction at once, which cancels at constant power), and its period, known within
-    ``+-stretch`` (relative: it stretches the reconstruction about ``centre``).
+    (``clock``) share two more errors: its phase (it shifts the whole reconstruction at once,
+    which cancels at constant power) and its period (it stretches the reconstruction about the
+    window's middle).
     """
 
     t: list[float]
@@ -227,7 +227,6 @@ class EdgeValue:
     value: float
     interpolation: float  # where inside the bracket the energy was drawn
     timing: float  # when the bracketing (and neighbouring) values were really taken, each alone
-    bracket_s: float  # length of the bracket the edge fell in
     low: float  # lowest and highest mean rate (units/s) around the edge
     high: float
 
@@ -256,20 +255,19 @@ def at_edge(p: UpdatePoints, t: int, other: int | None = None) -> EdgeValue | No
         # Nothing to shape the bracket with: anything from 0 to all of it may lie before t.
         e = s * x / span
         own = mean * (p.h[k] * y + p.h[k + 1] * x) / span / 1e9
-        return EdgeValue(p.v[k] + e, max(e, s - e), own, span, mean, mean)
+        return EdgeValue(p.v[k] + e, max(e, s - e), own, mean, mean)
     left = right if left is None else left
     right = left if right is None else right
     assert left is not None and right is not None
     residual = (s - x * left - y * right) / span  # rate the neighbours leave unexplained
     e = min(max(x * (left + residual), 0.0), s)
     # The unexplained energy (residual * span) lies somewhere in the bracket: all before t, or
-    # all after it, at worst.
-    # ... and never less than none of the bracket's energy, nor more than all of it.
+    # all after it, at worst; and what lies before t is between none and all of the bracket's.
     lo = max(x * left + min(0.0, residual * span), 0.0)
     hi = min(x * left + max(0.0, residual * span), s)
     interpolation = max(e - lo, hi - e, 0.0) + min(x, y) * _roughness(p, k, left, right, other)
     rates = (left, right, mean)
-    return EdgeValue(p.v[k] + e, interpolation, _timing(p, k, max(rates), x, y, span), span, min(rates), max(rates))
+    return EdgeValue(p.v[k] + e, interpolation, _timing(p, k, max(rates), x, y, span), min(rates), max(rates))
 
 
 def _after_last(p: UpdatePoints, k: int, t: int) -> EdgeValue:
@@ -279,7 +277,7 @@ def _after_last(p: UpdatePoints, k: int, t: int) -> EdgeValue:
     x = (t - p.t[k]) / 1e9
     rate = max(_rate(p, k - 1, k) or 0.0, 0.0)
     e = x * rate
-    return EdgeValue(p.v[k] + e, e, rate * p.h[k] / 1e9, x, rate, rate)
+    return EdgeValue(p.v[k] + e, e, rate * p.h[k] / 1e9, rate, rate)
 
 
 def _roughness(p: UpdatePoints, k: int, left: float, right: float, other: int | None) -> float:
@@ -290,9 +288,7 @@ def _roughness(p: UpdatePoints, k: int, left: float, right: float, other: int | 
 
     def change(near: float, i: int, j: int) -> float:
         far = _rate(p, i, j)
-        if far is None or (other is not None and p.t[min(i, j)] <= other <= p.t[max(i, j)]):
-            return 0.0
-        if other is not None and p.t[min(i, j, k, k + 1)] <= other <= p.t[max(i, j, k, k + 1)]:
+        if far is None or (other is not None and p.t[min(i, k)] <= other <= p.t[max(j, k + 1)]):
             return 0.0
         return abs(near - far)
 
@@ -319,8 +315,6 @@ class CounterWindow:
     value: float | None
     components: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
-    brackets_s: tuple[float, float] = (0.0, 0.0)
-    power: float = 0.0
     clock_period_s: float | None = None  # the update clock's period, where one was fitted
 
 
@@ -345,8 +339,6 @@ def counter_window(
             "update_timing": start.timing + end.timing + clock,
             "counter_resolution": 2.0 * resolution,
         },
-        brackets_s=(start.bracket_s, end.bracket_s),
-        power=max(start.high, end.high),
         clock_period_s=None if points.clock is None else points.clock.period / 1e9,
     )
 
