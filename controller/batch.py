@@ -289,6 +289,7 @@ class BatchWorkload:
             memory=where.memory,
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
+            shm_size=where.shm_size,
             labels={"joulebench.campaign": where.campaign, "joulebench.run": record.run_id},
             on_line=lambda line: self._line(line, progress),
         )
@@ -389,18 +390,23 @@ class BatchWorkload:
         where = self.request.where
         code, reason = harness_failure(execution, out.error, out.result is None, where.timeout_s, where.memory)
         if code is not None:
-            outcome.failure = self._failure(execution, code, reason or "")
+            outcome.failure = self._failure(execution, code, reason or "", out.events)
             return outcome
         outcome.result = out.result
         outcome.window = out.window_ns("measure")
         return outcome
 
-    def _failure(self, execution: Execution, code: str, reason: str) -> dict[str, Any]:
-        phase = self.last_phase or "start-up"
+    def _failure(
+        self, execution: Execution, code: str, reason: str, events: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        # The harness's whole output names the phase it died in, even where the live reader lagged;
+        # before its first phase (imports: a framework's can run out of memory) it was starting up.
+        started = [e["phase"] for e in events or [] if e.get("edge") == "start" and e.get("phase")]
+        phase = started[-1] if started else self.last_phase or "start-up"
         return {
             "code": code,
             "reason": reason.replace("{phase}", phase),
-            "phase": self.last_phase,
+            "phase": phase,
             "exit_code": execution.exit_code,
             "log_tail": execution.log_tail(),
         }

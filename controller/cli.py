@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from controller import interrupts
 from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
@@ -187,6 +187,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
         "--pids-limit", type=int, default=Where.pids_limit, help="container process/thread limit (docker runner)"
     )
     p.add_argument("--tmp-size", default=Where.tmp_size, help="size of the container's /tmp (docker runner)")
+    p.add_argument("--shm-size", default=Where.shm_size, help="size of the container's /dev/shm (docker runner)")
     p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
 
 
@@ -209,6 +210,14 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
         default=MeterSettings.uncertainty_limit * 100,
         metavar="PCT",
         help="flag an energy figure whose bound exceeds PCT %% of it (default %(default)g)",
+    )
+    meters.add_argument(
+        "--quiet-wait",
+        dest="quiet_wait_s",
+        type=float,
+        default=MeterSettings.quiet_wait_s,
+        help="seconds to wait for a quiet host (no other joulebench run, CPU idle) before measuring; "
+        "a run measured under foreign load is flagged (default 0: check and record only)",
     )
 
 
@@ -246,12 +255,6 @@ def cmd_images(args: argparse.Namespace) -> int:
         "build": commands.images_build,
     }
     return action[args.images_command](args)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
-    # clean up their containers and processes, and the run is recorded as interrupted.
-    raise KeyboardInterrupt
 
 
 # --- serving mode ------------------------------------------------------------------------------
@@ -294,6 +297,13 @@ def add_serve_parser(sub: Any) -> None:
         "--ignore-eos", action="store_true", default=None, help="generate max tokens even past end of sequence"
     )
     serve.add_argument(
+        "--extra-input",
+        dest="extra_inputs",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a request field sent with every request (VALUE as JSON: min_tokens=64, repeat_penalty=1.0); repeatable",
+    )
+    serve.add_argument(
         "--endpoint", help="an OpenAI-compatible server already running here, e.g. http://127.0.0.1:8000/v1"
     )
     serve.add_argument("--endpoint-pid", type=int, help="its process id, to measure its CPU time and RAM")
@@ -325,6 +335,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
         image=args.image,
         endpoint=args.endpoint,
+        extra_inputs=args.extra_inputs,
     )
     settings = from_fields(ServingSettings, args, **load)
     what = ServeSettings(
@@ -343,12 +354,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM and SIGHUP (a closed terminal or ssh session) take the same path as Ctrl-C: runners
+    # clean up their containers and processes, and the run is recorded as interrupted, naming it.
+    previous = interrupts.install()
+    try:
+        return _main(argv)
+    finally:
+        interrupts.restore(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     from controller import commands
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     args = build_parser().parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
     handlers = {
         "run": cmd_run,
         "images": cmd_images,

@@ -41,9 +41,24 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
             p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
             p.add_argument(
+                "--quiet-wait",
+                dest="quiet_wait_s",
+                type=float,
+                help="seconds each run waits at most for a quiet host (no other joulebench run, CPUs idle) before "
+                "measuring; then it runs, flagged foreign_load (default: the file's quiet_wait_s, else 60)",
+            )
+            p.add_argument(
                 "--build-images",
                 action="store_true",
-                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
+                help="with --cluster: nodes with Docker build the images they lack before the campaign starts "
+                "(and nodes that join, before they get a block)",
+            )
+            p.add_argument(
+                "--node-wait",
+                type=float,
+                metavar="SECONDS",
+                help="with --cluster: how long blocks that no live node can run wait for a node to join and pass "
+                "its readiness check (a replacement VM) before they are left for a later resume (default 600)",
             )
 
 
@@ -74,23 +89,47 @@ def add_carbon_arguments(parser: Any) -> None:
     carbon.add_argument("--pue", metavar="P", help="power usage effectiveness (default 1.0)")
 
 
+COMPARE_EPILOG = """verdicts, per cell and metric, from the interval of the change B / A - 1 against the threshold:
+  regression (above +threshold), improvement (below -threshold), equivalent (within +-threshold),
+  inconclusive (otherwise), insufficient data (too few runs for any interval), not comparable.
+  The interval is the exact distribution-free one from inverting the Mann-Whitney test on log values
+  (Hodges-Lehmann): honest coverage at 4-10 runs a side, and one outlying run moves it little.
+  Default alpha 0.05 (95 % intervals): at 99 % five runs a side give the whole range of the pairwise
+  ratios, so one overlapping run would hide any regression; at 95 % three runs a side are too few.
+  Energy intervals include the energy figures' own bounds. Undecided results say how many runs a
+  side would decide them at the spread seen.
+exit codes: 0 every result equivalent or improved; 1 a regression (or, with --require-energy,
+  energy that cannot be judged); 2 a usage error; 3 a result not decided (inconclusive, insufficient
+  data, not comparable), unless --allow-undecided.
+"""
+
+
 def add_compare_parser(sub: Any) -> None:
     compare = sub.add_parser(
         "compare",
-        help="energy-regression gate: campaign B against campaign A, per cell (exit 1 on a regression)",
+        help="energy-regression gate: campaign B against campaign A, per cell (exit 1 on a regression, 3 undecided)",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument("a", type=Path, metavar="A", help="the reference campaign's records, e.g. results/main")
     compare.add_argument("b", type=Path, metavar="B", help="the candidate's records, e.g. results/candidate")
     # Strings, checked by controller.compare.options: a wrong value is one line and exit 2.
     compare.add_argument("--metric", default="energy,time", help="energy, time or both (default energy,time)")
     compare.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% (default)")
-    compare.add_argument("--alpha", default="0.01", help="significance level of Mann-Whitney U (default 0.01)")
+    compare.add_argument(
+        "--alpha", default="0.05", help="1 - the intervals' level (default 0.05: 95 %% intervals; see below)"
+    )
     compare.add_argument("--format", default="term", help="term (default), markdown (a PR comment) or json")
     compare.add_argument(
-        "--require-energy", action="store_true", help="energy unavailable or flagged fails instead of 'not comparable'"
+        "--require-energy",
+        action="store_true",
+        help="energy unavailable or flagged on either side fails the gate (exit 1), even with --allow-undecided",
     )
-    compare.add_argument("--bootstrap", default="2000", help="bootstrap resamples for the interval (default 2000)")
-    compare.add_argument("--seed", default="0", help="the bootstrap's seed (default 0)")
+    compare.add_argument(
+        "--allow-undecided",
+        action="store_true",
+        help="exit 0 when nothing regressed although some results are undecided (they are still listed)",
+    )
     compare.add_argument("--duplicates", default="refuse", metavar="POLICY", help="as for report: refuse, all, latest")
     add_carbon_arguments(compare)
 
@@ -105,8 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         fmt=args.format,
         require_energy=args.require_energy,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
+        allow_undecided=args.allow_undecided,
         duplicates=args.duplicates,
         grid_intensity=args.grid_intensity,
         country=args.country,
@@ -121,6 +159,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.history import resolve_seed
     from controller.campaigns.plan import render_plan, to_json
     from controller.campaigns.readiness import assess
+    from controller.requests import check_quiet_wait
 
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan" and args.cluster:
@@ -136,6 +175,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     if args.build_images and not args.cluster:
         raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
+    if args.quiet_wait_s is not None:
+        check_quiet_wait(args.quiet_wait_s, "--quiet-wait")
+    if args.node_wait is not None and (not args.cluster or args.node_wait < 0):
+        raise UserError(f"--node-wait {args.node_wait:g} needs --cluster and a number of seconds >= 0")
     return run_campaign(
         campaign,
         args.results,
@@ -144,6 +187,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         runner=args.runner,
         cluster=args.cluster,
         build_images=args.build_images,
+        quiet_wait_s=args.quiet_wait_s,
+        node_wait_s=args.node_wait,
     )
 
 

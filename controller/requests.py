@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.cache import check_writable_folder
 from controller.errors import UserError
-from controller.runners.base import DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE
+from controller.runners.base import DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE
 from controller.serving.settings import ServingSettings
 
 CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -70,6 +70,7 @@ class Where:
     memory: str | None = None  # container memory limit
     pids_limit: int = DEFAULT_PIDS_LIMIT
     tmp_size: str = DEFAULT_TMP_SIZE
+    shm_size: str = DEFAULT_SHM_SIZE
 
 
 @dataclass
@@ -81,6 +82,9 @@ class MeterSettings:
     baseline: Path | None = None  # idle baseline file (default: the one for this host)
     baseline_max_age_s: float = 7 * 86400
     uncertainty_limit: float = 0.02  # an energy figure whose bound exceeds this share is flagged
+    # Seconds a run waits for a quiet host (no other joulebench run, CPU idle) before its window;
+    # after that it runs, flagged foreign_load (controller/quiet.py).
+    quiet_wait_s: float = 0.0
 
 
 @dataclass
@@ -122,6 +126,18 @@ def size_bytes(text: str, what: str) -> int:
     return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
 
 
+MAX_QUIET_WAIT_S = 86400.0
+
+
+def check_quiet_wait(seconds: float, what: str) -> None:
+    """A wait for a quiet host is bounded: 0 (check and flag only) up to a day."""
+    positive(what, seconds, allow_zero=True)
+    if seconds > MAX_QUIET_WAIT_S:
+        raise UserError(
+            f"{what} {seconds:g} s is more than a day; give at most {MAX_QUIET_WAIT_S:g} (0: check and flag only)"
+        )
+
+
 def check_campaign_name(name: str) -> None:
     if not CAMPAIGN_NAME.match(name or "") or name in (".", ".."):
         raise UserError(
@@ -151,6 +167,7 @@ def check_where(where: Where) -> None:
     if where.pids_limit < 16:
         raise UserError(f"--pids-limit must be at least 16 (the harness's own threads), got {where.pids_limit}")
     size_bytes(where.tmp_size, "--tmp-size")
+    size_bytes(where.shm_size, "--shm-size")
 
 
 def check_meters(meters: MeterSettings) -> None:
@@ -159,6 +176,7 @@ def check_meters(meters: MeterSettings) -> None:
         raise UserError(f"--interval {meters.interval_s:g} s is under 1 ms: the meters cannot sample that often")
     positive("--baseline-max-age", meters.baseline_max_age_s)
     positive("--uncertainty-limit", meters.uncertainty_limit * 100)  # given in %
+    check_quiet_wait(meters.quiet_wait_s, "--quiet-wait")
     if meters.wall_url is not None and not re.match(r"^https?://[^/\s]+", meters.wall_url):
         raise UserError(f"--wall-url {meters.wall_url!r} is not an http(s) URL (e.g. http://pdu.local)")
     if meters.wall_output is not None and meters.wall_url is None:

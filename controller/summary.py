@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,24 @@ def _load_text(s: dict[str, Any]) -> str:
     return shown
 
 
+def _max_tokens_text(s: dict[str, Any]) -> str:
+    """The max_tokens the requests asked for (a synthetic prompt asks its own output length)."""
+    asked = s.get("max_tokens_asked") or {}
+    low, high = asked.get("min"), asked.get("max")
+    if low is None:
+        return str(s.get("max_new_tokens"))  # a record from before max_tokens_asked
+    shown = str(low) if low == high else f"{low}-{high}"
+    return shown + (" (ignore_eos)" if s.get("ignore_eos") else "")
+
+
+def _in_flight(s: dict[str, Any]) -> float | None:
+    """Requests the load point keeps in flight: its concurrency, or inf for arrivals at a rate."""
+    load = s.get("load") or {}
+    if load.get("concurrency") is not None:
+        return float(load["concurrency"])
+    return math.inf if load.get("request_rate") is not None else None
+
+
 def serving_summary(record: dict[str, Any], path: Path) -> str:
     """The one-screen summary printed after a serving run."""
     s = record.get("serving", {})
@@ -138,8 +158,10 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
         f"model      {record['model']}   runner {record.get('runner', {}).get('kind', '?')}",
         f"prompts    {s.get('prompts', {}).get('count')} ({s.get('prompts', {}).get('source')})   "
-        f"max new tokens {s.get('max_new_tokens')}   load {_load_text(s)}",
+        f"max new tokens {_max_tokens_text(s)}   load {_load_text(s)}",
     ]
+    if s.get("extra_inputs"):
+        lines.append(f"request    extra fields {json.dumps(s['extra_inputs'], sort_keys=True)}")
     art = record.get("artifact")
     if art:
         parity = art.get("parity", {})
@@ -167,7 +189,7 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
             lines.append(
                 f"load       {record['result']['load_s']:.2f} s (outside the window)   KV cache {cache}{parity_text}"
             )
-        lines += metric_lines(record["metrics"])
+        lines += metric_lines(record["metrics"], _in_flight(s))
         lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})

@@ -13,6 +13,8 @@
     seed = 7                     # shuffle seed; drawn and recorded when absent
     block_by = ["model", "batch_size"]  # --cluster: cells alike in these run on one node (default)
     retries = 1                  # --cluster: a run lost with its node is run again this many times
+    quiet_wait_s = 60            # each run waits this long at most for a quiet host (no other
+                                 # joulebench run, CPUs idle), then runs flagged foreign_load
 
     [idle]                       # idle-baseline policy
     policy = "stored"            # stored | measure-if-missing | measure | require
@@ -79,6 +81,7 @@ from controller.campaigns.spec import (
     BLOCK_KEYS,
     COOLDOWN_MODES,
     DEFAULT_BLOCK_BY,
+    DEFAULT_QUIET_WAIT_S,
     IDLE_POLICIES,
     MODES,
     ORDERS,
@@ -90,7 +93,7 @@ from controller.campaigns.spec import (
     IdlePolicy,
 )
 from controller.errors import UserError
-from controller.requests import size_bytes
+from controller.requests import check_quiet_wait, size_bytes
 from controller.serving.settings import ServingSettings
 
 _KNOWN = {
@@ -118,6 +121,7 @@ _KNOWN = {
         "block_by",
         "retries",
         "uncertainty_limit",
+        "quiet_wait_s",
     },
     "idle": {"policy", "duration_s", "max_age_days"},
     "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
@@ -273,6 +277,15 @@ def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         if not isinstance(raw["ignore_eos"], bool):
             raise UserError(f"{path}: [serving] ignore_eos must be true or false, got {raw['ignore_eos']!r}")
         out["ignore_eos"] = raw["ignore_eos"]
+    if "extra_inputs" in raw:
+        from controller.serving.options import check_extra_inputs
+
+        if not isinstance(raw["extra_inputs"], dict):
+            raise UserError(
+                f"{path}: [serving] extra_inputs must be a table of request fields, e.g. extra_inputs = "
+                f"{{ min_tokens = 64 }}, got {raw['extra_inputs']!r}"
+            )
+        out["extra_inputs"] = check_extra_inputs(raw["extra_inputs"], f"{path}: [serving] extra_inputs")
     return out
 
 
@@ -368,7 +381,17 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
         retries=_positive(camp.get("retries", 1), "retries", path, allow_zero=True),
         uncertainty_limit=_positive(camp.get("uncertainty_limit", 2.0), "[campaign] uncertainty_limit", path, float),
+        quiet_wait_s=_quiet_wait(camp.get("quiet_wait_s", DEFAULT_QUIET_WAIT_S), path),
     )
+
+
+def _quiet_wait(value: Any, path: Path) -> float:
+    wait = float(_positive(value, "[campaign] quiet_wait_s", path, float, allow_zero=True))
+    try:
+        check_quiet_wait(wait, "quiet_wait_s")
+    except UserError as exc:
+        raise UserError(f"{path}: [campaign] {exc}") from None
+    return wait
 
 
 def _block_by(value: Any, path: Path) -> tuple[str, ...]:

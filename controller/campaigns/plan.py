@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from controller.campaigns.detectable import render as detectable
 from controller.campaigns.estimate import estimate
 from controller.campaigns.history import STATES, cell_state, recorded
 from controller.campaigns.readiness import Assessment
@@ -55,6 +56,7 @@ def render_plan(assessment: Assessment, results: Path, seed: int, here: str = "o
         lines.append(
             f"estimated duration of all {len(left)} runs left, on a host that can run them: {whole.describe()}"
         )
+    lines += detectable(c, results, history)
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from controller.campaigns.history import (
     cell_state,
     check_identity,
     duplicated,
-    interrupted,
+    genuine_failure,
     log_session,
     recorded,
     resolve_seed,
@@ -215,7 +215,7 @@ def summary(
     if plan.kept_failed:
         lines.append("failed earlier, not retried (--retry-failed runs them again):")
         for cell in plan.kept_failed:
-            recs = [r for r in history.get(cell.id, []) if r.get("status") == "failed" and not interrupted(r)]
+            recs = [r for r in history.get(cell.id, []) if genuine_failure(r)]
             last = (recs[-1].get("failure") or {}).get("reason") if recs else None
             lines.append(f"  {cell.id}: {last or '?'}")
     if plan.blocked:

@@ -1,9 +1,11 @@
 """``python -m controller compare A B``: the energy-regression gate between two campaigns.
 
-Per cell present on both sides (``match``): medians, the relative change with a seeded bootstrap
-interval, a Mann-Whitney U p-value, and a verdict (``verdict``). Exit code 1 when any cell
-regresses, or, with ``--require-energy``, when energy could not be judged (unavailable or flagged);
-2 for a usage error; 0 otherwise. ``--format markdown`` fits a pull-request comment.
+Per cell present on both sides (``match``) and metric: medians, the relative change with an exact
+distribution-free interval (``interval``), and a verdict decided from that interval against the
+threshold (``verdict``). Exit codes: 1 when any cell regresses, or, with ``--require-energy``, when
+energy could not be judged (unavailable or flagged); 3 when any result is undecided (inconclusive,
+insufficient data, not comparable) unless ``--allow-undecided``; 2 for a usage error; 0 when every
+result is equivalent or an improvement. ``--format markdown`` fits a pull-request comment.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from controller.compare.verdict import REGRESSION, Result, judge
 from controller.errors import UserError
 from controller.report.data import Runs, load_runs
 
-__all__ = ["Comparison", "compare", "run_compare"]
+__all__ = ["EXIT_UNDECIDED", "Comparison", "compare", "run_compare"]
+
+EXIT_UNDECIDED = 3  # not 1: a gate can tell "it regressed" from "these runs cannot tell"
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Comparison:
     results: list[Result] = field(default_factory=list)
 
     def failures(self) -> list[str]:
+        """What fails the gate (exit 1): regressions, and energy not judged under --require-energy."""
         out = []
         regressions = [r for r in self.results if r.verdict == REGRESSION]
         if regressions:
@@ -42,9 +47,17 @@ class Comparison:
                 )
         return out
 
+    def undecided(self) -> list[Result]:
+        """Results the data could not decide (inconclusive, insufficient data, not comparable)."""
+        return [r for r in self.results if not r.decided]
+
     @property
     def exit_code(self) -> int:
-        return 1 if self.failures() else 0
+        if self.failures():
+            return 1
+        if self.undecided() and not self.opts.allow_undecided:
+            return EXIT_UNDECIDED
+        return 0
 
 
 def _label(folder: Path, runs: Runs) -> str:
@@ -61,9 +74,21 @@ def _load(folder: Path, side: str, opts: Options) -> Runs:
     return runs
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one is missing: loading it says so
+        return a.resolve() == b.resolve()
+
+
 def compare(a: Path, b: Path, opts: Options) -> Comparison:
     if opts.require_energy and "energy" not in opts.metrics:
         raise UserError("--require-energy needs energy among --metric (e.g. --metric energy,time)")
+    if _same_folder(a, b):
+        raise UserError(
+            f"A and B are the same folder ({a}): compare a campaign with another one, e.g. the reference's "
+            "results with the candidate's (to check a rerun, run the campaign again under another name)"
+        )
     runs_a, runs_b = _load(a, "A", opts), _load(b, "B", opts)
     matched = pairs(runs_a.ok, runs_b.ok)
     if not any(p.a is not None and p.b is not None for p in matched):
@@ -72,9 +97,9 @@ def compare(a: Path, b: Path, opts: Options) -> Comparison:
             "compare two campaigns of the same matrix"
         )
     c = Comparison(_label(a, runs_a), _label(b, runs_b), opts)
-    for i, pair in enumerate(matched):
+    for pair in matched:
         for metric in opts.metrics:
-            c.results.append(judge(pair, metric, opts, stream=i))
+            c.results.append(judge(pair, metric, opts))
     return c
 
 

@@ -3,7 +3,9 @@
 Cells are matched on what runs (mode, model, model size, image, engine, provider, conversion,
 batch size). A matched pair is comparable only when it also ran on the same kind of host (CPU
 model, GPUs) and did the same work (samples or prompts, dataset, weights); engine options may
-differ (that is what a change under test often is) and are said. The configuration's name plays
+differ (that is what a change under test often is) and are said. A cell measured for a requested
+duration on either side does as many samples as fit in it, so its sample count is no part of its
+identity: such cells are judged per sample. The configuration's name plays
 no part: a campaign copied under another name still matches.
 """
 
@@ -67,7 +69,9 @@ def check(pair: Pair) -> None:
                 f"({', '.join(sorted(set(frame['configuration'].to_list())))}): compare them one at a time"
             )
             return
-    for what, columns in (("host kind", HOST_KIND), ("work", WORK)):
+    timed = bool(pair.a["duration_mode"].any() or pair.b["duration_mode"].any())
+    work = tuple(c for c in WORK if not (timed and c == "samples"))
+    for what, columns in (("host kind", HOST_KIND), ("work", work)):
         va, vb = _values(pair.a, columns), _values(pair.b, columns)
         if va != vb:
             pair.problem = f"{what} differs: A {_describe(va, columns)}; B {_describe(vb, columns)}"
