@@ -219,6 +219,14 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
         help="days before stale",
     )
     meters.add_argument(
+        "--uncertainty-limit",
+        dest="uncertainty_limit_pct",
+        type=positive(100, " of percent"),
+        default=MeterSettings.uncertainty_limit * 100,
+        metavar="PCT",
+        help="flag an energy figure whose bound exceeds PCT %% of it (default %(default)g)",
+    )
+    meters.add_argument(
         "--quiet-wait",
         dest="quiet_wait_s",
         type=seconds("quiet_wait_s"),
@@ -229,7 +237,12 @@ def _add_meters(p: argparse.ArgumentParser) -> None:
 
 
 def _request(args: argparse.Namespace, what: Any) -> RunRequest:
-    meters = from_fields(MeterSettings, args, baseline_max_age_s=args.baseline_max_age * 86400)
+    meters = from_fields(
+        MeterSettings,
+        args,
+        baseline_max_age_s=args.baseline_max_age * 86400,
+        uncertainty_limit=args.uncertainty_limit_pct / 100,
+    )
     return RunRequest(what, from_fields(Where, args), meters)
 
 

@@ -163,6 +163,10 @@ def idle(args: argparse.Namespace) -> int:
     path = save_baseline(baseline, args.output)
     for domain, entry in sorted(baseline.domains.items()):
         shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
+        windows = (entry.get("spread") or {}).get("windows") or []
+        if windows:
+            spread = ", ".join(f"{w['std_power_w']:.2g} W over {w['window_s']:g} s" for w in windows)
+            shown += f" ± {entry['power_uncertainty_w']:.2g} W; it wanders by (1 sigma) {spread}"
         print(f"{domain:<6} {shown}")
     print(f"stored {path}")
     return 0

@@ -211,6 +211,7 @@ def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSe
         wall_output=m.wall_output,
         baseline=baseline,
         keep_trace=m.keep_trace,
+        uncertainty_limit=m.uncertainty_limit,
     )
     meters.start()
     return meters

@@ -81,6 +81,7 @@ class MeterSettings:
     wall_output: int | None = None
     baseline: Path | None = None  # idle baseline file (default: the one for this host)
     baseline_max_age_s: float = 7 * 86400
+    uncertainty_limit: float = 0.02  # an energy figure whose bound exceeds this share is flagged
     # Seconds a run waits for a quiet host (no other joulebench run, CPU idle) before its window;
     # after that it runs, flagged foreign_load (controller/quiet.py).
     quiet_wait_s: float = 0.0
@@ -176,6 +177,7 @@ def check_where(where: Where) -> None:
 def check_meters(meters: MeterSettings) -> None:
     within("--interval", meters.interval_s, inputs.SECONDS["interval_s"])
     within("--baseline-max-age", meters.baseline_max_age_s / 86400, inputs.Positive(3650, " of days"))
+    within("--uncertainty-limit", meters.uncertainty_limit * 100, inputs.Positive(100, " of percent"))
     check_quiet_wait(meters.quiet_wait_s, "--quiet-wait")
     if meters.wall_url is not None and not URL.match(meters.wall_url):
         raise UserError(f"--wall-url {meters.wall_url!r} is not an http(s) URL (e.g. http://pdu.local)")

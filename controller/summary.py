@@ -76,10 +76,13 @@ ENERGY_SHOWN = ("total_energy_j", "cpu_energy_j", "dram_energy_j", "gpu_energy_j
 
 
 def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
-    """Energy and resource figures for the summary; unavailable ones say why, never 0."""
+    """Energy and resource figures for the summary; unavailable ones say why, never 0. Each
+    energy is ``E ± u`` with its bound (records older than the bounds show ``E`` alone)."""
     if not measurements:
         return ["energy     not measured (no measure window)"]
     metrics = measurements["metrics"]
+    flags = measurements.get("flags", [])
+    over = {f.get("metric"): f for f in flags if f.get("code") == "energy_uncertainty_high"}
     lines = []
     for name in ENERGY_SHOWN:
         m = metrics.get(name)
@@ -88,9 +91,14 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
         label = name.removesuffix("_energy_j")
         if m["available"]:
             net = m.get("net_j")
-            extra = f", net of idle {net:.3f} J" if net is not None else ", gross (no idle subtracted)"
+            extra = (
+                f", net of idle {net:.3f}{_pm(m.get('net_uncertainty_j'))} J"
+                if net is not None
+                else ", gross (no idle subtracted)"
+            )
             covers = f" covers {'+'.join(m['covers'])}" if m.get("covers") else ""
-            lines.append(f"energy     {label:<6} {m['value']:.3f} J{extra}{covers}")
+            limit = f"   bound over the {over[name]['limit']:.1%} limit" if name in over else ""
+            lines.append(f"energy     {label:<6} {m['value']:.3f}{_pm(m.get('uncertainty_j'))} J{extra}{covers}{limit}")
         elif name == "total_energy_j":
             lines.append(f"energy     {label:<6} unavailable: {m['reason'].split(':')[0]}")
         elif name in ("cpu_energy_j", "gpu_energy_j"):
@@ -98,11 +106,21 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
     cpu, ram = metrics.get("cpu_percent"), metrics.get("ram_peak_bytes")
     if cpu and cpu["available"] and ram and ram["available"]:
         lines.append(f"resources  CPU {cpu['value']:.0f} % of a core, RAM peak {ram['value'] / 2**20:.0f} MiB")
-    for flag in measurements.get("flags", []):
+    host_cpu, host_ram = metrics.get("system_cpu_percent"), metrics.get("system_ram_used_percent")
+    if host_cpu and host_cpu["available"] and host_ram and host_ram["available"]:
+        lines.append(
+            f"host       CPU {host_cpu['value']:.0f} % of all cores, RAM {host_ram['value']:.0f} % used (system-wide)"
+        )
+    for flag in flags:
         if flag.get("code") == "idle_baseline_not_used":
             continue  # said once when the run started
         lines.append(f"warning    {flag['message']}")
     return lines
+
+
+def _pm(bound: float | None) -> str:
+    """`` ± u`` for a figure with a bound; nothing for one without (an older record)."""
+    return f" ± {bound:.3g}" if bound is not None else ""
 
 
 def _load_text(s: dict[str, Any]) -> str:

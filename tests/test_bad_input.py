@@ -128,6 +128,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("wall output without url", [*RUN, "--wall-output", "1"], ["--wall-url"]),
     ("baseline file missing", [*RUN, "--baseline", "/no/such.json"], ["no such file", "controller idle"]),
     ("baseline max age negative", [*RUN, "--baseline-max-age", "-1"], ["--baseline-max-age"]),
+    ("uncertainty limit zero", [*RUN, "--uncertainty-limit", "0"], ["--uncertainty-limit", "positive"]),
+    ("uncertainty limit nan", [*RUN, "--uncertainty-limit", "nan"], ["--uncertainty-limit", "finite"]),
     # run: engine options
     ("option without value", [*RUN, "--option", "threads"], ["KEY=VALUE"]),
     ("option twice", [*RUN, "--option", "intra_op_threads=1", "--option", "intra_op_threads=2"], ["twice"]),
@@ -156,6 +158,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("serve campaign escapes", [*SERVE, "--campaign", "../x"], ["plain folder name"]),
     ("serve unknown option", [*SERVE, "--option", "bogus=1"], ["unknown option", "threads"]),
     ("serve memory with local runner", [*SERVE, "--memory", "2g"], ["local runner"]),
+    ("serve uncertainty limit negative", [*SERVE, "--uncertainty-limit", "-1"], ["--uncertainty-limit", "got -1"]),
     # idle
     ("idle duration zero", ["idle", "--duration", "0"], ["--duration"]),
     ("idle duration nan", ["idle", "--duration", "nan"], ["--duration", "finite"]),
@@ -172,6 +175,11 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("campaign unknown key", ["campaign", "plan", "{campaign:turbo = true}"], ["unknown key", "turbo"]),
     ("campaign memory not a size", ["campaign", "plan", '{campaign:memory = "lots"}'], ["memory", "512m"]),
     ("campaign interval too short", ["campaign", "plan", "{campaign:interval_s = 0.0001}"], ["1 ms"]),
+    (
+        "campaign uncertainty limit not a number",
+        ["campaign", "plan", '{campaign:uncertainty_limit = "2%"}'],
+        ["uncertainty_limit", "finite number"],
+    ),
     ("campaign timeout inf", ["campaign", "plan", "{campaign:timeout_s = inf}"], ["timeout_s", "finite"]),
     ("campaign name escapes", ["campaign", "run", "{campaign:}", "--set", "campaign.name='../x'"], ["[campaign] name"]),
     ("campaign override without value", ["campaign", "plan", "{campaign:}", "--set", "repetitions"], ["KEY=VALUE"]),

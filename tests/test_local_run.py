@@ -27,8 +27,18 @@ def assert_measured_or_explained(measurements):
             assert m["value"] is not None and m["value"] > 0, (name, m)
         else:
             assert m["value"] is None and m["reason"], (name, m)
-    # The run's own process tree is always measurable.
+    # An energy figure carries its bound when measured, none when not (this host may have no RAPL).
+    for name in ("cpu_energy_j", "dram_energy_j", "gpu_energy_j", "wall_energy_j", "total_energy_j"):
+        m = metrics[name]
+        if m["available"]:
+            assert m["uncertainty_j"] >= 0 and m["uncertainty_components"] and m["uncertainty_method"], (name, m)
+        else:
+            assert m.get("uncertainty_j") is None, (name, m)
+    # The run's own process tree is always measurable, and so is the host as a whole.
     assert metrics["cpu_percent"]["available"] and metrics["ram_peak_bytes"]["value"] > 10 * 2**20
+    for name in ("system_cpu_percent", "system_ram_used_percent", "system_ram_used_bytes"):
+        assert metrics[name]["available"] and "host-wide" in metrics[name]["scope"], (name, metrics[name])
+    assert 0 <= metrics["system_cpu_percent"]["value"] <= 100
     assert measurements["baseline"]["status"] in ("ok", "missing", "stale", "foreign", "invalid")
 
 

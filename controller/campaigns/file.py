@@ -206,6 +206,7 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         overrides=tuple(overrides),
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
         retries=camp.get("retries", 1),
+        uncertainty_limit=float(camp.get("uncertainty_limit", 2.0)),
         quiet_wait_s=float(camp.get("quiet_wait_s", DEFAULT_QUIET_WAIT_S)),
     )
 

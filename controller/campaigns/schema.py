@@ -100,6 +100,7 @@ def memory(value: Any) -> str:
     return value
 
 
+UNCERTAINTY_LIMIT = Positive(100, " of percent")  # an energy bound above this share of the figure is flagged
 MODEL_IDS = list_of(path_text, "model ids (strings)", unique=True)
 BATCH_SIZES = list_of(COUNTS["batch_size"], f"batch sizes ({COUNTS['batch_size'].expected()})", unique=True)
 
@@ -128,6 +129,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "block_by": list_of(word, "cell fields", unique=True, empty=True),  # []: the whole campaign on one node
         "retries": COUNTS["retries"],
         "quiet_wait_s": SECONDS["quiet_wait_s"],
+        "uncertainty_limit": UNCERTAINTY_LIMIT,
     },
     "idle": {
         "policy": choice("stored", "measure-if-missing", "measure", "require"),

@@ -97,6 +97,7 @@ def run_settings(campaign: Campaign, runner: str, results: Path, cache: Path | N
         interval_s=campaign.interval_s,
         keep_trace=campaign.keep_trace,
         baseline_max_age_s=campaign.idle.max_age_days * 86400,
+        uncertainty_limit=campaign.uncertainty_limit / 100,
     )
     return where, meters
 

@@ -167,6 +167,7 @@ class Campaign:
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
     block_by: tuple[str, ...] = DEFAULT_BLOCK_BY  # cluster: cells alike in these run on one node
     retries: int = 1  # cluster: times a run lost with its node is run again on a live node, per session
+    uncertainty_limit: float = 2.0  # %: an energy figure whose bound exceeds this share of it is flagged
     # Seconds each run waits for a quiet host before its window (controller/quiet.py); then it runs, flagged.
     quiet_wait_s: float = DEFAULT_QUIET_WAIT_S
 

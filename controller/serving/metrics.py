@@ -130,6 +130,7 @@ def _energy_per(measurements: dict[str, Any] | None, count: float, what: str, na
     if count <= 0:
         return unavailable(f"no {what}s in the window")
     net = total.get("net_j")
+    bound, net_bound = total.get("uncertainty_j"), total.get("net_uncertainty_j")
     return {
         "name": name,
         "value": total["value"] / count,
@@ -140,6 +141,10 @@ def _energy_per(measurements: dict[str, Any] | None, count: float, what: str, na
         "net_reason": total.get("net_reason"),
         "covers": total.get("covers"),
         "gross": True,
+        # The window's energy bound shared over the count (which is counted, not measured).
+        "uncertainty_j": bound / count if bound is not None else None,
+        "uncertainty_rel": total.get("uncertainty_rel"),
+        "net_uncertainty_j": net_bound / count if net is not None and net_bound is not None else None,
     }
 
 
@@ -277,8 +282,13 @@ def _ms(m: dict[str, Any], name: str) -> str:
 def _joules(e: dict[str, Any]) -> str:
     if not e["available"]:
         return f"unavailable: {str(e['reason']).split(':')[0]}"
-    net = f" (net of idle {e['net_j']:.4f} J)" if e.get("net_j") is not None else ""
-    return f"{e['value']:.4f} J{net}"
+    net = f" (net of idle {e['net_j']:.4f}{_pm(e.get('net_uncertainty_j'))} J)" if e.get("net_j") is not None else ""
+    return f"{e['value']:.4f}{_pm(e.get('uncertainty_j'))} J{net}"
+
+
+def _pm(bound: float | None) -> str:
+    """`` ± u`` for a figure that has a bound, nothing for one that has none (older records)."""
+    return f" ± {bound:.2g}" if bound is not None else ""
 
 
 def _e2el_parts(m: dict[str, Any]) -> str:
