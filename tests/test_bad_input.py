@@ -128,7 +128,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("wall output without url", [*RUN, "--wall-output", "1"], ["--wall-url"]),
     ("baseline file missing", [*RUN, "--baseline", "/no/such.json"], ["no such file", "controller idle"]),
     ("baseline max age negative", [*RUN, "--baseline-max-age", "-1"], ["--baseline-max-age"]),
-    ("uncertainty limit zero", [*RUN, "--uncertainty-limit", "0"], ["--uncertainty-limit", "positive"]),
+    ("uncertainty limit zero", [*RUN, "--uncertainty-limit", "0"], ["--uncertainty-limit", "above 0"]),
     ("uncertainty limit nan", [*RUN, "--uncertainty-limit", "nan"], ["--uncertainty-limit", "finite"]),
     # run: engine options
     ("option without value", [*RUN, "--option", "threads"], ["KEY=VALUE"]),
@@ -158,7 +158,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("serve campaign escapes", [*SERVE, "--campaign", "../x"], ["plain folder name"]),
     ("serve unknown option", [*SERVE, "--option", "bogus=1"], ["unknown option", "threads"]),
     ("serve memory with local runner", [*SERVE, "--memory", "2g"], ["local runner"]),
-    ("serve uncertainty limit negative", [*SERVE, "--uncertainty-limit", "-1"], ["--uncertainty-limit", "got -1"]),
+    ("serve uncertainty limit negative", [*SERVE, "--uncertainty-limit", "-1"], ["--uncertainty-limit", "got '-1'"]),
     # idle
     ("idle duration zero", ["idle", "--duration", "0"], ["--duration"]),
     ("idle duration nan", ["idle", "--duration", "nan"], ["--duration", "finite"]),
