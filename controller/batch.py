@@ -26,13 +26,13 @@ from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession
 from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
-from controller.progress import Progress
+from controller.progress import Progress, fold_line
 from controller.record import Failure, RunRecord, timing_metrics
 from controller.requests import BatchSettings, RunRequest
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
 from controller.workload import Outcome, Plan, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
-from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
+from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
 from suite.sources import ModelSource
 
@@ -243,7 +243,14 @@ class BatchWorkload:
             w = self.what
             with progress.step(f"conversion {'+'.join(c for c, _ in self.steps)} of {self.source.label}"):
                 artifact = source_artifact(
-                    runner, cache, self.source, self.steps, w.seed, self.request.where.timeout_s, progress.note
+                    runner,
+                    cache,
+                    self.source,
+                    self.steps,
+                    w.seed,
+                    self.request.where.timeout_s,
+                    progress.note,
+                    progress.detail,
                 )
             self._keep(artifact, record)
             return
@@ -255,13 +262,13 @@ class BatchWorkload:
             self.conversion[0], self.conversion[1], w.model, w.model_size, self.weights_kind, self.weights_file, w.seed
         )
         with progress.step(f"conversion {conv.name} of {w.model}"):
-            artifact = ensure_artifact(runner, cache, conv, timeout, progress.note)
+            artifact = ensure_artifact(runner, cache, conv, timeout, progress.note, progress.detail)
             if wants_ir(self.engine, w.options):
                 # Second step of the chain: the ONNX artifact to OpenVINO IR, in the OpenVINO image.
                 ir = Conversion(
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
-                artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
+                artifact = ensure_artifact(runner, cache, ir, timeout, progress.note, progress.detail)
         self._keep(artifact, record)
 
     def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:
@@ -308,10 +315,10 @@ class BatchWorkload:
         return [self._outcome(execution)]
 
     def _line(self, line: str, progress: Progress) -> None:
-        """Each stdout line as it arrives: the harness's phases shown live."""
+        """Each stdout line as it arrives: the harness's phases and progress shown live."""
         try:
             before = len(self.output.events)
-            parse_line(line, self.output, required={})
+            fold_line(line, self.output, progress.detail)
         except ProtocolError:
             return  # the final parse reports it
         if len(self.output.events) > before:

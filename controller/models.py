@@ -69,6 +69,7 @@ def source_artifact(
     seed: int,
     timeout_s: float,
     note: Callable[[str], None] = print,
+    detail: Callable[[str], None] | None = None,
 ) -> Artifact | None:
     """Run ``steps`` (conversion_steps) into the artifact cache, each from the one before; the last
     artifact, or None when the engine loads the source itself. ConversionFailed as for registry models."""
@@ -77,7 +78,7 @@ def source_artifact(
     artifact = None
     for conversion, image in steps:
         conv = Conversion(conversion, image, source.label, "full", "random", None, seed, artifact, source)
-        artifact = ensure_artifact(runner, cache, conv, timeout_s, note)
+        artifact = ensure_artifact(runner, cache, conv, timeout_s, note, detail)
     return artifact
 
 

@@ -51,7 +51,7 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     """Run once and write its records, one per outcome; [(record, path)]. A failed run is a record too."""
     workload = workload_for(request)
     plan = validate(request, workload)
-    runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
+    runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note, progress)
     for image in stale_images(runner, plan.images):
         progress.note(
             f"warning: image {image} was built from other harness/suite sources than this checkout's; "
@@ -80,6 +80,7 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
         raise
     finally:
         meters.stop()
+        progress.idle()
 
     template = copy.deepcopy(record)  # a sweep's further records start from the run as driven, not from the first
     trace: str | None = None

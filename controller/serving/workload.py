@@ -143,6 +143,7 @@ class ServingWorkload:
                     parity,
                     self.request.where.timeout_s,
                     progress.note,
+                    progress.detail,
                 )
         except ServingFailed as exc:
             raise ConversionFailed(exc.reason) from None
@@ -231,6 +232,7 @@ class ServingWorkload:
             raise driven.failure
         self.last_phase = "cooldown"
         if s.cooldown_s:
+            progress.phase("cooldown")
             _sleep_while_alive(server, s.cooldown_s, "cooldown")
         self.last_phase = "shutdown"
         try:
