@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from controller.artifacts import Artifact
@@ -131,6 +132,22 @@ def _input_line(spec: Any) -> str:
     return f"  {spec.name:<20} {spec.dtype:<8} {_dims(spec.dims):<28} {shape}  {values.get(spec.fill, 'normal(0, 1)')}"
 
 
+def owner_only(source: ModelSource) -> str | None:
+    """The model's files a container's unprivileged user could not read (shown by name), when the
+    controller runs as root (its containers then run as another user); None when there are none."""
+    import os
+
+    from controller.runners.readable import find_hidden
+
+    if os.getuid() != 0 or source.kind == "registry":
+        return None
+    hidden = [p for host, _ in source.mounts() for p in find_hidden(host).paths]
+    if not hidden:
+        return None
+    names = [Path(p).name for p in hidden[:3]]
+    return ", ".join(names) + (f" and {len(hidden) - 3} more" if len(hidden) > 3 else "")
+
+
 def render_inspect(source: ModelSource, verdicts: dict[str, dict[str, Any]], missing: str | None) -> str:
     ident = source.identity()
     lines = [
@@ -144,6 +161,12 @@ def render_inspect(source: ModelSource, verdicts: dict[str, dict[str, Any]], mis
     for key, value in source.details.items():
         lines.append(f"{key:<11} {value}")
     lines.append(f"engines     {', '.join(source.engines()) or 'none'}")
+    hidden = owner_only(source)
+    if hidden:
+        lines.append(
+            f"files       {hidden} readable by its owner only: a Docker run (its containers do not run as root) "
+            "reads a readable copy, staged once in the cache"
+        )
     lines.append("inputs (the batch axis first)")
     lines += [_input_line(spec) for spec in source.inputs]
     if source.outputs:
@@ -219,6 +242,7 @@ def main(command: str, model: str | None, shapes: list[str], as_json: bool) -> i
             },
             "images": found["verdicts"],
             "missing_shapes": found["missing"],
+            "owner_only_files": owner_only(source),
         }
         print(json.dumps(payload, indent=2, default=str))
     else:

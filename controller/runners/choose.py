@@ -36,7 +36,7 @@ def choose_runner(
     from controller.runners.docker_runner import DockerRunner, connect
 
     if kind == "docker":
-        runner = DockerRunner()
+        runner = DockerRunner(note=note)
         for image in images:
             runner.image(image)
         return runner
@@ -45,7 +45,7 @@ def choose_runner(
     except UserError:
         note("runner: local (no Docker engine answers)")
         return LocalRunner()
-    runner = DockerRunner(client)
+    runner = DockerRunner(client, note)
     for image in images:
         try:
             runner.image(image)
