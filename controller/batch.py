@@ -141,9 +141,16 @@ class BatchWorkload:
             raise UserError(
                 f"image {w.image} does not serve engine {self.engine!r}; valid engines: {', '.join(manifest.engines)}"
             )
+        # First whether the engine can run the model at all (torch cannot run an ONNX file), then the flags.
+        self.source, self.steps = plan_source(
+            w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
+        )
         for flag, value, default in (("--weights", w.weights, "random"), ("--source", w.source, None)):
             if value != default:
-                raise UserError(f"{flag} applies to registered models; {w.model} brings its own weights and definition")
+                raise UserError(
+                    f"{flag} (a campaign's `{flag[2:]}`) applies to registered models; {w.model} brings its own "
+                    "weights and definition: leave it out for this model"
+                )
         if w.model_size != "full":
             raise UserError(f"--model-size applies to registered models; {w.model} is run as it is")
         self._check_amounts()
@@ -151,9 +158,6 @@ class BatchWorkload:
             check_options(self.engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
-        self.source, self.steps = plan_source(
-            w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
-        )
         size_samples = self._check_dataset(task=self.source.task) if check_data else None
         if w.samples is None and w.duration_s is None:
             w.samples = size_samples or SYNTHETIC_SAMPLES

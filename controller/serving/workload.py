@@ -99,6 +99,11 @@ class ServingWorkload:
             options = check_options(engine, w.options, serving=True)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        from controller.models import serving_refusal
+
+        refusal = serving_refusal(w.model)  # as models inspect says it
+        if refusal is not None:
+            raise UserError(f"engine {engine} cannot serve {w.model}: it {refusal}")
         try:
             self.model = model = resolve_model(w.model)
             why = unsupported_architecture(engine, model_architectures(model), model_tokenizer(model))
