@@ -99,3 +99,23 @@ def test_campaign_plan_says_torch_cannot_run_an_onnx_file_whatever_the_model_siz
     assert "it runs on onnxruntime, openvino, tensorrt" in out
     inspected = json.loads(controller("models", "inspect", str(onnx_file), "--json").stdout)
     assert "needs a torch module" in inspected["images"]["torch-cpu"]["engines"]["torch"]
+
+
+def test_the_campaign_for_your_own_model_plans_each_cpu_runtime_that_takes_it(onnx_file, tmp_path):
+    own = ("campaign", "plan", "suite/campaigns/own-model.toml", "--results", str(tmp_path))
+    proc = controller(*own, "--set", f'matrix.models=["{onnx_file}"]')
+    assert proc.returncode == 0, proc.stderr
+    assert "20 runs = 4 configurations × 1 model × 1 batch size × 5 repetitions" in proc.stdout
+    cells = json.loads(controller(*own, "--set", f'matrix.models=["{onnx_file}"]', "--json").stdout)
+    assert [c["configuration"] for c in cells] == [
+        "onnxruntime",
+        "openvino",
+        "openvino-ir",
+        "onnxruntime-openvino-ep",
+    ]
+    for cell in cells:  # each takes an ONNX file: what may keep one from running is this host, not the model
+        assert "classifier" not in (cell["reason"] or "") and "cannot run on" not in (cell["reason"] or ""), cell
+    missing = controller(*own)  # as shipped it reads ./model.onnx, which the repository has not
+    assert missing.returncode == 2
+    assert "models names ./model.onnx, which does not exist" in missing.stderr
+    assert "--set 'matrix.models=[\"PATH\"]'" in missing.stderr
