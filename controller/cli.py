@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from controller.cache import CACHE_HELP
 from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
@@ -187,7 +188,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
         "--pids-limit", type=int, default=Where.pids_limit, help="container process/thread limit (docker runner)"
     )
     p.add_argument("--tmp-size", default=Where.tmp_size, help="size of the container's /tmp (docker runner)")
-    p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
 
 
 def _add_meters(p: argparse.ArgumentParser) -> None:

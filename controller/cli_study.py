@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from controller.cache import CACHE_HELP
 from controller.errors import UserError
 
 
@@ -39,7 +40,7 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
         else:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
-            p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument("--cache", type=Path, help=CACHE_HELP)
             p.add_argument(
                 "--build-images",
                 action="store_true",
