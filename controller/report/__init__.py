@@ -76,9 +76,13 @@ def build_report(
         return 0
     out = output or Path(folder) / "report"
     written = render.write_files(runs, sections, out, with_plots)
-    print(f"report of {runs.ok.height} runs ({runs.failed.height} failed) in {out}")
-    for path in written:
-        print(f"  {path}")
+    print(out / "report.html")  # what a user opens: first, alone on its line
+    tables = len({p.stem for p in written if p.suffix == ".csv"})
+    plotted = len(list((out / "plots").glob("*.png"))) if (out / "plots").is_dir() else 0
+    print(
+        f"  {runs.all.height} records: {runs.ok.height} runs ok, {runs.failed.height} failed; beside it: report.md, "
+        f"report.tex, {tables} tables (.md, .tex, .csv, .html) and plots/ ({plotted} plots, PNG and SVG)"
+    )
     return 0
 
 

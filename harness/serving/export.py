@@ -186,6 +186,7 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
         return _quantize(spec, emit)  # in the llama.cpp image, from the f32 export: no torch there
     if spec.format == "openvino-genai":
         return _ov_genai(spec, emit)  # in the OpenVINO GenAI image, from the ONNX export
+    report("importing torch and transformers")  # seconds, before anything can be said
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
