@@ -105,9 +105,12 @@ def serving_refusal(text: str) -> str | None:
     if not (path / "config.json").is_file():
         return None  # a hub id, a paper model, or no model at all: serve's own resolution says which
     try:
-        task = read_hf_config(path, json.loads((path / "config.json").read_text()))[0]
+        config = json.loads((path / "config.json").read_text())
+        task = read_hf_config(path, config)[0] if config.get("architectures") else None
     except (OSError, ValueError, SourceError):
         return None  # transformers' own error at load says more
+    if task is None:
+        return None  # no architecture named: what it is shows when transformers loads it
     return None if task == "text-generation" else LM_ONLY.format(what=f"a {task} model")
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Section:
-    key: str  # the anchor the table of contents links to
+    key: str  # the anchor the table of contents links to (apart from the tables' own: sec-...)
     title: str
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # sentences under the section's tables
@@ -48,10 +48,10 @@ def sections(s: Sections) -> tuple[list[Section], str | None]:
     names what was left out (None when nothing was)."""
     out, empty = [], []
     for key, title, tables, note in (
-        ("papers", "The papers' tables", s.papers, s.papers_note),
-        ("figures", "The papers' figures", s.figures, None),
-        ("statistics", "Statistics", s.stats, None),
-        ("provenance", "Stability, flags and provenance", s.provenance, None),
+        ("sec-papers", "The papers' tables", s.papers, s.papers_note),
+        ("sec-figures", "The papers' figures", s.figures, None),
+        ("sec-statistics", "Statistics", s.stats, None),
+        ("sec-provenance", "Stability, flags and provenance", s.provenance, None),
     ):
         kept = [_shown(t, s.energy) for t in tables if not is_empty(t)]
         notes = [note] if note else []

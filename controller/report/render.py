@@ -156,7 +156,7 @@ def _section_html(section: Section) -> str:
 
 
 def _plots_html(figures: list[plots.Plot], skipped: list[str]) -> str:
-    parts = ['<h2 id="plots">Plots</h2>', _index([(p.key, p.title) for p in figures])]
+    parts = ['<h2 id="sec-plots">Plots</h2>', _index([(p.key, p.title) for p in figures])]
     for p in figures:
         wide = ' class="wide-plot"' if p.key.startswith("serving-curve") else ""
         caption = f"<figcaption>{html.escape(p.title)}</figcaption>"
@@ -174,10 +174,10 @@ def render_html(
     shown, left_out = sections(s)
     drawn = [*figures, *trace_plots]
     # The provenance section comes after the plots, as before; the table of contents follows the page.
-    before = [x for x in shown if x.key != "provenance"]
-    after = [x for x in shown if x.key == "provenance"]
+    before = [x for x in shown if x.key != "sec-provenance"]
+    after = [x for x in shown if x.key == "sec-provenance"]
     contents = [(x.key, x.title, [(t.key, t.title) for t in x.tables]) for x in before]
-    contents.append(("plots", "Plots", [(p.key, p.title) for p in drawn]))
+    contents.append(("sec-plots", "Plots", [(p.key, p.title) for p in drawn]))
     contents += [(x.key, x.title, [(t.key, t.title) for t in x.tables]) for x in after]
     parts = [
         "<!DOCTYPE html>",
