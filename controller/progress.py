@@ -177,7 +177,8 @@ class Progress:
         with self._lock:
             text = None
             if self._activity is not None:
-                text = f"{self._now()}  {fmt_duration(time.monotonic() - self._since)}"
+                # the clock first: a narrow terminal cuts the end of the line
+                text = f"[{fmt_duration(time.monotonic() - self._since)}] {self._now()}"
             self._show_live(text)
 
     def _show_live(self, text: str | None) -> None:

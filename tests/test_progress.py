@@ -113,7 +113,7 @@ def test_a_terminal_shows_a_spinner_with_the_stage_and_a_clock(monkeypatch):
     with p.step("conversion torch2onnx of resnet50"):
         p.detail("checking parity (1/2 outputs)")
         beat(p, clock, 65)
-    assert shown[-2] == "conversion torch2onnx of resnet50 — checking parity (1/2 outputs)  1m05s"
+    assert shown[-2] == "[1m05s] conversion torch2onnx of resnet50 — checking parity (1/2 outputs)"
     assert shown[-1] is None  # the step ended: the spinner goes
 
 
