@@ -29,6 +29,7 @@ import importlib.metadata
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -305,7 +306,7 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
         argv = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", source, "-m", name,
                 "-o", spec.out_dir, "-p", precision, "-e", "cpu", "-c", os.path.join(scratch, "cache")]  # fmt: skip
         report(f"ONNX Runtime GenAI's model builder ({precision})")
-        returncode, lines = _builder(argv)
+        returncode, lines = _builder(argv, getattr(model.config, "num_hidden_layers", None))
     if returncode != 0:
         reason = next((ln for ln in reversed(lines) if "Error" in ln or "not currently supported" in ln), None)
         raise EngineError(
@@ -321,20 +322,24 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
     }
 
 
-def _builder(argv: list[str]) -> tuple[int, list[str]]:
-    """Run ONNX Runtime GenAI's builder: its exit code and its non-empty lines, whose stages
-    ("Reading layer 3", "Saving ONNX model in ...") are reported as they come."""
+def _builder(argv: list[str], layers: int | None) -> tuple[int, list[str]]:
+    """Run ONNX Runtime GenAI's builder: its exit code and its non-empty lines; its stages reported as
+    they come (the layers it has read, then the saving)."""
     import subprocess
 
     lines = []
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.strip():
-                lines.append(line.rstrip())
-                print(line.rstrip(), file=sys.stderr)  # the log, as before
-            if line.startswith(("Reading ", "Saving ")):
-                report(f"ONNX Runtime GenAI's model builder: {line.strip()}")
+            text = line.strip()
+            if text:
+                lines.append(text)
+            layer = re.match(r"Reading layer (\d+)", text)
+            if text.startswith("Reading "):
+                done = int(layer[1]) + 1 if layer else None
+                report("ONNX Runtime GenAI's model builder: reading the weights", done, layers, "layers")
+            elif text.startswith("Saving ONNX model"):
+                report("ONNX Runtime GenAI's model builder: saving the ONNX model")
     return proc.returncode, lines
 
 
