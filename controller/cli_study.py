@@ -47,7 +47,8 @@ def add_campaign_parser(sub: Any) -> None:
                 dest="quiet_wait_s",
                 type=float,
                 help="seconds each run waits at most for a quiet host (no other joulebench run, CPUs idle) before "
-                "measuring; then it runs, flagged foreign_load (default: the file's quiet_wait_s, else 60)",
+                "measuring; then it runs, flagged foreign_load (default: the file's quiet_wait_s, else "
+                "$JOULEBENCH_QUIET_WAIT_S, else 60)",
             )
             p.add_argument(
                 "--build-images",

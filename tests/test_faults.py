@@ -280,6 +280,23 @@ def test_a_campaign_session_waits_out_a_host_busy_for_good_once():
     assert wait.next_s() == 60.0  # ... until the host was quiet once
 
 
+def test_a_campaign_file_without_quiet_wait_takes_the_environments_wait_and_a_bad_one_is_refused(
+    tmp_path, monkeypatch
+):
+    body = SMOKE.read_text()
+    assert "quiet_wait_s" not in body
+    monkeypatch.delenv("JOULEBENCH_QUIET_WAIT_S")  # the suite's own 0
+    assert load_campaign_file(SMOKE).quiet_wait_s == 60  # what a user gets
+    monkeypatch.setenv("JOULEBENCH_QUIET_WAIT_S", "5")
+    assert load_campaign_file(SMOKE).quiet_wait_s == 5
+    own = tmp_path / "own.toml"
+    own.write_text(body.replace("[campaign]\n", "[campaign]\nquiet_wait_s = 7\n", 1))
+    assert load_campaign_file(own).quiet_wait_s == 7  # the file's word comes first
+    monkeypatch.setenv("JOULEBENCH_QUIET_WAIT_S", "soon")
+    with pytest.raises(UserError, match=r"JOULEBENCH_QUIET_WAIT_S: expected a finite number of seconds.*'soon'"):
+        load_campaign_file(SMOKE)
+
+
 def test_quiet_wait_and_shm_size_are_checked_before_any_work(tmp_path):
     campaign = ["campaign", "run", str(SMOKE), "--results", str(tmp_path)]
     run = ["run", "--image", "onnx-cpu", "--model", "resnet50", "--results", str(tmp_path)]

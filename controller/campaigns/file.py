@@ -15,6 +15,7 @@
     retries = 1                  # --cluster: a run lost with its node is run again this many times
     quiet_wait_s = 60            # each run waits this long at most for a quiet host (no other
                                  # joulebench run, CPUs idle), then runs flagged foreign_load
+                                 # (absent: $JOULEBENCH_QUIET_WAIT_S, else 60)
 
     [idle]                       # idle-baseline policy
     policy = "stored"            # stored | measure-if-missing | measure | require
@@ -78,12 +79,12 @@ from controller.campaigns.schema import check_table
 from controller.campaigns.spec import (
     BLOCK_KEYS,
     DEFAULT_BLOCK_BY,
-    DEFAULT_QUIET_WAIT_S,
     Campaign,
     Configuration,
     Cooldown,
     DatasetChoice,
     IdlePolicy,
+    default_quiet_wait_s,
 )
 from controller.errors import UserError
 from controller.inputs import MAX_CELLS, BadValue, path_text
@@ -207,7 +208,7 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
         retries=camp.get("retries", 1),
         uncertainty_limit=float(camp.get("uncertainty_limit", 2.0)),
-        quiet_wait_s=float(camp.get("quiet_wait_s", DEFAULT_QUIET_WAIT_S)),
+        quiet_wait_s=float(camp["quiet_wait_s"]) if "quiet_wait_s" in camp else default_quiet_wait_s(),
     )
 
 
