@@ -129,3 +129,28 @@ def digits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "digits-cnn.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's own model: a tiny ONNX classifier of 3x8x8 images, its batch axis dynamic."""
+    np = pytest.importorskip("numpy")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((10, 3 * 8 * 8), np.float32), "W")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixel_values"], ["f"]),
+            helper.make_node("Gemm", ["f", "W"], ["logits"], transB=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("own") / "classifier.onnx"
+    onnx.save(model, str(path))
+    return path

@@ -1,7 +1,7 @@
 """What a server did that was not asked is never counted as a success without a word: truncated
 streams, ignore_eos dropped, outputs longer than asked; extra request fields sent and recorded;
 warm-up on prompts that are not measured; the engine's token times beside the client's, queueing
-named as queueing; every figure's definition in the record and the README; a load point as vLLM's
+named as queueing; every figure's definition in the record and docs/serving.md; a load point as vLLM's
 ``bench serve`` result JSON. Against a stub OpenAI server (tests/openai_stub.py) that misbehaves as
 real servers do."""
 
@@ -220,17 +220,17 @@ def test_queueing_is_named_when_the_engine_serves_one_request_at_a_time():
 # --- definitions, vLLM's result JSON ------------------------------------------------------------
 
 
-def test_every_figure_is_defined_in_the_record_and_the_readme(tmp_path: Path, stub: StubServer):
+def test_every_figure_is_defined_in_the_record_and_the_docs(tmp_path: Path, stub: StubServer):
     code, recs = serve(tmp_path, stub.url, "steady")
     assert code == 0
     defs = recs[0]["serving"]["definitions"]
     assert defs == json.loads(json.dumps(definitions()))
     assert "GuideLLM" not in defs["tpot_ms_*"]["guidellm"] and "inter_token_latency_ms" in defs["tpot_ms_*"]["guidellm"]
     assert "inter_chunk_latency" in defs["itl_ms_*"]["aiperf"]
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "serving.md").read_text()
     m = recs[0]["metrics"]
     for name in defs:
-        assert f"`{name}`" in readme, name
+        assert f"`{name}`" in page, name
         base = name.removesuffix("*")
         assert any(k.startswith(base) for k in m) or name in m, name  # a definition names a real figure
 

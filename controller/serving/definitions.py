@@ -1,7 +1,7 @@
 """What each serving figure of a record is, once, with the name the same (or a nearby) figure has in
 vLLM's ``bench serve``, GuideLLM's and AIPerf's results, so that our figures can be set beside theirs.
 
-Every serving record carries this table (``serving.definitions``); the README shows it; ``report``
+Every serving record carries this table (``serving.definitions``); docs/serving.md shows it; ``report``
 writes a load point as vLLM's result JSON (:mod:`controller.serving.vllm_result`), recomputing the
 figures whose definitions differ from ours (vLLM's TPOT ends at the response, ours at the last token).
 A figure ``NAME_ms_*`` has ``_mean``, ``_median``, ``_p90`` and ``_p99`` over the load point's
@@ -185,7 +185,7 @@ def definitions() -> dict[str, dict[str, Any]]:
 
 
 def markdown_table() -> str:
-    """The table as the README shows it (regenerate with ``python -m controller.serving.definitions``)."""
+    """The table as docs/serving.md shows it (regenerate with ``python -m controller.serving.definitions``)."""
     rows = ["| record figure | definition | vLLM `bench serve` | GuideLLM | AIPerf |", "|---|---|---|---|---|"]
     for name, (unit, text, vllm, guidellm, aiperf) in _TABLE.items():
         rows.append(f"| `{name}` ({unit}) | {text} | {vllm} | {guidellm} | {aiperf} |")
