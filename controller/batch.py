@@ -63,6 +63,28 @@ def wants_ir(engine: str, options: dict[str, Any]) -> bool:
     return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
 
 
+def int8_image() -> str:
+    from controller.images import load_manifests
+    from controller.models import conversion_images
+
+    return conversion_images(load_manifests())["onnx2int8"]
+
+
+def wants_int8(engine: str, options: dict[str, Any]) -> bool:
+    """Whether an ONNX Runtime run asked for the model quantised to INT8 (onnx2int8) first."""
+    return engine == "onnxruntime" and str(options.get("quantization", "none")).lower() == "int8"
+
+
+def check_int8(engine: str, provider: str, options: dict[str, Any]) -> None:
+    """Dynamic INT8 kernels (ConvInteger, MatMulInteger) are ONNX Runtime's CPU provider's: on another
+    provider those nodes would run on the CPU behind the provider's back."""
+    if wants_int8(engine, options) and provider != "cpu":
+        raise UserError(
+            f"--option quantization=int8 runs on ONNX Runtime's CPU provider (its dynamic INT8 kernels are CPU "
+            f"ones); this image's provider is {provider}: use onnx-cpu, or leave quantization out"
+        )
+
+
 class BatchWorkload:
     mode = "batch"
 
@@ -105,6 +127,7 @@ class BatchWorkload:
             check_options(engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        check_int8(engine, manifest.provider, w.options)
         self._check_weights()
         size_samples = self._check_dataset() if check_data else None
         if w.samples is None and w.duration_s is None:
@@ -119,6 +142,8 @@ class BatchWorkload:
             )
         self._check_batch_memory(size.input_shape)
         images = [w.image] + ([self.conversion[1]] if self.conversion else [])
+        if wants_int8(engine, w.options):
+            images.append(int8_image())
         identity = {
             "model": w.model,
             "model_size": w.model_size,
@@ -151,6 +176,7 @@ class BatchWorkload:
             check_options(self.engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        check_int8(self.engine, manifest.provider, w.options)
         self.source, self.steps = plan_source(
             w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
         )
@@ -262,6 +288,12 @@ class BatchWorkload:
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
                 artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
+            if wants_int8(self.engine, w.options):
+                # The ONNX artifact quantised by ONNX Runtime (in the image that converts onnx2int8).
+                int8 = Conversion(
+                    "onnx2int8", int8_image(), w.model, w.model_size, self.weights_kind, None, w.seed, artifact
+                )
+                artifact = ensure_artifact(runner, cache, int8, timeout, progress.note)
         self._keep(artifact, record)
 
     def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from controller.cli_advise import add_advise_parser
 from controller.cli_study import add_campaign_parser, add_compare_parser, add_models_parser, add_report_parser
 from controller.errors import UserError
 from controller.requests import (
@@ -30,6 +31,7 @@ EPILOG = """examples:
   python -m controller report results/ci-smoke --format term
   python -m controller compare results/main results/candidate --threshold 5% --format markdown
   python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
+  python -m controller advise --model resnet50 --slo p99=200ms --budget 30m --plan
 """
 
 
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_serve_parser(sub)
     add_models_parser(sub)
+    add_advise_parser(sub)
     return parser
 
 
@@ -331,6 +334,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from controller import commands
+    from controller.cli_advise import cmd_advise
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     args = build_parser().parse_args(argv)
@@ -346,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": cmd_compare,
         "serve": cmd_serve,
         "models": cmd_models,
+        "advise": cmd_advise,
     }
     try:
         return handlers[args.command](args)

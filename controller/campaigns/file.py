@@ -30,6 +30,8 @@
     image = "onnx-cpu"
     engine = "onnxruntime"
     source = "torch"             # converted runs: whose model definition is converted
+    # optional: options = {...}, models = [...], batch_sizes = [...], repetitions = 5 (instead of
+    # the campaign's), concurrency = 4 (serving: requests in flight instead of [serving]'s)
 
 Datasets (batch mode): ``dataset = "synthetic" | "digits" | "imagenet-val" | "imdb"`` in
 [campaign], with ``dataset_path`` (imagenet-val, imdb) and ``limit`` (a seeded subset); a model
@@ -121,7 +123,18 @@ _KNOWN = {
     "idle": {"policy", "duration_s", "max_age_days"},
     "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
     "matrix": {"models", "batch_sizes", "configurations"},
-    "configuration": {"name", "image", "engine", "source", "options", "models", "batch_sizes", "note"},
+    "configuration": {
+        "name",
+        "image",
+        "engine",
+        "source",
+        "options",
+        "models",
+        "batch_sizes",
+        "note",
+        "repetitions",
+        "concurrency",
+    },
     "datasets": {"dataset", "dataset_path", "limit"},
     "serving": {f.name for f in fields(ServingSettings)},
 }
@@ -497,6 +510,9 @@ def _configuration(raw: Any, where: str, mode: str, path: Path) -> Configuration
         raise UserError(f"{path}: {where} models must be a list of model ids")
     if batches is not None and not isinstance(batches, list):
         raise UserError(f"{path}: {where} batch_sizes must be a list of integers")
+    if "concurrency" in raw and mode != "serving":
+        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
+    reps, concurrency = raw.get("repetitions"), raw.get("concurrency")
     return Configuration(
         name=cname,
         image=raw["image"],
@@ -506,6 +522,8 @@ def _configuration(raw: Any, where: str, mode: str, path: Path) -> Configuration
         models=tuple(_model_paths(models, path)) if models else None,
         batch_sizes=tuple(_positive(b, "batch_sizes", path) for b in batches) if batches else None,
         note=raw.get("note", ""),
+        repetitions=None if reps is None else _positive(reps, f"{where} repetitions", path),
+        concurrency=None if concurrency is None else _positive(concurrency, f"{where} concurrency", path),
     )
 
 
