@@ -11,6 +11,7 @@ from controller.advise.margin import Margin, margin
 from controller.advise.observe import Observation, figure_values, median, values
 from controller.advise.race import axes_of, best
 from controller.advise.search import Outcome
+from controller.advise.space import grouped
 from controller.compare.interval import min_repetitions
 from controller.progress import fmt_duration
 
@@ -127,8 +128,8 @@ def _goal_text(answer: Answer) -> str:
     req = answer.outcome.space.request
     goal = "; ".join(g.describe() for g in req.goals) or "none given (the front alone decides)"
     quality = (
-        f"reduced precision must agree with full precision on ≥ {req.min_agreement:.1%} of top-1 predictions"
-        + (" (greedy tokens for language models)" if req.mode == "serving" else "")
+        f"reduced precision must agree with full precision on ≥ {req.min_agreement:.1%} of "
+        + ("greedy tokens (against transformers')" if req.mode == "serving" else "top-1 predictions")
         + (f" and lose at most {100 * req.max_accuracy_drop:g} accuracy points" if req.dataset != "synthetic" else "")
     )
     return f"goal       {goal}\nquality    {quality}"
@@ -207,7 +208,7 @@ def _recommendation(answer: Answer) -> list[str]:
 def _exclusions(answer: Answer) -> list[str]:
     outcome = answer.outcome
     lines = ["excluded before running (advise --plan lists the space):"]
-    lines += [f"  {e.what}: {e.reason}" for e in outcome.space.exclusions] or ["  nothing"]
+    lines += grouped(outcome.space.exclusions) or ["  nothing"]
     out_of = [r for r in answer.rows if not r["admissible"]]
     if out_of:
         lines.append("excluded after running:")

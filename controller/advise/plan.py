@@ -4,7 +4,7 @@ search will cost against the budget; nothing runs."""
 from __future__ import annotations
 
 from controller.advise.search import Search
-from controller.advise.space import Space, fixed_options
+from controller.advise.space import Space, fixed_options, grouped
 from controller.progress import fmt_duration
 
 
@@ -44,8 +44,8 @@ def render_plan(space: Space) -> str:
         f"advise plan  {req.model} ({req.mode}) into {req.results / req.campaign}; runner {space.runner_note}",
         f"runs         {_runs_line(space)}",
         f"goal         {goal}",
-        f"quality      reduced precision: top-1 agreement with full precision ≥ {req.min_agreement:.1%}"
-        + (" (greedy tokens for language models)" if req.mode == "serving" else "")
+        f"quality      reduced precision: agreement with full precision ≥ {req.min_agreement:.1%} of "
+        + ("greedy tokens (against transformers')" if req.mode == "serving" else "top-1 predictions")
         + (f", accuracy at most {100 * req.max_accuracy_drop:g} points below" if req.dataset != "synthetic" else ""),
         f"energy       {energy_here()}",
         f"space        {len(space.candidates)} candidates:",
@@ -56,9 +56,10 @@ def render_plan(space: Space) -> str:
         lines.append("  every candidate: " + ", ".join(f"{k}={v}" for k, v in common.items()))
     lines += ["", "candidates"]
     width = max([len(c.name) for c in space.candidates] or [4])
-    lines += [f"  {c.name:<{width}}  {c.runtime:<28} {c.settings()}" for c in space.candidates] or ["  none"]
+    rwidth = max([len(c.runtime) for c in space.candidates] or [4])
+    lines += [f"  {c.name:<{width}}  {c.runtime:<{rwidth}}  {c.settings()}" for c in space.candidates] or ["  none"]
     lines += ["", "left out, and why"]
-    lines += [f"  {e.what}: {e.reason}" for e in space.exclusions] or ["  nothing"]
+    lines += grouped(space.exclusions) or ["  nothing"]
     lines += ["", *search_lines(space)]
     return "\n".join(lines)
 

@@ -40,9 +40,9 @@ class Quality:
         if self.agreement is None:
             return False, f"its agreement with full precision could not be measured ({self.reason})"
         if self.agreement < min_agreement:
-            return False, (
-                f"top-1 agreement with full precision {self.agreement:.1%} < {min_agreement:.1%} "
-                f"({self.n} {self.basis})"
+            return (
+                False,
+                f"agreement with full precision {self.agreement:.1%} < {min_agreement:.1%} ({self.n} {self.basis})",
             )
         if self.accuracy is not None and self.reference_accuracy is not None:
             drop = self.reference_accuracy - self.accuracy

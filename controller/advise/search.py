@@ -31,6 +31,7 @@ from controller.progress import fmt_duration
 
 SCREEN_SHARE = 0.6  # screening must fit in this share of the budget, or it is cut to one run each
 CHUNK_SHARE = 0.15  # a screening session holds about this share of the budget, so an overrun stops early
+MIN_CHUNK = 3  # runs: fewer would spend more on sessions' start than on runs
 
 
 def _stderr(text: str) -> None:
@@ -48,8 +49,10 @@ class Progress:
 
     @property
     def per_run_s(self) -> float:
-        done = sum(n for _, n, _ in self.rounds)
-        return sum(s for _, _, s in self.rounds) / done if done else self.first_guess_s
+        """The median of the sessions' seconds per run, each counted once per run it held (a
+        candidate's first run carries its conversion: a mean would let those dominate)."""
+        each = [s / n for _, n, s in self.rounds for _ in range(n) if n]
+        return statistics.median(each) if each else self.first_guess_s
 
     def spent(self) -> float:
         return time.monotonic() - self.started
@@ -159,7 +162,7 @@ class Search:
             while todo:
                 if self._out_of_budget():
                     return
-                per_chunk = max(1, int(CHUNK_SHARE * self.req.budget_s / self.progress.per_run_s))
+                per_chunk = max(MIN_CHUNK, int(CHUNK_SHARE * self.req.budget_s / self.progress.per_run_s))
                 chunk, todo = todo[:per_chunk], todo[per_chunk:]
                 if not self._session(f"screening (run {rep} of {runs_each} each)", {n: 1 for n in chunk}):
                     return

@@ -68,7 +68,8 @@ def _batch_engines(
             if route is not None and route.runnable:
                 pairs.append((image, engine))
             else:
-                out.append(Exclusion(f"{image}/{engine}", f"cannot run {source.label}: {verdict['engines'][engine]}"))
+                how = str(verdict["engines"][engine]).removeprefix("no: ")
+                out.append(Exclusion(f"{image}/{engine}", f"cannot run {source.label}: {how}"))
     return pairs, out
 
 
@@ -275,6 +276,14 @@ def dimensions(req: AdviseRequest, candidates: list[Candidate]) -> list[str]:
             by_runtime[c.runtime].append(c.precision)
     lines.append("precision: " + "; ".join(f"{r} {', '.join(p)}" for r, p in by_runtime.items()))
     return lines
+
+
+def grouped(exclusions: list[Exclusion]) -> list[str]:
+    """One line per reason, naming everything it left out (a GPU image's engines share one)."""
+    by: dict[str, list[str]] = {}
+    for e in exclusions:
+        by.setdefault(e.reason, []).append(e.what)
+    return [f"  {', '.join(whats)}: {reason}" for reason, whats in by.items()]
 
 
 def fixed_options(candidates: list[Candidate]) -> dict[str, Any]:
