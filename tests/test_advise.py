@@ -278,8 +278,8 @@ def test_a_language_models_agreement_is_its_greedy_tokens_at_load():
     from controller.advise.quality import quality_of
 
     c = Candidate("q4", "llamacpp-cpu", "llamacpp", "cpu", "q4_k_m", True, concurrency=1, reference="f32")
-    rec = {"mode": "serving", "engine": "llamacpp",
-           "result": {"generation": {"load_parity": {"token_agreement": 0.8, "gated": False, "prompts": 5}}}}  # fmt: skip
+    parity = {"token_agreement": 0.8, "gated": False, "prompts": 5}
+    rec = {"mode": "serving", "engine": "llamacpp", "result": {"generation": {"load_parity": parity}}}
     q = quality_of(c, rec, None)
     assert (q.agreement, q.n) == (0.8, 5) and "greedy tokens" in q.basis
 
