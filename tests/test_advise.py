@@ -140,7 +140,9 @@ def candidate(name: str, precision: str = "fp32", batch: int = 1, reference: str
     )
 
 
-def write_runs(folder: Path, c: Candidate, energies: list[float | None], p99_ms: float, **extra: Any) -> None:
+def write_runs(
+    folder: Path, c: Candidate, energies: list[float | None], p99_ms: float, campaign: str = CAMPAIGN, **extra: Any
+) -> None:
     """Runs of candidate ``c`` re-dressed from a real record: its cell, window, p99 latency and total
     energy per run (``None``: no energy domain measured, as on this host), an energy bound of 1 %."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,9 +150,9 @@ def write_runs(folder: Path, c: Candidate, energies: list[float | None], p99_ms:
         rec = json.loads(json.dumps(TEMPLATE))
         cell_id = f"resnet50.tiny.{c.name}.b{c.batch_size}.r{rep}"
         rec["run_id"] = f"20270101T{rep:06d}-{abs(hash(cell_id)) % 16**6:06x}"
-        rec["campaign"] = CAMPAIGN
+        rec["campaign"] = campaign
         rec["cell"].update(
-            id=cell_id, campaign=CAMPAIGN, configuration=c.name, repetition=rep, batch_size=c.batch_size,
+            id=cell_id, campaign=campaign, configuration=c.name, repetition=rep, batch_size=c.batch_size,
             options=c.options, samples=SAMPLES,
         )  # fmt: skip
         rec["spec"]["batch_size"] = c.batch_size
@@ -248,6 +250,26 @@ def test_too_few_runs_for_an_interval_give_a_confidence_and_say_how_many_would_d
     m = decide(tmp_path, [a, b], None).runner_up
     assert m is not None and m.low is None and "4 a side are needed" in m.note
     assert m.confidence == pytest.approx(1 - 1 / 6)  # 2 against 2, every pair in its favour: P = 1/C(4,2)
+
+
+def test_compare_matches_two_advise_folders_candidate_by_candidate(tmp_path):
+    """Candidates differ in engine options only, so they share a cell: compare pairs them by name."""
+    from controller.compare import run_compare
+    from controller.compare.options import parse_options
+
+    fast, slow = candidate("t2"), candidate("t1")
+    for name, factor in (("before", 1.0), ("after", 1.3)):
+        write_runs(tmp_path / name, fast, [10.0 * s for s in SPREAD], p99_ms=20, campaign=name)
+        write_runs(tmp_path / name, slow, [factor * 14.0 * s for s in SPREAD], p99_ms=30, campaign=name)
+    opts = parse_options(
+        metric="energy", threshold="5%", alpha="0.05", fmt="json", require_energy=False, allow_undecided=False,
+        duplicates="refuse", grid_intensity=None, country=None, pue=None,
+    )  # fmt: skip
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run_compare(tmp_path / "before", tmp_path / "after", opts)
+    results = {r["cell"].split("[")[-1].rstrip("]"): r["verdict"] for r in json.loads(out.getvalue())["results"]}
+    assert results == {"t1": "regression", "t2": "equivalent"} and code == 1
 
 
 # --- the quality of a reduced precision, from records ---------------------------------------------
