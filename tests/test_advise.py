@@ -306,6 +306,28 @@ def test_a_language_models_agreement_is_its_greedy_tokens_at_load():
     assert (q.agreement, q.n) == (0.8, 5) and "greedy tokens" in q.basis
 
 
+# --- the settings advise varies, on a single run --------------------------------------------------
+
+
+def test_onnx_runtime_int8_is_a_cached_conversion_with_its_agreement_recorded_and_the_graph_level_applied(cli):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from tests.test_engines_cpu import TINY, run_ok
+
+    args = ["--image", "onnx-cpu", "--model", "resnet50", *TINY, "--runner", "local"]  # the end-to-end test's model
+    rec = run_ok(cli, *args, "--option", "quantization=int8", "--option", "graph_optimization_level=basic")
+    artifact = rec["artifact"]
+    assert artifact["conversion"] == "onnx2int8" and artifact["source_artifact"]["conversion"] == "torch2onnx"
+    parity = artifact["parity"]
+    assert parity["gated"] is False and parity["samples"] == 32 and 0.0 <= parity["argmax_agreement"] <= 1.0
+    assert artifact["quantization"]["weights"] == "uint8"  # a convolutional graph: ConvInteger's uint8
+    assert rec["result"]["options_used"]["graph_optimization_level"] == "basic"
+    proc = cli("run", *args, "--option", "quantization=int8")  # the cached artifact, said as recorded
+    assert proc.returncode == 0 and "top-1 agreement with the source" in proc.stdout and "not a gate" in proc.stdout
+    refused = cli("run", "--image", "onnx-openvino", "--model", "resnet50", *TINY, "--option", "quantization=int8")
+    assert refused.returncode == 2 and "runs on ONNX Runtime's CPU provider" in refused.stderr
+
+
 # --- end to end, with the local runner ------------------------------------------------------------
 
 
