@@ -159,13 +159,29 @@ class Search:
         random.Random(self.seed).shuffle(order)  # chunks of the screening mix runtimes
         for rep in range(1, runs_each + 1):
             todo = [c.name for c in order if self.reps.get(c.name, 0) < rep]
+            need, left = len(todo) * self.progress.per_run_s, self.req.budget_s - self.progress.spent()
+            if rep > 1 and todo and need > SCREEN_SHARE * left:
+                self.say(
+                    f"advise: screening run {rep} of {len(todo)} candidates would take ~{fmt_duration(need)} of the "
+                    f"{fmt_duration(left)} left (runs take ~{fmt_duration(self.progress.per_run_s)} here): refining "
+                    "from the runs so far instead"
+                )
+                return
             while todo:
                 if self._out_of_budget():
                     return
-                per_chunk = max(MIN_CHUNK, int(CHUNK_SHARE * self.req.budget_s / self.progress.per_run_s))
-                chunk, todo = todo[:per_chunk], todo[per_chunk:]
+                size = self._chunk()
+                chunk, todo = todo[:size], todo[size:]
                 if not self._session(f"screening (run {rep} of {runs_each} each)", {n: 1 for n in chunk}):
                     return
+
+    def _chunk(self) -> int:
+        """Runs in the next screening session: a few until a run's time here is measured, then about
+        CHUNK_SHARE of the budget, never more than the budget left holds (a session is not cut short)."""
+        per = self.progress.per_run_s
+        size = MIN_CHUNK if not self.progress.rounds else max(MIN_CHUNK, int(CHUNK_SHARE * self.req.budget_s / per))
+        left = self.req.budget_s - self.progress.spent()
+        return max(1, min(size, int(left // per)))
 
     def _out_of_budget(self) -> bool:
         return self.progress.spent() + self.progress.per_run_s > self.req.budget_s
