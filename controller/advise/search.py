@@ -226,6 +226,11 @@ class Search:
                 f"~{fmt_duration(est / max(1, runs_each) * self.req.screen)} of the {fmt_duration(self.req.budget_s)} "
                 "budget: one run each, then more only where needed"
             )
+        self.say(
+            f"advise: {len(self.space.candidates)} candidates; screening {runs_each} run{'s' if runs_each > 1 else ''} "
+            f"each, ~{fmt_duration(est)} estimated, then refining what may still matter, within the "
+            f"{fmt_duration(self.req.budget_s)} budget"
+        )
         self.screening(runs_each)
         stopped = (
             "an interruption"
