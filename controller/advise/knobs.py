@@ -108,7 +108,11 @@ def precisions(engine: str, provider: str, serving: bool, flags: set[str]) -> li
 
 
 # Precisions the issue names that joulebench cannot select yet, and why (shown by `advise --plan`).
+_TORCH_FP16 = "FP16 (half weights or autocast) is no option of joulebench's torch engines yet"
 NOT_OFFERED = {
     ("onnxruntime", "cuda"): "FP16 on ONNX Runtime's CUDA provider needs an FP16 copy of the model, a conversion "
     "joulebench does not make yet (TensorRT's FP16 is offered on onnx-trt and tensorrt)",
+    ("torch", "cuda"): _TORCH_FP16,
+    ("torchscript", "cuda"): _TORCH_FP16,
+    ("torch-compile", "cuda"): _TORCH_FP16,
 }
