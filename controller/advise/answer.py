@@ -41,6 +41,8 @@ def scaled(value: float | None, unit: str, like: float | None = None) -> str:
     """1.2 ms, 35 mJ, 3.1 s: a value in its unit's best prefix (``like``'s, when given)."""
     if value is None or not math.isfinite(value):
         return "n/a"
+    if unit == "ms":  # a latency: in s from a second on
+        return f"{value:.3g} ms" if abs(value) < 1000 else scaled(value / 1000.0, "s")
     if unit not in ("s", "J") and not unit.startswith(("s/", "J/")):
         return f"{value:.3g} {unit}"
     base = unit.split("/")[0]
@@ -116,7 +118,7 @@ def build_answer(outcome: Outcome, grid_repetitions: int | None = None) -> Answe
     ]
     if others:
         answer.runner_up = margin(r, others[0], basis, req.alpha)
-    seen = {r.candidate.runtime}
+    seen = {r.candidate.runtime, *(o.candidate.runtime for o in others[:1])}  # the next one is said already
     for o in others:
         if o.candidate.runtime not in seen:
             seen.add(o.candidate.runtime)
@@ -192,7 +194,7 @@ def _recommendation(answer: Answer) -> list[str]:
         lines.append(f"  top-1 agreement with full precision {obs.quality.describe()} {obs.quality.basis}")
     if answer.runner_up is not None:
         lines.append(f"  margin over the next candidate {answer.runner_up.other}: {answer.runner_up.describe(what)}")
-        if not answer.runner_up.separated:
+        if not answer.runner_up.separated and answer.runner_up.low is not None:
             lines.append(
                 "  the data could not tell these two apart at this level: either serves; more runs would decide "
                 "(advise --max-repetitions, or a larger --budget)"

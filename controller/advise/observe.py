@@ -80,7 +80,9 @@ def _energy_note(row: dict[str, Any]) -> str:
     if flags:
         return f"energy flagged by the meters ({flags[0].get('code')}): {flags[0].get('message')}"
     if row.get("total_energy") is None:
-        return json.loads(row.get("notes") or "{}").get("total_energy") or "energy not measured"
+        notes = json.loads(row.get("notes") or "{}")
+        parts = [f"{d.split('_')[0].upper()}: {notes[d]}" for d in ("cpu_energy", "gpu_energy") if notes.get(d)]
+        return "; ".join(parts) or notes.get("total_energy") or "energy not measured"
     return ""
 
 
@@ -136,7 +138,35 @@ def observe(
         if obs.candidate.reduced:
             ref = by_name.get(obs.candidate.reference or "")
             obs.quality = quality_of(obs.candidate, obs.first(), ref.first() if ref else None)
+    pool_quality(list(by_name.values()))
     return by_name, basis_of(by_name, kind, serving)
+
+
+def pool_quality(observations: list[Observation]) -> None:
+    """A runtime's reduced precision is judged by the lowest agreement any of its candidates measured:
+    the numbers it changes are the same whatever the threads or batch size, and one candidate's few
+    samples (a batch-1 run's first predictions) must not pass a precision that another's fail. (The
+    samples overlap between candidates, so they are not added up.)"""
+    groups: dict[tuple[str, str], list[Quality]] = {}
+    for obs in observations:
+        q = obs.quality
+        if q is not None and q.agreement is not None:
+            groups.setdefault((obs.candidate.runtime, obs.candidate.precision), []).append(q)
+    for obs in observations:
+        members = groups.get((obs.candidate.runtime, obs.candidate.precision), [])
+        if obs.quality is None or len(members) < 2:
+            continue
+        worst = min(members, key=lambda q: (q.agreement or 0.0, -(q.n or 0)))
+        if worst is obs.quality:
+            continue
+        obs.quality = Quality(
+            worst.agreement,
+            worst.n,
+            f"{worst.basis}; the lowest of the {len(members)} {obs.candidate.precision} candidates of "
+            f"{obs.candidate.runtime}",
+            obs.quality.accuracy,
+            obs.quality.reference_accuracy,
+        )
 
 
 def basis_of(observations: dict[str, Observation], kind: str, serving: bool) -> Basis:

@@ -207,5 +207,20 @@ def wanted(
         if contenders and r.n < max_repetitions:
             out.append(top)
         out += [o.candidate.name for o in contenders if o.n < max_repetitions]
+        # The margin is stated over the next candidate that meets the goal, left the race or not: it
+        # needs the runs of an exact interval on both sides.
+        follow = runner_up(observations, table, basis, top)
+        for name in (top, follow):
+            if name is not None and name not in out and observations[name].n < min(enough, max_repetitions):
+                out.append(name)
     out += [n for n, o in racing.items() if n not in out and o.n < min(enough, max_repetitions)]
     return out
+
+
+def runner_up(
+    observations: dict[str, Observation], table: dict[str, Standing], basis: Basis, top: str | None
+) -> str | None:
+    """The admissible candidate meeting the goal with the next least median objective after ``top``."""
+    ok = [o for n, o in observations.items() if n != top and table[n].admissible and table[n].feasible]
+    ranked = sorted(ok, key=lambda o: median(values(o, basis)) or math.inf)
+    return ranked[0].candidate.name if ranked else None
