@@ -51,10 +51,19 @@ def _panel(ax: Any, answer: Answer, x_of: Any, x_label: str, higher_x_better: bo
     ax.plot([], [], "x", color="0.6", label="excluded (quality, failures)")
     if goal is not None and math.isfinite(goal.limit):
         ax.axvline(goal.limit, color="tab:green", ls="--", lw=0.8, label=f"goal: {goal.describe()}")
+    _log_if_wide(ax, [p[0] for p in points.values()], "x")
+    _log_if_wide(ax, [p[1] for p in points.values()], "y")
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"{basis.label.split(' (')[0]} [{basis.unit}]")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def _log_if_wide(ax: Any, values: list[float], axis: str) -> None:
+    """A log axis where the candidates span more than a decade (llama.cpp beside ONNX Runtime GenAI)."""
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
 def plot_front(answer: Answer, path: Path) -> Path:

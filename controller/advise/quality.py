@@ -106,7 +106,7 @@ def _serving(record: dict[str, Any]) -> Quality:
     if share is None:
         return Quality(reason=why or "not recorded")
     prompts = ((record.get("result") or {}).get("generation") or {}).get("load_parity", {}).get("prompts")
-    what = "reference prompts (greedy tokens against transformers)" if basis == "tokens" else "reference prompts' text"
+    what = "reference prompts' greedy tokens against transformers'" if basis == "tokens" else "reference prompts' text"
     return Quality(share, prompts, what)
 
 
