@@ -25,8 +25,6 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20, "resources": {"joulebench_host": 1}}
-HEAD = {"num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * 2**20}
 
 CAMPAIGN = """
 [campaign]
@@ -77,7 +75,8 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, default=5, help="per batch size (6 blocks): 5 gives 30 runs")
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
-    from ray.cluster_utils import Cluster
+    sys.path.insert(0, str(REPO))
+    from controller.cluster.local import LocalCluster  # its own ports and temporary folder
 
     work = Path(tempfile.mkdtemp(prefix="joulebench-scaling-"))
     cache = work / "cache"
@@ -88,13 +87,11 @@ def main() -> int:
     if export.returncode != 0:
         print(export.stderr, file=sys.stderr)
         return 1
-    cluster = Cluster(initialize_head=True, head_node_args=HEAD)
+    cluster = LocalCluster()
     walls: dict[int, tuple[float, float]] = {}
     try:
         for n in sorted(args.nodes):
-            while len(cluster.list_all_nodes()) - 1 < n:
-                cluster.add_node(**NODE)
-            cluster.wait_for_nodes()
+            cluster.add_nodes(n - len(cluster.nodes))
             name = f"scaling-{n}"
             file = work / f"{name}.toml"
             file.write_text(CAMPAIGN.format(name=name, repetitions=args.repetitions, cooldown=args.cooldown))

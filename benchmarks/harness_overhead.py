@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,9 +29,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from controller import interrupts
 from controller.artifacts import ARTIFACT_MOUNT, Conversion, default_cache, ensure_artifact
 from controller.cache import ArtifactCache
 from controller.errors import UserError
+from controller.interrupts import interrupted_reason, signals_deferred
+from controller.runners.base import Invocation, Mount, execute
 from controller.runners.local import LocalRunner
 from harness.protocol import RunSpec
 from suite.sources import MODEL_MOUNT, ModelSource, SourceError, parse_input_shapes, resolve_source
@@ -48,6 +52,8 @@ ENGINES = {
     "mxnet": ("mxnet-cpu", "cpu", None),
 }
 LOCAL = {"onnxruntime", "torch", "torchscript", "openvino"}
+LOOP_TIMEOUT_S = 3600.0  # one engine's rounds in its image
+CHILD_STOP_S = 120.0  # an interrupted child's time to clean up before it is killed
 
 
 def engine_ratio(
@@ -82,44 +88,70 @@ def engine_ratio(
         spec = replace(spec, model=source.label, source=None, model_source=source.harness_fields(inside, batch))
     argv = ["--spec", json.dumps(asdict(spec)), "--rounds", str(rounds), "--batches", str(n_batches)]
     if key in LOCAL:
-        proc = subprocess.run(
-            [sys.executable, str(BENCH / "engine_loop.py"), *argv], capture_output=True, text=True, cwd=REPO
-        )
+        proc = run_child([sys.executable, str(BENCH / "engine_loop.py"), *argv])
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-1500:])
         return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-    from controller.images import get_manifest
-    from controller.runners.docker_runner import connect
-
-    client = connect()
-    tag = get_manifest(image).tag
-    if not client.images.list(name=tag):
-        raise UserError(f"image {tag} is not built")
-    volumes = {str(BENCH): {"bind": "/opt/bench", "mode": "ro"}}
+    runner = docker_runner()
+    runner.image(image)  # UserError when it is not built
+    mounts = [Mount(str(BENCH), "/opt/bench")]
     if artifact:
-        volumes[str(default_cache() / artifact.key)] = {"bind": f"{ARTIFACT_MOUNT}/{artifact.key}", "mode": "ro"}
-    for host, rel in source.mounts() if source is not None else []:
-        volumes[host] = {"bind": f"{MODEL_MOUNT}/{rel}", "mode": "ro"}
-    import docker.errors
-
-    try:
-        out = client.containers.run(
-            tag,
-            ["/opt/bench/engine_loop.py", *argv],
+        mounts.append(Mount(str(default_cache() / artifact.key), f"{ARTIFACT_MOUNT}/{artifact.key}"))
+    mounts += [Mount(host, f"{MODEL_MOUNT}/{rel}") for host, rel in (source.mounts() if source is not None else [])]
+    # The container a run gets (labelled, hardened, removed whatever happens; one left by a kill -9
+    # is reaped by the next start), running the loop script instead of the harness.
+    execution = execute(
+        runner,
+        Invocation(
+            image=image,
+            argv=["/opt/bench/engine_loop.py", *argv],
             entrypoint=["python3"],
-            volumes=volumes,
-            network_mode="none",
-            remove=True,
-            stdout=True,
-            stderr=False,
-        )
-    except docker.errors.ContainerError as exc:
-        raise RuntimeError((exc.stderr or b"").decode(errors="replace")[-1500:] or str(exc)) from None
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+            timeout_s=LOOP_TIMEOUT_S,
+            mounts=mounts,
+            labels={"joulebench.campaign": "bench-harness-overhead", "joulebench.run": f"{key}-b{batch}"},
+        ),
+    )
+    if execution.start_error:
+        raise RuntimeError(execution.start_error)
+    if execution.timed_out or execution.exit_code != 0:
+        raise RuntimeError("\n".join(execution.log_tail()) or f"exited with code {execution.exit_code}")
+    return dict(json.loads(execution.stdout.strip().splitlines()[-1]))
+
+
+_DOCKER: list[Any] = []
+
+
+def docker_runner() -> Any:
+    """One Docker runner for the whole benchmark (its start reaps what a killed benchmark left)."""
+    if not _DOCKER:
+        from controller.runners.docker_runner import DockerRunner
+
+        _DOCKER.append(DockerRunner())
+    return _DOCKER[0]
+
+
+def run_child(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """A child process to its end; interrupted, it is asked to stop (SIGTERM: a controller removes
+    its containers and writes its record) before it is killed."""
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=REPO
+    ) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            with signals_deferred():
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.communicate(timeout=CHILD_STOP_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def through_cli(runner: str, model_size: str, batch: int, samples: int, results: Path) -> float:
-    proc = subprocess.run(
+    proc = run_child(
         [
             sys.executable,
             "-m",
@@ -141,10 +173,7 @@ def through_cli(runner: str, model_size: str, batch: int, samples: int, results:
             str(results),
             "--campaign",
             runner,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+        ]
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -155,6 +184,17 @@ def through_cli(runner: str, model_size: str, batch: int, samples: int, results:
 
 
 def main() -> int:
+    interrupts.install()  # Ctrl-C, SIGTERM, SIGHUP: containers removed, exit 130, no traceback
+    try:
+        return measure()
+    except KeyboardInterrupt as exc:
+        print(f"{interrupted_reason(exc)}: its containers and processes were removed", file=sys.stderr)
+        return 130
+    finally:
+        interrupts.ignore()
+
+
+def measure() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-size", default="full")
     parser.add_argument("--rounds", type=int, default=5)
@@ -192,9 +232,7 @@ def main() -> int:
     if args.engines or source is not None:
         return 0
     try:
-        from controller.runners.docker_runner import DockerRunner
-
-        DockerRunner().image("onnx-cpu")
+        docker_runner().image("onnx-cpu")
     except UserError as exc:
         print(f"  docker / local: skipped ({str(exc).splitlines()[0]})")
         return 0

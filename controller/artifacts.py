@@ -192,7 +192,8 @@ def _convert(
         source_artifact=source_in,
         model_source=source_fields,
     )
-    note(f"converting {conv.model} ({conv.model_size}, {conv.weights} weights) with {conv.name} in {conv.image} ...")
+    where = f"in {conv.image}" if runner.kind == "docker" else "locally"
+    note(f"converting {conv.model} ({conv.model_size}, {conv.weights} weights) with {conv.name} {where} ...")
     execution = execute(
         runner,
         Invocation(

@@ -34,7 +34,7 @@ from controller.workload import Outcome, Plan, Summarize, attach_meters, harness
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
-from suite.sources import ModelSource
+from suite.sources import ModelSource, SourceError, check_model_name
 
 # Native engines and the framework whose definition (and preprocessing) they run.
 NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
@@ -85,6 +85,38 @@ def check_int8(engine: str, provider: str, options: dict[str, Any]) -> None:
         )
 
 
+# The first bytes of the weights files the model definitions load: a PyTorch zip or pickle, Keras
+# (.keras zip, .h5), MXNet .params (its NDArray-list magic); safetensors is checked by its header.
+WEIGHTS_MAGIC = (b"PK\x03\x04", b"\x80", b"\x89HDF\r\n\x1a\n", (0x112).to_bytes(8, "little"))
+
+
+def weights_problem(path: Path, task: str) -> str | None:
+    """Why ``path`` cannot be a registered model's weights, by a look at it (what fits the model is
+    known only once it is loaded); None when it may be."""
+    if path.is_dir():
+        if task != "text-classification":
+            return "is a folder; this model loads a weights file (a folder is for a fine-tuned text model)"
+        if not (path / "config.json").is_file():
+            return "is a folder without config.json: save the fine-tuned model with save_pretrained or save_to_preset"
+        return None
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not head:
+        return "is empty"
+    if head.startswith(WEIGHTS_MAGIC):
+        return None
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if 0 < header_len < path.stat().st_size and head[8:9] == b"{":
+        return None  # safetensors: a little-endian header length, then its JSON header
+    return (
+        "is not a weights file joulebench can load (a PyTorch .pt/.pth state dict, safetensors, Keras .keras or "
+        ".h5, or MXNet .params)"
+    )
+
+
 class BatchWorkload:
     mode = "batch"
 
@@ -122,6 +154,12 @@ class BatchWorkload:
             size = info.size(w.model_size)
         except KeyError as exc:
             raise UserError(str(exc).strip("'\"")) from None
+        if w.input_shapes:
+            shape = "x".join(map(str, size.input_shape))
+            raise UserError(
+                f"--input-shape sizes the dynamic axes of your own model; {w.model} is registered and its "
+                f"{w.model_size} size takes {shape}: leave --input-shape out (or choose --model-size)"
+            )
         self._check_amounts()
         try:
             check_options(engine, w.options)
@@ -166,6 +204,10 @@ class BatchWorkload:
             raise UserError(
                 f"image {w.image} does not serve engine {self.engine!r}; valid engines: {', '.join(manifest.engines)}"
             )
+        try:
+            check_model_name(w.model)  # a typo or a missing file is the problem to name, not the flags beside it
+        except SourceError as exc:
+            raise UserError(str(exc)) from None
         for flag, value, default in (("--weights", w.weights, "random"), ("--source", w.source, None)):
             if value != default:
                 raise UserError(f"{flag} applies to registered models; {w.model} brings its own weights and definition")
@@ -195,15 +237,22 @@ class BatchWorkload:
         return Plan(manifest, self.engine, [w.image] + [image for _, image in self.steps], identity)
 
     def _check_amounts(self) -> None:
-        from controller.requests import positive
+        from controller.inputs import COUNTS, SECONDS
+        from controller.requests import within
 
         w = self.what
-        for name, value in (("--batch-size", w.batch_size), ("--samples", w.samples), ("--limit", w.limit)):
-            if value is not None and value < 1:
-                raise UserError(f"{name} must be at least 1, got {value}")
-        positive("--duration", w.duration_s)
-        if w.warmup < 0:
-            raise UserError(f"--warmup must be 0 or more, got {w.warmup}")
+        for name in ("batch_size", "samples", "limit", "warmup", "seed"):
+            value = getattr(w, name)
+            if value is not None:
+                within(f"--{name.replace('_', '-')}", value, COUNTS[name])
+        if w.duration_s is not None:
+            within("--duration", w.duration_s, SECONDS["duration_s"])
+            timeout = self.request.where.timeout_s
+            if w.duration_s >= timeout:
+                raise UserError(
+                    f"--duration {w.duration_s:g} s does not fit in the run's timeout of {timeout:g} s (the run "
+                    "would be killed while measuring): raise --timeout above the duration plus loading and warm-up"
+                )
 
     def _check_weights(self) -> None:
         w = self.what
@@ -215,6 +264,9 @@ class BatchWorkload:
                 f"--weights {w.weights!r} is neither {' nor '.join(WEIGHTS_KINDS[:2])} nor an existing file "
                 "or model folder"
             )
+        problem = weights_problem(path, get_model(w.model).task)
+        if problem:
+            raise UserError(f"--weights {w.weights} {problem}")
         self.weights_kind, self.weights_file = "path", path
 
     def _check_dataset(self, task: str | None = None) -> int | None:
@@ -321,6 +373,7 @@ class BatchWorkload:
             memory=where.memory,
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
+            shm_size=where.shm_size,
             labels={"joulebench.campaign": where.campaign, "joulebench.run": record.run_id},
             on_line=lambda line: self._line(line, progress),
         )
@@ -421,18 +474,23 @@ class BatchWorkload:
         where = self.request.where
         code, reason = harness_failure(execution, out.error, out.result is None, where.timeout_s, where.memory)
         if code is not None:
-            outcome.failure = self._failure(execution, code, reason or "")
+            outcome.failure = self._failure(execution, code, reason or "", out.events)
             return outcome
         outcome.result = out.result
         outcome.window = out.window_ns("measure")
         return outcome
 
-    def _failure(self, execution: Execution, code: str, reason: str) -> dict[str, Any]:
-        phase = self.last_phase or "start-up"
+    def _failure(
+        self, execution: Execution, code: str, reason: str, events: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        # The harness's whole output names the phase it died in, even where the live reader lagged;
+        # before its first phase (imports: a framework's can run out of memory) it was starting up.
+        started = [e["phase"] for e in events or [] if e.get("edge") == "start" and e.get("phase")]
+        phase = started[-1] if started else self.last_phase or "start-up"
         return {
             "code": code,
             "reason": reason.replace("{phase}", phase),
-            "phase": self.last_phase,
+            "phase": phase,
             "exit_code": execution.exit_code,
             "log_tail": execution.log_tail(),
         }

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from controller.cli_args import file_path, path_or_name
 from controller.errors import UserError
 
 
@@ -17,8 +18,8 @@ def add_campaign_parser(sub: Any) -> None:
         ("run", "run what is left of the campaign (resumes: cells recorded ok are skipped)"),
     ):
         p = csub.add_parser(name, help=text)
-        p.add_argument("file", type=Path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
-        p.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+        p.add_argument("file", type=file_path, metavar="FILE", help="campaign file, e.g. suite/campaigns/ci-smoke.toml")
+        p.add_argument("--results", type=file_path, default=Path("results"), help="results directory")
         p.add_argument("--runner", choices=["auto", "docker", "local"], help="override the campaign file's runner")
         p.add_argument(
             "--set",
@@ -39,24 +40,39 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
         else:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
-            p.add_argument("--cache", type=Path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument("--cache", type=file_path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument(
+                "--quiet-wait",
+                dest="quiet_wait_s",
+                type=float,
+                help="seconds each run waits at most for a quiet host (no other joulebench run, CPUs idle) before "
+                "measuring; then it runs, flagged foreign_load (default: the file's quiet_wait_s, else 60)",
+            )
             p.add_argument(
                 "--build-images",
                 action="store_true",
-                help="with --cluster: nodes with Docker build the images they lack before the campaign starts",
+                help="with --cluster: nodes with Docker build the images they lack before the campaign starts "
+                "(and nodes that join, before they get a block)",
+            )
+            p.add_argument(
+                "--node-wait",
+                type=float,
+                metavar="SECONDS",
+                help="with --cluster: how long blocks that no live node can run wait for a node to join and pass "
+                "its readiness check (a replacement VM) before they are left for a later resume (default 600)",
             )
 
 
 def add_report_parser(sub: Any) -> None:
     report = sub.add_parser("report", help="tables, statistics and plots of a campaign's records")
-    report.add_argument("folder", type=Path, metavar="FOLDER", help="a campaign's records, e.g. results/ci-smoke")
+    report.add_argument("folder", type=file_path, metavar="FOLDER", help="a campaign's records, e.g. results/ci-smoke")
     report.add_argument(
         "--format",
         choices=["files", "term"],
         default="files",
         help="files (default): write FOLDER/report/ (Markdown, LaTeX, CSV, HTML); term: print the tables",
     )
-    report.add_argument("--output", type=Path, help="where to write (default FOLDER/report)")
+    report.add_argument("--output", type=file_path, help="where to write (default FOLDER/report)")
     report.add_argument("--mix", action="store_true", help="allow runs of differing host/GPU/driver/image in one table")
     report.add_argument(
         "--duplicates",
@@ -96,8 +112,8 @@ def add_compare_parser(sub: Any) -> None:
         epilog=COMPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compare.add_argument("a", type=Path, metavar="A", help="the reference campaign's records, e.g. results/main")
-    compare.add_argument("b", type=Path, metavar="B", help="the candidate's records, e.g. results/candidate")
+    compare.add_argument("a", type=file_path, metavar="A", help="the reference campaign's records, e.g. results/main")
+    compare.add_argument("b", type=file_path, metavar="B", help="the candidate's records, e.g. results/candidate")
     # Strings, checked by controller.compare.options: a wrong value is one line and exit 2.
     compare.add_argument("--metric", default="energy,time", help="energy, time or both (default energy,time)")
     compare.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% (default)")
@@ -144,7 +160,9 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     from controller.campaigns.history import resolve_seed
     from controller.campaigns.plan import render_plan, to_json
     from controller.campaigns.readiness import assess
+    from controller.requests import check_quiet_wait
 
+    _check_campaign_paths(args)
     campaign = load_campaign_file(args.file, args.overrides)
     if args.campaign_command == "plan" and args.cluster:
         from controller.cluster import plan_on_cluster
@@ -159,6 +177,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     if args.build_images and not args.cluster:
         raise UserError("--build-images goes with --cluster (here, build with: python -m controller images build NAME)")
+    if args.quiet_wait_s is not None:
+        check_quiet_wait(args.quiet_wait_s, "--quiet-wait")
+    if args.node_wait is not None and (not args.cluster or args.node_wait < 0):
+        raise UserError(f"--node-wait {args.node_wait:g} needs --cluster and a number of seconds >= 0")
     return run_campaign(
         campaign,
         args.results,
@@ -167,7 +189,22 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         runner=args.runner,
         cluster=args.cluster,
         build_images=args.build_images,
+        quiet_wait_s=args.quiet_wait_s,
+        node_wait_s=args.node_wait,
     )
+
+
+def _check_campaign_paths(args: argparse.Namespace) -> None:
+    """Where a campaign writes, checked before its file is even read: a run writes into --results and
+    --cache; a plan only reads --results, which must then be a folder if it exists."""
+    from controller.cache import check_writable_folder
+
+    if args.campaign_command == "run":
+        check_writable_folder(args.results, "the results folder (--results)")
+        if args.cache is not None:
+            check_writable_folder(args.cache, "the artifact cache (--cache)")
+    elif args.results.exists() and not args.results.is_dir():
+        raise UserError(f"the results folder (--results) {args.results} is a file, not a folder; name a folder")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -175,9 +212,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from controller.report import build_report
 
     carbon = carbon_factor(args.grid_intensity, args.country, args.pue)
+    _check_report_output(args)
     return build_report(
         args.folder, fmt=args.format, output=args.output, mix=args.mix, duplicates=args.duplicates, carbon=carbon
     )
+
+
+def _check_report_output(args: argparse.Namespace) -> None:
+    """Where the report goes, checked before its records are read: a report is minutes of work for a
+    big campaign, and its files must not fail to write at the end."""
+    from controller.cache import check_writable_folder
+
+    if args.format == "term":
+        if args.output is not None:
+            raise UserError("--output is where --format files writes; --format term prints: leave --output out")
+        return
+    if args.output is not None:
+        check_writable_folder(args.output, "the report folder (--output)")
+    elif args.folder.is_dir():
+        check_writable_folder(args.folder / "report", "the report folder (FOLDER/report; choose another with --output)")
 
 
 def add_models_parser(sub: Any) -> None:
@@ -189,7 +242,7 @@ def add_models_parser(sub: Any) -> None:
         "inspect", help="inputs, outputs, dtypes, dynamic axes, parameters, size, and which images can run it"
     )
     minspect.add_argument(
-        "model", metavar="MODEL", help="an ONNX/TorchScript/Keras/IR file, a model folder, hf:ORG/NAME"
+        "model", metavar="MODEL", type=path_or_name, help="an ONNX/TorchScript/Keras/IR file, a folder, hf:ORG/NAME"
     )
     minspect.add_argument(
         "--input-shape",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import Any
 
 from controller import images
-from controller.cache import check_writable_folder
+from controller.cli_args import check_output_file
 from controller.errors import UserError
 from controller.progress import Progress
 from controller.requests import MeterSettings, check_meters, positive
@@ -85,9 +87,12 @@ def images_build(args: argparse.Namespace) -> int:
     from controller.runners.docker_runner import connect
 
     manifests = {name: images.get_manifest(name) for name in args.names}
+    _check_build_inputs(args)
     for manifest in manifests.values():
         images.preflight(manifest, args.base_image, args.unpinned)  # its refusals need no Docker
     client = connect()
+    if args.network is not None:
+        _check_network(client, args.network)
     pip_config = images.host_pip_config() if args.pip_config == "host" else None
     progress = Progress()
     for name, manifest in manifests.items():
@@ -106,13 +111,51 @@ def images_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], path components lowercase.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    rf"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
+)
+
+
+def _check_build_inputs(args: argparse.Namespace) -> None:
+    """--base-image and --ca-bundle, checked before Docker is asked anything."""
+    if args.base_image is not None and not IMAGE_REF.match(args.base_image):
+        raise UserError(
+            f"--base-image {args.base_image!r} is not an image reference; give NAME[:TAG][@sha256:DIGEST], "
+            "e.g. python:3.11-slim or localhost:5000/base@sha256:..."
+        )
+    ca = args.ca_bundle
+    if ca is not None:
+        if not ca.is_file():
+            what = "is a folder" if ca.is_dir() else "no such file"
+            raise UserError(f"--ca-bundle {ca}: {what}; give the PEM file of the CA your proxy or mirror uses")
+        try:
+            pem = ca.read_bytes()[: 2**20]
+        except OSError as exc:
+            raise UserError(f"--ca-bundle {ca}: cannot read it ({exc.strerror})") from None
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise UserError(f"--ca-bundle {ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give a PEM file")
+
+
+def _check_network(client: Any, network: str) -> None:
+    """--network names Docker's build modes or an existing network: a typo is said before the build starts."""
+    if network in ("default", "host", "bridge", "none") or network.startswith("container:"):
+        return
+    if not any(n.name == network for n in client.networks.list(names=[network])):
+        raise UserError(
+            f"--network {network!r} is no network of this Docker engine; give host, bridge, none or one of "
+            "`docker network ls`"
+        )
+
+
 def idle(args: argparse.Namespace) -> int:
     from controller.meters import measure_idle, save_baseline
 
     positive("--duration", args.duration)
     check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
     if args.output is not None:
-        check_writable_folder(args.output.parent, "the folder of --output")
+        check_output_file(args.output, "--output", "baseline.json")
     print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
     baseline = measure_idle(
         args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
@@ -120,6 +163,10 @@ def idle(args: argparse.Namespace) -> int:
     path = save_baseline(baseline, args.output)
     for domain, entry in sorted(baseline.domains.items()):
         shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"
+        windows = (entry.get("spread") or {}).get("windows") or []
+        if windows:
+            spread = ", ".join(f"{w['std_power_w']:.2g} W over {w['window_s']:g} s" for w in windows)
+            shown += f" ± {entry['power_uncertainty_w']:.2g} W; it wanders by (1 sigma) {spread}"
         print(f"{domain:<6} {shown}")
     print(f"stored {path}")
     return 0

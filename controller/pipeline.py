@@ -1,6 +1,6 @@
 """One run on this host, batch or serving, as its steps — read this after ``cli.py``.
 
-    validate -> choose the runner -> the record -> resolve artifacts -> start the meters
+    validate -> choose the runner -> the record -> resolve artifacts -> a quiet host -> start the meters
       -> drive the workload -> cut the traces to its window -> build the record -> write -> summarise
 
 Batch and serving runs differ only in their :class:`Workload` (``controller/batch.py``: the
@@ -8,7 +8,8 @@ harness's measure loop; ``controller/serving/workload.py``: a model server drive
 ``controller/serving/external.py``: a server someone else started). A workload's drive gives one
 outcome per record: a serving run's load sweep (``--concurrency 1,4,16``) is one record per point,
 each with its own run id, naming the first as its sweep's group.
-A failed run is a record too; an interrupted one is recorded, then the interrupt goes on.
+A failed run is a record too; an interrupted one is recorded, then the interrupt goes on; a signal
+while a record is being written waits until it is written.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from controller.artifacts import ConversionFailed, default_cache
 from controller.batch import BatchWorkload
 from controller.cache import ArtifactCache
 from controller.errors import UserError
+from controller.interrupts import interrupted_reason, signals_deferred
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.progress import Progress
+from controller.quiet import foreign_load_flags, quiet_host
 from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import RunRequest, ServeSettings, check_meters, check_where
 from controller.runners.base import Runner
@@ -51,36 +54,69 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     """Run once and write its records, one per outcome; [(record, path)]. A failed run is a record too."""
     workload = workload_for(request)
     plan = validate(request, workload)
-    runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
-    for image in stale_images(runner, plan.images):
-        progress.note(
-            f"warning: image {image} was built from other harness/suite sources than this checkout's; "
-            f"rebuild it: python -m controller images build {image}"
-        )
-    record = new_record(request, plan, runner)
+    # The record exists from here on: a run interrupted while its runner is chosen is recorded too.
+    record = new_record(request, plan)
     path = record_path(request.where.results, request.where.campaign, record.run_id)
-    cache = open_cache(request, runner, progress)
+    try:
+        runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
+        check_local_packages(request, plan, runner)  # a refusal: nothing is written
+        for image in stale_images(runner, plan.images):
+            progress.note(
+                f"warning: image {image} was built from other harness/suite sources than this checkout's; "
+                f"rebuild it: python -m controller images build {image}"
+            )
+        record.runner = runner.describe(plan.image)
+        cache = open_cache(request, runner, progress)
+    except KeyboardInterrupt as exc:
+        with signals_deferred():
+            write_record(path, record.interrupted("setup", reason=interrupted_reason(exc)))
+        raise
 
     try:
         workload.resolve(runner, cache, record, progress)
     except ConversionFailed as exc:
-        record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail)
-        write_record(path, record)
+        with signals_deferred():
+            write_record(path, record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail))
         return [(record, path)]
-    except KeyboardInterrupt:
-        write_record(path, record.interrupted("convert"))
+    except KeyboardInterrupt as exc:
+        with signals_deferred():
+            write_record(path, record.interrupted("convert", reason=interrupted_reason(exc)))
         raise
 
-    meters = start_meters(request, plan, progress)
+    meters: MeterSession | None = None
     try:
+        record.host_state = quiet_host(runner, request.meters.quiet_wait_s, progress.note)
+        meters = start_meters(request, plan, progress)
         outcomes = workload.drive(runner, meters, record, progress)
-    except KeyboardInterrupt:
-        meters.stop()
-        write_record(path, record.interrupted(workload.last_phase))
+    except KeyboardInterrupt as exc:
+        # The tail of an interrupted run: a second Ctrl-C (or a SIGTERM) must not lose its record.
+        with signals_deferred():
+            try:
+                if meters is not None:
+                    meters.stop()
+            finally:
+                phase = workload.last_phase or "start-up"
+                write_record(path, record.interrupted(phase, reason=interrupted_reason(exc)))
         raise
-    finally:
+    except BaseException:
+        if meters is not None:
+            meters.stop()
+        raise
+    # The tail of a run that ended: an interrupt now is acted on once its records are written.
+    with signals_deferred():
         meters.stop()
+        return write_outcomes(request, workload, record, path, outcomes, meters)
 
+
+def write_outcomes(
+    request: RunRequest,
+    workload: Workload,
+    record: RunRecord,
+    path: Path,
+    outcomes: list[Outcome],
+    meters: MeterSession,
+) -> list[tuple[RunRecord, Path]]:
+    """One record per outcome, from the run as driven and the meters' traces; [(record, path)]."""
     template = copy.deepcopy(record)  # a sweep's further records start from the run as driven, not from the first
     trace: str | None = None
     if request.meters.keep_trace and any(o.window is not None for o in outcomes):
@@ -120,8 +156,24 @@ def validate(request: RunRequest, workload: Workload) -> Plan:
     return plan
 
 
-def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
-    """The run's record as it starts: failed until the workload proves otherwise."""
+def check_local_packages(request: RunRequest, plan: Plan, runner: Runner) -> None:
+    """The local runner runs in this Python: a package it lacks is said now, not after a conversion started."""
+    from controller.local_needs import local_reasons, local_serving_reasons
+
+    if runner.kind != "local" or plan.manifest is None:
+        return
+    conversion = plan.identity.get("conversion")
+    if request.mode == "serving":
+        reasons = local_serving_reasons(plan.engine, conversion is not None)
+    else:
+        reasons = local_reasons(plan.engine, plan.provider, conversion)
+    if reasons:
+        raise UserError("; ".join(reasons))
+
+
+def new_record(request: RunRequest, plan: Plan) -> RunRecord:
+    """The run's record as it starts: failed until the workload proves otherwise (its runner is
+    described once chosen)."""
     fingerprint = host_fingerprint()
     return RunRecord(
         run_id=new_run_id(),
@@ -134,7 +186,7 @@ def new_record(request: RunRequest, plan: Plan, runner: Runner) -> RunRecord:
         cell=request.cell,
         host=hostinfo.host(fingerprint),
         gpus=hostinfo.gpus(fingerprint),
-        runner=runner.describe(plan.image),
+        runner={"kind": request.where.runner, "image": plan.image},
         protocol_version=PROTOCOL_VERSION,
         **plan.identity,
     )
@@ -159,6 +211,7 @@ def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSe
         wall_output=m.wall_output,
         baseline=baseline,
         keep_trace=m.keep_trace,
+        uncertainty_limit=m.uncertainty_limit,
     )
     meters.start()
     return meters
@@ -175,6 +228,7 @@ def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters
         assert outcome.result is not None
         if outcome.window is not None:
             record.measurements = meters.summarize(*outcome.window)
+            record.measurements["flags"] += foreign_load_flags(record.host_state)
         record.ok(outcome.result, workload.metrics(outcome, record.measurements, meters.summarize))
     finally:
         if outcome.serving:

@@ -113,6 +113,9 @@ class RunRecord:
     trace_path: str | None = None
     # Where a campaign run on a Ray cluster ran: node_id, node_ip, hostname (None for a local run).
     cluster: dict[str, Any] | None = None
+    # Foreign load seen as the window was about to open, and how long the run waited for quiet
+    # (controller/quiet.py); None in records made before this check.
+    host_state: dict[str, Any] | None = None
 
     # -- the one builder's finishing moves ---------------------------------------------------
 
@@ -130,8 +133,10 @@ class RunRecord:
         self.failure = FailureInfo(code, reason, phase, exit_code, list(log_tail or []))
         return self
 
-    def interrupted(self, phase: str | None = None, log_tail: list[str] | None = None) -> RunRecord:
-        return self.fail(Failure.INTERRUPTED, INTERRUPTED_REASON, phase, None, log_tail)
+    def interrupted(
+        self, phase: str | None = None, log_tail: list[str] | None = None, reason: str = INTERRUPTED_REASON
+    ) -> RunRecord:
+        return self.fail(Failure.INTERRUPTED, reason, phase, None, log_tail)
 
     def ok(self, result: dict[str, Any], metrics: dict[str, Any]) -> RunRecord:
         self.status = "ok"
@@ -160,6 +165,7 @@ _LEFT_OUT_WHEN_NONE = (
     "trace_path",
     "failure",
     "cluster",
+    "host_state",
 )
 
 
@@ -197,6 +203,7 @@ _OPTIONAL_DICTS = (
     "metrics",
     "measurements",
     "cluster",
+    "host_state",
 )
 
 

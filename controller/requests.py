@@ -12,15 +12,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from controller import inputs
 from controller.cache import check_writable_folder
 from controller.errors import UserError
-from controller.runners.base import DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE
+from controller.inputs import BadValue
+from controller.runners.base import DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE
 from controller.serving.settings import ServingSettings
 
 CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
-SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-MIN_INTERVAL_S = 0.001
+URL = re.compile(r"^https?://[A-Za-z0-9._~%-]+(:\d{1,5})?(/\S*)?$")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Where:
     memory: str | None = None  # container memory limit
     pids_limit: int = DEFAULT_PIDS_LIMIT
     tmp_size: str = DEFAULT_TMP_SIZE
+    shm_size: str = DEFAULT_SHM_SIZE
 
 
 @dataclass
@@ -80,6 +81,10 @@ class MeterSettings:
     wall_output: int | None = None
     baseline: Path | None = None  # idle baseline file (default: the one for this host)
     baseline_max_age_s: float = 7 * 86400
+    uncertainty_limit: float = 0.02  # an energy figure whose bound exceeds this share is flagged
+    # Seconds a run waits for a quiet host (no other joulebench run, CPU idle) before its window;
+    # after that it runs, flagged foreign_load (controller/quiet.py).
+    quiet_wait_s: float = 0.0
 
 
 @dataclass
@@ -113,19 +118,36 @@ def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
         raise UserError(f"{name} must be a finite number, {bound}; got {value!r}")
 
 
+def within(name: str, value: Any, check: Any) -> Any:
+    """``check(value)`` (a checker of ``controller.inputs``), its BadValue as a UserError naming ``name``."""
+    try:
+        return check(value)
+    except BadValue as exc:
+        raise UserError(f"{name}: {exc}") from None
+
+
 def size_bytes(text: str, what: str) -> int:
     """``2g``, ``512m``, ``1.5G``, ``1024`` as bytes, or UserError saying what is expected."""
-    match = SIZE.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise UserError(f"{what} {text!r} is not a size; write e.g. 512m, 2g or 1.5g")
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    return int(within(f"{what} {text!r}", text, inputs.size_bytes))
+
+
+MAX_QUIET_WAIT_S = 86400.0
+
+
+def check_quiet_wait(seconds: float, what: str) -> None:
+    """A wait for a quiet host is bounded: 0 (check and flag only) up to a day."""
+    positive(what, seconds, allow_zero=True)
+    if seconds > MAX_QUIET_WAIT_S:
+        raise UserError(
+            f"{what} {seconds:g} s is more than a day; give at most {MAX_QUIET_WAIT_S:g} (0: check and flag only)"
+        )
 
 
 def check_campaign_name(name: str) -> None:
-    if not CAMPAIGN_NAME.match(name or "") or name in (".", ".."):
+    if not CAMPAIGN_NAME.match(name or "") or name in (".", "..") or len(name) > inputs.MAX_NAME:
         raise UserError(
-            f"campaign name {name!r} must be a plain folder name (letters, digits, '_', '.', '+', '-'; "
-            "no separators, no '..'): records go to RESULTS/NAME/"
+            f"campaign name {name!r} must be a plain folder name of at most {inputs.MAX_NAME} characters (letters, "
+            "digits, '_', '.', '+', '-'; no separators, no '..'): records go to RESULTS/NAME/"
         )
 
 
@@ -136,30 +158,53 @@ def check_where(where: Where) -> None:
     if where.runner not in RUNNERS:
         raise UserError(f"unknown runner {where.runner!r}; valid runners: {', '.join(RUNNERS)}")
     check_campaign_name(where.campaign)
-    check_writable_folder(Path(where.results), "the results folder (--results)")
+    # The records go to RESULTS/CAMPAIGN/: a file in the way is found now, not when the record is written.
+    check_writable_folder(Path(where.results) / where.campaign, "the results folder (--results)")
     if where.cache is not None:
         check_writable_folder(Path(where.cache), "the artifact cache (--cache)")
-    positive("--timeout", where.timeout_s)
+    within("--timeout", where.timeout_s, inputs.SECONDS["timeout_s"])
     if where.memory is not None:
-        if size_bytes(where.memory, "--memory") < 6 * 2**20:
-            raise UserError(f"--memory {where.memory} is below Docker's minimum of 6m")
+        within(f"--memory {where.memory}", where.memory, inputs.memory_bytes)
         if where.runner == "local":
             raise UserError(
                 "--memory limits containers; the local runner cannot apply it: drop --memory or use --runner docker"
             )
-    if where.pids_limit < 16:
-        raise UserError(f"--pids-limit must be at least 16 (the harness's own threads), got {where.pids_limit}")
+    within("--pids-limit", where.pids_limit, inputs.COUNTS["pids_limit"])
     size_bytes(where.tmp_size, "--tmp-size")
+    size_bytes(where.shm_size, "--shm-size")
 
 
 def check_meters(meters: MeterSettings) -> None:
-    positive("--interval", meters.interval_s)
-    if meters.interval_s < MIN_INTERVAL_S:
-        raise UserError(f"--interval {meters.interval_s:g} s is under 1 ms: the meters cannot sample that often")
-    positive("--baseline-max-age", meters.baseline_max_age_s)
-    if meters.wall_url is not None and not re.match(r"^https?://[^/\s]+", meters.wall_url):
+    within("--interval", meters.interval_s, inputs.SECONDS["interval_s"])
+    within("--baseline-max-age", meters.baseline_max_age_s / 86400, inputs.Positive(3650, " of days"))
+    within("--uncertainty-limit", meters.uncertainty_limit * 100, inputs.Positive(100, " of percent"))
+    check_quiet_wait(meters.quiet_wait_s, "--quiet-wait")
+    if meters.wall_url is not None and not URL.match(meters.wall_url):
         raise UserError(f"--wall-url {meters.wall_url!r} is not an http(s) URL (e.g. http://pdu.local)")
-    if meters.wall_output is not None and meters.wall_url is None:
-        raise UserError("--wall-output names a socket of the wall meter: give --wall-url too")
-    if meters.baseline is not None and not Path(meters.baseline).is_file():
-        raise UserError(f"--baseline {meters.baseline}: no such file (measure one: python -m controller idle)")
+    if meters.wall_output is not None:
+        if meters.wall_url is None:
+            raise UserError("--wall-output names a socket of the wall meter: give --wall-url too")
+        within("--wall-output", meters.wall_output, inputs.COUNTS["wall_output"])
+    if meters.baseline is not None:
+        check_baseline_file(Path(meters.baseline))
+
+
+def check_baseline_file(path: Path) -> None:
+    """An idle baseline the user names must be one: a missing or unreadable file is refused, not run without."""
+    import json
+
+    from controller.meters.baseline import IdleBaseline
+
+    if not path.is_file():
+        raise UserError(f"--baseline {path}: no such file (measure one: python -m controller idle --output {path})")
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        IdleBaseline.from_dict(data)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)[:100] or exc.__class__.__name__
+        raise UserError(
+            f"--baseline {path} is not an idle baseline file ({why}); measure one: python -m controller idle "
+            f"--output {path}"
+        ) from None

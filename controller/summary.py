@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +77,13 @@ ENERGY_SHOWN = ("total_energy_j", "cpu_energy_j", "dram_energy_j", "gpu_energy_j
 
 
 def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
-    """Energy and resource figures for the summary; unavailable ones say why, never 0."""
+    """Energy and resource figures for the summary; unavailable ones say why, never 0. Each
+    energy is ``E ± u`` with its bound (records older than the bounds show ``E`` alone)."""
     if not measurements:
         return ["energy     not measured (no measure window)"]
     metrics = measurements["metrics"]
+    flags = measurements.get("flags", [])
+    over = {f.get("metric"): f for f in flags if f.get("code") == "energy_uncertainty_high"}
     lines = []
     for name in ENERGY_SHOWN:
         m = metrics.get(name)
@@ -87,9 +92,14 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
         label = name.removesuffix("_energy_j")
         if m["available"]:
             net = m.get("net_j")
-            extra = f", net of idle {net:.3f} J" if net is not None else ", gross (no idle subtracted)"
+            extra = (
+                f", net of idle {net:.3f}{_pm(m.get('net_uncertainty_j'))} J"
+                if net is not None
+                else ", gross (no idle subtracted)"
+            )
             covers = f" covers {'+'.join(m['covers'])}" if m.get("covers") else ""
-            lines.append(f"energy     {label:<6} {m['value']:.3f} J{extra}{covers}")
+            limit = f"   bound over the {over[name]['limit']:.1%} limit" if name in over else ""
+            lines.append(f"energy     {label:<6} {m['value']:.3f}{_pm(m.get('uncertainty_j'))} J{extra}{covers}{limit}")
         elif name == "total_energy_j":
             lines.append(f"energy     {label:<6} unavailable: {m['reason'].split(':')[0]}")
         elif name in ("cpu_energy_j", "gpu_energy_j"):
@@ -97,11 +107,21 @@ def energy_lines(measurements: dict[str, Any] | None) -> list[str]:
     cpu, ram = metrics.get("cpu_percent"), metrics.get("ram_peak_bytes")
     if cpu and cpu["available"] and ram and ram["available"]:
         lines.append(f"resources  CPU {cpu['value']:.0f} % of a core, RAM peak {ram['value'] / 2**20:.0f} MiB")
-    for flag in measurements.get("flags", []):
+    host_cpu, host_ram = metrics.get("system_cpu_percent"), metrics.get("system_ram_used_percent")
+    if host_cpu and host_cpu["available"] and host_ram and host_ram["available"]:
+        lines.append(
+            f"host       CPU {host_cpu['value']:.0f} % of all cores, RAM {host_ram['value']:.0f} % used (system-wide)"
+        )
+    for flag in flags:
         if flag.get("code") == "idle_baseline_not_used":
             continue  # said once when the run started
         lines.append(f"warning    {flag['message']}")
     return lines
+
+
+def _pm(bound: float | None) -> str:
+    """`` ± u`` for a figure with a bound; nothing for one without (an older record)."""
+    return f" ± {bound:.3g}" if bound is not None else ""
 
 
 def _load_text(s: dict[str, Any]) -> str:
@@ -113,6 +133,24 @@ def _load_text(s: dict[str, Any]) -> str:
     return shown
 
 
+def _max_tokens_text(s: dict[str, Any]) -> str:
+    """The max_tokens the requests asked for (a synthetic prompt asks its own output length)."""
+    asked = s.get("max_tokens_asked") or {}
+    low, high = asked.get("min"), asked.get("max")
+    if low is None:
+        return str(s.get("max_new_tokens"))  # a record from before max_tokens_asked
+    shown = str(low) if low == high else f"{low}-{high}"
+    return shown + (" (ignore_eos)" if s.get("ignore_eos") else "")
+
+
+def _in_flight(s: dict[str, Any]) -> float | None:
+    """Requests the load point keeps in flight: its concurrency, or inf for arrivals at a rate."""
+    load = s.get("load") or {}
+    if load.get("concurrency") is not None:
+        return float(load["concurrency"])
+    return math.inf if load.get("request_rate") is not None else None
+
+
 def serving_summary(record: dict[str, Any], path: Path) -> str:
     """The one-screen summary printed after a serving run."""
     s = record.get("serving", {})
@@ -121,8 +159,10 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
         f"image      {record['image']}   engine {record['engine']}   provider {record['provider']}",
         f"model      {record['model']}   runner {record.get('runner', {}).get('kind', '?')}",
         f"prompts    {s.get('prompts', {}).get('count')} ({s.get('prompts', {}).get('source')})   "
-        f"max new tokens {s.get('max_new_tokens')}   load {_load_text(s)}",
+        f"max new tokens {_max_tokens_text(s)}   load {_load_text(s)}",
     ]
+    if s.get("extra_inputs"):
+        lines.append(f"request    extra fields {json.dumps(s['extra_inputs'], sort_keys=True)}")
     art = record.get("artifact")
     if art:
         parity = art.get("parity", {})
@@ -150,7 +190,7 @@ def serving_summary(record: dict[str, Any], path: Path) -> str:
             lines.append(
                 f"load       {record['result']['load_s']:.2f} s (outside the window)   KV cache {cache}{parity_text}"
             )
-        lines += metric_lines(record["metrics"])
+        lines += metric_lines(record["metrics"], _in_flight(s))
         lines += energy_lines(record.get("measurements"))
     else:
         failure = record.get("failure", {})

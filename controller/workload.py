@@ -102,6 +102,7 @@ def harness_failure(
     if execution.timed_out:
         return Failure.TIMEOUT, f"timed out after {timeout_s:g} s (in phase {{phase}})"
     if execution.oom_killed:
+        memory = memory or execution.runner.get("memory_limit")  # the default limit when none was asked for
         limit = f" (limit {memory})" if memory else ""
         return Failure.OUT_OF_MEMORY, f"killed: out of memory{limit} in phase {{phase}}"
     if execution.killed_from_outside is not None:

@@ -29,6 +29,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     minimum: int | None = None
+    maximum: int = 2**20  # every number has a ceiling: a run must not try to start 10**11 threads
     internal: bool = False  # set by the controller itself (e.g. a cache folder), not by users
 
     def parse(self, key: str, value: Any) -> Any:
@@ -48,6 +49,8 @@ class Option:
                 raise OptionError(f"option {key}={value!r} is not a whole number") from None
             if self.minimum is not None and number < self.minimum:
                 raise OptionError(f"option {key}={value!r} must be at least {self.minimum}")
+            if number > self.maximum:
+                raise OptionError(f"option {key}={value!r} must be at most {self.maximum}")
             return number
         if self.kind == "choice":
             match = next((c for c in self.choices if c.lower() == text.lower()), None)
@@ -59,11 +62,12 @@ class Option:
         return text
 
 
-_THREADS = Option("int", "threads of the engine's intra-op pool", minimum=1)
+MAX_THREADS = 1024
+_THREADS = Option("int", "threads of the engine's intra-op pool", minimum=1, maximum=MAX_THREADS)
 _MAX_LENGTH = Option("int", "sequence length of a text model's inputs (tokens)", minimum=1)
 _TRT_FP16 = Option("flag", "let TensorRT use FP16 kernels")
 _TRT_CACHE = Option("text", "TensorRT engine and timing cache folder", internal=True)
-_DEVICE_ID = Option("int", "GPU index", minimum=0)
+_DEVICE_ID = Option("int", "GPU index", minimum=0, maximum=255)
 _FAULTS = {  # tests of the controller's failure paths (serving)
     "fault_exit_after": Option("int", "server exits abruptly after N requests (tests)", minimum=-1),
     "fault_hang_after": Option("int", "server hangs after N requests (tests)", minimum=-1),
@@ -88,8 +92,8 @@ ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
         "trt_cache_dir": _TRT_CACHE,
         "device_type": Option("choice", "OpenVINO EP device", ("CPU", "GPU", "NPU")),
         "precision": Option("choice", "OpenVINO EP precision", ("FP32", "FP16", "ACCURACY")),
-        "threads": Option("int", "OpenVINO EP threads", minimum=1),
-        "num_streams": Option("int", "OpenVINO EP streams", minimum=1),
+        "threads": Option("int", "OpenVINO EP threads", minimum=1, maximum=MAX_THREADS),
+        "num_streams": Option("int", "OpenVINO EP streams", minimum=1, maximum=MAX_THREADS),
         "graph_optimization_level": Option(
             "choice", "ONNX Runtime graph optimisations (default all)", GRAPH_OPTIMIZATION_LEVELS
         ),
@@ -124,7 +128,7 @@ ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
     },
     "tensorflow": {
         "intra_op_threads": _THREADS,
-        "inter_op_threads": Option("int", "threads of TensorFlow's inter-op pool", minimum=1),
+        "inter_op_threads": Option("int", "threads of TensorFlow's inter-op pool", minimum=1, maximum=MAX_THREADS),
         "jit_compile": Option("flag", "compile the model with XLA"),
         "max_length": _MAX_LENGTH,
     },

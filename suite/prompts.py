@@ -177,6 +177,30 @@ def synthetic_prompts(
     return out
 
 
+WARMUP_SHARED_PIECES = 2  # a warm-up prompt starts like no measured prompt over this many pieces
+
+
+def warmup_prompts(prompts: list[Prompt], n: int) -> list[Prompt]:
+    """``n`` prompts to warm up with that are not measured: each measured prompt in turn, its pieces in
+    reverse order (its length, not its text), turned until it starts like no measured prompt, so
+    that no warm-up request leaves a prefix cache (vLLM's, llama.cpp's) primed for a measured one."""
+    measured = {p.text for p in prompts}
+    starts = {tuple(pieces(p.text)[:WARMUP_SHARED_PIECES]) for p in prompts}
+    out = []
+    for i in range(n):
+        source = prompts[i % len(prompts)]
+        parts = pieces(source.text)[::-1]
+        text = "".join(parts)
+        for k in range(len(parts)):
+            text = "".join(parts[k:] + parts[:k])
+            if text not in measured and tuple(pieces(text)[:WARMUP_SHARED_PIECES]) not in starts:
+                break
+        else:
+            text = "warm-up: " + source.text  # too short to turn: a start no measured prompt has
+        out.append(Prompt(f"warmup/{i}", text, source.max_tokens))
+    return out
+
+
 def load_prompts(
     path: Path | None = None, seed: int = 0, limit: int | None = None, synthetic: dict[str, float] | None = None
 ) -> tuple[list[Prompt], dict[str, Any]]:

@@ -84,6 +84,7 @@ def resolve_model(text: str) -> ResolvedModel:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"model folder {path} has no config.json; save the model with save_pretrained")
+        _check_config(path / "config.json")
         return ResolvedModel(path.resolve().name, "folder", str(path.resolve()), None, None)
     if text in CODE_SLMS:
         m = CODE_SLMS[text]
@@ -98,6 +99,25 @@ def resolve_model(text: str) -> ResolvedModel:
     )
 
 
+def _check_config(path: Path) -> None:
+    """A folder as transformers loads it: a config.json of the right kinds, and torch weights beside it."""
+    from suite.hf_config import check_config
+    from suite.source_spec import SourceError
+
+    try:
+        check_config(json.loads(path.read_text()))
+    except SourceError as exc:
+        raise ValueError(f"model folder {path.parent}: {exc}; save the model with save_pretrained") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path} cannot be read as JSON ({exc}); save the model with save_pretrained") from None
+    folder = path.parent
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        raise ValueError(
+            f"model folder {folder} has no weights (model.safetensors or pytorch_model.bin); save the model "
+            "with save_pretrained"
+        )
+
+
 def model_architectures(model: ResolvedModel) -> list[str]:
     """config.json's architectures of a folder, the registry's of a paper model; [] when unknown."""
     if model.source == "folder":
@@ -105,7 +125,8 @@ def model_architectures(model: ResolvedModel) -> list[str]:
             config = json.loads((Path(model.location) / "config.json").read_text())
         except (OSError, ValueError):
             return []
-        return [str(a) for a in config.get("architectures") or []]
+        found = config.get("architectures") if isinstance(config, dict) else None
+        return [str(a) for a in found] if isinstance(found, list) else []
     if model.registry is not None and model.registry.architecture:
         return [model.registry.architecture]
     return []
@@ -117,10 +138,10 @@ def model_tokenizer(model: ResolvedModel) -> str | None:
         return model.registry.tokenizer if model.registry is not None else None
     try:
         tj = json.loads((Path(model.location) / "tokenizer.json").read_text())
-    except (OSError, ValueError):
-        return None
-    pre = tj.get("pre_tokenizer") or {}
-    parts = [pre, *pre.get("pretokenizers", [])]
-    if (tj.get("model") or {}).get("type") == "BPE" and any((p or {}).get("type") == "ByteLevel" for p in parts):
-        return "byte-level BPE"
-    return "SentencePiece" if any((p or {}).get("type") == "Metaspace" for p in parts) else "other"
+        pre = tj.get("pre_tokenizer") or {}
+        parts = [pre, *pre.get("pretokenizers", [])]
+        if (tj.get("model") or {}).get("type") == "BPE" and any((p or {}).get("type") == "ByteLevel" for p in parts):
+            return "byte-level BPE"
+        return "SentencePiece" if any((p or {}).get("type") == "Metaspace" for p in parts) else "other"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None  # a tokenizer.json of another shape: unknown, as a missing one

@@ -173,13 +173,16 @@ def _saved_model(path: Path) -> ModelSource:
 
 
 def hf_folder(path: Path, hub_id: str | None = None) -> ModelSource:
-    from suite.hf_config import read_hf_config
+    from suite.hf_config import check_config, read_hf_config
 
     try:
         config = json.loads((path / "config.json").read_text())
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise SourceError(f"{path}/config.json is not JSON: {exc}") from None
-    task, auto_class, inputs, details = read_hf_config(path, config)
+    try:
+        check_config(config)  # its kinds first, then the weights: reading it may import transformers
+    except SourceError as exc:
+        raise SourceError(f"transformers cannot load {path} for joulebench: {exc}") from None
     try:
         parameters = mf.hf_parameters(path)
     except FormatError as exc:
@@ -188,6 +191,7 @@ def hf_folder(path: Path, hub_id: str | None = None) -> ModelSource:
         raise SourceError(
             f"{path} has no torch weights (model.safetensors or pytorch_model.bin): save it with save_pretrained"
         )
+    task, auto_class, inputs, details = read_hf_config(path, config)
     label = hub_id.split("/")[-1] if hub_id else path.name
     source = _folder_source("hf", path, label, task=task, inputs=inputs, parameters=parameters, hub_id=hub_id)
     details = {**details, "auto_class": auto_class}

@@ -283,6 +283,9 @@ def dataset_refusal(label: str, task: str | None, inputs: list[dict[str, Any]], 
 # --- shapes ---------------------------------------------------------------------------------------
 
 
+MAX_DIM = 2**20  # one axis of one sample; a larger one is a typo, not an input
+
+
 def parse_input_shapes(pairs: list[str] | None) -> dict[str, tuple[int, ...]]:
     """``--input-shape NAME=DIMS`` values (DIMS like 3x224x224, without the batch axis)."""
     found: dict[str, tuple[int, ...]] = {}
@@ -292,9 +295,9 @@ def parse_input_shapes(pairs: list[str] | None) -> dict[str, tuple[int, ...]]:
             shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
         except ValueError:
             shape = ()
-        if not sep or not name or not shape or any(d < 1 for d in shape):
+        if not sep or not name or not shape or any(not 1 <= d <= MAX_DIM for d in shape):
             raise SourceError(
-                f"--input-shape takes NAME=DIMS with positive sizes after the batch axis, e.g. "
+                f"--input-shape takes NAME=DIMS with sizes from 1 to {MAX_DIM} after the batch axis, e.g. "
                 f"pixel_values=3x224x224 or input_ids=128; got {pair!r}"
             )
         if name in found:

@@ -34,6 +34,7 @@ __all__ = [
     "ModelSource",
     "Route",
     "SourceError",
+    "check_model_name",
     "dataset_refusal",
     "fill_for",
     "input_spec",
@@ -68,6 +69,28 @@ def resolve_source(text: str, input_shapes: dict[str, tuple[int, ...]] | None = 
 
         source = from_path(path.resolve())
     return source.with_shapes(input_shapes)
+
+
+def check_model_name(text: str) -> None:
+    """SourceError when ``text`` names no model at all: not registered, no such file or folder, or a
+    malformed hub id. Cheap (no download, no file read): said before any other complaint about a run."""
+    from suite.models import MODELS
+
+    if text in MODELS and not _looks_like_path(text):
+        return
+    if text.startswith("hf:"):
+        from suite.hub import HUB_ID
+
+        if not HUB_ID.match(text[3:].partition("@")[0]):
+            raise SourceError(
+                f"{text} is not a hub id; name a hub model hf:ORG/NAME (e.g. hf:google/vit-base-patch16-224)"
+            )
+        return
+    if not Path(text).expanduser().exists():
+        raise SourceError(
+            f"unknown model {text!r}: neither a registered model ({', '.join(sorted(MODELS))}) nor an existing "
+            "file or folder (a hub model is named hf:ORG/NAME)"
+        )
 
 
 def _looks_like_path(text: str) -> bool:

@@ -75,8 +75,20 @@ def docker_client() -> Any:
     return client
 
 
-def containers_labelled(client: Any, label: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": label})
+def containers_labelled(client: Any, *labels: str) -> list[Any]:
+    """Containers that carry every one of ``labels`` (``key=value``). On an engine shared with other
+    controllers a test names its own: a unique campaign, or :func:`own_label`; one removed by
+    another controller while listed is not an error."""
+    return client.containers.list(all=True, filters={"label": list(labels)}, ignore_removed=True)
+
+
+def own_label() -> str:
+    """The label of containers that this test process's controller started (an in-process ``main``)."""
+    import socket
+
+    from controller.runners.docker_runner import OWNER_LABEL
+
+    return f"{OWNER_LABEL}={socket.gethostname()}:{os.getpid()}"
 
 
 def controller(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -1,12 +1,22 @@
 """An OpenAI-compatible completions server that is not ours (stdlib http.server), for the client's
 tests: it streams server-sent events with known pauses, or misbehaves in the ways real servers do.
 
-The model named in a request picks the behaviour:
+A stream has ``TOKENS`` tokens (its end of sequence), ``max_tokens`` when fewer are asked or when
+``ignore_eos`` is sent; its finish_reason is "length" when it stopped at ``max_tokens``, "stop"
+otherwise. The model named in a request picks the behaviour:
 
-- ``steady``: a first token after ``TTFT_S``, then one every ``GAP_S``, ``TOKENS`` in all (fewer
-  when max_tokens says so), the usage, [DONE];
+- ``steady``: a first token after ``TTFT_S``, then one every ``GAP_S``, the usage, [DONE];
 - ``llamacpp``: the same, ending as llama.cpp's server does: an empty event with the finish_reason,
   no usage;
+- ``timed``: ``steady`` with what our own server adds to its last event: ``timings`` (``QUEUE_MS``
+  of queueing) and ``engine_token_ns``, when each token was made;
+- ``bursty``: ``timed``, but the tokens made every ``GAP_S`` are sent in bursts of ``BURST``, as a
+  starved HTTP server sends them (its ``engine_token_ns`` still says when each was made);
+- ``truncate``: llama-cpp-python's server with ``interrupt_requests`` on: while another request is
+  in flight, it ends a stream after its first token with [DONE] and no finish_reason;
+- ``nofinish``: every stream's events carry no finish_reason (then usage and [DONE]);
+- ``noeos``: drops ``ignore_eos``: stops at its end of sequence (``TOKENS``) with "stop";
+- ``overlong``: sends two tokens more than ``max_tokens`` (its usage says so), with "length";
 - ``cut``: every ``CUT_EVERY``-th request sends two tokens and closes the connection;
 - ``error``: an error event after two tokens (a probe of two tokens passes);
 - ``json``: answers ``stream: true`` with one JSON body (a server that does not stream).
@@ -24,7 +34,9 @@ TTFT_S = 0.05
 GAP_S = 0.02
 TOKENS = 4
 CUT_EVERY = 3
-MODELS = ("steady", "llamacpp", "cut", "error", "json")
+BURST = 4
+QUEUE_MS = 7.0
+MODELS = ("steady", "llamacpp", "timed", "bursty", "truncate", "nofinish", "noeos", "overlong", "cut", "error", "json")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -50,33 +62,70 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.completions += 1
             self.server.bodies.append(body)
             n = self.server.completions
+            self.server.in_flight += 1
+        try:
+            self._complete(body, n)
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
+
+    def _complete(self, body: dict[str, Any], n: int) -> None:
         model = body.get("model")
-        tokens = min(TOKENS, int(body.get("max_tokens", 16)))
+        asked = int(body.get("max_tokens", 16))
+        honours_eos = body.get("ignore_eos") and model != "noeos"
+        tokens = asked + 2 if model == "overlong" else (asked if honours_eos else min(TOKENS, asked))
+        finish = "length" if tokens >= asked else "stop"
         if model == "json":
-            self._json({"choices": [{"text": "abcd", "finish_reason": "length"}]})
+            self._json({"choices": [{"text": "abcd", "finish_reason": finish}]})
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        t_received = time.monotonic_ns()
         time.sleep(TTFT_S)
+        made: list[int] = []
+        held: list[bytes] = []
         for i in range(tokens):
             if i:
                 time.sleep(GAP_S)
+            made.append(time.monotonic_ns())
             if model == "cut" and n % CUT_EVERY == 0 and i == 2:
                 return  # the connection closes mid-stream
             if model == "error" and i == 2:
                 self._event({"error": {"message": "out of KV-cache blocks", "type": "server_error"}})
                 return
-            last = i == tokens - 1 and model != "llamacpp"
-            self._event({"choices": [{"index": 0, "text": f"t{i}", "finish_reason": "length" if last else None}]})
+            last = i == tokens - 1 and model not in ("llamacpp", "nofinish")
+            choice = {"index": 0, "text": f"t{i}", "finish_reason": finish if last else None}
+            held.append(self._data({"choices": [choice]}))
+            if model != "bursty" or len(held) == BURST or last:
+                self._send(held)
+            if model == "truncate" and self.server.in_flight > 1:
+                self.wfile.write(b"data: [DONE]\n\n")  # cut: another request waits
+                return
+        self._send(held)
         if model == "llamacpp":
-            self._event({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]})
+            self._event({"choices": [{"index": 0, "text": "", "finish_reason": finish}]})
         else:
-            self._event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": tokens}})
+            closing: dict[str, Any] = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": tokens}}
+            if model in ("timed", "bursty"):
+                work = (time.monotonic_ns() - t_received) / 1e6
+                closing["timings"] = {"queue": QUEUE_MS, "total": work, "generate": work}
+                closing["engine_token_ns"] = made
+            self._event(closing)
         self.wfile.write(b"data: [DONE]\n\n")
 
+    @staticmethod
+    def _data(data: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    def _send(self, held: list[bytes]) -> None:
+        if held:
+            self.wfile.write(b"".join(held))
+            self.wfile.flush()
+            held.clear()
+
     def _event(self, data: dict[str, Any]) -> None:
-        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        self.wfile.write(self._data(data))
         self.wfile.flush()
 
     def _json(self, data: dict[str, Any]) -> None:
@@ -95,6 +144,7 @@ class StubServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
         self.completions = 0
+        self.in_flight = 0
         self.bodies: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -114,12 +114,13 @@ def test_plan_says_why_a_dataset_cannot_be_read_and_run_runs_none_of_those_cells
     no_path = write(
         tmp_path / "no-path.toml",
         '[campaign]\nname = "no-path"\nmodel_size = "tiny"\nrunner = "local"\ndataset = "imagenet-val"\n'
+        'dataset_path = "/no/imagenet"\n'
         f'[datasets.bert-imdb]\ndataset = "imdb"\ndataset_path = "aclImdb"\n{MATRIX}',
     )
     plan = controller("campaign", "plan", str(no_path), "--results", str(tmp_path / "results"))
     assert plan.returncode == 0, plan.stderr
     out = plan.stdout
-    assert "dataset imagenet-val for resnet50 ([campaign]): dataset imagenet-val needs dataset_path" in out
+    assert "dataset imagenet-val for resnet50 ([campaign]): dataset_path /no/imagenet does not exist" in out
     # A relative path is read from the campaign file's folder, and the plan names where it looked.
     where = tmp_path / "aclImdb"
     assert f"dataset imdb for bert-imdb ([datasets.bert-imdb]): dataset_path {where} does not exist" in out
@@ -128,7 +129,7 @@ def test_plan_says_why_a_dataset_cannot_be_read_and_run_runs_none_of_those_cells
 
     run = controller("campaign", "run", str(no_path), "--results", str(tmp_path / "results"))
     assert run.returncode == 1
-    assert "not runnable on this host" in run.stdout and "needs dataset_path" in run.stdout
+    assert "not runnable on this host" in run.stdout and "/no/imagenet does not exist" in run.stdout
     assert not list((tmp_path / "results" / "no-path").glob("*.json"))  # nothing ran
 
     # The folder appears: the imdb cell becomes runnable as far as its data goes.
@@ -161,6 +162,13 @@ def test_campaign_dataset_keys_are_validated_when_the_file_is_read(tmp_path):
         load_campaign_file(bad)
     bad = write(tmp_path / "bad.toml", f'[campaign]\n[datasets.resnet50]\ndataset = "digits"\nlimt = 3\n{MATRIX}')
     with pytest.raises(UserError, match=r"limt in \[datasets.resnet50\]"):
+        load_campaign_file(bad)
+    # What a dataset needs is the file's business, whatever the host has: refused when it is read.
+    bad = write(tmp_path / "bad.toml", f'[campaign]\ndataset = "imagenet-val"\n{MATRIX}')
+    with pytest.raises(UserError, match=r"\[campaign\] dataset imagenet-val needs dataset_path"):
+        load_campaign_file(bad)
+    bad = write(tmp_path / "bad.toml", f'[campaign]\n[datasets.resnet5]\ndataset = "digits"\n{MATRIX}')
+    with pytest.raises(UserError, match=r"\[datasets.resnet5\] names resnet5, which is not in \[matrix\] models"):
         load_campaign_file(bad)
     # Without samples or duration_s a labelled dataset is measured once through; synthetic: 64 samples.
     text = f'[campaign]\nmodel_size = "tiny"\n[datasets.resnet50]\ndataset = "digits"\n{MATRIX}'

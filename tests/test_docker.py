@@ -101,9 +101,15 @@ def test_container_runs_unprivileged_without_network_on_a_read_only_root(docker_
     assert seen["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in seen["SecurityOpt"]
     assert not seen.get("DeviceRequests")
-    # Bounded processes and /tmp, and both on the record.
+    # Bounded processes, /tmp, /dev/shm and memory (without --memory: 3/4 of the host's RAM, no
+    # swap), and all of them on the record.
     assert seen["PidsLimit"] == 4096 and "size=1g" in seen["Tmpfs"]["/tmp"]
+    assert seen["ShmSize"] == 64 * 2**20
+    limit = int(docker_client.info()["MemTotal"] * 0.75) // 2**20 * 2**20
+    assert seen["Memory"] == limit and seen["MemorySwap"] == limit
     assert execution.runner["pids_limit"] == 4096 and execution.runner["tmp_size"] == "1g"
+    assert execution.runner["shm_size"] == "64m" and execution.runner["memory_limit"] == f"{limit // 2**20}m"
+    assert execution.runner["memory_limit_source"].startswith("default")
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(started.name)
 
@@ -119,10 +125,9 @@ def test_reaping_orphans_from_two_controllers_at_once_is_not_an_error(docker_cli
     dead.wait()
     owner = f"{socket.gethostname()}:{dead.pid}"
     tag = get_manifest("onnx-cpu").tag
+    mine = f"race-{uuid.uuid4().hex[:6]}"
     made = [
-        docker_client.containers.create(
-            tag, ["--help"], labels={LABEL: "1", OWNER_LABEL: owner, "joulebench.t": "race"}
-        )
+        docker_client.containers.create(tag, ["--help"], labels={LABEL: "1", OWNER_LABEL: owner, "joulebench.t": mine})
         for _ in range(3)
     ]
     errors: list[BaseException] = []
@@ -139,7 +144,7 @@ def test_reaping_orphans_from_two_controllers_at_once_is_not_an_error(docker_cli
     for t in threads:
         t.join()
     assert errors == []
-    assert containers_labelled(docker_client, "joulebench.t=race") == []
+    assert containers_labelled(docker_client, f"joulebench.t={mine}") == []
     assert len(made) == 3
 
 
@@ -179,7 +184,8 @@ def test_interrupting_a_docker_run_removes_its_container(tmp_path, artifact_cach
     records = list((tmp_path / campaign).glob("*.json"))
     assert len(records) == 1
     failure = json.loads(records[0].read_text())["failure"]
-    assert failure["code"] == "interrupted" and failure["reason"] == "interrupted by the user"
+    assert failure["code"] == "interrupted" and signal.Signals(sig).name in failure["reason"]
+    assert failure["reason"].startswith("interrupted by") and failure["phase"]
 
 
 def test_a_container_killed_from_outside_is_recorded_as_such(tmp_path, artifact_cache, docker_client):
@@ -233,8 +239,8 @@ def test_docker_timeout_and_out_of_memory_are_failed_records(cli, docker_client)
         "tiny",
         "--runner",
         "docker",
-        "--duration",
-        "120",
+        "--samples",
+        "10000000",  # far more than 15 s of work (a --duration past --timeout is refused before the run)
         "--timeout",
         "15",
         "--campaign",
@@ -258,6 +264,8 @@ def test_docker_timeout_and_out_of_memory_are_failed_records(cli, docker_client)
     assert slow.returncode == 1 and starved.returncode == 1
     reasons = sorted(r["failure"]["reason"] for r in cli.records(campaign))
     assert any(r.startswith("killed: out of memory (limit 160m)") for r in reasons), reasons
+    # Each names the phase it died in (before the harness's first phase: "start-up"), never null.
+    assert all(r["failure"]["phase"] for r in cli.records(campaign))
     assert any(r.startswith("timed out after 15 s") for r in reasons), reasons
     assert containers_labelled(docker_client, f"joulebench.campaign={campaign}") == []
 

@@ -121,7 +121,7 @@ def test_tensorflow_loads_a_keras_weights_file_and_refuses_other_files(cli, tmp_
     assert loaded["weights"] == "path"
     assert loaded["result"]["predictions_digest"] != seeded["result"]["predictions_digest"]
     wrong = tmp_path / "model.pt"
-    wrong.write_bytes(b"not keras")
+    wrong.write_bytes(b"PK\x03\x04 not keras")  # a zip, as a .pt file is; a file that is not is refused up front
     proc = cli("run", "--image", "tf-cpu", "--model", "mobilenetv2", "--weights", str(wrong), *local, "--campaign", "w")
     assert proc.returncode == 1
     (failed,) = cli.records("w")

@@ -27,8 +27,18 @@ def assert_measured_or_explained(measurements):
             assert m["value"] is not None and m["value"] > 0, (name, m)
         else:
             assert m["value"] is None and m["reason"], (name, m)
-    # The run's own process tree is always measurable.
+    # An energy figure carries its bound when measured, none when not (this host may have no RAPL).
+    for name in ("cpu_energy_j", "dram_energy_j", "gpu_energy_j", "wall_energy_j", "total_energy_j"):
+        m = metrics[name]
+        if m["available"]:
+            assert m["uncertainty_j"] >= 0 and m["uncertainty_components"] and m["uncertainty_method"], (name, m)
+        else:
+            assert m.get("uncertainty_j") is None, (name, m)
+    # The run's own process tree is always measurable, and so is the host as a whole.
     assert metrics["cpu_percent"]["available"] and metrics["ram_peak_bytes"]["value"] > 10 * 2**20
+    for name in ("system_cpu_percent", "system_ram_used_percent", "system_ram_used_bytes"):
+        assert metrics[name]["available"] and "host-wide" in metrics[name]["scope"], (name, metrics[name])
+    assert 0 <= metrics["system_cpu_percent"]["value"] <= 100
     assert measurements["baseline"]["status"] in ("ok", "missing", "stale", "foreign", "invalid")
 
 
@@ -113,8 +123,8 @@ def test_timeout_gives_a_failed_record_with_the_reason(cli):
         "tiny",
         "--runner",
         "local",
-        "--duration",
-        "120",
+        "--samples",
+        "10000000",  # far more than 8 s of work (a --duration past --timeout is refused before the run)
         "--timeout",
         "8",
         "--campaign",
@@ -129,7 +139,7 @@ def test_timeout_gives_a_failed_record_with_the_reason(cli):
 
 def test_unloadable_weights_file_fails_the_run_with_the_reason(cli, tmp_path):
     bad = tmp_path / "weights.pt"
-    bad.write_bytes(b"not a checkpoint")
+    bad.write_bytes(b"PK\x03\x04 a zip header, then not a checkpoint")  # what is not even that is refused up front
     proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(bad), *TINY)
     assert proc.returncode == 1
     (rec,) = cli.records()
@@ -152,9 +162,11 @@ def test_weights_file_is_loaded_and_changes_the_predictions(cli, tmp_path):
     assert from_file["result"]["predictions_digest"] == seeded["result"]["predictions_digest"]
 
 
-def test_store_loads_a_campaign_as_a_dataframe(cli):
+def test_store_loads_a_campaign_as_a_dataframe(cli, tmp_path):
     run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
-    cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", __file__, *TINY)
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(bad), *TINY)
     frame = load_campaign(cli.results / "default")
     assert frame.height == 2
     assert sorted(frame["status"].to_list()) == ["failed", "ok"]

@@ -117,7 +117,12 @@ def test_test_choice_and_p_values_match_scipy_on_the_same_numbers(real_report):
             assert row["Test"] == "Kruskal-Wallis"
         assert float(row["p"]) == pytest.approx(expected.pvalue, rel=1e-6), label
         assert float(row["Statistic"]) == pytest.approx(expected.statistic, rel=1e-6), label
-        assert float(row["Levene p"]) == pytest.approx(stats.levene(*groups.values()).pvalue, rel=1e-9)
+        # Issue 24: Levene's centring is named; the median-centred (Brown-Forsythe) one is scipy's and
+        # pingouin's default, taken as the paper's; the mean-centred one beside it.
+        brown_forsythe = stats.levene(*groups.values(), center="median").pvalue
+        assert float(row["Levene, median-centred (Brown-Forsythe) p"]) == pytest.approx(brown_forsythe, rel=1e-9)
+        mean_centred = stats.levene(*groups.values(), center="mean").pvalue
+        assert float(row["Levene, mean-centred (Levene 1960) p"]) == pytest.approx(mean_centred, rel=1e-9)
     # Both paths of the procedure are exercised by these records.
     tests = {r["Test"] for r in read_csv(real_report / "stats.csv")}
     assert tests == {"Welch's ANOVA", "Kruskal-Wallis"}

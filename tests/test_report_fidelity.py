@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -80,8 +81,7 @@ def test_files_that_are_not_run_records_are_skipped_with_one_warning_naming_them
     (folder / "a-list.json").write_text("[1, 2, 3]")
     (folder / "no-id.json").write_text(json.dumps({"status": "ok", "model": "resnet50"}))
     (folder / "broken.json").write_text("{not json")
-    out = tmp_path / "report"
-    proc = report_cli(str(folder), "--output", str(out), "--format", "term")
+    proc = report_cli(str(folder), "--format", "term")
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
@@ -360,3 +360,317 @@ def test_batch_box_plots_label_every_panel(tmp_path):
     assert report_cli(str(folder), "--output", str(out)).returncode == 0
     svg = (out / "plots" / "box-total_energy.svg").read_text()
     assert svg.count("Total energy (J)") == 2 and "median" in svg and "mean" in svg
+
+
+# --- issue 24: an uncertainty on every energy figure ------------------------------------------------
+
+ENERGY_NAMES = ("cpu_energy_j", "dram_energy_j", "total_energy_j")
+
+
+def with_bounds(rel: float, net: bool = False):  # type: ignore[no-untyped-def]
+    """The meters' bound fields (issue 24) on every available energy: ``rel`` of the figure, a
+    little more on each repetition so that a mean of bounds is not a bound of the mean."""
+
+    def change(rec: dict[str, Any]) -> None:
+        rep = rec["cell"]["repetition"]
+        for name in ENERGY_NAMES:
+            m = rec["measurements"]["metrics"][name]
+            u = rel * m["value"] * (1 + 0.1 * rep)
+            m |= {
+                "uncertainty_j": u,
+                "uncertainty_rel": u / m["value"],
+                "uncertainty_components": {"resolution": 0.001, "window edges": u - 0.001},
+                "uncertainty_method": "fixture: a share of the figure",
+                "net_uncertainty_j": 1.5 * u if net else None,
+            }
+
+    return change
+
+
+def build(folder: Path, out: Path) -> Path:
+    from controller.report import build_report
+
+    assert build_report(folder, output=out, with_plots=False) == 0
+    return out
+
+
+def md_row(path: Path, first_cell: str) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    row = next(x for x in lines if x.startswith("| ") and f"| {first_cell} |" in x)
+    return dict(zip(header, [c.strip() for c in row.strip("|").split("|")], strict=True))
+
+
+def test_energy_is_shown_with_its_bound_in_the_tables_and_the_csv_keeps_it_in_a_column(tmp_path):
+    folder = copy_records(ENERGY, tmp_path / "bounds")
+    recs = edit(folder, lambda r: r["status"] == "ok", with_bounds(0.02))
+    out = build(folder, tmp_path / "report")
+    torch = [r["measurements"]["metrics"]["total_energy_j"] for r in recs if r["cell"]["configuration"] == "torch"]
+    mean, bound = statistics.fmean(m["value"] for m in torch), statistics.fmean(m["uncertainty_j"] for m in torch)
+    row = next(r for r in read_csv(out / "table1.csv") if r["Framework"] == "torch")
+    assert float(row["Total energy (J)"]) == pytest.approx(mean)  # the figure itself is unchanged
+    # The mean's bound: the runs' bounds combined (their mean: a meter's systematic error does not
+    # average out), not the spread across runs, which is another column of another table.
+    assert float(row["Total energy (J) uncertainty"]) == pytest.approx(bound)
+    assert row["Inference time (s)"] and "Inference time (s) uncertainty" not in row  # times carry none
+    # Markdown: "27.82 ± 0.73", the value no finer than its bound's two significant digits.
+    cell = md_row(out / "table1.md", "resnet50 (tiny)")["Total energy (J)"]
+    shown = re.match(r"\**([\d.,]+) ± ([\d.]+)", cell)
+    assert shown, cell
+    assert float(shown.group(1)) == pytest.approx(mean, abs=0.006)
+    assert float(shown.group(2)) >= bound and float(shown.group(2)) == pytest.approx(bound, rel=0.1)
+    assert len(shown.group(1).split(".")[1]) <= len(shown.group(2).split(".")[1])
+    assert "± " in (out / "table1.tex").read_text().replace("$\\pm$", "± ")
+    assert " ± " in (out / "table1.html").read_text()
+    # The descriptive table: the mean's and the median's bound beside the SD (spread), named apart.
+    desc = [r for r in read_csv(out / "descriptive.csv") if r["Metric"] == "Total energy (J)"]
+    assert desc and all(float(r["Mean uncertainty"]) > 0 for r in desc)
+    assert "SD and CV are the spread across runs" in (out / "descriptive.md").read_text()
+    # And the report says once what ± is.
+    assert (out / "report.md").read_text().count("Energy figures are shown E ± u") == 1
+
+
+def test_an_old_record_without_bounds_loads_shows_no_bound_and_says_why_once(tmp_path):
+    out = build(copy_records(ENERGY, tmp_path / "old"), tmp_path / "report")
+    row = next(r for r in read_csv(out / "table1.csv") if r["Framework"] == "torch")
+    assert row["Total energy (J) uncertainty"] == "n/a"
+    assert "written before joulebench stated bounds" in row["footnotes"]
+    assert "±" not in md_row(out / "table1.md", "resnet50 (tiny)")["Total energy (J)"]
+    report = (out / "report.md").read_text()
+    assert report.count("These records were written before joulebench stated bounds") == 1
+    assert "Energy figures are shown E ± u" not in report
+
+
+def test_a_net_report_shows_the_net_bound_and_a_net_without_one_is_not_given_the_gross_bound(tmp_path):
+    folder = copy_records(ENERGY, tmp_path / "net")
+    edit(folder, lambda r: r["status"] == "ok", with_baseline)
+    edit(folder, lambda r: r["status"] == "ok", with_bounds(0.02, net=True))
+    # One run's idle baseline states no spread: its net figure has no bound.
+    edit(folder, lambda r: r["status"] == "ok" and r["cell"]["id"].endswith("torch.b2.r1"), with_bounds(0.02))
+    runs = load_runs(folder)
+    assert runs.energy.kind == "net"
+    onnx = runs.ok.filter(runs.ok["configuration"] == "torch2onnx")
+    gross_u = onnx["total_energy_uncertainty_gross"].to_list()
+    assert onnx["total_energy_uncertainty"].to_list() == pytest.approx([1.5 * u for u in gross_u])
+    out = build(folder, tmp_path / "report")
+    rows = {r["Framework"]: r for r in read_csv(out / "table1.csv")}
+    assert float(rows["torch2onnx"]["Total energy (J) uncertainty"]) == pytest.approx(1.5 * statistics.fmean(gross_u))
+    assert rows["torch"]["Total energy (J) uncertainty"] == "n/a"
+    assert "1 of 5 runs have no bound" in rows["torch"]["footnotes"]
+    assert "idle baseline records no spread" in rows["torch"]["footnotes"]
+
+
+def test_a_headline_whose_bounds_overlap_claims_no_saving_and_says_what_was_not_separated(tmp_path):
+    for rel, separated in ((0.01, "yes"), (0.6, "no")):
+        folder = copy_records(ENERGY, tmp_path / f"h{rel}")
+        edit(folder, lambda r: r["status"] == "ok", with_bounds(rel))
+        out = build(folder, tmp_path / f"report{rel}")
+        row = next(
+            r
+            for r in read_csv(out / "headlines.csv")
+            if r["Comparison"] == "torch2onnx vs torch" and r["Metric"] == "Total energy"
+        )
+        low, high = (float(x.strip(" %+")) for x in row["Change within the bounds"].split("…"))
+        assert low < float(row["Change (value / reference − 1)"]) < high
+        assert row["Sign separated by the bounds"] == separated and (high < 0) == (separated == "yes")
+        line = next(x for x in (out / "headlines.md").read_text().splitlines() if "torch2onnx vs torch" in x)
+        assert ("not separated" in line) == (separated == "no")
+        if separated == "no":
+            assert "does not decide which is lower" in row["footnotes"]
+    time = next(r for r in read_csv(out / "headlines.csv") if r["Metric"] == "Inference time")
+    assert time["Sign separated by the bounds"] == "n/a" and "no bound is stated for times" in time["footnotes"]
+
+
+def test_energy_plots_draw_each_runs_bound_as_an_error_bar(tmp_path):
+    from controller.report import plots
+
+    folder = copy_records(ENERGY, tmp_path / "plot")
+    edit(folder, lambda r: r["status"] == "ok", with_bounds(0.05))
+    drawn = plots.energy_vs_time(load_runs(folder).ok, tmp_path / "plots")
+    assert not isinstance(drawn, str)
+    assert "run's 95 % bound" in drawn[0].svg.read_text()
+    old = plots.energy_vs_time(load_runs(ENERGY).ok, tmp_path / "old-plots")
+    assert not isinstance(old, str) and "run's 95 % bound" not in old[0].svg.read_text()
+
+
+# --- issue 24: times that were measured (duration mode) ---------------------------------------------
+
+# The issue's case: a 2 s window each; the windows differ by 1.7 % while the throughputs differ 170-fold.
+DURATION = {"torch": (34.0, 2.034), "torch2onnx": (5747.0, 2.0), "torchscript": (40.0, 2.01)}
+
+
+def duration_mode(rec: dict[str, Any]) -> None:
+    throughput, window = DURATION[rec["cell"]["configuration"]]
+    window += 0.001 * rec["cell"]["repetition"]
+    samples = 2 * int(throughput * window / 2)  # whole batches of 2
+    rec["spec"] |= {"duration_s": 2.0, "samples": None}
+    rec["cell"] |= {"duration_s": 2.0, "samples": None}
+    rec["metrics"] |= {
+        "window_s": window,
+        "samples": samples,
+        "batches": samples // 2,
+        "throughput_sps": samples / window,
+    }
+    rec["measurements"]["window_s"] = window
+
+
+def test_a_duration_mode_report_shows_times_per_sample_that_match_its_throughputs(tmp_path):
+    folder = copy_records(ENERGY, tmp_path / "duration")
+    recs = {r["run_id"]: r for r in edit(folder, lambda r: r["status"] == "ok", duration_mode)}
+    out = build(folder, tmp_path / "report")
+    rows = {r["Framework"]: r for r in read_csv(out / "table1.csv") + read_csv(out / "beyond.csv")}
+    for framework, conf in (("torch", "torch"), ("torch2onnx", "torch2onnx"), ("torch2torchscript", "torchscript")):
+        mine = [r for r in recs.values() if r["cell"]["configuration"] == conf]
+        per_sample = statistics.fmean(r["metrics"]["window_s"] / r["metrics"]["samples"] for r in mine)
+        row = rows[framework]
+        # Never the requested window: the inference time is for a fixed work of 1,000 samples.
+        assert float(row["Inference time (s)"]) == pytest.approx(1000 * per_sample)
+        assert float(row["Time per sample (ms)"]) == pytest.approx(1000 * per_sample)
+        throughput = float(row["Throughput (samples/s)"])
+        assert throughput == pytest.approx(DURATION[conf][0], rel=0.02)
+        assert float(row["Time per sample (ms)"]) == pytest.approx(1000 / throughput, rel=0.02)
+        assert float(row["Time per batch (ms)"]) == pytest.approx(2 * float(row["Time per sample (ms)"]), rel=0.01)
+        energy = statistics.fmean(
+            r["measurements"]["metrics"]["total_energy_j"]["value"] / r["metrics"]["samples"] for r in mine
+        )
+        assert float(row["Total energy (J)"]) == pytest.approx(1000 * energy)  # energy for the same work
+        assert "for a fixed work of 1,000 samples" in row["footnotes"]
+    md = (out / "table1.md").read_text()
+    assert "| 2.00 |" not in md and "2.0" not in md_row(out / "table1.md", "resnet50 (tiny)")["Inference time (s)"]
+    assert "for a fixed work of 1,000 samples" in md and "samples and batches actually done" in md
+    # The headline agrees with the throughputs (the issue: "torch2onnx is 1.7 % faster than torch").
+    head = next(
+        r
+        for r in read_csv(out / "headlines.csv")
+        if r["Comparison"] == "torch2onnx vs torch" and r["Metric"] == "Inference time"
+    )
+    expected = float(rows["torch"]["Throughput (samples/s)"]) / float(rows["torch2onnx"]["Throughput (samples/s)"])
+    assert float(head["× (value / reference)"]) == pytest.approx(expected, rel=0.02)
+    assert float(head["Change (value / reference − 1)"]) < -99
+    stab = {r["Configuration"]: r for r in read_csv(out / "stability.csv")}
+    assert float(stab["torch2onnx"]["Inference time (s)"]) == pytest.approx(
+        float(rows["torch2onnx"]["Inference time (s)"])
+    )
+    # The frame `compare` reads keeps what was measured.
+    assert sorted(load_runs(folder).ok["window_s"].to_list()) == sorted(r["metrics"]["window_s"] for r in recs.values())
+
+
+def test_duration_runs_beside_sample_runs_use_the_sample_runs_work_and_leave_them_unchanged(tmp_path):
+    folder = copy_records(ENERGY, tmp_path / "both")
+    edit(folder, lambda r: r["status"] == "ok" and r["cell"]["configuration"] == "torch2onnx", duration_mode)
+    before = {
+        r["Framework"]: r
+        for r in read_csv(build(copy_records(ENERGY, tmp_path / "plain"), tmp_path / "r0") / "table1.csv")
+    }
+    out = build(folder, tmp_path / "report")
+    rows = {r["Framework"]: r for r in read_csv(out / "table1.csv")}
+    assert rows["torch"]["Inference time (s)"] == before["torch"]["Inference time (s)"]  # sample mode: unchanged
+    assert rows["torch"]["Total energy (J)"] == before["torch"]["Total energy (J)"]
+    onnx = float(rows["torch2onnx"]["Time per sample (ms)"])
+    assert float(rows["torch2onnx"]["Inference time (s)"]) == pytest.approx(16 * onnx / 1000)  # the campaign's 16
+    assert "fixed work of 16 samples" in rows["torch2onnx"]["footnotes"]
+
+
+# --- issue 24: small-sample statistics ----------------------------------------------------------------
+
+
+def test_spearman_on_few_points_has_an_exact_permutation_p_and_says_so():
+    from controller.report.figures import spearman
+
+    four = [{"x": float(i), "y": float(i * i)} for i in range(4)]
+    c = spearman(four, "x", "y", "per configuration")
+    assert c.rho == pytest.approx(1.0)
+    assert c.p == pytest.approx(1 / 12)  # two-sided: 2 of the 24 orderings reach |rho| = 1 (asymptotic: 0)
+    assert sps.spearmanr([r["x"] for r in four], [r["y"] for r in four]).pvalue < 1e-6
+    assert c.method == "exact: all 24 permutations"
+    xs = [0.3, 1.2, 0.8, 2.5, 1.9, 0.1, 3.3]
+    ys = [1.0, 1.1, 0.7, 2.0, 2.6, 0.4, 2.2]
+    exact = sps.permutation_test(
+        (ys,), lambda y: sps.spearmanr(xs, y).statistic, permutation_type="pairings", n_resamples=10**5
+    )
+    seven = spearman([{"x": a, "y": b} for a, b in zip(xs, ys, strict=True)], "x", "y", "u")
+    assert seven.p == pytest.approx(exact.pvalue) and seven.method == "exact: all 5,040 permutations"
+    many = [{"x": float(i), "y": float(i % 7)} for i in range(20)]
+    big = spearman(many, "x", "y", "u")
+    assert big.p == pytest.approx(sps.spearmanr(range(20), [i % 7 for i in range(20)]).pvalue)
+    assert big.method.startswith("asymptotic")
+
+
+def test_levenes_centring_is_named_and_the_papers_is_the_median_pingouins_default():
+    import pandas as pd
+    import pingouin as pg
+
+    samples = {"a": [1.0, 1.3, 0.9, 4.0], "b": [2.0, 2.1, 2.2, 2.05], "c": [1.5, 3.0, 0.5, 2.2]}
+    c = stats.compare("m b1", "total_energy", samples)
+    frame = pd.DataFrame([(k, v) for k, vs in samples.items() for v in vs], columns=["g", "v"])
+    default = float(pg.homoscedasticity(frame, dv="v", group="g")["pval"].iloc[0])
+    assert c.levene_p == pytest.approx(default)  # pingouin's default: median-centred
+    assert c.levene_p == pytest.approx(sps.levene(*samples.values(), center="median").pvalue)
+    assert c.levene_mean_p == pytest.approx(sps.levene(*samples.values(), center="mean").pvalue)
+    assert c.levene_p != pytest.approx(c.levene_mean_p)  # the centring matters here
+    assert stats.LEVENE == "Levene, median-centred (Brown-Forsythe)"
+
+
+# --- issue 24: the second paper's CPU and RAM usage, system-wide ------------------------------------------
+
+
+def test_the_papers_cpu_and_ram_usage_are_system_wide_with_the_runs_own_beside_them(tmp_path):
+    folder = copy_records(SERVING, tmp_path / "system")
+
+    def system(rec: dict[str, Any]) -> None:
+        m = rec["measurements"]["metrics"]
+        m["system_cpu_percent"] = {"value": 60.0 + rec["cell"]["repetition"], "unit": "%", "available": True}
+        m["system_ram_used_percent"] = {"value": 40.0, "unit": "%", "available": True}
+        m["system_ram_used_bytes"] = {"value": 0.4 * rec["host"]["ram_bytes"], "unit": "B", "available": True}
+
+    recs = edit(folder, lambda r: r["status"] == "ok", system)
+    out = build(folder, tmp_path / "report")
+    rows = read_csv(out / "serving.csv")
+    onnx = next(r for r in rows if r["Model"] == "tiny-lm-a" and r["Serving configuration"] == "<ONNX, CPU>")
+    mine = [r for r in recs if r["model"] == "tiny-lm-a" and r["cell"]["configuration"] == "onnx-cpu"]
+    assert float(onnx["CPU usage (% of host)"]) == pytest.approx(62.0)  # the median of 61, 62, 63: the host's
+    assert float(onnx["RAM usage (% of host)"]) == pytest.approx(40.0)
+    own = statistics.median(
+        r["measurements"]["metrics"]["cpu_percent"]["value"] / r["host"]["logical_cores"] for r in mine
+    )
+    assert float(onnx["CPU usage, run's processes (% of host)"]) == pytest.approx(own)
+    assert "system-wide" in (out / "serving.md").read_text()
+    tests, _ = stats.run_tests(load_runs(folder).ok)
+    usage = next(t for t in tests if t.metric == "cpu_usage_percent")
+    assert usage.paper is not None and usage.paper.test == "Welch's ANOVA"
+    assert sorted(usage.samples["onnx-cpu"]) == [61.0, 62.0, 63.0]
+
+
+def test_an_old_record_falls_back_on_its_process_tree_and_names_the_definition():
+    runs = load_runs(SERVING)
+    for r in runs.ok.iter_rows(named=True):
+        note = json.loads(r["notes"])["cpu_usage_percent"]
+        assert r["cpu_usage_percent"] == pytest.approx(r["cpu_usage_process_percent"])
+        assert "run's own process tree" in note and "not system-wide" in note and "written before" in note
+
+
+def test_serving_savings_and_bold_say_where_the_bounds_do_not_separate_the_configurations(tmp_path):
+    def bounded(rel: float):  # type: ignore[no-untyped-def]
+        def change(rec: dict[str, Any]) -> None:
+            for name in ENERGY_NAMES:
+                m = rec["measurements"]["metrics"][name]
+                if m.get("available"):
+                    m |= {"uncertainty_j": rel * m["value"], "net_uncertainty_j": None}
+
+        return change
+
+    for rel, overlapping in ((0.01, False), (0.3, True)):
+        folder = copy_records(SERVING, tmp_path / f"s{rel}")
+        edit(folder, lambda r: r["status"] == "ok", bounded(rel))
+        out = build(folder, tmp_path / f"report{rel}")
+        energy = next(
+            r
+            for r in read_csv(out / "savings.csv")
+            if r["Scope"] == "every configuration" and r["Metric"] == "Total energy"
+        )
+        unseparated = int(energy["Not separated by the bounds"])  # the Markdown: "k of n"
+        assert 0 <= unseparated <= int(energy["Comparisons"]) and (unseparated > 0) == overlapping
+        assert f"{unseparated} of {energy['Comparisons']}" in (out / "savings.md").read_text()
+        table4 = (out / "table4.md").read_text()
+        assert ("the measurement does not separate them" in table4) == overlapping
+        assert "**20.30 ± " in table4 or "**20.3 ± " in table4  # the bold stays the paper's: the lowest median

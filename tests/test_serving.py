@@ -22,6 +22,7 @@ pytest.importorskip("onnxruntime")
 from controller.cli import main  # noqa: E402
 from suite.prompts import SPAN_TOKENS, file_prompts, humaneval_prompts, load_prompts, pieces  # noqa: E402
 from suite.slm_models import CODE_SLMS, resolve_model  # noqa: E402
+from tests.conftest import containers_labelled, own_label  # noqa: E402
 
 LIMIT = 5
 NEW_TOKENS = 8
@@ -100,8 +101,12 @@ def check_serving_record(rec: dict[str, Any], engine: str) -> None:
     # Streamed: one event per token, the count from the server's usage, each token timed.
     for r in requests:
         assert r["output_tokens_source"] == "usage" and len(r["token_times_us"]) == r["new_tokens"]
-        assert len(r["token_ids"]) == r["new_tokens"]
+        assert len(r["token_ids"]) == r["new_tokens"] and r["finish_reason"] in ("stop", "length")
         assert 0 < r["ttft_ms"] <= r["e2el_ms"] and r["token_times_us"] == sorted(r["token_times_us"])
+        # When the engine made each token (its process's clock, the host's): before the client got it.
+        engine = r["engine_token_times_us"]
+        assert len(engine) == r["new_tokens"]
+        assert all(0 < e <= c for e, c in zip(engine, r["token_times_us"], strict=True))
     m = rec["metrics"]
     assert m["requests_ok"] == LIMIT and m["new_tokens_total"] == sum(r["new_tokens"] for r in requests)
     assert m["tokens_per_s"] > 0 and m["time_per_request_s"] > 0
@@ -279,6 +284,11 @@ def test_a_concurrency_sweep_on_our_server_is_one_record_per_point(tmp_path: Pat
         assert m["requests_ok"] == 4 and m["load_variable"] == "concurrency"
         assert m["ttft_ms_median"] is not None and m["requests_meeting_slo"] == 4
         assert len(rec["serving"]["requests"]) == 4
+        assert m["engine_concurrency"]["requests"] == 1 and m["token_timing"]["engine_reports"] is True
+        assert m["engine_tpot_ms_median"] > 0 and m["queue_ms_mean"] is not None
+    # One in flight never waits for the engine (the hand-over to it is overhead, not queueing); two in
+    # flight on an engine that generates one at a time: the second waits, and that is queueing.
+    assert recs[0]["metrics"]["queue_ms_mean"] == 0.0 and recs[1]["metrics"]["queue_ms_mean"] > 0.0
     # The warm-up belongs to the first point only; each point's window is its own.
     assert recs[0]["serving"]["warmup"] and recs[1]["serving"]["warmup"] == []
     assert recs[0]["metrics"]["window_s"] != recs[1]["metrics"]["window_s"]
@@ -296,7 +306,8 @@ def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache
 def test_a_model_that_cannot_load_fails_before_ready(tmp_path: Path, cache: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')  # no weights, no tokenizer
+    (broken / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')  # no tokenizer
+    (broken / "model.safetensors").write_bytes(b"not weights")  # a folder without weights is refused up front
     code, rec = serve(tmp_path / "results", cache, broken, "torch-cpu", "--ready-timeout", "120")
     assert code == 1 and rec["failure"]["phase"] == "load"
     assert "exited before it was ready" in rec["failure"]["reason"]
@@ -349,6 +360,12 @@ def test_registry_has_the_papers_twelve_models(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="config.json"):
         resolve_model(str(folder))
     (folder / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no model_type"):  # a config transformers cannot load
+        resolve_model(str(folder))
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(ValueError, match="no weights"):
+        resolve_model(str(folder))
+    (folder / "model.safetensors").write_bytes(b"")
     assert resolve_model(str(folder)).source == "folder"
     assert os.path.isabs(resolve_model(str(folder)).location)
 
@@ -363,4 +380,4 @@ def test_docker_serving_gives_torchs_tokens_and_leaves_no_container(
     assert all(r["ok"] for r in rec["serving"]["requests"])
     assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
     assert rec["artifact"]["exported_by"]["kind"] == "docker"
-    assert docker_client.containers.list(all=True, filters={"label": "joulebench.mode=serving"}) == []
+    assert containers_labelled(docker_client, own_label(), "joulebench.mode=serving") == []

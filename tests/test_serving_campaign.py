@@ -9,6 +9,7 @@ import io
 import json
 import statistics
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from controller.campaigns import load_campaign_file
 from controller.errors import UserError
-from tests.conftest import REPO, controller
+from tests.conftest import REPO, containers_labelled, controller
 
 CAMPAIGNS = REPO / "suite" / "campaigns"
 FULL = CAMPAIGNS / "code-slm-serving.toml"
@@ -88,16 +89,22 @@ def test_serving_campaign_files_refuse_batch_keys_and_say_what_replaces_them(tmp
         ("", '[serving]\nslo = "ttft=soon"', r"\[serving\] --slo"),
         ("", "[serving]\nslo = 500", "slo must be a string"),
         ("", "[serving]\nignore_eos = 1", "ignore_eos must be true or false"),
+        ("", '[serving]\nextra_inputs = "min_tokens=4"', "extra_inputs must be a table"),
+        ("", "[serving]\nextra_inputs = { max_tokens = 4 }", "joulebench sets max_tokens itself"),
     ]
     for extra, more, expected in cases:
         path = tmp_path / "bad.toml"
         path.write_text(base.format(extra=extra, more=more))
         with pytest.raises(UserError, match=expected):
             load_campaign_file(path)
-    serving_table = '[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"'
+    serving_table = (
+        '[serving]\nslo = "ttft=500ms,tpot=50ms"\nsynthetic = "input=8,output=4"\n'
+        "extra_inputs = { min_tokens = 4, repeat_penalty = 1.0 }"
+    )
     path.write_text(base.format(extra="", more=serving_table))
     serving = load_campaign_file(path).serving
     assert serving is not None and serving.slo == {"ttft": 500.0, "tpot": 50.0} and serving.ignores_eos()
+    assert serving.extra_inputs == {"min_tokens": 4, "repeat_penalty": 1.0}
     path = tmp_path / "batch.toml"
     path.write_text('[serving]\nlimit = 3\n[matrix]\nmodels = ["resnet50"]\n[[matrix.configurations]]\nimage = "x"\n')
     with pytest.raises(UserError, match='needs mode = "serving"'):
@@ -322,14 +329,14 @@ def test_a_serving_campaign_in_docker_leaves_no_container(tmp_path, tiny_lm, doc
     # One configuration without an export (one container): what the docker path adds is the container.
     torch_only = 'matrix.configurations=[{name = "torch-cpu", image = "torch-cpu", engine = "torch"}]'
     args = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"), "--runner", "docker"]
-    overrides = cpu_overrides(tiny_lm, torch_only, "campaign.repetitions=1", "campaign.name=serving-docker")
+    name = f"serving-docker-{uuid.uuid4().hex[:6]}"  # its own containers only, on an engine others share
+    overrides = cpu_overrides(tiny_lm, torch_only, "campaign.repetitions=1", f"campaign.name={name}")
     proc = controller("campaign", "run", str(CPU), *args, *overrides, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    recs = records(tmp_path / "results" / "serving-docker")
+    recs = records(tmp_path / "results" / name)
     assert len(recs) == 1 and recs[0]["status"] == "ok" and recs[0]["runner"]["kind"] == "docker"
     assert recs[0]["metrics"]["requests_ok"] == LIMIT
-    left = docker_client.containers.list(all=True, filters={"label": "joulebench.campaign=serving-docker"})
-    assert left == []
+    assert containers_labelled(docker_client, f"joulebench.campaign={name}") == []
 
 
 def test_a_serving_campaign_without_settings_serves_as_the_serve_command_does():

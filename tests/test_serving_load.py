@@ -104,11 +104,13 @@ def test_a_stream_cut_mid_way_is_a_failed_request_not_a_failed_run(tmp_path: Pat
     failed = [r for r in requests if not r["ok"]]
     assert [r["index"] for r in failed] == [1, 4]  # every third request the stub sees; the probe was its first
     for r in failed:
-        assert "ended before its end" in r["error"] and "after 2 token events" in r["error"]
-        assert r["e2el_ms"] is None
+        assert "without [DONE] (the connection closed)" in r["error"] and "after 2 token events" in r["error"]
+        assert r["error_code"] == "connection" and r["e2el_ms"] is None
     m = recs[0]["metrics"]
     assert m["requests_ok"] == 4 and m["requests_failed"] == 2 and m["new_tokens_total"] == 4 * TOKENS
     assert sum(m["failure_reasons"].values()) == 2
+    # Two of six: the point stands, flagged (the report marks its throughput and energy per token).
+    assert [(f["code"], f["count"], f["of"]) for f in m["serving_flags"]] == [("requests_failed", 2, 6)]
 
 
 def test_an_error_event_mid_stream_fails_that_request_with_the_servers_message(tmp_path: Path, stub: StubServer):
@@ -124,7 +126,7 @@ def test_without_usage_the_tokens_are_counted_from_the_events_and_the_record_say
     assert code == 0
     for r in recs[0]["serving"]["requests"]:
         # The closing event (empty, with the finish_reason) is not a token.
-        assert r["output_tokens_source"] == "events" and r["new_tokens"] == TOKENS and r["finish_reason"] == "length"
+        assert r["output_tokens_source"] == "events" and r["new_tokens"] == TOKENS and r["finish_reason"] == "stop"
     assert recs[0]["metrics"]["output_tokens_source"] == ["events"]
     assert recs[0]["metrics"]["prompt_tokens_total"] is None  # unknown, not 0
 

@@ -13,6 +13,8 @@
     seed = 7                     # shuffle seed; drawn and recorded when absent
     block_by = ["model", "batch_size"]  # --cluster: cells alike in these run on one node (default)
     retries = 1                  # --cluster: a run lost with its node is run again this many times
+    quiet_wait_s = 60            # each run waits this long at most for a quiet host (no other
+                                 # joulebench run, CPUs idle), then runs flagged foreign_load
 
     [idle]                       # idle-baseline policy
     policy = "stored"            # stored | measure-if-missing | measure | require
@@ -69,22 +71,16 @@ overrides a key (``--set campaign.repetitions=2``, ``--set 'matrix.models=["/tmp
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from controller.campaigns.schema import check_table
 from controller.campaigns.spec import (
     BLOCK_KEYS,
-    COOLDOWN_MODES,
     DEFAULT_BLOCK_BY,
-    IDLE_POLICIES,
-    MODES,
-    ORDERS,
-    RUNNERS,
+    DEFAULT_QUIET_WAIT_S,
     Campaign,
     Configuration,
     Cooldown,
@@ -92,52 +88,10 @@ from controller.campaigns.spec import (
     IdlePolicy,
 )
 from controller.errors import UserError
-from controller.requests import size_bytes
+from controller.inputs import MAX_CELLS, BadValue, path_text
 from controller.serving.settings import ServingSettings
 
-_KNOWN = {
-    "campaign": {
-        "name",
-        "description",
-        "mode",
-        "repetitions",
-        "model_size",
-        "weights",
-        "dataset",
-        "dataset_path",
-        "limit",
-        "samples",
-        "duration_s",
-        "warmup",
-        "seed",
-        "runner",
-        "order",
-        "timeout_s",
-        "memory",
-        "interval_s",
-        "keep_trace",
-        "options",
-        "block_by",
-        "retries",
-    },
-    "idle": {"policy", "duration_s", "max_age_days"},
-    "cooldown": {"mode", "seconds", "max_s", "tolerance_c", "poll_s"},
-    "matrix": {"models", "batch_sizes", "configurations"},
-    "configuration": {
-        "name",
-        "image",
-        "engine",
-        "source",
-        "options",
-        "models",
-        "batch_sizes",
-        "note",
-        "repetitions",
-        "concurrency",
-    },
-    "datasets": {"dataset", "dataset_path", "limit"},
-    "serving": {f.name for f in fields(ServingSettings)},
-}
+TOP = {"campaign", "idle", "cooldown", "matrix", "datasets", "serving", "input_shapes"}
 # [campaign] keys that describe batch runs only: a serving campaign refuses them (what replaces each).
 BATCH_ONLY = {
     "model_size": "the model's size category comes from suite/slm_models.py",
@@ -151,38 +105,13 @@ BATCH_ONLY = {
 }
 
 
-def _check_keys(table: Any, known: set[str], where: str, path: Path) -> None:
-    if not isinstance(table, dict):
-        raise UserError(f"{path}: {where} must be a table")
-    unknown = sorted(set(table) - known)
-    if unknown:
-        valid = ", ".join(sorted(known))
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} in {where}; valid keys: {valid}")
-
-
-def _choice(value: Any, valid: tuple[str, ...], key: str, path: Path) -> str:
-    if value not in valid:
-        raise UserError(f"{path}: {key} = {value!r}; valid values: {', '.join(valid)}")
-    return str(value)
-
-
-def _positive(value: Any, key: str, path: Path, kind: type = int, allow_zero: bool = False) -> Any:
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        ok_type = isinstance(value, int) and not isinstance(value, bool)
-    if not ok_type or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        what = "an integer" if kind is int else "a finite number"
-        bound = "0 or more" if allow_zero else "positive"
-        raise UserError(f"{path}: {key} must be {what}, {bound}; got {value!r}")
-    return kind(value)
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-
-
 def local_path(text: str, base: Path) -> Path:
     """A path from a campaign file: absolute as is; relative from the file's folder, else from the
     current directory; when neither exists, the file-relative one (for the error message)."""
+    try:
+        path_text(text)
+    except BadValue as exc:
+        raise UserError(f"a path in the campaign file in {base}: {exc}") from None
     p = Path(text).expanduser()
     if p.is_absolute():
         return p
@@ -216,169 +145,71 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         table[keys[-1]] = value
 
 
-def _dataset_choice(raw: dict[str, Any], where: str, path: Path, default: str = "synthetic") -> DatasetChoice:
-    from suite.datasets import DATASETS
-
-    dataset = raw.get("dataset", default)
-    if dataset not in DATASETS:
-        raise UserError(f"{path}: {where} dataset = {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    ds_path = raw.get("dataset_path")
-    if ds_path is not None and not isinstance(ds_path, str):
-        raise UserError(f"{path}: {where} dataset_path must be a path (a string), got {ds_path!r}")
-    limit = raw.get("limit")
-    if limit is not None:
-        limit = _positive(limit, f"{where} limit", path)
-    resolved = str(local_path(ds_path, path.parent)) if ds_path else None
-    return DatasetChoice(dataset, resolved, limit)
-
-
-def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
-    d = ServingSettings()  # defaults in one place
-    prompts = raw.get("prompts", d.prompts)
-    if not isinstance(prompts, str) or not prompts:
-        raise UserError(f'{path}: [serving] prompts must be "humaneval" or a prompt file path, got {prompts!r}')
-    if prompts != "humaneval":
-        prompts = str(local_path(prompts, path.parent))
-    limit = raw.get("limit", d.limit)
-    seed = raw.get("seed", d.seed)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UserError(f"{path}: [serving] seed must be an integer, got {seed!r}")
-
-    def number(key: str, kind: type = int, allow_zero: bool = False) -> Any:
-        return _positive(raw.get(key, getattr(d, key)), f"[serving] {key}", path, kind, allow_zero=allow_zero)
-
-    return ServingSettings(
-        **_serving_load_settings(raw, path),
-        prompts=prompts,
-        limit=None if limit is None else _positive(limit, "[serving] limit", path),
-        seed=seed,
-        max_new_tokens=number("max_new_tokens"),
-        concurrency=number("concurrency"),
-        warmup_requests=number("warmup_requests", allow_zero=True),
-        warmup_s=number("warmup_s", float, allow_zero=True),
-        cooldown_s=number("cooldown_s", float, allow_zero=True),
-        request_timeout_s=number("request_timeout_s", float),
-        ready_timeout_s=number("ready_timeout_s", float),
-    )
-
-
-def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """[serving] slo, synthetic and ignore_eos as ``serve`` takes them; a load sweep is refused."""
-    from controller.serving.metrics import parse_slo
-    from suite.prompts import PromptError, parse_synthetic
-
-    if "load" in raw:
-        raise UserError(
-            f"{path}: [serving] load: a campaign serves each cell at one closed-loop concurrency ([serving] "
-            "concurrency); sweep loads with serve --concurrency 1,4,16 or --request-rate 1,2,inf"
-        )
-    out: dict[str, Any] = {}
-    for key, parse in (("slo", parse_slo), ("synthetic", parse_synthetic)):
-        if key in raw:
-            if not isinstance(raw[key], str):
-                raise UserError(f'{path}: [serving] {key} must be a string as serve --{key} takes it, got {raw[key]!r}')
-            try:
-                out[key] = parse(raw[key])
-            except (ValueError, PromptError) as exc:
-                raise UserError(f"{path}: [serving] {exc}") from None
-    if "ignore_eos" in raw:
-        if not isinstance(raw["ignore_eos"], bool):
-            raise UserError(f"{path}: [serving] ignore_eos must be true or false, got {raw['ignore_eos']!r}")
-        out["ignore_eos"] = raw["ignore_eos"]
-    return out
-
-
-def _interval(value: Any, path: Path) -> float:
-    interval = float(_positive(value, "interval_s", path, float))
-    if interval < 0.001:
-        raise UserError(
-            f"{path}: [campaign] interval_s = {interval:g} is under 1 ms: the meters cannot sample that often"
-        )
-    return interval
-
-
-def _memory(value: Any, path: Path) -> str | None:
-    if value is None:
-        return None
-    try:
-        size_bytes(str(value), "memory")
-    except UserError as exc:
-        raise UserError(f"{path}: [campaign] {exc}") from None
-    return str(value)
-
-
-def _model_paths(models: list[str], path: Path) -> list[str]:
-    """Model files and folders resolved (a relative one from the campaign file's folder); names and hub
-    ids as is."""
-    out = []
-    for m in models:
-        p = local_path(m, path.parent)
-        looks_like_path = m.startswith((".", "/", "~")) or p.exists()
-        out.append(str(p) if looks_like_path else m)
-    return out
-
-
 def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Campaign:
     """Read and validate a campaign file (with ``--set`` overrides); UserError names the key, the
-    value and what is valid."""
+    value and what is valid. Every key's kind is checked first (``schema``), then what the values
+    mean together: names that must match (models, images, engines), counts that must fit."""
     path = Path(path)
     data, text = _read(path, overrides)
-    top = {"campaign", "idle", "cooldown", "matrix", "datasets", "serving", "input_shapes"}
-    _check_keys(data, top, "the file's top level", path)
-    camp = data.get("campaign", {})
-    _check_keys(camp, _KNOWN["campaign"], "[campaign]", path)
-    mode = _choice(camp.get("mode", "batch"), MODES, "[campaign] mode", path)
+    unknown = sorted(set(data) - TOP)
+    if unknown:
+        valid = ", ".join(sorted(TOP))
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} at the file's top level; valid keys: {valid}")
+    camp = check_table(data.get("campaign", {}), "campaign", "[campaign]", path)
+    mode = camp.get("mode", "batch")
     serving_raw = _serving_table(data, camp, mode, path)
     matrix = data.get("matrix")
     if not matrix:
         raise UserError(f"{path}: no [matrix] table; a campaign needs models, batch_sizes and configurations")
-    _check_keys(matrix, _KNOWN["matrix"], "[matrix]", path)
-    name = camp.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(f"{path}: campaign name {name!r} must be letters, digits, '.', '_', '+' or '-'")
-    samples, duration = _amount(camp, path)
-    seed = camp.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise UserError(f"{path}: seed must be an integer, got {seed!r}")
+    check_table(matrix, "matrix", "[matrix]", path)
     models, batches = _models_and_batches(matrix, mode, path)
+    configurations = _configurations(matrix.get("configurations"), camp, models, mode, path)
+    repetitions = camp.get("repetitions", 1)
+    _check_size(camp, mode, path)
+    _check_cell_count(configurations, models, batches, repetitions, path)
+    samples, duration = _amount(camp, path)
+    timeout_s = camp.get("timeout_s", 1800.0)
+    _check_runs_fit(camp, duration, timeout_s, path)
     default_dataset = _dataset_choice(camp, "[campaign]", path)
     weights = camp.get("weights", "random")
-    if isinstance(weights, str) and weights not in ("random", "pretrained"):
+    if weights not in ("random", "pretrained"):
         weights = str(local_path(weights, path.parent))
     return Campaign(
-        name=name,
+        name=camp.get("name", path.stem),
         path=path,
         text=text,
         description=camp.get("description", ""),
-        repetitions=_positive(camp.get("repetitions", 1), "repetitions", path),
+        repetitions=repetitions,
         model_size=camp.get("model_size", "full"),
         weights=weights,
         dataset=default_dataset.dataset,
         samples=samples,
         duration_s=duration,
-        warmup=_positive(camp.get("warmup", 5), "warmup", path, allow_zero=True),
-        seed=seed,
-        runner=_choice(camp.get("runner", "auto"), RUNNERS, "runner", path),
-        order=_choice(camp.get("order", "interleaved"), ORDERS, "order", path),
-        timeout_s=_positive(camp.get("timeout_s", 1800.0), "timeout_s", path, float),
-        memory=_memory(camp.get("memory"), path),
-        interval_s=_interval(camp.get("interval_s", 0.01), path),
-        keep_trace=bool(camp.get("keep_trace", False)),
+        warmup=camp.get("warmup", 5),
+        seed=camp.get("seed"),
+        runner=camp.get("runner", "auto"),
+        order=camp.get("order", "interleaved"),
+        timeout_s=float(timeout_s),
+        memory=camp.get("memory"),
+        interval_s=float(camp.get("interval_s", 0.01)),
+        keep_trace=camp.get("keep_trace", False),
         options=dict(camp.get("options", {})),
         idle=_idle(data.get("idle", {}), path),
         cooldown=_cooldown(data.get("cooldown", {}), path),
         models=tuple(models),
         batch_sizes=tuple(batches),
-        configurations=_configurations(matrix.get("configurations"), mode, path),
+        configurations=configurations,
         mode=mode,
         dataset_path=default_dataset.dataset_path,
         limit=default_dataset.limit,
-        datasets=_datasets(data.get("datasets", {}), path),
-        input_shapes=_input_shapes(data.get("input_shapes", {}), path),
+        datasets=_datasets(data.get("datasets", {}), models, path),
+        input_shapes=_input_shapes(data.get("input_shapes", {}), models, path),
         serving=_serving_settings(serving_raw or {}, path) if mode == "serving" else None,
         overrides=tuple(overrides),
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
-        retries=_positive(camp.get("retries", 1), "retries", path, allow_zero=True),
+        retries=camp.get("retries", 1),
+        uncertainty_limit=float(camp.get("uncertainty_limit", 2.0)),
+        quiet_wait_s=float(camp.get("quiet_wait_s", DEFAULT_QUIET_WAIT_S)),
     )
 
 
@@ -417,74 +248,211 @@ def _serving_table(data: dict[str, Any], camp: dict[str, Any], mode: str, path: 
     for key, instead in BATCH_ONLY.items():
         if key in camp:
             raise UserError(f"{path}: [campaign] {key} does not apply to a serving campaign ({instead})")
-    if data.get("datasets"):
-        raise UserError(f"{path}: [datasets] does not apply to a serving campaign (the prompts are [serving])")
-    if not isinstance(serving_raw or {}, dict):
-        raise UserError(f"{path}: [serving] must be a table")
-    _check_keys(serving_raw or {}, _KNOWN["serving"], "[serving]", path)
-    return serving_raw or {}
+    for key in ("datasets", "input_shapes"):
+        if data.get(key):
+            raise UserError(f"{path}: [{key}] does not apply to a serving campaign (the prompts are [serving])")
+    return check_table(serving_raw or {}, "serving", "[serving]", path)
 
 
 def _amount(camp: dict[str, Any], path: Path) -> tuple[int | None, float | None]:
     samples, duration = camp.get("samples"), camp.get("duration_s")
     if samples is not None and duration is not None:
         raise UserError(f"{path}: give samples or duration_s in [campaign], not both")
-    return (
-        None if samples is None else _positive(samples, "samples", path),
-        None if duration is None else _positive(duration, "duration_s", path, float),
-    )
+    return samples, None if duration is None else float(duration)
+
+
+def _check_runs_fit(camp: dict[str, Any], duration: float | None, timeout_s: float, path: Path) -> None:
+    """What every run of the campaign would fail on, refused once here rather than once per run."""
+    if duration is not None and duration >= timeout_s:
+        raise UserError(
+            f"{path}: [campaign] duration_s = {duration:g} does not fit in timeout_s = {timeout_s:g} (each run "
+            "would be killed while measuring): raise timeout_s above the duration plus loading and warm-up"
+        )
+    if camp.get("memory") is not None and camp.get("runner") == "local":
+        raise UserError(
+            f'{path}: [campaign] memory limits containers; runner = "local" cannot apply it: drop memory or use '
+            'runner = "docker"'
+        )
 
 
 def _models_and_batches(matrix: dict[str, Any], mode: str, path: Path) -> tuple[list[str], list[int]]:
-    models = matrix.get("models")
-    if not models or not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+    if "models" not in matrix:
         raise UserError(f'{path}: [matrix] models must be a non-empty list of model ids, e.g. ["resnet50"]')
     batches = matrix.get("batch_sizes", [1])
-    if not isinstance(batches, list) or not batches:
-        raise UserError(f"{path}: [matrix] batch_sizes must be a non-empty list of integers")
-    batches = [_positive(b, "batch_sizes", path) for b in batches]
     if mode == "serving" and batches != [1]:
         raise UserError(
             f"{path}: a serving campaign sends one prompt per request; leave batch_sizes out "
             "(requests in flight are [serving] concurrency)"
         )
-    return _model_paths(models, path), batches
+    models = _model_paths(matrix["models"], path)
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise UserError(f"{path}: [matrix] models name {', '.join(twice)} twice (as written or once resolved)")
+    return models, batches
 
 
-def _datasets(datasets_raw: Any, path: Path) -> dict[str, DatasetChoice]:
+def _check_size(camp: dict[str, Any], mode: str, path: Path) -> None:
+    from suite.models import MODELS
+
+    if mode != "batch" or "model_size" not in camp:
+        return
+    sizes = sorted({size for info in MODELS.values() for size in info.sizes})
+    if camp["model_size"] not in sizes:
+        raise UserError(f"{path}: [campaign] model_size = {camp['model_size']!r}; valid sizes: {', '.join(sizes)}")
+
+
+def _check_cell_count(
+    configurations: tuple[Configuration, ...], models: list[str], batches: list[int], repetitions: int, path: Path
+) -> None:
+    """Refuse a matrix too large to run before its cells are built (they are built in memory, all of them)."""
+    runs = sum(
+        len(c.models or models) * len(c.batch_sizes or batches) * (c.repetitions or repetitions) for c in configurations
+    )
+    if runs > MAX_CELLS:
+        raise UserError(
+            f"{path}: the matrix has {runs} runs (configurations x models x batch sizes x repetitions); "
+            f"a campaign takes at most {MAX_CELLS}: split it into several campaigns, or lower repetitions"
+        )
+
+
+def _dataset_choice(raw: dict[str, Any], where: str, path: Path, default: str = "synthetic") -> DatasetChoice:
+    """A dataset as a table names it, the keys that go with it checked (what the host has: at plan time)."""
+    from suite.datasets import DATASETS
+
+    dataset = raw.get("dataset", default)
+    if dataset not in DATASETS:
+        raise UserError(f"{path}: {where} dataset = {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    info = DATASETS[dataset]
+    ds_path, limit = raw.get("dataset_path"), raw.get("limit")
+    if ds_path is not None and not info.needs_path:
+        raise UserError(f"{path}: {where} dataset_path: dataset {dataset} takes no path ({info.description})")
+    if ds_path is None and info.needs_path:
+        raise UserError(
+            f"{path}: {where} dataset {dataset} needs dataset_path, its folder or file ({info.description})"
+        )
+    if limit is not None and not info.labelled:
+        raise UserError(f"{path}: {where} limit applies to labelled datasets, not {dataset} inputs")
+    resolved = str(local_path(ds_path, path.parent)) if ds_path else None
+    return DatasetChoice(dataset, resolved, limit)
+
+
+def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
+    d = ServingSettings()  # defaults in one place
+    prompts = raw.get("prompts", d.prompts)
+    if prompts != "humaneval":
+        prompts = str(local_path(prompts, path.parent))
+    moved = ("prompts", "slo", "synthetic", "ignore_eos", "extra_inputs", "load")
+    kept = {k: v for k, v in raw.items() if k not in moved}
+    return ServingSettings(**_serving_load_settings(raw, path), prompts=prompts, **kept)
+
+
+def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """[serving] slo, synthetic and ignore_eos as ``serve`` takes them; a load sweep is refused."""
+    from controller.serving.metrics import parse_slo
+    from controller.serving.options import check_bounds
+    from suite.prompts import PromptError, parse_synthetic
+
+    if "load" in raw:
+        raise UserError(
+            f"{path}: [serving] load: a campaign serves each cell at one closed-loop concurrency ([serving] "
+            "concurrency); sweep loads with serve --concurrency 1,4,16 or --request-rate 1,2,inf"
+        )
+    out: dict[str, Any] = {}
+    for key, parse in (("slo", parse_slo), ("synthetic", parse_synthetic)):
+        if key in raw:  # a string, as the schema checked
+            try:
+                out[key] = parse(raw[key])
+            except (ValueError, PromptError) as exc:
+                raise UserError(f"{path}: [serving] {exc}") from None
+    if "synthetic" in out:
+        try:
+            check_bounds([], out["synthetic"])
+        except UserError as exc:
+            raise UserError(f"{path}: [serving] {exc}") from None
+        moot = (("prompts", "the prompts are synthetic"), ("max_new_tokens", "output=N is each answer's length"))
+        for key, why in moot:
+            if key in raw:
+                raise UserError(f"{path}: [serving] {key} has no effect with synthetic ({why}): leave one out")
+    if "ignore_eos" in raw:
+        out["ignore_eos"] = raw["ignore_eos"]
+    if "extra_inputs" in raw:  # a table, as the schema checked
+        from controller.serving.options import check_extra_inputs
+
+        out["extra_inputs"] = check_extra_inputs(raw["extra_inputs"], f"{path}: [serving] extra_inputs")
+    return out
+
+
+def _model_paths(models: list[str], path: Path) -> list[str]:
+    """Model files and folders resolved (a relative one from the campaign file's folder); names and hub
+    ids as is."""
+    out = []
+    for m in models:
+        p = local_path(m, path.parent)
+        looks_like_path = m.startswith((".", "/", "~")) or p.exists()
+        out.append(str(p) if looks_like_path else m)
+    return out
+
+
+def _datasets(datasets_raw: Any, models: list[str], path: Path) -> dict[str, DatasetChoice]:
     if not isinstance(datasets_raw, dict):
         raise UserError(f"{path}: [datasets] must be tables named by model, e.g. [datasets.bert-imdb]")
     datasets: dict[str, DatasetChoice] = {}
     for model, raw in datasets_raw.items():
         where = f"[datasets.{model}]"
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: {where} must be a table with dataset, dataset_path and limit")
-        _check_keys(raw, _KNOWN["datasets"], where, path)
-        datasets[model] = _dataset_choice(raw, where, path)
+        check_table(raw, "datasets", where, path)
+        key = _model_in_matrix(model, models, where, path)
+        datasets[key] = _dataset_choice(raw, where, path)
     return datasets
 
 
-def _input_shapes(raw: Any, path: Path) -> dict[str, tuple[str, ...]]:
+def _model_in_matrix(model: str, models: list[str], where: str, path: Path) -> str:
+    """A table named by a model (as written in the file): the model as the matrix holds it, or UserError."""
+    key = _model_paths([model], path)[0]
+    if key not in models:
+        raise UserError(f"{path}: {where} names {model}, which is not in [matrix] models ({', '.join(models)})")
+    return key
+
+
+def _input_shapes(raw: Any, models: list[str], path: Path) -> dict[str, tuple[str, ...]]:
     """``[input_shapes]``: per model (as named in matrix.models), its inputs' NAME=DIMS."""
+    from controller.batch import is_own_model
+    from suite.sources import SourceError, parse_input_shapes
+
     if not isinstance(raw, dict):
         raise UserError(f'{path}: [input_shapes] must map models to lists, e.g. "./model.onnx" = ["x=3x224x224"]')
     out: dict[str, tuple[str, ...]] = {}
     for model, shapes in raw.items():
-        if not isinstance(shapes, list) or not all(isinstance(v, str) and "=" in v for v in shapes):
-            raise UserError(f"{path}: [input_shapes] {model} must be a list of NAME=DIMS strings, got {shapes!r}")
-        key = _model_paths([model], path)[0]
+        where = f"[input_shapes] {model}"
+        if not isinstance(shapes, list) or not shapes or not all(isinstance(v, str) for v in shapes):
+            raise UserError(
+                f'{path}: {where} must be a list of NAME=DIMS strings (e.g. ["x=3x224x224"]), got {shapes!r}'
+            )
+        key = _model_in_matrix(model, models, "[input_shapes]", path)
+        if not is_own_model(key):
+            raise UserError(
+                f"{path}: {where}: {model} is registered; its inputs' sizes come from model_size, not [input_shapes]"
+            )
+        try:
+            parse_input_shapes(shapes)
+        except SourceError as exc:
+            raise UserError(f"{path}: {where}: {exc}".replace("--input-shape", "an entry")) from None
         out[key] = tuple(shapes)
     return out
 
 
-def _configurations(confs_raw: Any, mode: str, path: Path) -> tuple[Configuration, ...]:
+def _configurations(
+    confs_raw: Any, camp: dict[str, Any], models: list[str], mode: str, path: Path
+) -> tuple[Configuration, ...]:
     if not confs_raw or not isinstance(confs_raw, list):
         raise UserError(
             f'{path}: [matrix] needs at least one [[matrix.configurations]] with an image (e.g. image = "onnx-cpu")'
         )
-    configurations = [
-        _configuration(raw, f"[[matrix.configurations]] #{i + 1}", mode, path) for i, raw in enumerate(confs_raw)
-    ]
+    configurations = []
+    for i, raw in enumerate(confs_raw):
+        where = f"[[matrix.configurations]] #{i + 1}"
+        conf = _configuration(check_table(raw, "configuration", where, path), where, path)
+        _check_configuration(conf, camp.get("options", {}), models, mode, where, path)
+        configurations.append(conf)
     names = [c.name for c in configurations]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -492,56 +460,93 @@ def _configurations(confs_raw: Any, mode: str, path: Path) -> tuple[Configuratio
     return tuple(configurations)
 
 
-def _configuration(raw: Any, where: str, mode: str, path: Path) -> Configuration:
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: {where} must be a table")
-    _check_keys(raw, _KNOWN["configuration"], where, path)
+def _configuration(raw: dict[str, Any], where: str, path: Path) -> Configuration:
     if "image" not in raw:
         raise UserError(f"{path}: {where} has no image")
     engine, source = raw.get("engine"), raw.get("source")
     default_name = raw["image"] + (f"-{engine}" if engine else "") + (f"-{source}" if source else "")
-    cname = raw.get("name", default_name)
-    if not isinstance(cname, str) or not _NAME.match(cname):
-        raise UserError(f"{path}: {where} name {cname!r} must be letters, digits, '.', '_', '+' or '-'")
-    if not isinstance(raw.get("options", {}), dict):
-        raise UserError(f"{path}: {where} options must be a table, e.g. options = {{ intra_op_threads = 2 }}")
-    models, batches = raw.get("models"), raw.get("batch_sizes")
-    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
-        raise UserError(f"{path}: {where} models must be a list of model ids")
-    if batches is not None and not isinstance(batches, list):
-        raise UserError(f"{path}: {where} batch_sizes must be a list of integers")
-    if "concurrency" in raw and mode != "serving":
-        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
-    reps, concurrency = raw.get("repetitions"), raw.get("concurrency")
+    models = raw.get("models")
     return Configuration(
-        name=cname,
+        name=raw.get("name", default_name),
         image=raw["image"],
         engine=engine,
         source=source,
         options=dict(raw.get("options", {})),
         models=tuple(_model_paths(models, path)) if models else None,
-        batch_sizes=tuple(_positive(b, "batch_sizes", path) for b in batches) if batches else None,
+        batch_sizes=tuple(raw["batch_sizes"]) if "batch_sizes" in raw else None,
         note=raw.get("note", ""),
-        repetitions=None if reps is None else _positive(reps, f"{where} repetitions", path),
-        concurrency=None if concurrency is None else _positive(concurrency, f"{where} concurrency", path),
+        repetitions=raw.get("repetitions"),
+        concurrency=raw.get("concurrency"),
     )
 
 
+def _check_configuration(
+    conf: Configuration, options: dict[str, Any], models: list[str], mode: str, where: str, path: Path
+) -> None:
+    """What a configuration names must exist: its image, its engine there, its source, its options, its models."""
+    from controller.images import load_manifests
+    from harness.options import OptionError, check_options
+
+    manifests = load_manifests()
+    manifest = manifests.get(conf.image)
+    if manifest is None:
+        raise UserError(f"{path}: {where} image = {conf.image!r}; valid images: {', '.join(sorted(manifests))}")
+    engine = conf.engine or manifest.engines[0]
+    if engine not in manifest.engines:
+        raise UserError(
+            f"{path}: {where} engine = {engine!r} is not in image {conf.image}; its engines: "
+            f"{', '.join(manifest.engines)}"
+        )
+    if conf.source is not None:
+        _check_source(conf.source, engine, mode, where, path)
+    if conf.concurrency is not None and mode != "serving":
+        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
+    try:
+        check_options(engine, options | conf.options, serving=mode == "serving")
+    except OptionError as exc:
+        raise UserError(f"{path}: {where} ({conf.image}, {engine}): {exc}") from None
+    outside = [m for m in conf.models or () if m not in models]
+    if outside:
+        raise UserError(
+            f"{path}: {where} models {', '.join(outside)}: a configuration's models are some of [matrix] models "
+            f"({', '.join(models)}); add them there"
+        )
+
+
+def _check_source(source: str, engine: str, mode: str, where: str, path: Path) -> None:
+    from controller.artifacts import CONVERSIONS, ENGINE_FORMATS
+
+    if mode == "serving":
+        raise UserError(f"{path}: {where} source applies to batch campaigns (the framework a conversion starts from)")
+    fmt = ENGINE_FORMATS.get(engine)
+    if fmt is None:
+        raise UserError(
+            f"{path}: {where} source: engine {engine} runs models natively; source applies to converted runs"
+        )
+    valid = sorted(s for s, f in CONVERSIONS if f == fmt)
+    if source not in valid:
+        raise UserError(
+            f"{path}: {where} source = {source!r}; engine {engine} runs {fmt} made from: {', '.join(valid)}"
+        )
+
+
 def _idle(idle: Any, path: Path) -> IdlePolicy:
-    _check_keys(idle, _KNOWN["idle"], "[idle]", path)
+    # duration_s without a measuring policy is kept, not refused: `--set idle.policy=stored` switches
+    # measuring off for one session of a file that measures.
+    check_table(idle, "idle", "[idle]", path)
     return IdlePolicy(
-        policy=_choice(idle.get("policy", "stored"), IDLE_POLICIES, "[idle] policy", path),
-        duration_s=_positive(idle.get("duration_s", 600.0), "[idle] duration_s", path, float),
-        max_age_days=_positive(idle.get("max_age_days", 7.0), "[idle] max_age_days", path, float),
+        policy=idle.get("policy", "stored"),
+        duration_s=float(idle.get("duration_s", 600.0)),
+        max_age_days=float(idle.get("max_age_days", 7.0)),
     )
 
 
 def _cooldown(cool: Any, path: Path) -> Cooldown:
-    _check_keys(cool, _KNOWN["cooldown"], "[cooldown]", path)
+    check_table(cool, "cooldown", "[cooldown]", path)  # keys of other modes kept, as [idle]'s
     return Cooldown(
-        mode=_choice(cool.get("mode", "none"), COOLDOWN_MODES, "[cooldown] mode", path),
-        seconds=_positive(cool.get("seconds", 0.0), "[cooldown] seconds", path, float, allow_zero=True),
-        max_s=_positive(cool.get("max_s", 300.0), "[cooldown] max_s", path, float),
-        tolerance_c=_positive(cool.get("tolerance_c", 2.0), "[cooldown] tolerance_c", path, float),
-        poll_s=_positive(cool.get("poll_s", 1.0), "[cooldown] poll_s", path, float),
+        mode=cool.get("mode", "none"),
+        seconds=float(cool.get("seconds", 0.0)),
+        max_s=float(cool.get("max_s", 300.0)),
+        tolerance_c=float(cool.get("tolerance_c", 2.0)),
+        poll_s=float(cool.get("poll_s", 1.0)),
     )

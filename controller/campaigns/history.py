@@ -1,25 +1,24 @@
 """What a campaign folder already holds: its records by cell, each cell's state, its sessions, its lock.
 
 Resuming is reading the folder back: cells with an ``ok`` record are done, failed ones are retried
-only when asked, interrupted ones always. The folder is locked by the ``campaign run`` that owns
+only when asked, interrupted ones always — and so are cells lost with their cluster node (a
+``node-lost`` record, or a failure the controller found to be its node's, ``cluster.node_fault``):
+such a cell is not done yet, it did not fail. The folder is locked by the ``campaign run`` that owns
 it, so two runs of one campaign never measure (and record) the same cells at once.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from controller.campaigns.lock import locked as locked  # the folder's lock, taken atomically (lock.py)
 from controller.campaigns.spec import Campaign
 from controller.errors import UserError
-from controller.hostinfo import pid_alive
 from controller.record import Failure, RecordError, load_record
 
 STATE_DIR = "campaign"  # results/<campaign>/campaign/: the file as run, the sessions, the lock
@@ -56,11 +55,24 @@ def interrupted(rec: dict[str, Any]) -> bool:
     return (rec.get("failure") or {}).get("code") == Failure.INTERRUPTED
 
 
+def lost_with_node(rec: dict[str, Any]) -> bool:
+    """A run a cluster node took with it (it left, or could no longer run what it had passed): not a
+    fault of the configuration either."""
+    cluster = rec.get("cluster")
+    node_fault = isinstance(cluster, dict) and bool(cluster.get("node_fault"))
+    return (rec.get("failure") or {}).get("code") == Failure.NODE_LOST or node_fault
+
+
+def genuine_failure(rec: dict[str, Any]) -> bool:
+    """A failed run that says something about its configuration (what --retry-failed reruns)."""
+    return rec.get("status") == "failed" and not interrupted(rec) and not lost_with_node(rec)
+
+
 def cell_state(records: list[dict[str, Any]]) -> str:
-    """ok, failed, interrupted or todo, from a cell's records."""
+    """ok, failed, interrupted (cut short, or lost with its node: to run again) or todo, from a cell's records."""
     if any(r.get("status") == "ok" for r in records):
         return "ok"
-    if any(r.get("status") == "failed" and not interrupted(r) for r in records):
+    if any(genuine_failure(r) for r in records):
         return "failed"
     return "interrupted" if records else "todo"
 
@@ -119,57 +131,3 @@ def log_session(results: Path, campaign: Campaign, entry: dict[str, Any]) -> Non
     (folder / "campaign.toml").write_text(campaign.text)
     with open(folder / "sessions.jsonl", "a") as fh:
         fh.write(json.dumps({"started_at": datetime.now(timezone.utc).isoformat(), **entry}) + "\n")
-
-
-# --- the lock -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def locked(results: Path, campaign: Campaign, note: Callable[[str], None]) -> Iterator[None]:
-    """Hold the campaign folder's lock while the block runs.
-
-    The lock names its host and pid. A lock whose process is gone (on this host) is taken over;
-    a live one, or one from another host, refuses this run with who holds it.
-    """
-    folder = state_dir(results, campaign)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "lock"
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            _take_over_or_refuse(path, campaign, note)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
-    else:
-        raise UserError(f"could not lock {path}: another controller took it at the same moment; try again")
-    try:
-        yield
-    finally:
-        try:
-            held = json.loads(path.read_text())
-            if held.get("pid") == me["pid"] and held.get("host") == me["host"]:
-                path.unlink()
-        except (OSError, ValueError):
-            pass
-
-
-def _take_over_or_refuse(path: Path, campaign: Campaign, note: Callable[[str], None]) -> None:
-    try:
-        held = json.loads(path.read_text())
-        host, pid = str(held["host"]), int(held["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        note(f"campaign {campaign.name}: removing an unreadable lock file {path}")
-        path.unlink(missing_ok=True)
-        return
-    if host == socket.gethostname() and not pid_alive(pid):
-        note(f"campaign {campaign.name}: taking over the lock of process {pid}, which is gone")
-        path.unlink(missing_ok=True)
-        return
-    raise UserError(
-        f"campaign {campaign.name} is being run by process {pid} on {host} since {held.get('since', '?')}; "
-        f"wait for it to finish (or stop it). If that process is gone for sure, remove {path}"
-    )

@@ -8,33 +8,15 @@ names, packages for the local runner.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller.campaigns.spec import Campaign, Cell, Configuration
 from controller.errors import UserError
+from controller.local_needs import local_reasons, local_serving_reasons, package
 from controller.pipeline import workload_for
 from controller.requests import MeterSettings, Where
-
-# Python package each engine needs when the harness runs locally (the local runner).
-ENGINE_PACKAGES = {
-    "onnxruntime": "onnxruntime",
-    "torch": "torch",
-    "torchscript": "torch",
-    "torch-compile": "torch",
-    "openvino": "openvino",
-    "tensorflow": "tensorflow",
-    "mxnet": "mxnet",
-    "tensorrt": "tensorrt",
-    "llamacpp": "llama_cpp",
-    "ortgenai": "onnxruntime_genai",
-    "openvino-genai": "openvino_genai",
-    "llamacpp-server": "llama_cpp",
-    "vllm": "vllm",
-}
-SOURCE_PACKAGES = {"torch": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 
 
 @dataclass
@@ -82,10 +64,6 @@ class Assessment:
     @property
     def images(self) -> list[str]:
         return sorted({i for c in self.combos for i in c.images})
-
-
-def _package(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
 
 
 def _nvml_reason() -> str | None:
@@ -178,12 +156,10 @@ class _Checks:
         else:
             reasons += self.host.dataset_reasons(self.campaign, model, self.runner)
         if not reasons and manifest is not None and engine is not None:
-            reasons += self._runner_reasons(images, engine, manifest.provider, conf.source, conversion)
+            reasons += self._runner_reasons(images, engine, manifest.provider, conversion)
         return Combo(conf, model, engine, conversion, images, reasons)
 
-    def _runner_reasons(
-        self, images: list[str], engine: str, provider: str, source: str | None, conversion: str | None
-    ) -> list[str]:
+    def _runner_reasons(self, images: list[str], engine: str, provider: str, conversion: str | None) -> list[str]:
         """What the chosen runner lacks: images built (docker), packages installed (local)."""
         from controller.images import image_status
 
@@ -198,8 +174,8 @@ class _Checks:
             return reasons
         if self.runner == "local":
             if self.campaign.mode == "serving":
-                return _local_serving_reasons(engine, conversion is not None)
-            return _local_reasons(engine, provider, source, conversion)
+                return local_serving_reasons(engine, conversion is not None)
+            return local_reasons(engine, provider, conversion)
         return []
 
 
@@ -273,7 +249,7 @@ class _HostChecks:
                         f"dataset digits gives 1x8x8 images; {model} ({campaign.model_size}) takes "
                         f"{'x'.join(map(str, shape))} (use digits-cnn, or another dataset)"
                     )
-            if runner == "local" and choice.dataset == "digits" and not _package("sklearn"):
+            if runner == "local" and choice.dataset == "digits" and not package("sklearn"):
                 reasons.append("dataset digits needs scikit-learn for the local runner (pip install -e '.[datasets]')")
         return reasons
 
@@ -333,60 +309,3 @@ def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
             return None
     except OSError as exc:
         return f"does not answer from this host ({host}:{port}: {exc.strerror or exc})"
-
-
-# What the server needs in the local runner's environment, besides the engine's package.
-SERVING_PACKAGES = ("fastapi", "uvicorn", "transformers", "tokenizers")
-
-
-def _local_serving_reasons(engine: str, exported: bool) -> list[str]:
-    needed = [*SERVING_PACKAGES, ENGINE_PACKAGES.get(engine, engine)]
-    if exported:
-        needed.append("torch")  # exports are made from the transformers model
-    missing = [p for p in dict.fromkeys(needed) if not _package(p)]
-    if not missing:
-        return []
-    return [
-        f"serving on {engine} with the local runner needs {', '.join(missing)}, not installed here "
-        "(pip install -e '.[local]', or use the docker runner)"
-    ]
-
-
-# Execution providers that need another onnxruntime distribution than the plain CPU one.
-PROVIDER_DISTRIBUTIONS = {
-    "openvino": "onnxruntime-openvino",
-    "cuda": "onnxruntime-gpu",
-    "tensorrt": "onnxruntime-gpu",
-}
-
-
-def _distribution(name: str) -> bool:
-    import importlib.metadata
-
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _local_reasons(engine: str, provider: str, source: str | None, conversion: str | None) -> list[str]:
-    """Why the local runner cannot serve this here (packages looked up, never imported)."""
-    reasons = []
-    pkg = ENGINE_PACKAGES.get(engine, engine)
-    if not _package(pkg):
-        reasons.append(
-            f"engine {engine} needs the Python package {pkg} for the local runner and it is not installed "
-            "here (pip install -e '.[local]', or use the docker runner)"
-        )
-    dist = PROVIDER_DISTRIBUTIONS.get(provider) if engine == "onnxruntime" else None
-    if dist and not _distribution(dist):
-        reasons.append(
-            f"the {provider} execution provider needs {dist} for the local runner, not installed here "
-            "(it cannot share an environment with the plain onnxruntime): use the docker runner"
-        )
-    if conversion:
-        src = source or conversion.split("2")[0].replace("tf", "tensorflow").replace("mx", "mxnet")
-        if not _package(SOURCE_PACKAGES.get(src, src)):
-            reasons.append(f"conversion {conversion} needs {src} installed for the local runner")
-    return reasons

@@ -15,7 +15,7 @@ from controller.campaigns.history import (
     cell_state,
     check_identity,
     duplicated,
-    interrupted,
+    genuine_failure,
     log_session,
     recorded,
     resolve_seed,
@@ -97,6 +97,7 @@ def run_settings(campaign: Campaign, runner: str, results: Path, cache: Path | N
         interval_s=campaign.interval_s,
         keep_trace=campaign.keep_trace,
         baseline_max_age_s=campaign.idle.max_age_days * 86400,
+        uncertainty_limit=campaign.uncertainty_limit / 100,
     )
     return where, meters
 
@@ -214,7 +215,7 @@ def summary(
     if plan.kept_failed:
         lines.append("failed earlier, not retried (--retry-failed runs them again):")
         for cell in plan.kept_failed:
-            recs = [r for r in history.get(cell.id, []) if r.get("status") == "failed" and not interrupted(r)]
+            recs = [r for r in history.get(cell.id, []) if genuine_failure(r)]
             last = (recs[-1].get("failure") or {}).get("reason") if recs else None
             lines.append(f"  {cell.id}: {last or '?'}")
     if plan.blocked:

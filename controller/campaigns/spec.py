@@ -21,6 +21,8 @@ BLOCK_KEYS = (
     "configuration", "image", "engine", "source", "model", "model_size", "batch_size", "dataset", "repetition"
 )
 DEFAULT_BLOCK_BY = ("model", "batch_size")
+# A run of a campaign waits this long for a quiet host (no other joulebench run, CPUs idle) at most.
+DEFAULT_QUIET_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ class Campaign:
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given
     block_by: tuple[str, ...] = DEFAULT_BLOCK_BY  # cluster: cells alike in these run on one node
     retries: int = 1  # cluster: times a run lost with its node is run again on a live node, per session
+    uncertainty_limit: float = 2.0  # %: an energy figure whose bound exceeds this share of it is flagged
+    # Seconds each run waits for a quiet host before its window (controller/quiet.py); then it runs, flagged.
+    quiet_wait_s: float = DEFAULT_QUIET_WAIT_S
 
     def samples_for(self, dataset: str) -> int | None:
         """Samples per run: the file's; else None (a duration, or a labelled dataset once through);
@@ -287,7 +292,7 @@ def cell_id(model: str, model_size: str, configuration: str, batch: int, rep: in
 
 # Serving settings a campaign cell names only when set: the load sweep, SLO, synthetic prompts and
 # ignore_eos came after the first serving campaigns, whose records must still resume.
-LATER_SERVING_FIELDS = ("load", "slo", "synthetic", "ignore_eos")
+LATER_SERVING_FIELDS = ("load", "slo", "synthetic", "ignore_eos", "extra_inputs")
 
 
 def cell_serving(settings: ServingSettings) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """Campaigns across many machines, on Ray: one run per machine at a time, every record home once.
 
 Each measuring machine is a Ray node offering one ``joulebench_host`` resource. ``connect``
-finds them; ``readiness`` asks each (a Ray task pinned to it) what it can run; ``blocks`` groups
-the cells compared with each other, which run on one node; ``execute`` hands each block to a
-``host.Host`` actor — it asks for a node's joulebench_host, so Ray gives it a free node and
-nothing else measures there meanwhile — and writes the records that come back. Ray does the
-scheduling; nothing here decides which free node takes which block, beyond what a block may not do.
-"""
+finds them (and watches the head); ``readiness`` asks each (a Ray task pinned to it) what it can
+run, at the start and whenever a node joins; ``blocks`` groups the cells compared with each other,
+which run on one node; ``execute`` gives each block to a node that passed readiness, through a
+``host.Host`` actor pinned there that holds the node's joulebench_host (so nothing else measures
+there meanwhile), writes the records that come back, and copes with nodes that join, leave and get
+replaced; ``plan`` says what the cluster can run and how far its blocks let it speed up; ``local``
+starts a cluster of processes on this machine for trials and tests."""
 
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ def blocks(cells: list[Cell], block_by: tuple[str, ...]) -> list[Block]:
 
 def makespan(durations: list[float], nodes: int) -> float:
     """Wall time of blocks this long on ``nodes`` nodes, the longest block first to the least loaded
-    node: what Ray's queue of blocks gives when every node is as fast."""
+    node: what the dispatcher's queue (longest first, to the next free node) gives when every node is
+    as fast."""
     loads = [0.0] * max(1, nodes)
     for d in sorted(durations, reverse=True):
         loads[loads.index(min(loads))] += d

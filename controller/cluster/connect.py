@@ -8,9 +8,11 @@ measure two runs at once).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.errors import UserError
+from controller.progress import fmt_duration
 
 RESOURCE = "joulebench_host"
 GCS_PORT = 6379
@@ -36,6 +39,16 @@ class Node:
     def identity(self) -> dict[str, str]:
         """What a record carries of where it ran."""
         return {"node_id": self.node_id, "node_ip": self.ip, "hostname": self.hostname}
+
+    @property
+    def label(self) -> str:
+        """The name progress, plans and records show: the hostname alone is ambiguous (several nodes
+        on one host, a replacement VM given an old name), the node id is not."""
+        return node_label(self.hostname, self.node_id)
+
+
+def node_label(hostname: str | None, node_id: str | None) -> str:
+    return f"{hostname or '?'}#{(node_id or '?')[:6]}"
 
 
 def import_ray() -> Any:
@@ -77,53 +90,197 @@ def check_reachable(address: str, host: str, port: int, timeout_s: float = 5.0) 
 
 @contextmanager
 def connected(address: str) -> Iterator[Cluster]:
-    """Connect as a Ray driver for the block; disconnecting ends this job's tasks and actors."""
+    """Connect as a Ray driver for the block, watched: a head that stops answering ends the process in
+    one line (see :class:`HeadWatch`). Disconnecting ends this job's tasks and actors."""
     ray = import_ray()
     target, host, port = parse_address(address)
     if host is not None and port is not None:
         check_reachable(address, host, port)
     init(ray, address, target)
+    quiet_ray_loggers()
+    cluster = Cluster(address, ray, client=target.startswith("ray://"))
+    watched = (host, port) if host is not None and port is not None else gcs_endpoint(ray)
+    cluster.watch = HeadWatch(address, *watched) if watched else None
+    if cluster.watch is not None:
+        cluster.watch.start()
     try:
-        yield Cluster(address, ray)
+        yield cluster
+    except Exception:
+        if not cluster.head_answers():  # a Ray call raised because the head is gone: the watch says so
+            cluster.wait_for_watch()
+        raise
     finally:
+        if cluster.watch is not None:
+            cluster.watch.stop()
         ray.shutdown()
+
+
+def quiet_ray_loggers() -> None:
+    """Ray Client logs its reconnect attempts as warnings ("Log channel is reconnecting"): what the
+    user needs to know about a lost head is said once, by :class:`HeadWatch`. (Ray Client sets its log
+    stream's level as it connects: so this comes after.)"""
+    for name in ("ray", "ray.util.client.logsclient", "ray.util.client.dataclient", "ray.util.client.worker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def gcs_endpoint(ray: Any) -> tuple[str, int] | None:
+    """(host, port) of the GCS this driver is connected to (for ``auto``)."""
+    with suppress(Exception):
+        host, _, port = str(ray.get_runtime_context().gcs_address).rpartition(":")
+        return host.strip("[]"), int(port)
+    return None
 
 
 # Ray Client's proxy starts one server process per driver; now and then that process dies as it
 # starts (its log: "SpecificServer startup failed", empty stderr) and the driver is told
-# "Initialization failure from server". The next driver gets a new one: so such a failure is retried.
-CLIENT_START_FAILURE = "Initialization failure from server"
-CLIENT_START_ATTEMPTS = 3
+# "Initialization failure from server"; under load the server may also not answer in time. The
+# next driver gets a new one: so such a failure is tried again, with a growing pause, for minutes.
+CLIENT_START_FAILURES = ("Initialization failure from server", "ray client connection timeout")
+CLIENT_START_BUDGET_S = 300.0
+CLIENT_BACKOFF_S = (2.0, 4.0, 8.0, 15.0, 30.0)
 
 
-def init(ray: Any, address: str, target: str, sleep: Callable[[float], None] = time.sleep) -> None:
-    """ray.init as a driver; a Ray Client server that failed to start is tried again, twice."""
-    for attempt in range(1, CLIENT_START_ATTEMPTS + 1):
+def init(
+    ray: Any,
+    address: str,
+    target: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """ray.init as a driver; a Ray Client server that failed to start is tried again, with backoff,
+    until CLIENT_START_BUDGET_S have passed (each try said on screen)."""
+    started, attempt = clock(), 0
+    while True:
+        attempt += 1
         try:
             ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR, namespace="joulebench")
             return
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ... by version
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            transient = target.startswith("ray://") and CLIENT_START_FAILURE in str(exc)
-            if not transient or attempt == CLIENT_START_ATTEMPTS:
-                tried = f" (tried {attempt} times)" if attempt > 1 else ""
+            transient = target.startswith("ray://") and any(f in str(exc) for f in CLIENT_START_FAILURES)
+            pause = CLIENT_BACKOFF_S[min(attempt, len(CLIENT_BACKOFF_S)) - 1]
+            spent = clock() - started
+            if not transient or spent + pause > CLIENT_START_BUDGET_S:
+                tried = f" (tried {attempt} times over {fmt_duration(spent)})" if attempt > 1 else ""
                 raise UserError(f"could not connect to the Ray cluster at {address}{tried}: {first[:300]}") from None
             print(
                 f"the Ray Client server at {address} failed to start for this driver ({first[:120]}); "
-                f"trying again ({attempt + 1} of {CLIENT_START_ATTEMPTS})",
+                f"trying again in {pause:g} s (try {attempt + 1}; giving up {fmt_duration(CLIENT_START_BUDGET_S)} "
+                "after the first)",
                 file=sys.stderr,
+                flush=True,
             )
             with suppress(Exception):
                 ray.shutdown()
-            sleep(2.0 * attempt)
+            sleep(pause)
+
+
+# How long the head may not answer before the cluster counts as gone. Ray itself blocks the
+# driver's calls meanwhile, then (after a minute) aborts it from C++ ("Failed to connect to GCS",
+# "Check failed ... RpcError"), or, through Ray Client, retries for half a minute and raises.
+HEAD_LOST_S = 10.0
+HEAD_PROBE_S = 2.0
+EXIT_CLUSTER_LOST = 3
+
+
+def tcp_answers(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class HeadWatch:
+    """A thread that probes the head's port; when it has not answered for ``lost_after_s``, it says in
+    one line that the cluster is gone and how to resume, and ends the process (exit 3): the main
+    thread may be blocked inside Ray by then. What was written stays written: records are atomic,
+    and the folder's lock names this process, which is gone, so the next run takes it over."""
+
+    def __init__(
+        self,
+        address: str,
+        host: str,
+        port: int,
+        lost_after_s: float = HEAD_LOST_S,
+        interval_s: float = HEAD_PROBE_S,
+        probe: Callable[[str, int], bool] = tcp_answers,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        self.address, self.host, self.port = address, host, port
+        self.lost_after_s, self.interval_s, self.probe = lost_after_s, interval_s, probe
+        self.on_lost = on_lost or _exit_lost
+        self.resume_hint = "run the same command again to resume"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="joulebench-head-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def message(self) -> str:
+        endpoint = f"{self.host}:{self.port}"
+        head = "its head" if self.address.endswith(endpoint) else f"its head {endpoint}"
+        return (
+            f"error: the Ray cluster at {self.address} is gone ({head} has not answered for {self.lost_after_s:g} s); "
+            f"runs in flight are lost, records written so far are kept: {self.resume_hint}"
+        )
+
+    def _watch(self) -> None:
+        failing_since: float | None = None
+        while not self._stop.wait(self.interval_s):
+            if self.probe(self.host, self.port):
+                failing_since = None
+                continue
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since >= self.lost_after_s and not self._stop.is_set():
+                self.on_lost(self.message())
+                return
+
+
+def _exit_lost(message: str) -> None:
+    with suppress(Exception):
+        sys.stdout.flush()
+    print(f"\n{message}", file=sys.stderr, flush=True)
+    os._exit(EXIT_CLUSTER_LOST)
 
 
 class Cluster:
     """The connected cluster: its joulebench hosts, read afresh on each call."""
 
-    def __init__(self, address: str, ray: Any) -> None:
+    def __init__(self, address: str, ray: Any, client: bool = False) -> None:
         self.address = address
         self.ray = ray
+        self.client = client  # through Ray Client: cluster-side calls go through a task
+        self.watch: HeadWatch | None = None
+        self._requester: Any = None
+
+    def request_nodes(self, count: int, wait_s: float = 0.0) -> None:
+        """Ask Ray's autoscaler (where there is one) for room for ``count`` measuring nodes at once (0
+        withdraws the request, which otherwise outlives this driver). A hint: errors are ignored."""
+        from controller.cluster.host import request_nodes
+
+        with suppress(Exception):
+            if not self.client:
+                request_nodes(count, RESOURCE)
+                return
+            if self._requester is None:
+                self._requester = self.ray.remote(num_cpus=0, max_retries=0)(request_nodes)
+            ref = self._requester.remote(count, RESOURCE)
+            if wait_s:
+                self.ray.wait([ref], timeout=wait_s)
+
+    def head_answers(self) -> bool:
+        """False when the head's port does not answer (a Ray call that raised may mean the cluster is gone)."""
+        return self.watch is None or self.watch.probe(self.watch.host, self.watch.port)
+
+    def wait_for_watch(self) -> None:
+        """The head does not answer: let the watch say so and end the process, rather than a traceback."""
+        if self.watch is not None:
+            time.sleep(self.watch.lost_after_s + 3 * self.watch.interval_s)
 
     def live(self) -> list[tuple[Node, float]]:
         """Live nodes offering joulebench_host, with how many they offer."""
@@ -141,7 +298,7 @@ class Cluster:
         for node, amount in self.live():
             if amount != 1:
                 raise UserError(
-                    f"node {node.node_id[:8]} ({node.hostname}) of the Ray cluster at {self.address} offers "
+                    f"node {node.label} ({node.ip}) of the Ray cluster at {self.address} offers "
                     f"{RESOURCE} = {amount:g}; a node must offer exactly 1, so that it measures one run at a time: "
                     f"restart it with {START_NODE}"
                 )
@@ -154,11 +311,7 @@ class Cluster:
             )
         return hosts
 
-    def alive(self, node_id: str) -> bool:
-        return any(n.get("Alive") and n.get("NodeID") == node_id for n in self.ray.nodes())
-
 
 def labels(hosts: list[Node]) -> dict[str, str]:
-    """Node id -> the name progress and plans show: the hostname, with the node id when hosts share one."""
-    names = [h.hostname for h in hosts]
-    return {h.node_id: h.hostname if names.count(h.hostname) == 1 else f"{h.hostname}#{h.node_id[:6]}" for h in hosts}
+    """Node id -> the name progress and plans show (``hostname#node-id``)."""
+    return {h.node_id: h.label for h in hosts}

@@ -10,6 +10,7 @@ trace) goes back to the controller, which alone writes into the campaign's folde
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -58,6 +59,7 @@ def readiness(campaign: Campaign, runner_kind: str | None) -> dict[str, Any]:
     assessment = assess(campaign, runner_kind)
     baseline = load_baseline(max_age_s=campaign.idle.max_age_days * 86400)
     problems = list(assessment.problems)
+    broken = _unimportable(assessment)
     if campaign.idle.policy == "require" and not baseline.usable:
         problems.append(
             f"the idle policy is 'require' and this node's idle baseline is {baseline.status}: measure one "
@@ -75,7 +77,7 @@ def readiness(campaign: Campaign, runner_kind: str | None) -> dict[str, Any]:
                 "engine": c.engine,
                 "conversion": c.conversion,
                 "images": c.images,
-                "reasons": c.reasons,
+                "reasons": c.reasons + _import_reasons(c, broken),
             }
             for c in assessment.combos
         ],
@@ -83,7 +85,92 @@ def readiness(campaign: Campaign, runner_kind: str | None) -> dict[str, Any]:
         "meters": [c.to_dict() for c in check_system()],
         "baseline": {"status": baseline.status, "usable": baseline.usable, "reason": baseline.reason},
         "sources": package_sources_hash(),
+        "controller_sources": controller_sources_hash(),
+        "gpus": _gpu_names(),
     }
+
+
+@functools.cache
+def controller_sources_hash() -> str:
+    """Hash of this joulebench's controller code: a node's Host actor runs the node's own copy of it, so
+    a node with another checkout would run other code than the controller expects (and fail every run)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+IMPORT_TIMEOUT_S = 180.0
+_IMPORTS = """
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+print(json.dumps(failed))
+"""
+
+
+def _engine_package(combo: Any) -> str | None:
+    from controller.local_needs import ENGINE_PACKAGES
+
+    return ENGINE_PACKAGES.get(combo.engine, combo.engine) if combo.engine else None
+
+
+def _unimportable(assessment: Any) -> dict[str, str]:
+    """Engine packages the local runner's harness would import that do not import here: package -> why.
+
+    The campaign's readiness only looks packages up (a plan must stay quick); a node that joins a
+    cluster is checked once, so it imports them, in a child Python as the harness would, and a
+    broken or shadowed install is found before the node gets a block, not by failing its runs."""
+    import subprocess
+    import sys
+
+    if assessment.runner != "local":
+        return {}
+    names = sorted({p for c in assessment.combos if c.runnable and (p := _engine_package(c))})
+    if not names:
+        return {}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMPORTS, *names],
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        return {str(k): str(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    except subprocess.TimeoutExpired:
+        return dict.fromkeys(names, f"importing did not finish within {IMPORT_TIMEOUT_S:g} s")
+    except (ValueError, IndexError, OSError) as exc:
+        return dict.fromkeys(names, f"the import check could not run ({type(exc).__name__})")
+
+
+def _import_reasons(combo: Any, broken: dict[str, str]) -> list[str]:
+    package = _engine_package(combo) if combo.runnable else None
+    if package is None or package not in broken:
+        return []
+    return [
+        f"engine {combo.engine}: its package {package} is installed but does not import on this node "
+        f"({broken[package]}); repair this node's Python (tools/cluster/setup-node.sh)"
+    ]
+
+
+def _gpu_names() -> list[str]:
+    """The models of this node's GPUs as NVML names them (none without NVML)."""
+    from controller.meters.nvml import NvmlMeter
+
+    meter = NvmlMeter()
+    available = meter.open().available
+    try:
+        return [str(g.name) for g in meter.gpus] if available else []
+    finally:
+        meter.close()
 
 
 def _unbuilt(assessment: Any) -> list[str]:
@@ -116,6 +203,14 @@ def build_images(names: list[str]) -> dict[str, str | None]:
         except (UserError, docker.errors.DockerException) as exc:
             out[name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return out
+
+
+def request_nodes(count: int, resource: str) -> None:
+    """Ask Ray's autoscaler (where the cluster has one) for room for ``count`` measuring nodes at
+    once; 0 withdraws the request. Called by a driver on the cluster, or run as a task on it (Ray Client)."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{resource: 1}] * count)
 
 
 # --- what a node remembers between blocks ---------------------------------------------------------
@@ -201,8 +296,9 @@ class Host:
             cool.idle_c = state["idle_c"]
         return cool() | {"notes": notes}
 
-    def run(self, cell: Cell, record_cell: dict[str, Any]) -> dict[str, Any]:
-        """One run through the pipeline: {record, trace (bytes or None), notes}."""
+    def run(self, cell: Cell, record_cell: dict[str, Any], placement: dict[str, Any]) -> dict[str, Any]:
+        """One run through the pipeline: {record, trace (bytes or None), notes}. ``placement`` (its block,
+        the nodes the block left) goes into the record's ``cluster`` beside this node."""
         from controller import pipeline
         from controller.campaigns.session import run_settings, setup_failed
 
@@ -219,4 +315,4 @@ class Host:
             finally:
                 self.state.update(running=None, last_end_ns=time.monotonic_ns())
             trace = (path.parent / data["trace_path"]).read_bytes() if data.get("trace_path") else None
-        return {"record": data | {"cluster": self.node}, "trace": trace, "notes": notes.lines}
+        return {"record": data | {"cluster": self.node | placement}, "trace": trace, "notes": notes.lines}

@@ -26,6 +26,7 @@ METHOD = (
     "distribution-free interval of the ratio B / A from inverting the exact Mann-Whitney test on log values "
     "(Hodges-Lehmann: exact coverage at any number of runs, robust to an outlying run)"
 )
+MIN_REPETITIONS = 3  # a side: fewer shows no run-to-run spread worth the name, whatever the level
 EXACT_UP_TO = 2500  # m·n up to which U's null distribution is counted exactly (50 runs a side)
 
 

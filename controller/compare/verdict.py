@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from controller.compare.figures import Figures, figures_of
 from controller.compare.interval import (
     MAX_REPETITIONS,
+    MIN_REPETITIONS,
     log_spread,
     lower_tail,
     min_repetitions,
@@ -36,7 +37,6 @@ REGRESSION, IMPROVEMENT, EQUIVALENT = "regression", "improvement", "equivalent"
 INCONCLUSIVE, INSUFFICIENT, NOT_COMPARABLE = "inconclusive", "insufficient data", "not comparable"
 VERDICTS = (REGRESSION, IMPROVEMENT, EQUIVALENT, INCONCLUSIVE, INSUFFICIENT, NOT_COMPARABLE)
 DECIDED = (REGRESSION, IMPROVEMENT, EQUIVALENT)
-MIN_REPETITIONS = 3  # a side: fewer shows no run-to-run spread worth the name, whatever the level
 
 
 @dataclass

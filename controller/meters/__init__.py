@@ -4,9 +4,11 @@ The runner uses :class:`MeterSession`; ``controller system`` uses :func:`check_s
 ``controller idle`` uses :func:`measure_idle` / :func:`save_baseline`, and each run
 :func:`load_baseline`. One module per source: ``rapl`` (powercap, zones found by ``powercap``),
 ``nvml`` (NVIDIA GPUs; window figures in ``nvml_window``), ``cgroup`` (Docker containers),
-``process`` (local process trees), ``wall`` (socket meters). Shared parts: ``base`` (metrics,
-summaries, traces), ``sampler`` (the thread), ``window`` (arithmetic on traces), ``baseline``
-(the idle model), ``measurements`` (net, total and checks over all meters).
+``process`` (local process trees), ``wall`` (socket meters), ``host`` (the whole host's CPU and
+RAM). Shared parts: ``base`` (metrics, summaries, traces), ``sampler`` (the thread), ``window``
+(arithmetic on traces), ``edges`` (energy counters at a window's edges: when they really updated),
+``uncertainty`` (each energy figure's bound, how bounds add, the limit's flag), ``baseline`` (the
+idle model), ``measurements`` (net, total and checks over all meters).
 """
 
 from controller.meters.base import Availability, MeterSummary, Metric, Sample, Trace

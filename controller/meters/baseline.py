@@ -3,11 +3,19 @@
 A run's net energy per domain is ``gross - idle_power_w * window_s``. A baseline measured on
 other hardware (``foreign``), too long ago (``stale``), absent (``missing``) or unreadable
 (``invalid``) is reported with the run and never subtracted. Measuring one is ``idle.measure_idle``.
+
+The net figure's bound adds to the gross one what the baseline cannot know of the run's own
+window: idle power wanders, the more so over short windows. Each domain's entry holds ``spread``:
+the standard deviation of mean idle power over consecutive sub-windows of several lengths
+(``windows``: 0.1 s to 60 s), and ``power_uncertainty_w``, the bound on the mean idle power itself.
+A run of ``window_s`` adds ``(2 x std at that length + power_uncertainty_w) x window_s``. Files
+written before the spread was recorded still load and subtract; their net figures carry no bound.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -24,6 +32,13 @@ DEFAULT_MAX_AGE_S = 7 * 24 * 3600.0
 #: Energy domains a baseline can hold, and the metric each one is subtracted from.
 DOMAINS = {"cpu": "cpu_energy_j", "dram": "dram_energy_j", "gpu": "gpu_energy_j"}
 DOMAINS_WALL = {"wall": "wall_energy_j"}
+#: How many standard deviations of idle power over the window a net bound allows (95 % for a
+#: normal spread).
+SPREAD_SIGMAS = 2.0
+NO_SPREAD = (
+    "the idle baseline records no spread of idle power (measured before joulebench recorded one): "
+    "measure it again with `controller idle` for a bound on net energy"
+)
 
 Status = Literal["ok", "missing", "stale", "foreign", "invalid"]
 
@@ -86,6 +101,28 @@ class IdleBaseline:
             domains=dict(d["domains"]),
             flags=list(d.get("flags", [])),
         )
+
+    def spread(
+        self, domain: str, window_s: float, gpu_uuids: Sequence[str] | None = None
+    ) -> tuple[float, float] | None:
+        """(standard deviation of idle power over windows of ``window_s``, bound on the mean idle
+        power itself), both W, of a domain (for ``gpu``: summed over ``gpu_uuids``, linearly);
+        None when the baseline recorded no spread for it."""
+        entry = self.domains.get(domain) or {}
+        if domain == "gpu" and gpu_uuids is not None:
+            per = entry.get("per_device_spread") or {}
+            found = [per.get(u) for u in gpu_uuids]
+            if any(f is None for f in found):
+                return None
+            parts = [(_std_at(f["windows"], window_s), float(f["power_uncertainty_w"])) for f in found if f]
+            if any(std is None for std, _ in parts):
+                return None
+            return sum(std or 0.0 for std, _ in parts), sum(u for _, u in parts)
+        spread = entry.get("spread")
+        if not spread or entry.get("power_uncertainty_w") is None:
+            return None
+        std = _std_at(spread.get("windows") or [], window_s)
+        return None if std is None else (std, float(entry["power_uncertainty_w"]))
 
     def power_w(self, domain: str, gpu_uuids: Sequence[str] | None = None) -> tuple[float | None, str | None]:
         """Idle power of a domain (for ``gpu``: summed over ``gpu_uuids``), or None and why."""
@@ -203,20 +240,40 @@ def load_baseline(
     return BaselineStatus("ok", None, p, baseline, age)
 
 
+def _std_at(windows: Sequence[dict[str, Any]], window_s: float) -> float | None:
+    """Standard deviation of idle power at ``window_s``: at the longest recorded sub-window no
+    longer than it (idle power spreads less over longer windows, so this never understates);
+    below the shortest, the shortest's, scaled up as white noise would (x sqrt(shortest / window))."""
+    rows = sorted((float(w["window_s"]), float(w["std_power_w"])) for w in windows if w.get("std_power_w") is not None)
+    if not rows:
+        return None
+    fitting = [std for length, std in rows if length <= window_s]
+    if fitting:
+        return fitting[-1]
+    shortest, std = rows[0]
+    return std * math.sqrt(shortest / window_s) if window_s > 0 else std
+
+
 def net_energy(
     gross_j: float | None,
     domain: str,
     window_s: float,
     baseline: BaselineStatus | None,
     gpu_uuids: Sequence[str] | None = None,
+    gross_uncertainty_j: float | None = None,
 ) -> dict[str, Any]:
-    """Gross, idle and net energy of one domain over a window, with why net is missing if it is."""
+    """Gross, idle and net energy of one domain over a window, with why net is missing if it is,
+    and the net figure's bound (``net_uncertainty_j``: the gross bound, plus the idle power's
+    spread over a window this long and the baseline's own bound, times the window)."""
     out: dict[str, Any] = {
         "gross_j": gross_j,
         "idle_power_w": None,
         "idle_j": None,
         "net_j": None,
         "net_reason": None,
+        "net_uncertainty_j": None,
+        "net_uncertainty_components": None,
+        "net_uncertainty_reason": None,
     }
     if gross_j is None:
         out["net_reason"] = "gross energy not measured"
@@ -233,4 +290,26 @@ def net_energy(
             out["idle_power_w"] = power
             out["idle_j"] = power * window_s
             out["net_j"] = gross_j - power * window_s
+            out.update(_net_bound(baseline.baseline, domain, window_s, gpu_uuids, gross_uncertainty_j))
     return out
+
+
+def _net_bound(
+    baseline: IdleBaseline,
+    domain: str,
+    window_s: float,
+    gpu_uuids: Sequence[str] | None,
+    gross_uncertainty_j: float | None,
+) -> dict[str, Any]:
+    if gross_uncertainty_j is None:
+        return {"net_uncertainty_reason": "the gross figure has no bound"}
+    spread = baseline.spread(domain, window_s, gpu_uuids)
+    if spread is None:
+        return {"net_uncertainty_reason": NO_SPREAD}
+    std_w, estimate_w = spread
+    components = {
+        "gross": gross_uncertainty_j,
+        "idle_power_spread": SPREAD_SIGMAS * std_w * window_s,
+        "idle_power_estimate": estimate_w * window_s,
+    }
+    return {"net_uncertainty_j": sum(components.values()), "net_uncertainty_components": components}

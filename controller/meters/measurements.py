@@ -9,6 +9,7 @@ from typing import Any
 
 from controller.meters.base import Metric, Trace, flag
 from controller.meters.baseline import DOMAINS, BaselineStatus, net_energy
+from controller.meters.uncertainty import SUM_METHOD, bound_fields
 from controller.meters.window import max_gap_ns
 
 #: Below this share of the requested sample rate a window is flagged.
@@ -40,7 +41,8 @@ def subtract_idle(
     for domain, name in NET_DOMAINS.items():
         met = metrics[name]
         gross = met.value if met.available else None
-        met.extra.update(net_energy(gross, domain, window_s, baseline, gpu_uuids=gpu_uuids))
+        bound = met.extra.get("uncertainty_j") if gross is not None else None
+        met.extra.update(net_energy(gross, domain, window_s, baseline, gpu_uuids=gpu_uuids, gross_uncertainty_j=bound))
         net = met.extra["net_j"]
         if net is not None and net < 0:
             out.append(
@@ -89,8 +91,29 @@ def total_energy(metrics: Mapping[str, Metric]) -> Metric:
             "net_j": sum(n for n in nets if n is not None) if net_ok else None,
             "net_reason": None if net_ok else "; ".join(reasons),
             "note": "wall-socket energy is reported apart (it already includes all of these)",
+            **_total_bound(covers, parts, gross, net_ok),
         },
     )
+
+
+def _total_bound(covers: list[str], parts: list[Metric], gross: float, net_ok: bool) -> dict[str, Any]:
+    """The total's bound: its parts' bounds summed (per domain in the components), gross and net."""
+    bounds = [p.extra.get("uncertainty_j") for p in parts]
+    if any(b is None for b in bounds):
+        return {"uncertainty_j": None, "uncertainty_reason": "a part has no bound"}
+    out = bound_fields(gross, {d: float(b or 0.0) for d, b in zip(covers, bounds, strict=True)}, SUM_METHOD)
+    nets = [p.extra.get("net_uncertainty_j") for p in parts]
+    out["net_uncertainty_j"] = sum(n or 0.0 for n in nets) if net_ok and all(n is not None for n in nets) else None
+    out["net_uncertainty_components"] = (
+        {d: n for d, n in zip(covers, nets, strict=True)} if out["net_uncertainty_j"] is not None else None
+    )
+    why = [
+        f"{d}: {p.extra.get('net_uncertainty_reason')}"
+        for d, p in zip(covers, parts, strict=True)
+        if p.extra.get("net_uncertainty_reason")
+    ]
+    out["net_uncertainty_reason"] = "; ".join(why) or None if net_ok else None
+    return out
 
 
 def sampling_flags(

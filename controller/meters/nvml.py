@@ -100,6 +100,9 @@ class NvmlMeter:
         self.availability = Availability.no("not opened")
         self.driver_version: str | None = None
         self._initialised = False
+        # Per GPU (uuid): how often its energy counter updates, and how that was found (the
+        # last window's trace: its update clock, else the median time between its changes).
+        self.counter_updates: dict[str, dict[str, Any]] = {}
 
     # -- setup --------------------------------------------------------------------------
 
@@ -262,7 +265,7 @@ class NvmlMeter:
             **self.availability.to_dict(),
             "source": "NVML (nvidia-ml-py)",
             "driver_version": self.driver_version,
-            "gpus": [g.to_dict() for g in self.gpus],
+            "gpus": [{**g.to_dict(), **self.counter_updates.get(g.uuid, {})} for g in self.gpus],
         }
 
     # -- window figures -----------------------------------------------------------------
@@ -276,7 +279,14 @@ class NvmlMeter:
 
     def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
         """GPU metrics over [t0, t1] summed over the selected GPUs, and flags."""
-        return gpu_summary(self.gpus, trace, t0, t1, self.counter_update_period_s)
+        out = gpu_summary(self.gpus, trace, t0, t1, self.counter_update_period_s)
+        for dev in out.metrics["gpu_energy_j"].extra.get("per_device", []):
+            if "counter_update_period_s" in dev:
+                self.counter_updates[dev["uuid"]] = {
+                    "counter_update_period_s": dev["counter_update_period_s"],
+                    "counter_update_period_source": dev.get("counter_update_period_source"),
+                }
+        return out
 
 
 def _field_value(nv: Any, v: Any) -> float | None:

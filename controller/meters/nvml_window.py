@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from controller.meters.base import Availability, MeterSummary, Metric, Trace, flag
+from controller.meters.edges import counter_window
+from controller.meters.uncertainty import COUNTER_METHOD, SAMPLED_METHOD, SUM_METHOD, add_components, bound_fields
 from controller.meters.window import (
     WindowValue,
-    counter_delta,
-    integrate,
+    counter_faults,
+    integrate_power,
     sampling_interval_s,
     short_window_flag,
     summary_stats,
@@ -40,6 +42,13 @@ DISAGREEMENT_THRESHOLD = 0.05
 #: No single GPU draws this much (board limits are 1.2 kW and below): a counter step implying
 #: more is a fault, not energy.
 MAX_PLAUSIBLE_GPU_POWER_W = 3000.0
+#: The total-energy counter counts millijoules.
+COUNTER_RESOLUTION_MJ = 1.0
+#: NVML reports power in milliwatts.
+POWER_RESOLUTION_W = 0.001
+#: What ``nvmlDeviceGetPowerUsage`` averages over on Ampere and later (NVIDIA documents 1 s); its
+#: integral is bounded as if every GPU without the instant field averaged so.
+POWER_AVERAGE_S = 1.0
 
 # (metric, trace field, unit, how GPUs combine, what the figure is)
 _GAUGES = (
@@ -105,11 +114,13 @@ def gpu_summary(gpus: Sequence[Gpu], trace: Trace, t0: int, t1: int, default_per
         fallbacks = {d["uuid"]: d["fallback_reason"] for d in per_device if d.get("fallback_reason")}
         if fallbacks:
             extra["fallback"] = fallbacks
-        metrics["gpu_energy_j"] = Metric(
-            "gpu_energy_j", sum(d["energy_j"] for d in per_device), "J", "nvml: " + " + ".join(sources), extra=extra
-        )
+        value = sum(d["energy_j"] for d in per_device)
+        methods = {d["uncertainty_method"] for d in per_device}
+        method = methods.pop() if len(methods) == 1 else f"per GPU as its source allows; over GPUs, {SUM_METHOD}"
+        extra.update(bound_fields(value, add_components(d["uncertainty_components"] for d in per_device), method))
+        metrics["gpu_energy_j"] = Metric("gpu_energy_j", value, "J", "nvml: " + " + ".join(sources), extra=extra)
         interval, what = max(edges, default=(None, ""))
-        short = short_window_flag("nvml", "gpu_energy_j", window_s, interval, what)
+        short = short_window_flag("nvml", "gpu_energy_j", window_s, interval, extra["uncertainty_rel"], what)
         if short is not None:
             flags.append(short)
     metrics.update(_gauges(gpus, trace, t0, t1))
@@ -123,7 +134,8 @@ def gpu_energy(
     """One GPU's energy over [t0, t1] (its ``per_device`` entry), its flags, and the interval that
     sets the edge error of the source used (with what that interval is)."""
     window_s = (t1 - t0) / 1e9
-    integ = integrate(trace, f"gpu{g.index}.power_w", t0, t1)
+    lag = POWER_AVERAGE_S / 2.0 if g.power_averaging != "instantaneous" else 0.0  # its middle is half a period back
+    integ = integrate_power(trace, f"gpu{g.index}.power_w", t0, t1, lag, POWER_RESOLUTION_W)
     dev: dict[str, Any] = {
         "uuid": g.uuid,
         "name": g.name,
@@ -138,9 +150,12 @@ def gpu_energy(
     if g.energy_counter.available:
         period_s = update_period_s(trace, g, default_period_s)
         dev["counter_update_period_s"] = period_s
-        delta = counter_delta(
-            trace, f"gpu{g.index}.energy_mj", t0, t1, max_rate=MAX_PLAUSIBLE_GPU_POWER_W * 1e3, slack_s=period_s
-        )
+        delta, components, fitted = _counter(trace, g, t0, t1, period_s)
+        if fitted is not None:
+            dev["counter_update_period_s"] = fitted
+            dev["counter_update_period_source"] = "update clock fitted to every update seen"
+        else:
+            dev["counter_update_period_source"] = "median time between the counter's changes (or the default)"
         if delta.value is None:
             dev["counter_reason"] = delta.reason
         else:
@@ -148,6 +163,7 @@ def gpu_energy(
         problem = _counter_problem(g, delta, integ.value, window_s, period_s)
         if problem is None and delta.value is not None:
             dev["energy_j"], dev["energy_source"] = dev["counter_j"], "total-energy counter"
+            dev.update(bound_fields(dev["energy_j"], components, COUNTER_METHOD))
             return dev, _disagreement(g, dev["counter_j"], integ.value, dev), _edge(sampling_s, period_s)
     if problem is not None:
         problem["message"] += (
@@ -158,11 +174,31 @@ def gpu_energy(
             dev["fallback_reason"] = problem["message"]
         dev["energy_j"] = integ.value
         dev["energy_source"] = f"integrated power ({g.power_source})"
+        dev.update(bound_fields(integ.value, integ.components, SAMPLED_METHOD))
     else:
         base = problem["message"].removeprefix(f"GPU {g.uuid}: ") if problem else None
         base = base or dev.get("counter_reason") or g.energy_counter.reason
         dev["reason"] = f"{base or 'no energy counter'}; power integration: {integ.reason}"
     return dev, [problem] if problem else [], (sampling_s, "sampling interval")
+
+
+def _counter(
+    trace: Trace, g: Gpu, t0: int, t1: int, period_s: float
+) -> tuple[WindowValue, dict[str, float], float | None]:
+    """The counter's increase over [t0, t1] (mJ), its bound's components (J) and the period of
+    the update clock fitted to it (None: none fitted), or why not: refused when it went
+    backwards or jumped among the reads the window needs."""
+    field = f"gpu{g.index}.energy_mj"
+    ts, vs = trace.series(field)
+    what = f"{trace.meter}.{field}"
+    faults = counter_faults(ts, vs, t0, t1, MAX_PLAUSIBLE_GPU_POWER_W * 1e3, period_s)
+    if faults:
+        more = f" ({len(faults) - 1} more such steps)" if len(faults) > 1 else ""
+        return WindowValue(None, f"{what}: {faults[0].describe()}{more}", faults=tuple(faults)), {}, None
+    w = counter_window(ts, vs, t0, t1, period_s=period_s, resolution=COUNTER_RESOLUTION_MJ)
+    if w.value is None:
+        return WindowValue(None, f"{what}: {w.reason}"), {}, None
+    return WindowValue(w.value), {k: v / 1e3 for k, v in w.components.items()}, w.clock_period_s
 
 
 def _counter_problem(

@@ -1,29 +1,35 @@
 """CPU package and DRAM energy from RAPL counters (zones found by ``powercap.discover``).
 
 ``energy_uj`` wraps at ``max_energy_range_uj``; the meter unwraps on every read, which is correct as
-long as at most one wrap happens between two reads — :attr:`RaplMeter.max_safe_interval_s` says how
-often that requires reading, assuming a pessimistic power. A step no zone can draw (a counter that
-went backwards by less than a wrap would need, or jumped) makes the window's figure unavailable.
+long as the zone draws less than one counter range between two reads. Whether a gap in the reads
+could hide more is judged from the power the zone was actually seen drawing (twice the highest,
+over reads too close together to hide a wrap even at a pessimistic power): a gap that could makes
+the figure unavailable. A step no zone can draw (a counter that went backwards by less than a wrap
+would need, or jumped) does too.
+
+The counter updates about every millisecond (observed when the meter opens); window figures
+reconstruct when each read value was taken and split the bracketing intervals at the window's
+edges with the power on either side (``edges``), and carry the bound of what that leaves.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
+import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from controller.meters.base import NAN, Availability, MeterSummary, Metric, Trace, flag, seconds
+from controller.meters.edges import counter_window
 from controller.meters.powercap import DEFAULT_POWERCAP_ROOT, RaplZone, discover
-from controller.meters.window import (
-    CounterFault,
-    counter_delta,
-    max_gap_ns,
-    sampling_interval_s,
-    short_window_flag,
-)
+from controller.meters.uncertainty import COUNTER_METHOD, add_components, bound_fields
+from controller.meters.window import CounterFault, counter_faults, sampling_interval_s, short_window_flag
 
 __all__ = ["DEFAULT_POWERCAP_ROOT", "PESSIMISTIC_ZONE_POWER_W", "RaplMeter", "RaplZone", "discover"]
 
@@ -31,6 +37,15 @@ __all__ = ["DEFAULT_POWERCAP_ROOT", "PESSIMISTIC_ZONE_POWER_W", "RaplMeter", "Ra
 PESSIMISTIC_ZONE_POWER_W = 1000.0
 #: Added to the time between two reads when bounding a step: the counters update about every ms.
 UPDATE_SLACK_S = 0.002
+#: How often RAPL counters update when it cannot be observed (Intel documents about 1 ms; AMD too).
+DEFAULT_UPDATE_PERIOD_S = 0.001
+#: Smallest step of ``energy_uj``: the energy status unit, 2^-14 J (61 uJ) on most Intel parts
+#: (15.3 uJ on server parts; AMD 15.3 uJ): the coarsest is assumed.
+RESOLUTION_UJ = 61.0
+#: A gap may hide a wrap when this many times the highest power seen could fill the counter's range.
+WRAP_POWER_MARGIN = 2.0
+#: How long the meter watches a counter when it opens, to see how often it updates.
+PROBE_S = 0.01
 #: What the RAPL meter reports: metric name -> unit.
 RAPL_UNITS = {"cpu_energy_j": "J", "dram_energy_j": "J", "cpu_power_w": "W"}
 
@@ -62,11 +77,16 @@ class RaplMeter:
         interval_s: float | None = None,
         opener: Opener = _default_opener,
         pessimistic_power_w: float = PESSIMISTIC_ZONE_POWER_W,
+        update_period_s: float | None = None,
     ) -> None:
         self.root = Path(root)
         self.interval_s = interval_s
         self._opener = opener
         self.pessimistic_power_w = pessimistic_power_w
+        # None: observed when the meter opens (the default where it cannot be seen).
+        self.update_period_s = update_period_s or DEFAULT_UPDATE_PERIOD_S
+        self.update_period_source = "given" if update_period_s else "not observed yet"
+        self._probe = update_period_s is None
         self.zones: list[RaplZone] = []
         self.fields: tuple[str, ...] = ()
         self.availability = Availability.no("not opened")
@@ -107,6 +127,8 @@ class RaplMeter:
             zones.append(zone)
         self.zones = zones
         self.fields = tuple(z.field for z in zones)
+        if self._probe and zones:
+            self._observe_update_period(zones[0])
         if not any(z.domain == "cpu" for z in zones) and found.availability.available:
             if denied:
                 self.availability = Availability.no(
@@ -120,6 +142,30 @@ class RaplMeter:
             else:
                 self.dram = Availability.no("RAPL DRAM counter unreadable: " + "; ".join(self.skipped))
         return self.availability
+
+    def _observe_update_period(self, zone: RaplZone) -> None:
+        """Watch one counter for :data:`PROBE_S`: the median time between its changes is how often
+        it updates. A counter that moves fewer than four times (an idle zone, a fake) keeps the
+        documented 1 ms, said so."""
+        changes: list[int] = []
+        last = self._read_raw(zone)
+        end = time.monotonic_ns() + int(PROBE_S * 1e9)
+        while time.monotonic_ns() < end and len(changes) < 12:
+            raw = self._read_raw(zone)
+            if raw != last:
+                changes.append(time.monotonic_ns())
+                last = raw
+        gaps = sorted(b - a for a, b in itertools.pairwise(changes))
+        if len(gaps) >= 3:
+            self.update_period_s = gaps[len(gaps) // 2] / 1e9
+            self.update_period_source = f"observed when the meter opened ({len(changes)} updates of {zone.path.name})"
+        else:
+            self.update_period_s = DEFAULT_UPDATE_PERIOD_S
+            self.update_period_source = (
+                f"assumed (Intel and AMD document about 1 ms; {zone.path.name} moved {len(changes)} times "
+                f"in {seconds(PROBE_S)} when the meter opened)"
+            )
+        zone.last_raw = last
 
     @staticmethod
     def _read_raw(zone: RaplZone) -> int:
@@ -178,6 +224,9 @@ class RaplMeter:
             "skipped": list(self.skipped),
             "dram": self.dram.to_dict(),
             "max_safe_interval_s": None if safe is None or math.isinf(safe) else safe,
+            "update_period_s": self.update_period_s,
+            "update_period_source": self.update_period_source,
+            "resolution_uj": RESOLUTION_UJ,
         }
 
     def source(self) -> str:
@@ -208,45 +257,104 @@ class RaplMeter:
             metrics["cpu_power_w"] = Metric.unavailable("cpu_power_w", "W", cpu.reason or "empty window", cpu.source)
         interval = sampling_interval_s(trace, t0, t1)
         for name in ("cpu_energy_j", "dram_energy_j"):
-            short = short_window_flag(self.name, name, window_s, interval)
-            if short is not None and metrics[name].available:
+            m = metrics[name]
+            short = short_window_flag(self.name, name, window_s, interval, m.extra.get("uncertainty_rel"))
+            if short is not None and m.available:
                 flags.append(short)
-        missed = self._missed_wrap_flag(trace, t0, t1)
-        return MeterSummary(metrics, flags + ([missed] if missed else []))
+        return MeterSummary(metrics, flags)
 
     def _energy(
         self, trace: Trace, domain: str, avail: Availability, t0: int, t1: int, flags: list[dict[str, Any]]
     ) -> Metric:
-        """One domain's energy summed over its zones; any zone unmeasurable makes it unavailable."""
+        """One domain's energy summed over its zones, with its bound; any zone unmeasurable makes
+        it unavailable."""
         metric_name = f"{domain}_energy_j"
         zones = [z for z in self.zones if z.domain == domain]
         if not avail.available or not zones:
             return Metric.unavailable(metric_name, "J", avail.reason or f"no {domain} zone", self.source())
         per: dict[str, float | None] = {}
+        parts: list[dict[str, float]] = []
+        wraps: dict[str, dict[str, float | None]] = {}
         reason: str | None = None
         for z in zones:
-            d = counter_delta(trace, z.field, t0, t1, max_rate=self.pessimistic_power_w * 1e6, slack_s=UPDATE_SLACK_S)
-            per[z.socket] = None if d.value is None else d.value / 1e6
-            if d.faults:
-                code, why = self._explain(z, d.faults[0])
-                more = f" ({len(d.faults) - 1} more such steps)" if len(d.faults) > 1 else ""
-                why = f"RAPL {domain} {z.socket}: {why}{more}"
-                flags.append(flag(code, f"{why}; {metric_name} is not reported", meter=self.name, zone=str(z.path)))
-                reason = reason or why
-            reason = reason or d.reason
+            value, components, why = self._zone_energy(trace, z, t0, t1, flags, wraps)
+            per[z.socket] = value
+            if why is not None:
+                reason = reason or f"RAPL {domain} {z.socket}: {why}"
+            else:
+                parts.append(components)
         if reason is not None:
             return Metric.unavailable(metric_name, "J", reason, self.source(), per_socket=per)
+        value = sum(v for v in per.values() if v is not None)
         return Metric(
             metric_name,
-            sum(v for v in per.values() if v is not None),
+            value,
             "J",
             self.source(),
             extra={
                 "scope": "host (whole socket, not only the benchmark)",
                 "per_socket": per,
                 "zones": [str(z.path) for z in zones],
+                "update_period_s": self.update_period_s,
+                "wrap_check": wraps,
+                **bound_fields(value, add_components(parts), COUNTER_METHOD),
             },
         )
+
+    def _zone_energy(
+        self,
+        trace: Trace,
+        z: RaplZone,
+        t0: int,
+        t1: int,
+        flags: list[dict[str, Any]],
+        wraps: dict[str, dict[str, float | None]],
+    ) -> tuple[float | None, dict[str, float], str | None]:
+        """One zone's energy over the window (J), its bound's components (J), or why not."""
+        ts, vs = trace.series(z.field)
+        faults = counter_faults(ts, vs, t0, t1, self.pessimistic_power_w * 1e6, UPDATE_SLACK_S)
+        if faults:
+            code, why = self._explain(z, faults[0])
+            more = f" ({len(faults) - 1} more such steps)" if len(faults) > 1 else ""
+            flags.append(
+                flag(
+                    code,
+                    f"RAPL {z.domain} {z.socket}: {why}{more}; {z.domain}_energy_j is not reported",
+                    meter=self.name,
+                    zone=str(z.path),
+                )
+            )
+            return None, {}, why + more
+        check = wrap_check(ts, vs, t0, t1, z.max_energy_range_uj, self.pessimistic_power_w)
+        wraps[z.socket] = check.to_dict()
+        if check.possible_wraps >= 1:
+            basis = (
+                f"{WRAP_POWER_MARGIN:g} x the most it was seen drawing"
+                if check.power_seen_w is not None
+                else "the pessimistic zone power: no two reads were close enough to see its power unaliased"
+            )
+            why = (
+                f"energy_uj was not read for {seconds(check.largest_gap_s)}, in which the zone could draw "
+                f"{check.largest_gap_s * check.power_bound_w:.6g} J at {check.power_bound_w:.4g} W "
+                f"({basis}), more than the counter's {z.max_energy_range_uj / 1e6:.6g} J range: it may have "
+                "wrapped more than once between two reads, which unwrapping cannot see"
+            )
+            flags.append(
+                flag(
+                    "rapl_possible_missed_wrap",
+                    f"RAPL {z.domain} {z.socket}: {why}; {z.domain}_energy_j is not reported",
+                    meter=self.name,
+                    zone=str(z.path),
+                    **check.to_dict(),
+                )
+            )
+            return None, {}, why
+        w = counter_window(ts, vs, t0, t1, period_s=self.update_period_s, resolution=RESOLUTION_UJ)
+        if w.value is None:
+            return None, {}, f"{trace.meter}.{z.field}: {w.reason}"
+        components = {k: v / 1e6 for k, v in w.components.items()}
+        components["wrap_risk"] = 0.0
+        return w.value / 1e6, components, None
 
     def _explain(self, zone: RaplZone, fault: CounterFault) -> tuple[str, str]:
         """(flag code, clause) for a step of the unwrapped counter that no zone can draw."""
@@ -264,20 +372,43 @@ class RaplMeter:
             return "rapl_counter_reset", fault.describe(1e-6, "J")
         return "rapl_counter_jump", f"{fault.describe(1e-6, 'J')} at {self.pessimistic_power_w:.0f} W"
 
-    def _missed_wrap_flag(self, trace: Trace, t0: int, t1: int) -> dict[str, Any] | None:
-        safe = self.max_safe_interval_s
-        if not self.zones or safe is None:
-            return None
-        gap_s = max_gap_ns(trace, t0, t1) / 1e9
-        if gap_s <= safe:
-            return None
-        return flag(
-            "rapl_possible_missed_wrap",
-            f"RAPL was not read for {seconds(gap_s)}, longer than {seconds(safe)} (half the time a counter "
-            f"takes to wrap at {self.pessimistic_power_w:.0f} W); energy may be short by a full counter range",
-            gap_s=gap_s,
-            max_safe_interval_s=safe,
-        )
+
+@dataclass(frozen=True)
+class WrapCheck:
+    """Whether a gap in a zone's reads could hide a wrap: the largest gap around the window, the
+    power the zone was seen drawing (None: no reads close enough to tell), the power assumed for
+    the gap, and how many counter ranges the gap could hold at it (1 or more: it may have
+    wrapped more than once between two reads)."""
+
+    largest_gap_s: float
+    power_seen_w: float | None
+    power_bound_w: float
+    counter_range_j: float
+    possible_wraps: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+def wrap_check(ts: list[int], vs: list[float], t0: int, t1: int, range_uj: int, pessimistic_w: float) -> WrapCheck:
+    """Whether a gap between the reads around [t0, t1] could hide a wrap the unwrapping missed.
+
+    The power bound is :data:`WRAP_POWER_MARGIN` times the highest power seen over reads close
+    enough together that even ``pessimistic_w`` could not fill the range between them (so their
+    own deltas cannot be aliased by a missed wrap); ``pessimistic_w`` itself when no reads are.
+    """
+    seen = 0.0
+    trusted = False
+    for i in range(1, len(ts)):
+        dt = (ts[i] - ts[i - 1]) / 1e9
+        if dt > 0 and dt * pessimistic_w * 1e6 < range_uj:
+            trusted = True
+            seen = max(seen, (vs[i] - vs[i - 1]) / 1e6 / dt)
+    bound_w = WRAP_POWER_MARGIN * seen if trusted else pessimistic_w
+    lo = max(0, bisect_right(ts, t0) - 1)
+    hi = min(len(ts) - 1, bisect_left(ts, t1))
+    gap = max(((ts[i] - ts[i - 1]) / 1e9 for i in range(lo + 1, hi + 1)), default=0.0)
+    return WrapCheck(gap, seen if trusted else None, bound_w, range_uj / 1e6, gap * bound_w * 1e6 / range_uj)
 
 
 def _describe(exc: BaseException) -> str:

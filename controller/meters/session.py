@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -25,12 +26,14 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from controller.meters.base import Absent, Availability, Metric, SummarizingMeter, Trace, flag
 from controller.meters.baseline import BaselineStatus, IdleBaseline
 from controller.meters.cgroup import DEFAULT_CGROUP_ROOT, CgroupMeter
+from controller.meters.host import HostMeter
 from controller.meters.measurements import refuse_negative_energy, sampling_flags, subtract_idle, total_energy
 from controller.meters.nvml import NvmlMeter
 from controller.meters.powercap import DEFAULT_POWERCAP_ROOT
 from controller.meters.process import ProcessMeter
 from controller.meters.rapl import RaplMeter
 from controller.meters.sampler import Sampler
+from controller.meters.uncertainty import DEFAULT_UNCERTAINTY_LIMIT, uncertainty_flags
 from controller.meters.wall import WALL_UNITS, WallMeter
 from controller.meters.workload import WORKLOAD_UNITS
 
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from typing import Unpack  # 3.11; annotations only, so 3.10 still imports this module
 
 SCHEMA = "joulebench.measurements/1"
+#: How long stop() waits, at most, for each NVML energy counter to update once more.
+COUNTER_WAIT_S = 0.35
 
 __all__ = ["SCHEMA", "MeterOptions", "MeterSession"]
 
@@ -72,6 +77,8 @@ class MeterSession:
     subtracted. An :class:`IdleBaseline` passed directly is taken as checked by the caller.
     ``keep_trace``: allow :meth:`write_trace`. Traces are kept in memory for :meth:`summarize`
     either way (8 bytes per value: about 30 MB per hour at 10 ms with a GPU).
+    ``uncertainty_limit``: an energy figure whose bound exceeds this share of it is flagged
+    (``energy_uncertainty_high``; default 2 %).
     """
 
     def __init__(
@@ -80,8 +87,12 @@ class MeterSession:
         *,
         baseline: BaselineStatus | IdleBaseline | None = None,
         keep_trace: bool = False,
+        uncertainty_limit: float = DEFAULT_UNCERTAINTY_LIMIT,
         **options: Unpack[MeterOptions],
     ) -> None:
+        if not uncertainty_limit > 0:
+            raise ValueError(f"uncertainty_limit must be a positive share (0.02 for 2 %), got {uncertainty_limit!r}")
+        self.uncertainty_limit = uncertainty_limit
         self.interval_s = interval_s
         # CPU time and RAM of the run: the kernel accounts CPU time in scheduler ticks (4-10 ms)
         # and RAM changes slowly, so 50 ms loses nothing and keeps the sampler's cost down.
@@ -107,6 +118,7 @@ class MeterSession:
                 timeout_s=min(2.0, max(0.2, wall_interval_s)),
                 auth=options.get("wall_auth"),
             )
+        self.host = HostMeter(interval_s=self.workload_interval_s)
         self.workload: CgroupMeter | ProcessMeter | None = None
         self._workload_avail: Availability = Availability.no(
             "no container or process attached to the session (attach_container/attach_process)"
@@ -131,6 +143,9 @@ class MeterSession:
         self.meter_status["nvml"] = self.nvml.open()
         if self.meter_status["nvml"].available:
             self.traces["nvml"] = self.sampler.add(self.nvml)
+        self.meter_status["host"] = self.host.open()
+        if self.meter_status["host"].available:
+            self.traces["host"] = self.sampler.add(self.host)
         if self.wall is not None:
             self.meter_status["wall"] = self.wall.open()
             if self.meter_status["wall"].available:
@@ -169,12 +184,30 @@ class MeterSession:
         if self._stopped or not self._started:
             return
         self._stopped = True
+        self._await_counter_updates()
         self.sampler.stop()
         if self.slow_sampler is not None:
             self.slow_sampler.stop()
-        for m in (self.rapl, self.nvml, self.wall, self.workload):
+        for m in (self.rapl, self.nvml, self.wall, self.workload, self.host):
             if m is not None:
                 m.close()
+
+    def _await_counter_updates(self, timeout_s: float = COUNTER_WAIT_S) -> None:
+        """NVML's energy counters update only every 20-100 ms: keep reading (at most
+        ``timeout_s``) until each has updated once since stop() was called, so that an update
+        brackets the end of any window before it, as one brackets its start."""
+        trace = self.traces.get("nvml")
+        fields = [f"gpu{g.index}.energy_mj" for g in self.nvml.gpus if g.energy_counter.available]
+        if trace is None or not fields or not self.sampler.running or self.interval_s > timeout_s / 2:
+            return
+        n0 = len(trace)
+        before = {f: trace.columns[f][n0 - 1] for f in fields} if n0 else {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            n = len(trace)
+            if n > n0 and all(trace.columns[f][n - 1] != before.get(f) for f in fields):
+                return
+            time.sleep(self.interval_s)
 
     def __enter__(self) -> MeterSession:
         self.start()
@@ -192,7 +225,7 @@ class MeterSession:
         workload = self.workload or Absent(
             "workload", WORKLOAD_UNITS, self._workload_avail.reason or "no workload meter", "cgroup/process"
         )
-        return [self.rapl, self.nvml, wall, workload]
+        return [self.rapl, self.nvml, wall, workload, self.host]
 
     def summarize(self, t0_ns: int, t1_ns: int) -> dict[str, Any]:
         """Cut every trace to [t0_ns, t1_ns] (``time.monotonic_ns()``) and return measurements.
@@ -206,8 +239,10 @@ class MeterSession:
              "sampler": {"interval_s", "ticks", "achieved_rate_ratio", ...},
              "flags": [{"code", "message", ...}]}
 
-        Energy metrics carry ``gross_j``, ``idle_j``, ``net_j`` (``value`` is gross);
-        ``total_energy_j`` sums cpu, dram and gpu where measured and lists them in ``covers``.
+        Energy metrics carry ``gross_j``, ``idle_j``, ``net_j`` (``value`` is gross), the bound
+        ``uncertainty_j`` (with ``uncertainty_rel``, ``uncertainty_components``,
+        ``uncertainty_method``) and ``net_uncertainty_j``; ``total_energy_j`` sums cpu, dram and
+        gpu where measured and lists them in ``covers``. ``system_*`` figures are host-wide.
         """
         if t1_ns <= t0_ns:
             raise ValueError(
@@ -230,9 +265,11 @@ class MeterSession:
         gpu_uuids = [g.uuid for g in self.nvml.gpus] if self.nvml.gpus else self.gpu_uuids
         flags.extend(subtract_idle(metrics, window_s, self.baseline, gpu_uuids))
         metrics["total_energy_j"] = total_energy(metrics)
+        flags.extend(uncertainty_flags(metrics, self.uncertainty_limit))
 
         sampler_stats = self.sampler.stats()
         intervals = {name: self.interval_s for name in ("rapl", "nvml")}
+        intervals["host"] = self.workload_interval_s
         if self.workload is not None:
             intervals[self.workload.name] = self.workload_interval_s
         flags.extend(sampling_flags(self.traces, intervals, t0_ns, t1_ns))

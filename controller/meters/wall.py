@@ -12,6 +12,10 @@ JSON API is enabled (web UI: M2M API Protocols > JSON API)::
 ``Load``/``TotalLoad`` are watts, ``Energy``/``TotalEnergy`` watt-hours, ``Current`` milliamps.
 Devices refresh these about once a second, so the meter polls at 1 s by default and the window
 energy is the integral of the load; the Wh counter (3600 J resolution) is kept as a cross-check.
+The load a poll returns is the device's figure from its last refresh, up to ``refresh_s`` old and
+averaged over about as long, so it lags the power by up to 1.5 refresh periods: the bound moves
+that much of the power's swing across each edge (``window.integrate_power``), plus what sampling
+once a second cannot see between polls.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.meters.base import NAN, Availability, MeterSummary, Metric, Trace
+from controller.meters.uncertainty import SAMPLED_METHOD, bound_fields
 from controller.meters.window import (
     counter_delta,
-    integrate,
+    integrate_power,
     sampling_interval_s,
     short_window_flag,
     window_values,
@@ -118,6 +123,7 @@ class WallMeter:
         timeout_s: float = 2.0,
         interval_s: float = 1.0,
         auth: tuple[str, str] | None = None,
+        refresh_s: float = 1.0,
     ) -> None:
         if isinstance(protocol, str):
             if protocol not in PROTOCOLS:
@@ -129,6 +135,8 @@ class WallMeter:
         self.output_id = output_id
         self.timeout_s = timeout_s
         self.interval_s: float | None = interval_s
+        self.refresh_s = refresh_s  # how often the device recomputes its load (NETIO: about 1 s)
+        self.resolution_w = 1.0  # NETIO reports whole watts
         self.fields: tuple[str, ...] = ("power_w", "energy_counter_j")
         self.availability = Availability.no("not opened")
         self._headers: dict[str, str] = {}
@@ -186,6 +194,7 @@ class WallMeter:
             "source": f"{self.protocol.name} {self.request_url}",
             "output_id": self.output_id,
             "interval_s": self.interval_s,
+            "device_refresh_s": self.refresh_s,
         }
 
     def source(self) -> str:
@@ -198,10 +207,12 @@ class WallMeter:
     def summarize(self, trace: Trace, t0: int, t1: int) -> MeterSummary:
         src = self.source()
         out: dict[str, Metric] = {}
-        integ = integrate(trace, "power_w", t0, t1)
+        # A poll returns the mean over the device's last refresh period, taken up to a period
+        # before: its middle lags by up to 1.5 periods.
+        integ = integrate_power(trace, "power_w", t0, t1, 1.5 * self.refresh_s, self.resolution_w)
         extra: dict[str, Any] = {
             "scope": "everything on the metered socket",
-            "method": "integrated load (device refreshes about once a second)",
+            "method": f"integrated load (device refreshes about every {self.refresh_s:g} s)",
         }
         if self.has_counter:
             c = counter_delta(trace, "energy_counter_j", t0, t1)
@@ -212,6 +223,7 @@ class WallMeter:
         if integ.value is None:
             out["wall_energy_j"] = Metric.unavailable("wall_energy_j", "J", integ.reason or "no samples", src, **extra)
         else:
+            extra.update(bound_fields(integ.value, integ.components, SAMPLED_METHOD))
             out["wall_energy_j"] = Metric("wall_energy_j", integ.value, "J", src, extra=extra)
         vals = window_values(trace, "power_w", t0, t1)
         window_s = (t1 - t0) / 1e9
@@ -225,5 +237,7 @@ class WallMeter:
             )
         else:
             out["wall_power_w"] = Metric.unavailable("wall_power_w", "W", integ.reason or "empty window", src)
-        short = short_window_flag(self.name, "wall_energy_j", window_s, sampling_interval_s(trace, t0, t1))
+        short = short_window_flag(
+            self.name, "wall_energy_j", window_s, sampling_interval_s(trace, t0, t1), extra.get("uncertainty_rel")
+        )
         return MeterSummary(out, [short] if short and integ.value is not None else [])

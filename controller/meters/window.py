@@ -1,14 +1,16 @@
 """Window arithmetic on traces: what a column did over [t0, t1], and how far to trust it.
 
-Cumulative counters are differenced (:func:`counter_delta`), rates integrated (:func:`integrate`),
+Cumulative counters are differenced (:func:`counter_delta`; energy counters go through ``edges``,
+which knows when they update), rates integrated (:func:`integrate`; energy with its bound by :func:`integrate_power`),
 gauges collected (:func:`window_values`). A counter that goes backwards inside the window, or steps
 by more than its source can deliver in the time between two reads, is a :class:`CounterFault`:
-the delta is refused with the reason, never turned into a number. :func:`short_window_flag` says
-how far interpolating at the edges can bias a window only a few sampling intervals long.
+the delta is refused with the reason, never turned into a number. :func:`short_window_flag` marks a
+window only a few sampling intervals long.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -163,6 +165,101 @@ def integrate(trace: Trace, name: str, t0: int, t1: int) -> WindowValue:
     return WindowValue(total / 1e9, None, i1 - i0)
 
 
+@dataclass(frozen=True)
+class SampledEnergy:
+    """Energy integrated from sampled power over a window (J), its bound's components, or why not."""
+
+    value: float | None
+    components: dict[str, float]
+    reason: str | None = None
+    samples: int = 0
+
+
+def integrate_power(
+    trace: Trace, name: str, t0: int, t1: int, lag_s: float = 0.0, resolution_w: float = 0.0
+) -> SampledEnergy:
+    """Energy over [t0, t1] from a power column, and the bound of what sampling leaves.
+
+    Instantaneous power (``lag_s`` 0): trapezoids between the samples inside the window; over
+    the part of an interval cut by an edge, the sample inside the window is held (exact when
+    power steps at the edge, where the workload starts or stops; off by at most that part times
+    the change across the interval otherwise: ``edge_interpolation``). Between samples, power
+    that changes once in an interval makes a trapezoid off by up to half the change times the
+    interval, evenly either way: their sum at 2 sigma (``power_sampling``); a gap of more than
+    twice the usual interval, by up to the range of power around it (``sampling_gaps``).
+
+    Power its source averaged or reported late (NVML's 1 s average: it lags by half a second; a
+    wall meter's load, the mean of its last refresh period, polled up to a period later: by up
+    to 1.5 s), by up to ``lag_s``: trapezoids with the edges interpolated, plus
+    ``power_averaging``: up to ``lag_s`` worth of the power's swing around each edge moved
+    across it (in a window shorter than twice the lag, any of its power may be from before).
+    ``power_resolution``: each reading is rounded to ``resolution_w``.
+    """
+    ts, vs = trace.series(name)
+    a = _interp(ts, vs, t0)
+    b = _interp(ts, vs, t1)
+    if a is None or b is None:
+        return SampledEnergy(None, {}, _coverage_reason(ts, t0, t1, f"{trace.meter}.{name}"))
+    i0, i1 = bisect_right(ts, t0), bisect_left(ts, t1)
+    inside_t, inside_v = ts[i0:i1], vs[i0:i1]
+    if lag_s <= 0 and inside_t:
+        a, b = inside_v[0], inside_v[-1]  # held from the inside: the window's own power
+    pts_t, pts_v = [t0, *inside_t, t1], [a, *inside_v, b]
+    total = sum((pts_v[j] + pts_v[j - 1]) * 0.5 * (pts_t[j] - pts_t[j - 1]) for j in range(1, len(pts_t))) / 1e9
+    components = _sampled_bound(ts, vs, t0, t1, i0, i1, lag_s)
+    components["power_resolution"] = resolution_w / 2.0 * (t1 - t0) / 1e9
+    return SampledEnergy(total, components, None, i1 - i0)
+
+
+def _sampled_bound(
+    ts: Sequence[int], vs: Sequence[float], t0: int, t1: int, i0: int, i1: int, lag_s: float
+) -> dict[str, float]:
+    """The components of :func:`integrate_power`'s bound (J)."""
+    lo, hi = max(0, i0 - 1), min(len(ts) - 1, i1)
+    steps = [abs(vs[j + 1] - vs[j]) for j in range(lo, hi)]  # steps[j - lo]: across (ts[j], ts[j+1])
+    ordinary = 2.0 * statistics.median([ts[j + 1] - ts[j] for j in range(lo, hi)] or [0])
+    uniform_var = 0.0
+    worst = 0.0
+    gaps = 0.0
+    for j in range(i0, i1 - 1):  # whole intervals inside the window
+        if ts[j + 1] - ts[j] > ordinary:
+            # A sampling gap: power may have been anywhere in the range seen around it meanwhile.
+            near = vs[max(0, j - 2) : j + 4]
+            gaps += (max(near) - min(near)) * (ts[j + 1] - ts[j]) / 2e9
+            continue
+        # Power that changed across the neighbouring intervals may have changed inside this one
+        # too, unseen: the largest step around it counts.
+        step = max(steps[max(0, j - lo - 1) : j - lo + 2])
+        half = step * (ts[j + 1] - ts[j]) / 2e9
+        uniform_var += half * half / 3.0
+        worst += half
+    edges = 0.0
+    for t, k in ((t0, lo), (t1, hi - 1)):
+        if k + 1 < len(ts) and ts[k] < t < ts[k + 1]:
+            part = (ts[k + 1] - t) if t == t0 else (t - ts[k])
+            edges += part / 1e9 * abs(vs[k + 1] - vs[k])
+    components = {
+        "edge_interpolation": edges,
+        "power_sampling": min(worst, 2.0 * math.sqrt(uniform_var)),
+        "sampling_gaps": gaps,
+    }
+    if lag_s > 0:
+        window_s = (t1 - t0) / 1e9
+        span = int(2 * lag_s * 1e9)
+        if window_s < 2 * lag_s:
+            components["power_averaging"] = window_s * _swing(ts, vs, t0 - span, t1 + span)
+        else:
+            swings = _swing(ts, vs, t0 - span, t0 + span) + _swing(ts, vs, t1 - span, t1 + span)
+            components["power_averaging"] = lag_s * swings
+    return components
+
+
+def _swing(ts: Sequence[int], vs: Sequence[float], lo: int, hi: int) -> float:
+    """Highest minus lowest power sampled in [lo, hi]."""
+    near = vs[bisect_left(ts, lo) : bisect_right(ts, hi)]
+    return max(near) - min(near) if near else 0.0
+
+
 def window_values(trace: Trace, name: str, t0: int, t1: int, hold: bool = False) -> list[float]:
     """Valid values of one column sampled inside [t0, t1].
 
@@ -203,28 +300,31 @@ def sampling_interval_s(trace: Trace, t0: int, t1: int) -> float | None:
 
 
 def short_window_flag(
-    meter: str, metric: str, window_s: float, interval_s: float | None, what: str = "sampling interval"
+    meter: str,
+    metric: str,
+    window_s: float,
+    interval_s: float | None,
+    uncertainty_rel: float | None = None,
+    what: str = "sampling interval",
 ) -> dict[str, Any] | None:
     """A ``short_window`` flag when the window is under :data:`SHORT_WINDOW_INTERVALS` intervals.
 
-    Where power steps at both edges (the workload starts and stops there), interpolating the
-    counter between the reads around each edge misses on average a sixth of an interval's worth
-    of the step per edge: energy comes out low by about ``interval / (3 * window)``.
+    Such a figure rests mostly on how its edges were reconstructed between reads; its bound
+    (``uncertainty_rel``) says by how much it may be off, and is given in the flag.
     """
     if interval_s is None or interval_s <= 0 or window_s >= SHORT_WINDOW_INTERVALS * interval_s:
         return None
-    bias = -min(1.0, interval_s / (3.0 * window_s))
+    bound = f" (+-{100 * uncertainty_rel:.1f} %)" if uncertainty_rel is not None else ""
     return flag(
         "short_window",
         f"{metric}: the window ({seconds(window_s)}) is shorter than {SHORT_WINDOW_INTERVALS} {what}s "
-        f"({seconds(interval_s)} each); where power steps at the window's edges, interpolating there "
-        f"biases the energy by about {100 * bias:.1f} % (interval / (3 x window)); measure a longer "
+        f"({seconds(interval_s)} each): its energy rests mostly on the edges{bound}; measure a longer "
         "window or sample more often",
         meter=meter,
         metric=metric,
         window_s=window_s,
         interval_s=interval_s,
-        expected_bias=bias,
+        uncertainty_rel=uncertainty_rel,
     )
 
 

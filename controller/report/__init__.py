@@ -2,7 +2,8 @@
 
 Writes ``FOLDER/report/``: each table as Markdown, LaTeX, CSV and HTML (``table1.md`` ...),
 ``report.md``, ``report.html`` (self-contained: tables, statistics, plots embedded), ``plots/``
-(PNG and SVG). ``--format term`` prints the tables instead.
+(PNG and SVG), and ``vllm-bench/RUN_ID.json``: each serving load point as vLLM's ``bench serve``
+result JSON. ``--format term`` prints the tables instead.
 
 Files of the folder that are not run records are skipped with one warning naming them. Two ok
 records of one campaign cell are refused unless ``--duplicates all|latest`` says what to do.
@@ -19,10 +20,13 @@ import polars as pl
 from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
+from controller.report.answer import Answer, ranked_answer
+from controller.report.cells import bounds_statement
 from controller.report.data import Runs, load_runs
-from controller.report.identity import cluster_blocks, identity_problems
+from controller.report.identity import cluster_blocks, identity_problems, split_blocks
 from controller.report.loads import one_load_point
 from controller.report.table import Table
+from controller.report.work import Work, fixed_work
 
 __all__ = ["build_report"]
 
@@ -36,6 +40,10 @@ class Sections:
     provenance: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # said loudly at the top
     energy: str = ""
+    said: list[str] = field(default_factory=list)  # said once at the top: the bounds, duration mode
+    frame: pl.DataFrame | None = None  # the ok runs as the tables show them (duration mode: for a fixed work)
+    work: Work = field(default_factory=lambda: Work(None))
+    answer: Answer | None = None  # placed first: which configuration for each model, and how sure
 
     def tables(self) -> list[Table]:
         return [*self.papers, *self.figures, *self.stats, *self.provenance]
@@ -76,36 +84,60 @@ def build_report(
         return 0
     out = output or Path(folder) / "report"
     written = render.write_files(runs, sections, out, with_plots)
+    written += vllm_results(runs, out / VLLM_FOLDER)
     print(f"report of {runs.ok.height} runs ({runs.failed.height} failed) in {out}")
     for path in written:
         print(f"  {path}")
     return 0
 
 
+VLLM_FOLDER = "vllm-bench"  # each serving load point as vLLM's bench serve result JSON
+
+
+def vllm_results(runs: Runs, folder: Path) -> list[Path]:
+    """The successful serving records of the report, each as vLLM's ``bench serve`` result JSON."""
+    from controller.report.records import read_folder
+    from controller.serving.vllm_result import write_vllm_results
+
+    if not runs.ok.filter(pl.col("serving")).height:
+        return []
+    kept = set(runs.ok["run_id"].to_list())
+    return write_vllm_results([(p, r) for p, r in read_folder(runs.folder).records if r.get("run_id") in kept], folder)
+
+
 def assemble(runs: Runs, mixed: list[str]) -> Sections:
     s = Sections(energy=runs.energy.statement)
     if runs.energy.carbon is not None:
         s.energy += " " + runs.energy.carbon.statement
+    ok, s.work = fixed_work(runs.ok)
+    s.frame = ok
+    s.answer = ranked_answer(ok, runs.energy)
+    s.said = [x for x in (bounds_statement(ok), s.work.statement) if x]
     s.warnings += [f"runs of differing identity are mixed (--mix): {w}" for w in mixed]
     s.warnings += [f"measured on the cluster machine(s): {line}" for line in cluster_blocks(runs.ok)]
+    s.warnings += split_blocks(runs.ok)
     s.warnings += runs.duplicates
     if runs.skipped_warning:
         s.warnings.append(runs.skipped_warning)
-    batch = runs.ok.filter(~pl.col("serving"))
+    batch = ok.filter(~pl.col("serving"))
     notes = []
     if batch.height:
-        s.papers = [paper1.table1(batch, runs.energy), paper1.table2(batch), paper1.table3(batch, runs.energy)]
-        extra = paper1.beyond(batch, runs.energy)
+        s.papers = [
+            paper1.table1(batch, runs.energy, s.work),
+            paper1.table2(batch),
+            paper1.table3(batch, runs.energy, s.work),
+        ]
+        extra = paper1.beyond(batch, runs.energy, s.work)
         if extra is not None:
             s.papers.append(extra)
     else:
         notes.append("Tables 1-3 (first paper) need batch runs; these records are serving runs only.")
-    t45 = paper2.tables45(runs.ok, runs.energy)
+    t45 = paper2.tables45(ok, runs.energy)
     if isinstance(t45, str):
         notes.append(t45)
     else:
-        s.papers += [*t45, paper2.serving_models(runs.ok, runs.energy)]
-    compared, load_note = comparable(runs.ok, batch)
+        s.papers += [*t45, paper2.serving_models(ok, runs.energy)]
+    compared, load_note = comparable(ok, batch)
     if load_note is not None:
         notes.append("The headline figures and the statistics use the same one load point per configuration and model.")
     s.papers_note = " ".join(notes) or None
@@ -122,8 +154,8 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         stats_tables.descriptive_table(tests),
         headlines.correlation_table(headlines.correlations(compared)),
     ]
-    s.provenance = [provenance.stability(runs.ok)]
-    flags = provenance.flags_table(runs.ok)
+    s.provenance = [provenance.stability(ok)]
+    flags = provenance.flags_table(ok)
     if flags is not None:
         s.provenance.append(flags)
     if runs.failed.height:

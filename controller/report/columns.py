@@ -33,12 +33,19 @@ COLUMNS: dict[str, Column] = {
         Column("dram_energy", "DRAM energy", "J", "low", "dram_energy_j"),
         Column("total_energy", "Total energy", "J", "low", "total_energy_j"),
         Column("window_s", "Inference time", "s", "low", None),
+        # Duration mode: what the window held, per sample and per batch of the samples actually done.
+        Column("time_per_sample_ms", "Time per sample", "ms", "low", None),
+        Column("time_per_batch_ms", "Time per batch", "ms", "low", None),
         Column("throughput_sps", "Throughput", "samples/s", "high", None),
         Column("latency_ms_p50", "Latency p50", "ms", "low", None),
-        # The second paper's CPU and RAM usage: averages as a share of the host.
-        Column("cpu_usage_percent", "CPU usage", "% of host", None, "cpu_percent"),
-        Column("ram_usage_percent", "RAM usage", "% of host", None, "ram_mean_bytes"),
-        # Ours, beside them: one core = 100 %, and the peak resident memory.
+        # The second paper's CPU and RAM usage: system-wide averages as a share of the host (older
+        # records: the run's process tree, with a note).
+        Column("cpu_usage_percent", "CPU usage", "% of host", None, "system_cpu_percent"),
+        Column("ram_usage_percent", "RAM usage", "% of host", None, "system_ram_used_percent"),
+        # Ours, beside them: the run's process tree as a share of the host, one core = 100 %, and
+        # the peak resident memory.
+        Column("cpu_usage_process_percent", "CPU usage, run's processes", "% of host", None, "cpu_percent"),
+        Column("ram_usage_process_percent", "RAM usage, run's processes", "% of host", None, "ram_mean_bytes"),
         Column("cpu_percent", "CPU load", "% of one core", None, "cpu_percent"),
         Column("ram_peak_mib", "RAM peak", "MiB", None, "ram_peak_bytes"),
         # Serving runs (the second paper): per request and per generated token.
@@ -65,6 +72,8 @@ COLUMNS: dict[str, Column] = {
 }
 ENERGIES = ("gpu_energy", "cpu_energy", "dram_energy", "total_energy")
 ENERGY_DERIVED = ("energy_per_request", "energy_per_token", "energy_per_token_steady", "carbon_g")
+# The columns shown ``E ± u``: the frame holds ``<column>_uncertainty`` for each.
+BOUNDED = (*ENERGIES, *ENERGY_DERIVED)
 
 
 def header(key: str) -> str:

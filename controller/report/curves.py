@@ -7,7 +7,8 @@ points sorted by load, each the median over the runs of that point.
   energy of the report (the axis says which).
 
 A curve with no measured point is omitted, and the report says why (never drawn at 0); a curve
-measured at some of its points only is drawn through those, and the report says how many.
+measured at some of its points only is drawn through those, and the report says how many. An
+energy point carries an error bar: its median's bound (each run within its own 95 % bound).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from controller.report.cells import groups, model_label
+from controller.report.cells import aggregate_bound, groups, model_label
 from controller.report.data import EnergyKind, notes_of
 from controller.report.loads import curve_groups, load_key
 from controller.report.paper2 import configuration_labels
@@ -36,6 +37,7 @@ ENERGY_LINES = (
     ("energy_per_token_steady", "steady_output_token_throughput_tps", "--", "steady window"),
 )
 Point = tuple[float, float, str]
+Bar = float | None
 
 
 def short_load(variable: str | None, value: float | None) -> str:
@@ -48,18 +50,40 @@ def short_load(variable: str | None, value: float | None) -> str:
 def curve_points(runs: pl.DataFrame, x: str, y: str) -> tuple[list[Point], int]:
     """(x, y, load) per load point that measured both, medians over its runs, sorted by load; and
     how many load points there are."""
+    points, _, n = curve_points_bounded(runs, x, y)
+    return points, n
+
+
+def curve_points_bounded(runs: pl.DataFrame, x: str, y: str) -> tuple[list[Point], list[Bar], int]:
+    """``curve_points``, and each point's bound of y (an energy whose runs all state one; else None)."""
     points: list[Point] = []
+    bars: list[Bar] = []
     by_load = sorted(groups(runs, ["load_variable", "load_value"]), key=lambda kg: load_key(*kg[0]))
+    bound = f"{y}_uncertainty" if f"{y}_uncertainty" in runs.columns else None
     for (variable, value), g in by_load:
         xs = [v for v in g[x].to_list() if v is not None]
-        ys = [v for v in g[y].to_list() if v is not None]
+        pairs = [(r[0], r[1] if bound else None) for r in g.select([y, bound] if bound else [y]).iter_rows()]
+        ys = [v for v, _ in pairs if v is not None]
         if xs and ys:
             points.append((statistics.median(xs), statistics.median(ys), short_load(variable, value)))
-    return points, len(by_load)
+            us = [u for v, u in pairs if v is not None]
+            ok = bound is not None and all(u is not None for u in us)
+            bars.append(aggregate_bound(ys, [float(u or 0.0) for u in us], "median") if ok else None)
+    return points, bars, len(by_load)
 
 
-def _draw(ax: Any, points: list[Point], colour: str, marker: str, style: str, label: str) -> None:
+def _draw(ax: Any, points: list[Point], colour: str, marker: str, style: str, label: str, bars: list[Bar]) -> None:
     ax.plot([p[0] for p in points], [p[1] for p in points], linestyle=style, marker=marker, color=colour, label=label)
+    if any(b is not None for b in bars):
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[b or 0.0 for b in bars],
+            fmt="none",
+            ecolor=colour,
+            elinewidth=0.9,
+            capsize=2,
+        )
     for x, y, load in points:
         ax.annotate(load, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6, color=colour)
 
@@ -84,7 +108,7 @@ def _figure(
         name = f"{labels[conf]}, model {model_label(model, size)}, {str(variable).replace('_', ' ')} sweep"
         i = confs.index(conf)
         for j, (y, x, style, line) in enumerate(lines):
-            points, n = curve_points(runs, x, y)
+            points, bars, n = curve_points_bounded(runs, x, y)
             if not points:
                 why = "; ".join(notes_of(runs, y)) or "not measured (no reason recorded)"
                 left_out.append(f"Serving curve, {what}, {line}, {name}: omitted, not measured ({why})")
@@ -94,7 +118,7 @@ def _figure(
                 left_out.append(f"Serving curve, {what}, {line}, {name}: {len(points)} of {n} load points ({why})")
             ax = panel[model_label(model, size)]
             label = f"{labels[conf]}, {str(variable).replace('_', ' ')}: {line}"
-            _draw(ax, points, MODEL_COLOURS[i % len(MODEL_COLOURS)], MARKERS[j % len(MARKERS)], style, label)
+            _draw(ax, points, MODEL_COLOURS[i % len(MODEL_COLOURS)], MARKERS[j % len(MARKERS)], style, label, bars)
             drawn += 1
     for m, ax in panel.items():
         ax.set_title(m, fontsize=9)
@@ -135,7 +159,10 @@ def serving_curves(serving: pl.DataFrame, folder: Path, kind: EnergyKind) -> tup
     for ax in fig.axes:
         ax.set_xlabel("Output-token throughput (tokens/s)", fontsize=8)
         ax.set_ylabel(f"Energy per output token (J, {kind.label})", fontsize=8)
-    title = f"Serving: energy per output token ({kind.label}) against output-token throughput, per load point"
+    title = (
+        f"Serving: energy per output token ({kind.label}) against output-token throughput, per load point "
+        "(bars: the median's 95 % bound)"
+    )
     fig.suptitle(title, fontsize=9)
     out.append(save(fig, folder, ENERGY_KEY, title))
     return out, skipped

@@ -60,20 +60,92 @@ def _value(metrics: dict[str, Any], name: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
 
 
-def _resources(record: dict[str, Any], metrics: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
-    """The second paper's resource metrics as it defines them, from what the record holds."""
+def _process_shares(record: dict[str, Any], metrics: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """The run's own process tree as a share of the host: CPU time over all logical cores, and its
+    mean resident memory over the host's RAM."""
     host = record.get("host") or {}
-    out: dict[str, Any] = {}
     cores, cpu = host.get("logical_cores"), _value(metrics, "cpu_percent")
-    out["cpu_usage_percent"] = cpu / cores if cpu is not None and cores else None
+    out: dict[str, Any] = {"cpu_usage_process_percent": cpu / cores if cpu is not None and cores else None}
     if cpu is not None and not cores:
-        notes["cpu_usage_percent"] = "the record does not give the host's logical cores"
+        notes["cpu_usage_process_percent"] = "the record does not give the host's logical cores"
     ram_total, ram_mean = host.get("ram_bytes"), _value(metrics, "ram_mean_bytes")
-    out["ram_usage_percent"] = 100.0 * ram_mean / ram_total if ram_mean is not None and ram_total else None
+    out["ram_usage_process_percent"] = 100.0 * ram_mean / ram_total if ram_mean is not None and ram_total else None
     if ram_mean is not None and not ram_total:
-        notes["ram_usage_percent"] = "the record does not give the host's RAM"
+        notes["ram_usage_process_percent"] = "the record does not give the host's RAM"
     elif "ram_mean_bytes" not in metrics and (record.get("measurements") or {}):
-        notes["ram_usage_percent"] = "the record has no mean RAM figure (written before joulebench measured it)"
+        notes["ram_usage_process_percent"] = "the record has no mean RAM figure (written before joulebench measured it)"
+    return out
+
+
+# paper column: (system-wide record metric, the run's own column, its record metric, what, how)
+SYSTEM_WIDE = {
+    "cpu_usage_percent": (
+        "system_cpu_percent",
+        "cpu_usage_process_percent",
+        "cpu_percent",
+        "CPU",
+        "CPU time over the host's logical cores",
+    ),
+    "ram_usage_percent": (
+        "system_ram_used_percent",
+        "ram_usage_process_percent",
+        "ram_mean_bytes",
+        "RAM",
+        "mean resident memory over the host's RAM",
+    ),
+}
+
+
+def _paper_usage(metrics: dict[str, Any], shares: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """The second paper's CPU and RAM usage: the host's, system-wide (as EnergiBridge measures it);
+    a record without the system-wide figure falls back on the run's process tree, and says so."""
+    out: dict[str, Any] = {}
+    for col, (name, own, own_metric, what, how) in SYSTEM_WIDE.items():
+        system = _value(metrics, name)
+        out[col] = out[f"{col}_system"] = system
+        if system is not None:
+            continue
+        m = metrics.get(name)
+        why = (
+            "the record has no system-wide figure (written before joulebench measured it)"
+            if m is None
+            else f"the system-wide figure is unavailable ({(m or {}).get('reason') or 'no reason recorded'})"
+        )
+        out[col] = shares[own]
+        if shares[own] is not None:
+            notes[col] = f"{what} usage of the run's own process tree ({how}), not system-wide: {why}"
+        else:
+            own_why = notes.get(own) or _short_reason(own_metric, (metrics.get(own_metric) or {}).get("reason"))
+            notes[col] = f"{why}; the run's own figure is unavailable too ({own_why})"
+    return out
+
+
+def apply_usage_definition(rows: list[dict[str, Any]]) -> None:
+    """One definition of the paper's CPU (RAM) usage per report: system-wide when every run that
+    measured its own usage measured the host's too; else the run's process tree for all, said (a
+    median of the two definitions means nothing)."""
+    for col, (_, own, _, what, _) in SYSTEM_WIDE.items():
+        lacking = [r for r in rows if r.get(own) is not None and r.get(f"{col}_system") is None]
+        if not lacking:
+            continue
+        for r in rows:
+            if r.get(f"{col}_system") is None or r.get(own) is None:
+                continue
+            r[col] = r[own]
+            notes = json.loads(r["notes"])
+            notes[col] = (
+                f"{what} usage of the run's own process tree, like every run of this report ({len(lacking)} have no "
+                "system-wide figure, written before joulebench measured it), so that no aggregate mixes the two "
+                "definitions"
+            )
+            r["notes"] = json.dumps(notes)
+
+
+def _resources(record: dict[str, Any], metrics: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """The second paper's resource metrics as it defines them, from what the record holds, and the
+    run's own process-tree shares beside them."""
+    out = _process_shares(record, metrics, notes)
+    out.update(_paper_usage(metrics, out, notes))
     out["gpu_mem_used_peak_percent"] = _value(metrics, "gpu_mem_used_percent")
     out["gpu_mem_used_percent"] = None
     used = metrics.get("gpu_mem_used_bytes") or {}
@@ -179,6 +251,17 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
     ok = bool(steady.get("available")) and isinstance(steady.get("value"), (int, float))
     row["energy_per_token_steady_gross"] = float(steady["value"]) if ok else None
     row["energy_per_token_steady_net"] = _number(steady.get("net_j")) if ok else None
+    row["energy_per_token_steady_uncertainty_gross"] = _number(steady.get("uncertainty_j")) if ok else None
+    row["energy_per_token_steady_uncertainty_net"] = _number(steady.get("net_uncertainty_j")) if ok else None
+    if ok:
+        why_gross, why_net = bound_reasons(steady)
+        if "uncertainty_j" not in steady:
+            # Not among the figures the meters bound (they bound the window's energies): say only what is known.
+            why_gross = why_net = "the record states no bound for the steady window's energy per token: shown without ±"
+        if why_gross:
+            notes["energy_per_token_steady_uncertainty_gross"] = why_gross
+        if why_net:
+            notes["energy_per_token_steady_uncertainty_net"] = why_net
     if not ok:
         notes["energy_per_token_steady"] = (
             f"the record has no {STEADY} (written before joulebench measured the steady window)"
@@ -196,14 +279,40 @@ def serving_load_row(record: dict[str, Any], notes: dict[str, str]) -> dict[str,
 
 def work_row(record: dict[str, Any]) -> dict[str, Any]:
     """How much work a batch run's window held: ``duration_mode`` (the window was a requested
-    duration, so its length is no result) and the time per sample measured over it."""
+    duration, so its length is no result) and the time per sample and per batch measured over it."""
     spec = record.get("spec") or {}
     metrics = record.get("metrics") or {}
     samples, window = _number(metrics.get("samples")), _number(metrics.get("window_s"))
+    batches = _number(metrics.get("batches"))
+    per_sample = window / samples if window is not None and samples else None
+    per_batch = window / batches if window is not None and batches else None
     return {
         "duration_mode": record.get("mode") != "serving" and spec.get("duration_s") is not None,
-        "time_per_sample_s": window / samples if window is not None and samples else None,
+        "requested_duration_s": _number(spec.get("duration_s")),
+        "time_per_sample_s": per_sample,
+        "time_per_sample_ms": None if per_sample is None else 1000.0 * per_sample,
+        "time_per_batch_ms": None if per_batch is None else 1000.0 * per_batch,
     }
+
+
+OLD_BOUND = "written before joulebench stated bounds on its energy figures: shown without ±"
+
+
+def bound_reasons(m: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Why an available energy figure has no bound: (gross, net); None where it has one."""
+    if "uncertainty_j" not in m:
+        return OLD_BOUND, OLD_BOUND
+    gross = (
+        None
+        if isinstance(m.get("uncertainty_j"), (int, float))
+        else (m.get("uncertainty_reason") or "the meter stated no bound for this figure")
+    )
+    net = None
+    if not isinstance(m.get("net_uncertainty_j"), (int, float)):
+        net = m.get("net_uncertainty_reason") or (
+            "no bound on the net figure: the idle baseline records no spread to bound what it subtracts"
+        )
+    return gross, net
 
 
 def extra_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +360,12 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
         # The figure's own bound (None in records written before joulebench stated one).
         row[f"{col}_uncertainty_gross"] = _number(m.get("uncertainty_j")) if ok else None
         row[f"{col}_uncertainty_net"] = _number(m.get("net_uncertainty_j")) if ok else None
+        if ok:
+            why_gross, why_net = bound_reasons(m)
+            if why_gross:
+                notes[f"{col}_uncertainty_gross"] = why_gross
+            if why_net:
+                notes[f"{col}_uncertainty_net"] = why_net
     row.update(work_row(record))
     row["gpu_idle_power_w"] = (metrics.get("gpu_energy_j") or {}).get("idle_power_w")
     row["gpu_power_gross"] = _value(metrics, "gpu_power_w")
@@ -300,6 +415,12 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "energy_per_token_steady": pl.Float64,
     "energy_per_token_steady_gross": pl.Float64,
     "energy_per_token_steady_net": pl.Float64,
+    **{
+        f"{col}_uncertainty{kind}": pl.Float64
+        for col in ("energy_per_request", "energy_per_token", "energy_per_token_steady", "carbon_g")
+        for kind in ("", "_gross", "_net")
+        if not kind or col == "energy_per_token_steady"
+    },
     "kv_cache": pl.Boolean,
     "parity": pl.Float64,
     "parity_gated": pl.Boolean,
@@ -312,13 +433,18 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "gpu_mem_used_peak_percent": pl.Float64,
     "cpu_usage_percent": pl.Float64,
     "ram_usage_percent": pl.Float64,
+    "cpu_usage_process_percent": pl.Float64,
+    "ram_usage_process_percent": pl.Float64,
     "ram_peak_mib": pl.Float64,
     **{col: pl.Float64 for col in ENERGIES},
     **{f"{col}_{kind}": pl.Float64 for col in ENERGIES for kind in ("gross", "net")},
     **{f"{col}_uncertainty": pl.Float64 for col in ENERGIES},
     **{f"{col}_uncertainty_{kind}": pl.Float64 for col in ENERGIES for kind in ("gross", "net")},
     "duration_mode": pl.Boolean,
+    "requested_duration_s": pl.Float64,
     "time_per_sample_s": pl.Float64,
+    "time_per_sample_ms": pl.Float64,
+    "time_per_batch_ms": pl.Float64,
     "energy_per_sample": pl.Float64,
     "energy_per_sample_uncertainty": pl.Float64,
     "gpu_idle_power_w": pl.Float64,
@@ -336,6 +462,9 @@ EXTRA_SCHEMA: dict[str, Any] = {
     "lock_sha256": pl.Utf8,
     "base_digest": pl.Utf8,
     "cluster_host": pl.Utf8,
+    "cluster_node": pl.Utf8,
+    "cluster_block": pl.Utf8,
+    "cluster_moved": pl.Utf8,
 }
 SCHEMA: dict[str, Any] = {**STORE_COLUMNS, **EXTRA_SCHEMA}
 
@@ -399,10 +528,13 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
     n_lacking = sum(1 for r in rows if any(r[f"{c}_gross"] is not None and r[f"{c}_net"] is None for c in ENERGIES))
     for r in rows:
         notes = json.loads(r["notes"])
+        which = "net" if kind.kind == "net" else "gross"
         for col in ENERGIES:
             gross, net = r[f"{col}_gross"], r[f"{col}_net"]
             r[col] = net if kind.kind == "net" else gross
-            r[f"{col}_uncertainty"] = r[f"{col}_uncertainty_{'net' if kind.kind == 'net' else 'gross'}"]
+            r[f"{col}_uncertainty"] = r[f"{col}_uncertainty_{which}"]
+            if f"{col}_uncertainty_{which}" in notes:
+                notes[f"{col}_uncertainty"] = notes[f"{col}_uncertainty_{which}"]
             if kind.kind == "gross" and gross is not None:
                 if net is None:
                     notes[col] = (
@@ -425,11 +557,20 @@ def apply_energy_kind(rows: list[dict[str, Any]], kind: EnergyKind) -> None:
         r["energy_per_sample_uncertainty"] = u / samples if u is not None and samples else None
         for col, count in (("energy_per_request", r["requests_ok"]), ("energy_per_token", r["new_tokens"])):
             r[col] = total / count if r["serving"] and total is not None and count else None
+            r[f"{col}_uncertainty"] = u / count if r[col] is not None and u is not None else None
             if r["serving"] and "total_energy" in notes:
                 notes[col] = notes["total_energy"]
-        r["carbon_g"] = kind.carbon.grams(total) if kind.carbon is not None and total is not None else None
+        carbon = kind.carbon
+        r["carbon_g"] = carbon.grams(total) if carbon is not None and total is not None else None
+        # The grid factor's own uncertainty is not known: the bound is the energy's, converted.
+        r["carbon_g_uncertainty"] = (
+            carbon.grams(u) if carbon is not None and total is not None and u is not None else None
+        )
         if "total_energy" in notes:
             notes["carbon_g"] = notes["total_energy"]
+        for col in ("energy_per_request", "energy_per_token", "carbon_g"):
+            if "total_energy_uncertainty" in notes:
+                notes[f"{col}_uncertainty"] = notes["total_energy_uncertainty"]
         r["notes"] = json.dumps(notes)
 
 
@@ -437,6 +578,10 @@ def _steady_energy(r: dict[str, Any], kind: EnergyKind, notes: dict[str, str]) -
     """The steady energy per output token of the report's kind: net for a net report, else gross."""
     gross, net = r.get("energy_per_token_steady_gross"), r.get("energy_per_token_steady_net")
     r["energy_per_token_steady"] = net if kind.kind == "net" else gross
+    which = "net" if kind.kind == "net" else "gross"
+    r["energy_per_token_steady_uncertainty"] = r.get(f"energy_per_token_steady_uncertainty_{which}")
+    if f"energy_per_token_steady_uncertainty_{which}" in notes:
+        notes["energy_per_token_steady_uncertainty"] = notes[f"energy_per_token_steady_uncertainty_{which}"]
     if kind.kind == "net" and gross is not None and net is None:
         notes["energy_per_token_steady"] = "measured gross only, and this report shows net energies"
     elif kind.kind == "gross" and gross is not None and "total_energy" in notes:
@@ -506,6 +651,7 @@ def load_runs(folder: Path | str, duplicates: str = "refuse", carbon: CarbonFact
     kind = decide_energy_kind(ok)
     kind.carbon = carbon
     apply_energy_kind(rows, kind)
+    apply_usage_definition(ok)
 
     def frame(part: list[dict[str, Any]]) -> pl.DataFrame:
         return pl.DataFrame([{k: r.get(k) for k in SCHEMA} for r in part], schema=SCHEMA)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.report.columns import ENERGY_DERIVED
+from controller.report.columns import COLUMNS, ENERGY_DERIVED
 
 _GPU_ENERGY = {"gpu_energy", "total_energy", *ENERGY_DERIVED}
 _RAPL = {"cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
@@ -36,6 +36,13 @@ BY_METER: dict[str, set[str]] = {
 # Informative only: how the energies are shown (net or gross) already says it.
 NOT_A_DOUBT = {"idle_baseline_not_used"}
 ALL_ENERGY = {"gpu_energy", "cpu_energy", "dram_energy", "total_energy", *ENERGY_DERIVED}
+# Every time, latency and throughput column: what a CPU shared with another load slows down.
+ALL_TIME = {c.key for c in COLUMNS.values() if c.unit in ("s", "ms") or c.unit.endswith("/s")}
+# Flags about the run's conditions rather than a meter: the columns each puts in doubt.
+BY_CODE: dict[str, set[str]] = {
+    # Another joulebench run, or a busy or stolen CPU, beside the window (controller/quiet.py).
+    "foreign_load": ALL_ENERGY | ALL_TIME,
+}
 
 
 def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
@@ -43,6 +50,8 @@ def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
     code = str(flag.get("code") or "")
     if code in NOT_A_DOUBT:
         return set()
+    if code in BY_CODE:
+        return set(BY_CODE[code])
     metric = flag.get("metric")
     if isinstance(metric, str) and metric in BY_METRIC:
         return set(BY_METRIC[metric])
@@ -58,8 +67,34 @@ def columns_in_doubt(flag: dict[str, Any]) -> set[str]:
     return set()
 
 
+# A serving point's flags (record["metrics"]["serving_flags"], controller/serving/checks.py): what
+# the server did that was not asked, or token times the client could not trust.
+_COUNTED = {"tokens_per_s", "request_throughput_rps", "output_token_throughput_tps", "goodput_rps"}
+_PER_TOKEN = {"energy_per_request", "energy_per_token", "energy_per_token_steady"}
+BY_SERVING_FLAG: dict[str, set[str]] = {
+    "truncated_streams": _COUNTED | _PER_TOKEN,
+    "requests_failed": _COUNTED | _PER_TOKEN,
+    "over_long_outputs": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
+    "ignore_eos_not_honoured": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
+    "min_tokens_not_honoured": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
+    "short_outputs": _COUNTED | _PER_TOKEN | {"time_per_request_s", "e2el_ms_median", "e2el_ms_p99"},
+    "token_times_disagree": {"tpot_ms_median", "itl_ms_median"},
+}
+
+
+def serving_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A serving record's own flags as ``{"code", "message", "columns"}``."""
+    out = []
+    for f in (record.get("metrics") or {}).get("serving_flags") or []:
+        if isinstance(f, dict):
+            code = str(f.get("code") or "?")
+            columns = sorted(BY_SERVING_FLAG.get(code, ()))
+            out.append({"code": code, "message": str(f.get("message")), "columns": columns})
+    return out
+
+
 def run_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's flags as ``{"code", "message", "columns"}``, in record order."""
+    """The run's flags as ``{"code", "message", "columns"}``, in record order (a serving point's last)."""
     measurements = record.get("measurements") or {}
     out = []
     for f in measurements.get("flags") or []:
@@ -72,4 +107,4 @@ def run_flags(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "columns": sorted(columns_in_doubt(f)),
             }
         )
-    return out
+    return out + serving_flags(record)

@@ -25,8 +25,12 @@ def extra_identity(record: dict[str, Any]) -> dict[str, Any]:
         # What the image was installed from (Docker runs): its lock file and its base.
         "lock_sha256": runner.get("lock_sha256"),
         "base_digest": runner.get("base_digest") or runner.get("base_digest_reason"),
-        # The machine of a cluster campaign's run (None off a cluster).
+        # The machine of a cluster campaign's run (None off a cluster); the node (hostname#node-id),
+        # its block, and the nodes that block left (a node loss split it across machines).
         "cluster_host": node.get("hostname") or node.get("node_id"),
+        "cluster_node": f"{node.get('hostname')}#{str(node.get('node_id'))[:6]}" if node else None,
+        "cluster_block": node.get("block"),
+        "cluster_moved": "; ".join(node.get("moved_from") or []) or None,
         # A user's own model is its path (or hub id) and the sha256 of its files: one label, two
         # contents are two models.
         "model_identity": f"{own.get('location')} sha256 {str(own.get('sha256'))[:16]}" if own else record.get("model"),
@@ -87,6 +91,23 @@ def cluster_blocks(ok: pl.DataFrame) -> list[str]:
     for (model, batch), group in rows:
         lines.append(f"{model} batch {batch}: {', '.join(sorted(set(group['cluster_host'].to_list())))}")
     return sorted(lines)
+
+
+def split_blocks(ok: pl.DataFrame) -> list[str]:
+    """Blocks of a cluster campaign that a node loss moved after some of their runs: their comparisons
+    span two (or more) machines."""
+    if "cluster_moved" not in ok.columns:
+        return []
+    moved = ok.filter(pl.col("cluster_moved").is_not_null() & pl.col("cluster_block").is_not_null())
+    lines = []
+    for block in sorted(set(moved["cluster_block"].to_list())):
+        nodes = sorted(set(ok.filter(pl.col("cluster_block") == block)["cluster_node"].to_list()))
+        if len(nodes) > 1:
+            lines.append(
+                f"block {block} was split across machines by a node loss ({', '.join(nodes)}): its comparisons "
+                f"span {len(nodes)} machines"
+            )
+    return lines
 
 
 def environments_differ(a: str, b: str) -> bool:

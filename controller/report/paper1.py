@@ -19,6 +19,7 @@ import statistics
 import polars as pl
 
 from controller.report.cells import (
+    bounded_columns,
     energy_remarks,
     groups,
     mark_best,
@@ -30,6 +31,7 @@ from controller.report.cells import (
 from controller.report.columns import header
 from controller.report.data import EnergyKind
 from controller.report.table import Table, Value, text_value
+from controller.report.work import Work
 
 TABLE1_METRICS = (
     "gpu_util_percent",
@@ -43,6 +45,8 @@ TABLE1_METRICS = (
     "cpu_percent",
     "ram_peak_mib",
 )
+# Duration mode: beside the inference time derived for a fixed work, what the window measured.
+DURATION_METRICS = ("time_per_sample_ms", "time_per_batch_ms", "throughput_sps")
 NATIVE_ENGINES = ("torch", "tensorflow", "mxnet")
 GPU_PROVIDERS = ("cuda", "tensorrt")
 PAPER_TOTAL = "GPU + CPU energy, each net of idle"
@@ -68,14 +72,39 @@ def beyond_runs(ok: pl.DataFrame) -> pl.DataFrame:
     return ok.filter(~pl.col("run_id").is_in(list(ids))).with_columns(_device().alias("device"))
 
 
+def table_metrics(runs: pl.DataFrame, kind: EnergyKind) -> list[str]:
+    """Table 1's columns; in duration mode the time per sample, per batch and throughput after the
+    inference time (the window itself is no result there)."""
+    wanted = list(with_carbon(TABLE1_METRICS, kind))
+    if runs.height and runs["duration_mode"].any():
+        at = wanted.index("window_s") + 1
+        wanted[at:at] = DURATION_METRICS
+    return measured_columns(runs, wanted)
+
+
 def _metric_table(
     key: str, title: str, first: list[str], runs: pl.DataFrame, kind: EnergyKind
 ) -> tuple[Table, list[str]]:
-    metrics = measured_columns(runs, with_carbon(TABLE1_METRICS, kind))
-    return Table(key, title, [*first, *(header(c) for c in metrics)]), metrics
+    metrics = table_metrics(runs, kind)
+    t = Table(key, title, [*first, *(header(c) for c in metrics)])
+    t.bounded = bounded_columns(len(first), metrics)
+    return t, metrics
 
 
-def table1(ok: pl.DataFrame, kind: EnergyKind) -> Table:
+def time_remarks(runs: pl.DataFrame, work: Work) -> list[str]:
+    """What the inference time is: the measured window, or (duration mode) derived for a fixed work."""
+    if not (runs.height and runs["duration_mode"].any()) or work.samples is None:
+        return ["Inference time is the harness's measured window."]
+    return [
+        f"Inference time of a duration-mode run (footnoted) is for a fixed work of {work.samples:,} samples "
+        f"({work.how}): {work.samples:,} × its measured time per sample; its energies alike, {work.samples:,} × "
+        "energy per sample. Time per sample and per batch are the window over the samples and batches actually "
+        "done; throughput is samples done over the window. A sample-mode run's inference time is its measured "
+        "window."
+    ]
+
+
+def table1(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Table:
     runs1 = table1_runs(ok)
     t, metrics = _metric_table(
         "table1",
@@ -112,8 +141,9 @@ def table1(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "Best (lowest) energy and time are bold within each model × batch size × device, among native and among "
         "converted runs separately, as in the paper. GPU rows are the paper's Table 1 (ONNX Runtime on the CUDA "
         "execution provider); CPU rows are this suite's CPU analogue. TensorRT is in Table 3 only; TorchScript, "
-        "torch.compile and OpenVINO are in their own table. Inference time is the harness's measured window."
+        "torch.compile and OpenVINO are in their own table."
     )
+    t.remarks += time_remarks(runs1, work or Work(None))
     t.remarks += energy_remarks(runs1, kind, PAPER_TOTAL)
     return t
 
@@ -178,7 +208,7 @@ def provider_label(engine: str, provider: str) -> str:
     return "TensorRT runtime (native)" if engine == "tensorrt" else provider
 
 
-def table3(ok: pl.DataFrame, kind: EnergyKind) -> Table:
+def table3(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Table:
     runs3 = table3_runs(ok)
     t, metrics = _metric_table(
         "table3",
@@ -218,11 +248,12 @@ def table3(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         "beside them); CPU groups (CPU vs OpenVINO execution provider) are this suite's CPU analogue. Best values "
         "are bold within each group."
     )
+    t.remarks += time_remarks(runs3, work or Work(None))
     t.remarks += energy_remarks(runs3, kind, PAPER_TOTAL)
     return t
 
 
-def beyond(ok: pl.DataFrame, kind: EnergyKind) -> Table | None:
+def beyond(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Table | None:
     """TorchScript, torch.compile, OpenVINO runtime: measured, shown, never in the paper's tables."""
     runs_b = beyond_runs(ok.filter(~pl.col("serving")))
     if runs_b.height == 0:
@@ -255,5 +286,6 @@ def beyond(ok: pl.DataFrame, kind: EnergyKind) -> Table | None:
         "Runtimes the first paper did not study. Bold marks the best among these rows only: they never compete "
         "with Table 1's rows for the paper's bold (compare them with Table 1 by eye, same model, batch and device)."
     )
+    t.remarks += time_remarks(runs_b, work or Work(None))
     t.remarks += energy_remarks(runs_b, kind, PAPER_TOTAL)
     return t

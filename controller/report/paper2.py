@@ -12,8 +12,16 @@ import statistics
 
 import polars as pl
 
-from controller.report.cells import energy_remarks, groups, mark_best, measured_columns, median_value, with_carbon
-from controller.report.columns import header
+from controller.report.cells import (
+    bounded_columns,
+    energy_remarks,
+    groups,
+    mark_best,
+    measured_columns,
+    median_value,
+    with_carbon,
+)
+from controller.report.columns import BOUNDED, header
 from controller.report.data import EnergyKind, notes_of
 from controller.report.loads import (
     kv_cache_remark,
@@ -24,7 +32,7 @@ from controller.report.loads import (
     parity_value,
 )
 from controller.report.paper1 import GPU_PROVIDERS
-from controller.report.table import Table, Value, num_value, text_value
+from controller.report.table import Table, Value, bounded_value, num_value, text_value
 
 # The second paper's names of the serving configurations: <runtime engine, execution provider>.
 ENGINE_SHORT = {
@@ -54,6 +62,8 @@ SERVING_TABLE_METRICS = (
     "gpu_util_percent",
     "gpu_mem_util_percent",
     "gpu_mem_used_percent",
+    "cpu_usage_process_percent",
+    "ram_usage_process_percent",
     "cpu_percent",
     "ram_peak_mib",
     "gpu_mem_used_peak_percent",
@@ -109,11 +119,20 @@ def _bold_rows(rows: list[int], eligible: list[bool]) -> list[int]:
     return [r for r, ok in zip(rows, eligible, strict=True) if ok]
 
 
-def _mean_cell(t: Table, runs: pl.DataFrame, column: str, medians: list[float], categories: int) -> Value:
-    """A cell of the "1,2,3" section: the mean of the category medians, or n/a with the reasons."""
+def _mean_cell(
+    t: Table, runs: pl.DataFrame, column: str, medians: list[tuple[float, float | None]], categories: int
+) -> Value:
+    """A cell of the "1,2,3" section: the mean of the category medians (an energy with the mean of
+    their bounds), or n/a with the reasons."""
     if not medians:
         return median_value(t, runs, column)
-    v = num_value(mean_of_category_medians(medians))
+    mean = mean_of_category_medians([m for m, _ in medians])
+    bounds = [u for _, u in medians if u is not None]
+    v = num_value(mean)
+    if column in BOUNDED:
+        v = bounded_value(mean, statistics.fmean(bounds) if len(bounds) == len(medians) else None)
+        if v.uncertainty is None:
+            v.notes += [t.note(n) for n in notes_of(runs, f"{column}_uncertainty")]
     if len(medians) < categories:
         v.notes.append(t.note(f"mean of the {len(medians)} of {categories} categories that measured it"))
     v.notes += [t.note(n) for n in notes_of(runs, column) if t.note(n) not in v.notes]
@@ -125,8 +144,9 @@ def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, 
     headers = [SERVING_HEADERS.get(c, header(c)) for c in metrics]
     t = Table(key, title, ["Model size category", "Serving configuration", "Models", "Runs", *headers])
     first = 4
+    t.bounded = bounded_columns(first, metrics)
     labels = configuration_labels(part)
-    by_conf: dict[str, dict[str, list[float]]] = {}
+    by_conf: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
     categories = sorted({category_of(s) for s in part["model_size"].to_list()}, key=category_order)
     jit_note = t.note(
         "beyond the paper's results (it left TorchScript out for error-prone outputs): shown, not eligible for bold"
@@ -154,7 +174,7 @@ def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, 
                 v = median_value(t, runs, c)
                 row.append(v)
                 if isinstance(v.raw, (int, float)):
-                    by_conf.setdefault(conf, {}).setdefault(c, []).append(float(v.raw))
+                    by_conf.setdefault(conf, {}).setdefault(c, []).append((float(v.raw), v.uncertainty))
             t.rows.append(row)
             eligible.append(engine not in NOT_IN_PAPER_RESULTS)
         rows = _bold_rows(list(range(start, len(t.rows))), eligible)
@@ -247,6 +267,7 @@ def serving_models(ok: pl.DataFrame, kind: EnergyKind) -> Table:
         [*fixed, *(header(c) for c in metrics)],
     )
     first = len(fixed)
+    t.bounded = bounded_columns(first, metrics)
     labels = configuration_labels(serving) if serving.height else {}
     points = groups(serving, ["model", "model_size", "load_variable", "load_value"])
     points.sort(key=lambda kg: (str(kg[0][0]), str(kg[0][1]), load_key(kg[0][2], kg[0][3])))
@@ -289,10 +310,12 @@ LOAD_DEFINITIONS = (
 
 
 RESOURCE_DEFINITIONS = (
-    "The second paper's resource metrics (its Table 2): CPU usage = the run's mean CPU use over the window as a "
-    "share of all the host's logical cores (the paper: EnergiBridge's system-wide average; ours counts the run's "
-    "process tree or container only); RAM usage = the run's mean resident memory as a share of the host's RAM "
-    "(the paper: system-wide used RAM); GPU utilisation and GPU memory utilisation = NVML's mean over the "
-    "samples; GPU used memory = the mean memory allocated on the GPUs as a share of their total. Ours beside "
-    "them: CPU load (100 % = one core busy), RAM peak (MiB), GPU used memory peak (% of total)."
+    "The second paper's resource metrics (its Table 2), as it defines them: CPU usage = the mean share of all "
+    "the host's logical CPUs busy over the window, system-wide (every process of the host, as EnergiBridge "
+    "measures it); RAM usage = the mean share of the host's RAM in use, system-wide; GPU utilisation and GPU "
+    "memory utilisation = NVML's mean over the samples; GPU used memory = the mean memory allocated on the GPUs "
+    "as a share of their total. A record written before joulebench measured the system-wide figures shows the "
+    "run's own process tree there instead, footnoted. Ours beside them: CPU and RAM usage of the run's own "
+    "process tree (or container) as shares of the host, CPU load (100 % = one core busy), RAM peak (MiB), GPU "
+    "used memory peak (% of total)."
 )

@@ -2,7 +2,8 @@
 Figures 3-5 for serving runs, energy vs time. Each is written as PNG and SVG; the HTML embeds the PNG.
 
 Boxes show the median (black line) and quartiles, whiskers 1.5 IQR, the mean as a white triangle;
-both are in every legend. Models get twelve distinct colours (tab20 would give six pairs of shades)."""
+both are in every legend. Models get twelve distinct colours (tab20 would give six pairs of shades).
+An energy point carries an error bar: its run's 95 % bound (none where the record states none)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from controller.report.cells import groups, model_label
-from controller.report.columns import COLUMNS
+from controller.report.columns import BOUNDED, COLUMNS
 from controller.report.data import notes_of
 from controller.report.paper1 import GPU_PROVIDERS
 from controller.report.paper2 import category_of, category_order, configuration_labels
@@ -118,9 +119,35 @@ def box_legend(extra: list[Any] | None = None) -> list[Any]:
     ]
 
 
-def _unit_label(metric: str) -> str:
+FIXED_WORK = ("window_s", "gpu_energy", "cpu_energy", "dram_energy", "total_energy", "carbon_g")
+
+
+def _unit_label(metric: str, frame: pl.DataFrame | None = None) -> str:
+    """The axis label; a time or energy of duration-mode runs says it is for a fixed work."""
     c = COLUMNS[metric]
-    return f"{c.label} ({c.unit})"
+    fixed = frame is not None and metric in FIXED_WORK and bool(frame["duration_mode"].any())
+    return f"{c.label} ({c.unit})" + ("\nduration mode: for a fixed work" if fixed else "")
+
+
+def run_bounds(runs: pl.DataFrame, metric: str) -> list[float] | None:
+    """Each measured run's bound of ``metric`` (0 where it states none), or None: not an energy, or no bound."""
+    if metric not in BOUNDED or f"{metric}_uncertainty" not in runs.columns:
+        return None
+    bounds = [u for v, u in runs.select(metric, f"{metric}_uncertainty").iter_rows() if v is not None]
+    if all(u is None for u in bounds):
+        return None
+    return [float(u or 0.0) for u in bounds]
+
+
+def error_bars(ax: Any, xs: list[float], ys: list[float], bounds: list[float] | None, colour: Any) -> None:
+    """The runs' 95 % bounds as vertical bars (nothing when none is stated)."""
+    if bounds is not None and ys:
+        ax.errorbar(xs, ys, yerr=bounds, fmt="none", ecolor=colour, elinewidth=0.9, capsize=2, alpha=0.8, zorder=2)
+
+
+def bar_legend() -> Any:
+    plt = pyplot()
+    return plt.Line2D([], [], marker="|", linestyle="", color="#555555", markersize=10, label="run's 95 % bound")
 
 
 def box_plots(ok: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
@@ -135,19 +162,27 @@ def box_plots(ok: pl.DataFrame, folder: Path) -> tuple[list[Plot], list[str]]:
             continue
         size = (max(4.5, 3.8 * len(panels)), 3.8)
         fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False, layout="constrained")
+        bars = False
         for ax, ((model, size, batch), group) in zip(axes[0], panels, strict=True):
             confs = groups(group, ["configuration"])
-            kept = [(k[0], d) for k, runs in confs if (d := [v for v in runs[metric].to_list() if v is not None])]
+            kept = [
+                (k[0], d, run_bounds(runs, metric))
+                for k, runs in confs
+                if (d := [v for v in runs[metric].to_list() if v is not None])
+            ]
             if kept:
-                ax.boxplot([d for _, d in kept], tick_labels=[lab for lab, _ in kept], **BOX_STYLE)
-                for i, (_, d) in enumerate(kept, 1):
+                ax.boxplot([d for _, d, _ in kept], tick_labels=[lab for lab, _, _ in kept], **BOX_STYLE)
+                for i, (_, d, bounds) in enumerate(kept, 1):
                     ax.scatter([i] * len(d), d, s=10, alpha=0.6, color="tab:blue", zorder=3)
+                    error_bars(ax, [i] * len(d), d, bounds, "tab:blue")
+                    bars = bars or bounds is not None
             ax.set_title(f"{model_label(model, size)}, batch {batch}", fontsize=9)
-            ax.set_ylabel(_unit_label(metric), fontsize=8)
+            ax.set_ylabel(_unit_label(metric, group), fontsize=8)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
             ax.grid(axis="y", alpha=0.3)
         run = plt.Line2D([], [], marker="o", linestyle="", color="tab:blue", alpha=0.6, label="one run")
-        fig.legend(handles=box_legend([run]), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        extra = [run, bar_legend()] if bars else [run]
+        fig.legend(handles=box_legend(extra), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         title = f"{COLUMNS[metric].label} by configuration (box: median and quartiles)"
         fig.suptitle(title, fontsize=10)
         plots.append(save(fig, folder, f"box-{metric}", title))
@@ -167,8 +202,14 @@ def _serving_panel(ax: Any, part: pl.DataFrame, metric: str, labels: dict[str, s
             if not values:
                 continue
             ax.boxplot([values], positions=[pos], widths=0.6, **BOX_STYLE)
-            for model, value in runs.select("model", metric).drop_nulls().iter_rows():
-                ax.scatter([pos], [value], s=12, alpha=0.8, color=colours[model], zorder=3)
+            bound = f"{metric}_uncertainty" if metric in BOUNDED else None
+            cols = ["model", metric, bound] if bound else ["model", metric]
+            for row in runs.select(cols).iter_rows():
+                if row[1] is None:
+                    continue
+                ax.scatter([pos], [row[1]], s=12, alpha=0.8, color=colours[row[0]], zorder=3)
+                if bound and row[2] is not None:
+                    error_bars(ax, [pos], [row[1]], [row[2]], colours[row[0]])
         pos += 0.5  # a gap between categories
     ax.set_xticks(ticks, names, fontsize=7, rotation=30)
     ax.set_ylabel(_unit_label(metric), fontsize=8)
@@ -217,6 +258,8 @@ def serving_box_plots(serving: pl.DataFrame, folder: Path) -> tuple[list[Plot], 
             ax.set_title(side, fontsize=9)
             ax.yaxis.set_tick_params(labelleft=True)
         dots = [plt.Line2D([], [], marker="o", linestyle="", color=colours[x], label=x) for x in models]
+        if run_bounds(serving, metric) is not None:
+            dots.append(bar_legend())
         fig.legend(
             handles=box_legend(dots),
             fontsize=7,
@@ -248,22 +291,20 @@ def energy_vs_time(ok: pl.DataFrame, folder: Path) -> list[Plot] | str:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for (model, size, conf), runs in groups(both, ["model", "model_size", "configuration"]):
             name = model_label(model, size)
-            ax.scatter(
-                runs["window_s"].to_list(),
-                runs["total_energy"].to_list(),
-                s=22,
-                alpha=0.8,
-                color=colours[name],
-                marker=markers[conf],
-            )
+            xs, ys = runs["window_s"].to_list(), runs["total_energy"].to_list()
+            ax.scatter(xs, ys, s=22, alpha=0.8, color=colours[name], marker=markers[conf])
+            error_bars(ax, xs, ys, run_bounds(runs, "total_energy"), colours[name])
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax.set_xlabel("Inference time (s)" + (", log scale" if log else ""))
-        ax.set_ylabel("Total energy (J)" + (", log scale" if log else ""))
+        fixed = " (duration mode: for a fixed work)" if both["duration_mode"].any() else ""
+        ax.set_xlabel("Inference time (s)" + fixed + (", log scale" if log else ""))
+        ax.set_ylabel("Total energy (J)" + fixed + (", log scale" if log else ""))
         ax.grid(alpha=0.3, which="both" if log else "major")
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[m], label=m) for m in models]
         handles += [plt.Line2D([], [], marker=markers[c], linestyle="", color="#555555", label=c) for c in confs]
+        if run_bounds(both, "total_energy") is not None:
+            handles.append(bar_legend())
         ax.legend(
             handles=handles,
             fontsize=6,

@@ -94,9 +94,12 @@ def stability(ok: pl.DataFrame) -> Table:
 
 
 def flags_table(ok: pl.DataFrame) -> Table | None:
-    """Every flag the meters raised on the runs the tables use, and the columns it marks."""
+    """Every flag the meters (or a serving point's checks) raised on the runs the tables use, and the
+    columns it marks."""
     t = Table(
-        "flags", "Flags raised by the meters", ["Run", "Configuration", "Model", "Batch", "Flag", "Marks", "Message"]
+        "flags",
+        "Flags raised by the meters and the serving checks",
+        ["Run", "Configuration", "Model", "Batch", "Flag", "Marks", "Message"],
     )
     informative: dict[str, int] = {}
     for r in ok.sort("run_id").iter_rows(named=True):

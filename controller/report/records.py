@@ -29,8 +29,8 @@ class Folder:
         shown = ", ".join(f"{p.name} ({why})" for p, why in self.skipped[:10])
         more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
         n = len(self.skipped)
-        files, are = ("files", "are") if n != 1 else ("file", "is")
-        return f"skipped {n} {files} of {self.path} that {are} not run records: {shown}{more}"
+        files, what = ("files", "are not run records") if n != 1 else ("file", "is not a run record")
+        return f"skipped {n} {files} of {self.path} that {what}: {shown}{more}"
 
 
 def _not_a_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -40,6 +40,8 @@ def _not_a_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as exc:
+        if exc.doc.lstrip().startswith("{") and not exc.doc.rstrip().endswith("}"):
+            return None, f"truncated: its JSON stops mid-record after {len(exc.doc)} bytes, a write cut short"
         return None, f"not JSON: {exc.msg} at line {exc.lineno}"
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
@@ -68,6 +70,10 @@ def read_folder(folder: Path | str) -> Folder:
         except RecordError as exc:
             raise UserError(str(exc)) from None
     if not out.records:
-        also = f" ({len(out.skipped)} other JSON files skipped)" if out.skipped else ""
-        raise UserError(f"{path} holds no run records (*.json){also}; run a campaign into it first")
+        if out.skipped:
+            raise UserError(
+                f"{path} holds no run records that can be read: {out.skipped_warning()}; run a campaign into it, or "
+                "repair or remove those files"
+            )
+        raise UserError(f"{path} holds no run records (*.json); run a campaign into it first")
     return out

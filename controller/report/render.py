@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from controller.report import curves, plots, traces
+from controller.report import answer_render, curves, plots, traces
 from controller.report.data import Runs
 from controller.report.loads import one_load_point
 from controller.report.table import to_csv, to_html, to_latex, to_markdown, to_term
@@ -35,7 +35,8 @@ def heading(runs: Runs) -> str:
 def term(runs: Runs, s: Sections) -> str:
     parts = [heading(runs), ""]
     parts += [f"WARNING: {w}" for w in s.warnings]
-    parts += [AGGREGATES, f"Energy: {s.energy}", ""]
+    parts += answer_render.term(s.answer)
+    parts += [AGGREGATES, f"Energy: {s.energy}", *s.said, ""]
     for t in s.tables():
         if t.key in LONG and len(t.rows) > 40:
             parts.append(f"{t.title}: {len(t.rows)} rows (see the report's files)\n")
@@ -54,10 +55,13 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
             path = out / f"{t.key}.{ext}"
             path.write_text(render(t))
             written.append(path)
-    figures, trace_plots, skipped = make_plots(runs, out / "plots") if with_plots else ([], [], ["plots not drawn"])
+    ok = s.frame if s.frame is not None else runs.ok
+    figures, trace_plots, skipped = make_plots(runs, ok, out / "plots") if with_plots else ([], [], ["plots not drawn"])
     md = [f"# {heading(runs)}", ""]
     md += [f"> **WARNING:** {w}" for w in s.warnings]
+    md += ["", *answer_render.markdown(s.answer)]
     md += ["", AGGREGATES, "", f"Energy: {s.energy}", ""]
+    md += [x for said in s.said for x in (said, "")]
     for t in s.tables():
         md.append(to_markdown(t))
     if s.papers_note:
@@ -66,14 +70,16 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
     md += [f"![{p.title}](plots/{p.png.name})\n" for p in [*figures, *trace_plots]]
     md += [f"- {n}" for n in skipped]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.tex").write_text("\n".join(to_latex(t) for t in s.tables()))
+    (out / "report.tex").write_text("\n".join([*answer_render.latex(s.answer), *(to_latex(t) for t in s.tables())]))
+    written += answer_render.write_files(s.answer, out)
     (out / "report.html").write_text(render_html(runs, s, figures, trace_plots, skipped))
     written += [out / "report.md", out / "report.tex", out / "report.html", out / "plots"]
     return written
 
 
-def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.Plot], list[str]]:
-    batch, serving = runs.ok.filter(~pl.col("serving")), runs.ok.filter(pl.col("serving"))
+def make_plots(runs: Runs, ok: pl.DataFrame, folder: Path) -> tuple[list[plots.Plot], list[plots.Plot], list[str]]:
+    """The plots of ``ok``: the runs as the tables show them (duration mode: for a fixed work)."""
+    batch, serving = ok.filter(~pl.col("serving")), ok.filter(pl.col("serving"))
     figures, skipped = plots.box_plots(batch, folder) if batch.height else ([], [])
     if serving.height:
         one_point, load_note = one_load_point(serving)
@@ -83,12 +89,12 @@ def make_plots(runs: Runs, folder: Path) -> tuple[list[plots.Plot], list[plots.P
         serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy)
         figures += serving_curves
         skipped += curves_skipped
-    evt = plots.energy_vs_time(runs.ok, folder)
+    evt = plots.energy_vs_time(ok, folder)
     if isinstance(evt, str):
         skipped.append(evt)
     else:
         figures += evt
-    trace_plots = traces.power_traces(runs.ok, folder, runs.folder)
+    trace_plots = traces.power_traces(ok, folder, runs.folder)
     if not trace_plots:
         skipped.append("Power traces: no run of these records kept a trace (run with keep_trace = true / --keep-trace)")
     return figures, trace_plots, skipped
@@ -130,7 +136,9 @@ def render_html(
         f"<h1>{html.escape(heading(runs))}</h1>",
     ]
     parts += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in s.warnings]
+    parts.append(answer_render.html_section(s.answer))
     parts += [f"<p>Generated {now}. {html.escape(AGGREGATES)}</p>", f"<p>Energy: {html.escape(s.energy)}</p>"]
+    parts += [f"<p>{html.escape(said)}</p>" for said in s.said]
     parts.append("<h2>The papers' tables</h2>")
     parts += [to_html(t) for t in s.papers]
     if s.papers_note:

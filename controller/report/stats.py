@@ -6,6 +6,12 @@
 - The data-driven choice its text describes: Welch's ANOVA + Games-Howell when Shapiro-Wilk finds
   every configuration normal (p > alpha), else Kruskal-Wallis + Dunn. Levene is reported.
 
+Levene's test comes in two centrings: on the mean (Levene 1960) and on the median (Brown-Forsythe
+1974, robust to skewed data). The second paper says it used "a Levene test" in Python without
+naming a centring or a package; Python's usual tools centre on the median by default
+(``scipy.stats.levene``, and ``pingouin.homoscedasticity``, which calls it), so the median-centred
+test is the one reported as the paper's, and the mean-centred one beside it, each named.
+
 The paper names no multiple-comparison correction: Dunn's p is shown uncorrected and with Holm;
 Games-Howell's p is family-wise by construction (studentized range), shown beside the uncorrected
 pairwise Welch t-test p and its Holm correction. Omnibus p-values are also Holm-corrected across
@@ -30,6 +36,8 @@ from controller.report.data import flags_of, notes_of
 
 ALPHA = 0.05
 WELCH, KRUSKAL = "Welch's ANOVA", "Kruskal-Wallis"
+LEVENE = "Levene, median-centred (Brown-Forsythe)"  # scipy's and pingouin's default: the paper's
+LEVENE_MEAN = "Levene, mean-centred (Levene 1960)"
 POSTHOC = {WELCH: "Games-Howell", KRUSKAL: "Dunn"}
 STAT_METRICS = (
     "window_s",
@@ -45,6 +53,8 @@ STAT_METRICS = (
     "gpu_util_percent",
     "gpu_mem_util_percent",
     "gpu_mem_used_percent",
+    "cpu_usage_process_percent",
+    "ram_usage_process_percent",
     "cpu_percent",
     "ram_peak_mib",
 )
@@ -62,6 +72,8 @@ SERVING_STAT_METRICS = (
     "energy_per_token",
     "tokens_per_s",
     "gpu_power_w",
+    "cpu_usage_process_percent",
+    "ram_usage_process_percent",
     "cpu_percent",
     "ram_peak_mib",
 )
@@ -110,8 +122,10 @@ class Comparison:
     metric: str
     samples: dict[str, list[float]]
     shapiro_p: dict[str, float | None] = field(default_factory=dict)
-    levene_p: float | None = None
+    levene_p: float | None = None  # median-centred (Brown-Forsythe): LEVENE
     levene_reason: str = ""
+    levene_mean_p: float | None = None  # mean-centred: LEVENE_MEAN
+    bounds: dict[str, list[float | None]] = field(default_factory=dict)  # energy: each value's 95 % bound
     chosen: Omnibus | None = None  # the data-driven choice
     paper: Omnibus | None = None  # the paper's assigned test; None: not one of its variables
     note: str = ""
@@ -211,7 +225,8 @@ def _checks(c: Comparison) -> None:
     elif all(max(v) == min(v) for v in c.samples.values()):
         c.levene_reason = "zero variance in every configuration"
     else:
-        c.levene_p = _finite(stats.levene(*c.samples.values()).pvalue)
+        c.levene_p = _finite(stats.levene(*c.samples.values(), center="median").pvalue)
+        c.levene_mean_p = _finite(stats.levene(*c.samples.values(), center="mean").pvalue)
         if c.levene_p is None:
             c.levene_reason = "undefined (zero spread around the medians)"
 
@@ -231,7 +246,7 @@ def compare(group: str, metric: str, samples: dict[str, list[float]]) -> Compari
         elif c.normal:
             c.chosen = welch(samples)
             equal = "n/a" if c.levene_p is None else ("equal" if c.levene_p > ALPHA else "unequal")
-            c.note = f"normal (Shapiro-Wilk p > {ALPHA} everywhere); variances {equal} (Levene)"
+            c.note = f"normal (Shapiro-Wilk p > {ALPHA} everywhere); variances {equal} ({LEVENE})"
         else:
             c.chosen = kruskal(samples)
             small = [k for k, p in c.shapiro_p.items() if p is None]
@@ -257,6 +272,21 @@ def _correct_across_groups(comparisons: list[Comparison]) -> None:
                 o.p_holm = p
 
 
+def _samples(group: pl.DataFrame, metric: str) -> tuple[dict[str, list[float]], dict[str, list[float | None]]]:
+    """Per configuration, the measured values of ``metric`` and (an energy) each one's bound."""
+    bound = f"{metric}_uncertainty"
+    samples: dict[str, list[float]] = {}
+    bounds: dict[str, list[float | None]] = {}
+    for (conf,), runs in groups(group, ["configuration"]):
+        cols = [metric, bound] if bound in runs.columns else [metric]
+        rows = [r for r in runs.select(cols).iter_rows() if r[0] is not None]
+        if rows:
+            samples[conf] = [r[0] for r in rows]
+            if len(cols) == 2:
+                bounds[conf] = [r[1] for r in rows]
+    return samples, bounds
+
+
 def run_tests(ok: pl.DataFrame) -> tuple[list[Comparison], list[str]]:
     """Tests for every model × batch and metric with data; and why the other metrics have none."""
     comparisons: list[Comparison] = []
@@ -265,15 +295,12 @@ def run_tests(ok: pl.DataFrame) -> tuple[list[Comparison], list[str]]:
         serving = bool(group["serving"].any())
         label = f"{model_label(model, size)} {'serving' if serving else f'b{batch}'}"
         for metric in SERVING_STAT_METRICS if serving else STAT_METRICS:
-            samples = {
-                conf: [v for v in runs[metric].to_list() if v is not None]
-                for (conf,), runs in groups(group, ["configuration"])
-            }
-            samples = {k: v for k, v in samples.items() if v}
+            samples, bounds = _samples(group, metric)
             if not samples:
                 unmeasured.setdefault(metric, notes_of(group, metric))
                 continue
             c = compare(label, metric, samples)
+            c.bounds = bounds
             flagged = flags_of(group, metric)
             if flagged:
                 runs_flagged = len({r for r, _, _ in flagged})

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import statistics
 
+from controller.report.cells import aggregate_bound
 from controller.report.columns import COLUMNS, header
-from controller.report.stats import ALPHA, PAPER_PROCEDURE, Comparison, Omnibus
-from controller.report.table import Table, Value, fmt_number, fmt_p, num_value, text_value
+from controller.report.stats import ALPHA, LEVENE, LEVENE_MEAN, PAPER_PROCEDURE, Comparison, Omnibus
+from controller.report.table import Table, Value, bounded_value, fmt_number, fmt_p, num_value, text_value
 
 PROCEDURES = (("chosen", "data-driven"), ("paper", "the paper's"))
 
@@ -51,7 +52,8 @@ def tests_table(tests: list[Comparison], unmeasured: list[str]) -> Table:
             "Metric",
             "Configurations (n)",
             "Shapiro-Wilk min p",
-            "Levene p",
+            f"{LEVENE} p",
+            f"{LEVENE_MEAN} p",
             "Test",
             "Statistic",
             "p",
@@ -72,13 +74,14 @@ def tests_table(tests: list[Comparison], unmeasured: list[str]) -> Table:
             text_value(", ".join(f"{k} ({len(v)})" for k, v in x.samples.items())),
             Value(fmt_p(min(sw)) if sw else "n/a", min(sw) if sw else None),
             _p(t, x.levene_p, x.levene_reason),
+            _p(t, x.levene_mean_p, x.levene_reason),
         ]
         if not sw and x.shapiro_p:
             row[3].notes.append(t.note("normality not testable: fewer than 3 values or constant values"))
         row += _omnibus_cells(t, x.chosen, x.note or "nothing to compare")
         row += _omnibus_cells(t, x.paper, "not one of the second paper's dependent variables: it assigns no test")
         if x.note and x.chosen is not None:
-            row[5].notes.append(t.note(x.note))
+            row[6].notes.append(t.note(x.note))
         if x.flagged:
             row[1].notes.append(t.note(x.flagged))
         t.rows.append(row)
@@ -90,6 +93,13 @@ def tests_table(tests: list[Comparison], unmeasured: list[str]) -> Table:
         "utilisation and GPU used memory), whatever the data. p is uncorrected; p Holm corrects it across the "
         "model groups of the same metric (the paper names no correction). n/a: fewer than 3 values per "
         "configuration, or zero variance, with the reason."
+    )
+    t.remarks.append(
+        f"Levene's test, two centrings: {LEVENE} — deviations from each configuration's median, robust to "
+        f"skew; the one the data-driven choice reads — and {LEVENE_MEAN}, beside it. The second paper used "
+        '"a Levene test" in Python without naming its centring; Python\'s usual tools (scipy.stats.levene, and '
+        "pingouin.homoscedasticity, which calls it) centre on the median by default, so the median-centred one is "
+        "taken as the paper's."
     )
     return t
 
@@ -145,12 +155,33 @@ def posthoc_table(tests: list[Comparison]) -> Table:
     return t
 
 
+def _centre(t: Table, x: Comparison, conf: str, stat: str) -> Value:
+    """The mean (median) of a configuration's values; an energy with its bound, or why it has none."""
+    vs = x.samples[conf]
+    centre = statistics.fmean(vs) if stat == "mean" else statistics.median(vs)
+    if conf not in x.bounds:
+        return num_value(centre)
+    bounds = x.bounds[conf]
+    if any(u is None for u in bounds):
+        v = bounded_value(centre, None)
+        missing = sum(u is None for u in bounds)
+        v.notes.append(
+            t.note(
+                f"no ±: {missing} of {len(bounds)} runs state no bound (written before joulebench stated bounds, "
+                "or a net figure whose idle baseline has no spread)"
+            )
+        )
+        return v
+    return bounded_value(centre, aggregate_bound(vs, [float(u or 0.0) for u in bounds], stat))
+
+
 def descriptive_table(tests: list[Comparison]) -> Table:
     t = Table(
         "descriptive",
         "Descriptive statistics per configuration",
         ["Group", "Metric", "Configuration", "n", "Mean", "Median", "SD", "CV"],
     )
+    t.bounded = {4, 5}
     for x in tests:
         for conf, vs in x.samples.items():
             sd = statistics.stdev(vs) if len(vs) > 1 else None
@@ -162,12 +193,17 @@ def descriptive_table(tests: list[Comparison]) -> Table:
                     text_value(header(x.metric)),
                     text_value(conf),
                     Value(str(len(vs)), len(vs)),
-                    num_value(mean),
-                    num_value(statistics.median(vs)),
+                    _centre(t, x, conf, "mean"),
+                    _centre(t, x, conf, "median"),
                     num_value(sd),
                     Value("n/a" if cv is None else f"{cv:.1%}", cv),
                 ]
             )
+    t.remarks.append(
+        "Energy: Mean ± and Median ± bound the measurement (each run within its own 95 % bound); SD and CV are the "
+        "spread across runs, a different thing. A record written before joulebench stated bounds shows its energy "
+        "without ±."
+    )
     return t
 
 

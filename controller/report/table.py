@@ -2,7 +2,8 @@
 
 A value that could not be measured is ``n/a`` with a numbered footnote giving the reason, never 0;
 best values are marked (bold; ``*`` on the terminal); a value built from runs the meters flagged
-carries ``⚠`` and a footnote naming the flags.
+carries ``⚠`` and a footnote naming the flags. An energy figure is shown ``E ± u`` with no more
+digits than its bound allows; the CSV keeps the number and puts the bound in a column of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Value:
     best: bool = False
     notes: list[int] = field(default_factory=list)
     flagged: bool = False
+    uncertainty: float | None = None  # the 95 % bound of ``raw`` (energy figures), None: none stated
 
     @property
     def shown(self) -> str:
@@ -38,6 +40,7 @@ class Table:
     footnotes: list[str] = field(default_factory=list)
     remarks: list[str] = field(default_factory=list)  # free text under the table
     group_starts: set[int] = field(default_factory=set)  # row indexes that begin a group
+    bounded: set[int] = field(default_factory=set)  # column indexes whose CSV gets an "… uncertainty" column
 
     def note(self, text: str) -> int:
         """The footnote number for ``text`` (added once)."""
@@ -57,6 +60,46 @@ def fmt_number(v: float | None) -> str:
     if a >= 1 or a == 0:
         return f"{v:.2f}"
     return f"{v:.3g}"
+
+
+def _decimals(v: float) -> int:
+    """The decimals ``fmt_number`` shows for ``v``."""
+    a = abs(v)
+    if a >= 1000:
+        return 0
+    if a >= 100:
+        return 1
+    if a >= 1 or a == 0:
+        return 2
+    return 2 - math.floor(math.log10(a))  # three significant digits
+
+
+def _fixed(v: float, decimals: int) -> str:
+    """``v`` rounded to ``decimals`` (negative: to tens, hundreds, ...), thousands separated."""
+    if decimals < 0:
+        step = 10**-decimals
+        return f"{round(v / step) * step:,.0f}"
+    return f"{v:,.{decimals}f}"
+
+
+def fmt_bounded(v: float | None, u: float | None) -> str:
+    """``E ± u``: the bound to two significant digits, rounded up (a bound never shrinks by
+    rounding), and the value to no more decimals than the bound's (nor than ``fmt_number``'s)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if u is None or not math.isfinite(u) or u < 0:
+        return fmt_number(v)
+    if u == 0:
+        return f"{fmt_number(v)} ± 0"
+    bound_decimals = 1 - math.floor(math.log10(u))  # two significant digits of u
+    decimals = min(bound_decimals, _decimals(v))
+    shown = decimals if round(u * 10.0**decimals, 9) >= 1 else bound_decimals  # u keeps a significant digit
+    up = math.ceil(round(u * 10.0**shown, 9)) / 10.0**shown
+    return f"{_fixed(v, decimals)} ± {_fixed(up, shown)}"
+
+
+def bounded_value(v: float | None, u: float | None) -> Value:
+    return Value(fmt_bounded(v, u), v, uncertainty=u if v is not None else None)
 
 
 def fmt_p(p: float | None) -> str:
@@ -129,6 +172,8 @@ _LATEX = {
     "×": r"$\times$",
     "≈": r"$\approx$",
     "–": "--",
+    "…": r"\ldots{}",
+    "−": "$-$",
 }
 
 
@@ -173,16 +218,22 @@ def to_latex(t: Table) -> str:
 
 
 def to_csv(t: Table) -> str:
-    """Raw numbers (full precision); ``n/a`` where unmeasured; reasons in a ``footnotes`` column."""
+    """Raw numbers (full precision); ``n/a`` where unmeasured; after each energy column its bound
+    (``… uncertainty``, n/a where none is stated); reasons in a ``footnotes`` column."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*t.columns, "footnotes"])
+    header: list[str] = []
+    for i, c in enumerate(t.columns):
+        header += [c, f"{c} uncertainty"] if i in t.bounded else [c]
+    w.writerow([*header, "footnotes"])
     for row in t.rows:
         refs = sorted({n for v in row for n in v.notes})
-        w.writerow(
-            [("n/a" if v.raw is None else v.raw) for v in row]
-            + ["; ".join(f"[{n}] {t.footnotes[n - 1]}" for n in refs)]
-        )
+        cells: list[object] = []
+        for i, v in enumerate(row):
+            cells.append("n/a" if v.raw is None else v.raw)
+            if i in t.bounded:
+                cells.append("n/a" if v.uncertainty is None else v.uncertainty)
+        w.writerow(cells + ["; ".join(f"[{n}] {t.footnotes[n - 1]}" for n in refs)])
     return buf.getvalue()
 
 

@@ -7,16 +7,16 @@ Nothing outside ``controller/runners/`` touches the Docker SDK's containers.
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from controller.interrupts import signals_deferred
 
 LOG_TAIL_LINES = 40
 DEFAULT_PIDS_LIMIT = 4096  # processes and threads of one container: frameworks start many threads
 DEFAULT_TMP_SIZE = "1g"  # the container's /tmp (tmpfs, in RAM)
+DEFAULT_SHM_SIZE = "64m"  # the container's /dev/shm (in RAM): Docker's own size, now stated and recorded
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,10 @@ class Invocation:
     memory: str | None = None
     pids_limit: int = DEFAULT_PIDS_LIMIT
     tmp_size: str = DEFAULT_TMP_SIZE
+    shm_size: str = DEFAULT_SHM_SIZE
     labels: dict[str, str] = field(default_factory=dict)
+    # The image's entrypoint is the harness; a benchmark of the harness itself runs another script.
+    entrypoint: list[str] | None = None
     on_line: Callable[[str], None] | None = None  # each stdout line, live
 
 
@@ -147,24 +150,3 @@ class LineSplitter:
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return self.text().splitlines()[-lines:]
-
-
-_DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Cleanup that a second Ctrl-C (or SIGTERM, SIGHUP) cannot cut short: the signal is held
-    until the block ends, then acted on. Outside the main thread signals cannot arrive here anyway."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _DEFERRED}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from controller.errors import UserError
-from controller.hostinfo import pid_alive
+from controller.hostinfo import pid_alive, ram_bytes
 from controller.images import get_manifest, image_provenance, source_hash
 from controller.runners.base import Execution, Invocation, LineSplitter, Mount, signals_deferred
 
@@ -21,6 +21,9 @@ CONTAINER_USER = "10001:10001"
 WAIT_SLICE_S = 1.0
 DOCKER_TIMEOUT_S = 600
 SIGKILL_EXIT = 128 + signal.SIGKILL
+# A container without --memory may use this share of the host's RAM (and no swap): enough for any
+# model we run where the host can hold it, while the controller and its meters outlive a runaway.
+DEFAULT_MEMORY_SHARE = 0.75
 
 
 def connect() -> Any:
@@ -47,46 +50,70 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _remove(container: Any, wait_s: float = 60.0) -> bool:
-    """Remove a container; one that is already gone counts as removed. One that is being removed
-    already (409: another controller, or the engine) is waited for, up to ``wait_s``, so that it is
-    gone when this returns True; False when it is still there after that."""
+def _remove(client: Any, ident: str, wait_s: float = 60.0) -> bool:
+    """Remove a container (by id or name); one that is already gone counts as removed. One that is
+    being removed already (409: another controller, or the engine) is waited for, up to ``wait_s``,
+    so that it is gone when this returns True; False when it is still there after that."""
     import docker.errors
 
     try:
-        container.remove(force=True)
+        client.api.remove_container(ident, force=True)
         return True
     except docker.errors.NotFound:
         return True
     except docker.errors.APIError as exc:
-        if exc.status_code != 409:
+        if not _being_removed(exc):
             raise
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            container.reload()
+            client.api.inspect_container(ident)
         except docker.errors.NotFound:
             return True
         time.sleep(0.2)
     return False
 
 
-def reap_orphans(client: Any) -> list[str]:
-    """Remove joulebench containers whose controller process on this host is gone."""
-    import docker.errors
+def _being_removed(exc: Exception) -> bool:
+    """An engine's answer meaning someone else is removing (or has just removed) the container."""
+    text = _explain(exc).lower()
+    return getattr(exc, "status_code", None) == 409 or "already in progress" in text or "marked for removal" in text
 
-    removed = []
-    host = socket.gethostname()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+
+def labelled(client: Any, label: str = LABEL, running_only: bool = False) -> list[dict[str, Any]]:
+    """joulebench containers as the engine lists them (id, names, labels, state), without inspecting
+    each: on a shared engine another controller may remove one between a listing and an inspection."""
+    found: list[dict[str, Any]] = client.api.containers(all=not running_only, filters={"label": label})
+    return found
+
+
+def owner_gone(labels: dict[str, str]) -> bool:
+    """Whether the controller that labelled a container ran on this host and is gone."""
+    owner_host, _, pid = (labels.get(OWNER_LABEL) or "").rpartition(":")
+    return owner_host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def reap_orphans(client: Any) -> list[str]:
+    """Remove joulebench containers whose controller process on this host is gone. Each step
+    tolerates a container that vanishes or that another controller is removing at the same time,
+    and an engine that answers an error for one: that one is left for the next start."""
+    import docker.errors
+    import requests.exceptions
+
+    removed: list[str] = []
+    try:
+        listed = labelled(client)
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        return removed  # an engine that cannot list now: the next start reaps
+    for entry in listed:
+        if not owner_gone(entry.get("Labels") or {}):
+            continue
+        name = ((entry.get("Names") or [""])[0] or entry["Id"][:12]).lstrip("/")
         try:
-            owner = container.labels.get(OWNER_LABEL, "")
-        except docker.errors.NotFound:
+            if _remove(client, entry["Id"]):
+                removed.append(name)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
             continue
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
-            continue
-        _remove(container)
-        removed.append(container.name)
     return removed
 
 
@@ -117,8 +144,33 @@ def _explain(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def container_kwargs(inv: Invocation) -> dict[str, Any]:
-    """The hardened container: unprivileged, read-only root, no capabilities, bounded /tmp and pids."""
+def default_memory(ram_bytes: int | None) -> str | None:
+    """The memory limit of a container started without --memory: a share of the engine host's RAM
+    that any model we run fits in, leaving the rest to the controller, its meters and the system."""
+    if not ram_bytes:
+        return None
+    return f"{int(ram_bytes * DEFAULT_MEMORY_SHARE) // 2**20}m"
+
+
+def limits(inv: Invocation, engine_ram_bytes: int | None) -> dict[str, Any]:
+    """What a container may use, as recorded in the run's runner block."""
+    memory = inv.memory or default_memory(engine_ram_bytes)
+    source = "--memory"
+    if not inv.memory:
+        source = f"default: {DEFAULT_MEMORY_SHARE:.0%} of the host's RAM" if memory else "none: host RAM unknown"
+    return {
+        "memory_limit": memory,
+        "memory_limit_source": source,
+        "pids_limit": inv.pids_limit,
+        "tmp_size": inv.tmp_size,
+        "shm_size": inv.shm_size,
+    }
+
+
+def container_kwargs(inv: Invocation, engine_ram_bytes: int | None = None) -> dict[str, Any]:
+    """The hardened container: unprivileged, read-only root, no capabilities, bounded memory, /tmp,
+    /dev/shm and pids."""
+    bounds = limits(inv, engine_ram_bytes)
     kwargs: dict[str, Any] = {
         "command": inv.argv,
         "labels": {LABEL: "1", OWNER_LABEL: _owner(), **inv.labels},
@@ -128,16 +180,20 @@ def container_kwargs(inv: Invocation) -> dict[str, Any]:
         "user": CONTAINER_USER if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}",
         "read_only": True,
         "tmpfs": {"/tmp": f"exec,size={inv.tmp_size}"},
+        "shm_size": inv.shm_size,
         "pids_limit": inv.pids_limit,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "detach": True,
     }
+    if inv.entrypoint is not None:
+        kwargs["entrypoint"] = inv.entrypoint
     if inv.ports:
         kwargs["ports"] = {f"{port}/tcp": (address, None) for port, address in inv.ports.items()}
-    if inv.memory:
-        kwargs["mem_limit"] = inv.memory
-        kwargs["memswap_limit"] = inv.memory  # no swap: over the limit means killed
+    if bounds["memory_limit"]:
+        # /tmp and /dev/shm are RAM, charged to the container: the limit bounds them too.
+        kwargs["mem_limit"] = bounds["memory_limit"]
+        kwargs["memswap_limit"] = bounds["memory_limit"]  # no swap: over the limit means killed
     if inv.gpu:
         import docker.types
 
@@ -151,6 +207,16 @@ class DockerRunner:
     def __init__(self, client: Any | None = None) -> None:
         self.client = client or connect()
         self.reaped = reap_orphans(self.client)
+        self._ram_bytes: int | None = None
+
+    def engine_ram_bytes(self) -> int | None:
+        """The RAM of the host the engine runs on (a remote engine's is not this host's)."""
+        if self._ram_bytes is None:
+            try:
+                self._ram_bytes = int(self.client.info().get("MemTotal") or 0) or ram_bytes()
+            except Exception:  # noqa: BLE001 - an engine that cannot say: this host's
+                self._ram_bytes = ram_bytes()
+        return self._ram_bytes
 
     def path_for(self, mount: Mount) -> str:
         return mount.target
@@ -195,8 +261,7 @@ class DockerRunner:
         }
 
     def start(self, inv: Invocation) -> StartedContainer:
-        described = self.describe(inv.image)
-        described |= {"memory_limit": inv.memory, "pids_limit": inv.pids_limit, "tmp_size": inv.tmp_size}
+        described = self.describe(inv.image) | limits(inv, self.engine_ram_bytes())
         if os.getuid() == 0:  # the container runs as CONTAINER_USER, not as the files' owner
             hidden = [p for m in inv.mounts if m.read_only for p in _unreadable_by_others(m.host)]
             if hidden:
@@ -208,7 +273,7 @@ class DockerRunner:
                     f"{', '.join(hidden[:5])}{' ...' if len(hidden) > 5 else ''}: make them "
                     "readable (chmod -R a+rX PATH) or run the controller as their owner",
                 )
-        return StartedContainer.create(self.client, inv, described)
+        return StartedContainer.create(self.client, inv, described, self.engine_ram_bytes())
 
 
 class StartedContainer:
@@ -233,14 +298,16 @@ class StartedContainer:
         return started
 
     @classmethod
-    def create(cls, client: Any, inv: Invocation, described: dict[str, Any]) -> StartedContainer:
+    def create(
+        cls, client: Any, inv: Invocation, described: dict[str, Any], engine_ram_bytes: int | None = None
+    ) -> StartedContainer:
         import docker.errors
         import requests.exceptions
 
         # A name chosen before creation: a Ctrl-C during the create call still finds the container.
         started = cls(client, inv, described, f"joulebench-{secrets.token_hex(6)}")
         try:
-            kwargs = container_kwargs(inv)
+            kwargs = container_kwargs(inv, engine_ram_bytes)
             started.container = client.containers.create(described["image_tag"], name=started.name, **kwargs)
             started.container.start()
             # Inside the try: an interrupt while the log follower starts must still remove the container.
@@ -290,17 +357,32 @@ class StartedContainer:
                 self.kill()
                 break
             time.sleep(min(WAIT_SLICE_S, max(0.05, self._deadline - time.monotonic())))
-        state = self.container.wait(timeout=60)
-        if self._follower is not None:
-            self._follower.join(timeout=10)
-        self.container.reload()
+        import docker.errors
+
+        try:
+            state = self.container.wait(timeout=60)
+            if self._follower is not None:
+                self._follower.join(timeout=10)
+            self.container.reload()
+            stdout = self.container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            stderr = self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        except docker.errors.NotFound:
+            # Removed from outside while it ran (docker rm -f): killed, with what it said until then.
+            return Execution(
+                exit_code=None,
+                stdout=self.out.text(),
+                stderr="",
+                timed_out=timed_out,
+                killed_from_outside=None if self.killed_by_us else signal.SIGKILL,
+                runner=self.described | {"container": self.name, "removed_from_outside": True},
+            )
         code = state.get("StatusCode")
         oom = bool(self.container.attrs["State"].get("OOMKilled"))
         outside = signal.SIGKILL if code == SIGKILL_EXIT and not (oom or self.killed_by_us) else None
         return Execution(
             exit_code=code,
-            stdout=self.container.logs(stdout=True, stderr=False).decode("utf-8", "replace"),
-            stderr=self.container.logs(stdout=False, stderr=True).decode("utf-8", "replace"),
+            stdout=stdout,
+            stderr=stderr,
             timed_out=timed_out,
             oom_killed=oom,
             killed_from_outside=outside,
@@ -345,10 +427,8 @@ class StartedContainer:
 
         try:
             if self.container is not None:
-                _remove(self.container)
+                _remove(self.client, self.container.id)
             elif self.name:  # created, maybe, before an interrupt reached us
-                _remove(self.client.containers.get(self.name))
-        except docker.errors.NotFound:
-            pass
-        except requests.exceptions.RequestException:
+                _remove(self.client, self.name)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
             pass

@@ -3,9 +3,15 @@ against any server (ours, vLLM's, llama.cpp's, a user's), and our server's own /
 
 Times are ``time.monotonic_ns()`` on the host, the clock the meters and the harness use. One
 streamed request records when it was due (its arrival in the load), sent, each token event
-received, and done; what the server said it used (``usage``) when it says so, else the count of
-token events, and says which. A request that fails, before or mid-stream, is a failed result with
-the reason; nothing here raises for what a server or the network does.
+received, and done; its finish reason; what the server said it generated (``usage``) when it says
+so, else its token ids, else (a stream that ended at ``max_tokens``, finish_reason "length") the
+tokens it was asked for, else the count of token events, and says which; and, from our own server,
+when the engine made each token (``engine_token_ns``), beside when the client received it.
+
+A request that fails, before or mid-stream, is a failed result with the reason and a code
+(:data:`ERROR_CODES`): a stream that ends without a finish reason was cut by the server (``[DONE]``
+or not), so it is ``truncated``, never a success. Nothing here raises for what a server or the
+network does.
 """
 
 from __future__ import annotations
@@ -39,6 +45,19 @@ def http_json(
         return resp.status, raw.decode("utf-8", "replace")[:500]
 
 
+# RequestResult.error_code: why a request failed, in one word
+ERROR_CODES = {
+    "http_status": "the server answered an error status",
+    "not_streamed": "the server did not answer with server-sent events",
+    "timeout": "no answer, or no end of the stream, within the request timeout",
+    "connection": "the connection failed or closed before the stream ended",
+    "server_error": "the server sent an error event mid-stream",
+    "malformed": "an event that is not JSON",
+    "no_tokens": "the stream ended without a token",
+    "truncated": "the stream ended without a finish_reason: the server cut it",
+}
+
+
 @dataclass
 class RequestResult:
     index: int
@@ -60,7 +79,12 @@ class RequestResult:
     token_times_us: list[int] = field(default_factory=list)  # each token event, µs after t_start_ns
     max_tokens: int | None = None
     finish_reason: str | None = None
-    output_tokens_source: str | None = None  # usage | token_ids | events
+    output_tokens_source: str | None = None  # usage | token_ids | finish_reason | events
+    error_code: str | None = None  # one of ERROR_CODES when the request failed
+    ignore_eos: bool = False  # asked to generate max_tokens whatever the model says
+    # when the engine made each token, µs after t_start_ns (our own server says it; None: not said)
+    engine_token_times_us: list[int] | None = None
+    flags: list[str] = field(default_factory=list)  # what the output check found (controller/serving/checks.py)
 
     @property
     def ttft_ns(self) -> int | None:
@@ -139,6 +163,22 @@ def _detail(raw: bytes) -> str:
     return str(data)[:300]
 
 
+def completion_body(
+    model: str, prompt: Any, max_tokens: Any, ignore_eos: bool, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Every request's body: greedy (temperature 0), streamed with usage, ``extra`` fields last."""
+    return {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **({"ignore_eos": True} if ignore_eos else {}),
+        **(extra or {}),
+    }
+
+
 def stream_completion(
     ep: Endpoint,
     item: WorkItem,
@@ -147,18 +187,16 @@ def stream_completion(
     extra: dict[str, Any] | None = None,
 ) -> RequestResult:
     """POST {base}/completions with ``stream: true``, reading every event as it arrives."""
-    body: dict[str, Any] = {
-        "model": ep.model,
-        "prompt": item.prompt.text,
-        "max_tokens": item.max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **({"ignore_eos": True} if item.ignore_eos else {}),
-        **(extra or {}),
-    }
+    body = completion_body(ep.model, item.prompt.text, item.max_tokens, item.ignore_eos, extra)
     r = RequestResult(
-        item.index, item.prompt.id, False, 0, 0, t_scheduled_ns=t_scheduled_ns, max_tokens=item.max_tokens
+        item.index,
+        item.prompt.id,
+        False,
+        0,
+        0,
+        t_scheduled_ns=t_scheduled_ns,
+        max_tokens=item.max_tokens,
+        ignore_eos=item.ignore_eos,
     )
     conn = ep.connection(timeout_s)
     r.t_start_ns = time.monotonic_ns()
@@ -173,20 +211,28 @@ def stream_completion(
         r.status = resp.status
         kind = resp.getheader("Content-Type", "")
         if resp.status != 200:
-            r.error = f"HTTP {resp.status}: {_detail(resp.read())}"
+            _fail(r, "http_status", f"HTTP {resp.status}: {_detail(resp.read())}")
         elif "text/event-stream" not in kind:
-            r.error = f"the server answered {kind or 'without a content type'} to stream: true, not server-sent events"
+            _fail(
+                r,
+                "not_streamed",
+                f"the server answered {kind or 'without a content type'} to stream: true, not server-sent events",
+            )
         else:
             _read_events(resp, r, r.t_start_ns + int(timeout_s * 1e9))
     except TimeoutError:
-        r.error = f"no answer within {timeout_s:g} s" + _after(r)
+        _fail(r, "timeout", f"no answer within {timeout_s:g} s" + _after(r))
     except (OSError, http.client.HTTPException) as exc:
-        r.error = f"{type(exc).__name__}: {exc}" + _after(r)
+        _fail(r, "connection", f"{type(exc).__name__}: {exc}" + _after(r))
     finally:
         conn.close()
         r.latency_ns = time.monotonic_ns() - r.t_start_ns
     r.ok = r.error is None
     return r
+
+
+def _fail(r: RequestResult, code: str, error: str) -> None:
+    r.error_code, r.error = code, error
 
 
 def _after(r: RequestResult) -> str:
@@ -210,23 +256,28 @@ def _read_events(resp: http.client.HTTPResponse, r: RequestResult, deadline_ns: 
         try:
             event = json.loads(data)
         except ValueError:
-            r.error = f"a malformed event: {data[:120]!r}" + _after(r)
+            _fail(r, "malformed", f"a malformed event: {data[:120]!r}" + _after(r))
             return
         if not isinstance(event, dict) or "error" in event:
             err = event.get("error") if isinstance(event, dict) else event
-            r.error = f"the server reported an error mid-stream: {_detail(json.dumps(err).encode())}" + _after(r)
+            detail = _detail(json.dumps(err).encode())
+            _fail(r, "server_error", f"the server reported an error mid-stream: {detail}" + _after(r))
             return
         _take(event, now, r, text, ids)
         usage = event.get("usage") or usage
         if event.get("timings"):
             r.server_ms = event["timings"]
+        if isinstance(event.get("engine_token_ns"), list):
+            r.engine_token_times_us = [(int(t) - r.t_start_ns) // 1000 for t in event["engine_token_ns"]]
         if now > deadline_ns:
-            r.error = "the stream did not finish within the request timeout" + _after(r)
+            _fail(r, "timeout", "the stream did not finish within the request timeout" + _after(r))
             return
     if not r.token_times_us:
-        r.error = "the stream ended without a token"
-    elif not done and r.finish_reason is None:
-        r.error = "the stream ended before its end ([DONE] or a finish_reason)" + _after(r)
+        _fail(r, "no_tokens", "the stream ended without a token")
+    elif r.finish_reason is None:
+        end = "with [DONE]" if done else "without [DONE] (the connection closed)"
+        code = "truncated" if done else "connection"
+        _fail(r, code, f"the stream ended {end} and without a finish_reason" + _after(r))
     _settle(r, text, ids, usage)
 
 
@@ -252,15 +303,25 @@ def _take(event: dict[str, Any], now: int, r: RequestResult, text: list[str], id
 
 
 def _settle(r: RequestResult, text: list[str], ids: list[int], usage: dict[str, Any] | None) -> None:
+    """The output token count: what the server said, else what its stream shows, and from where.
+
+    A server that sends neither usage nor token ids does not send one event per token (llama-cpp-
+    python's holds back the bytes of a character not yet complete, and sends the last tokens again
+    one by one: fewer or more events than tokens); when it ended the stream at ``max_tokens``
+    (finish_reason "length"), it generated ``max_tokens``, whatever its events number.
+    """
     r.text = "".join(text)
     r.token_ids = ids or None
+    events = len(r.token_times_us)
     if usage and isinstance(usage.get("completion_tokens"), int):
         r.new_tokens, r.output_tokens_source = usage["completion_tokens"], "usage"
         r.prompt_tokens = usage.get("prompt_tokens")
     elif ids:
         r.new_tokens, r.output_tokens_source = len(ids), "token_ids"
+    elif r.finish_reason == "length" and r.max_tokens is not None:
+        r.new_tokens, r.output_tokens_source = r.max_tokens, "finish_reason"
     else:
-        r.new_tokens, r.output_tokens_source = len(r.token_times_us), "events"
+        r.new_tokens, r.output_tokens_source = events, "events"
 
 
 class EndpointError(Exception):

@@ -25,7 +25,7 @@ from controller.progress import Progress
 from controller.record import RunRecord
 from controller.requests import RunRequest, ServeSettings
 from controller.runners.base import Invocation, Mount, Started
-from controller.serving.client import Endpoint, EndpointError, probe
+from controller.serving.client import Endpoint, EndpointError, WorkItem, probe
 from controller.serving.drive import Driven, drive, work_items
 from controller.serving.workload import (
     Summarize,
@@ -150,9 +150,13 @@ class EndpointWorkload:
             },
             "address": f"{ep.host}:{ep.port}",
             "prompts": self.prompt_info,
-            **serving_settings_block(self.what.serving),
+            **serving_settings_block(self.what.serving, self.items(), self.what.serving.extra_inputs or {}),
             "requests": [],
         }
+
+    def items(self) -> list[WorkItem]:
+        s = self.what.serving
+        return work_items(self.prompts, s.max_new_tokens, s.ignores_eos())
 
     def drive(self, runner: Any, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
         assert self.endpoint is not None
@@ -167,11 +171,12 @@ class EndpointWorkload:
         self.last_phase = "measure"
         driven: Driven = drive(
             self.endpoint,
-            work_items(self.prompts, s.max_new_tokens, s.ignores_eos()),
+            self.items(),
             s.points(),
             warmup_requests=s.warmup_requests,
             timeout_s=s.request_timeout_s,
             say=progress.phase,
+            extra=s.extra_inputs,
         )
         if s.cooldown_s and driven.failure is None:
             self.last_phase = "cooldown"

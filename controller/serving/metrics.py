@@ -12,6 +12,14 @@ Energy per request and per output token: the meters' total energy over the windo
 successful requests / their output tokens; ``value`` is gross, ``net_j`` idle-subtracted where the
 meters have an idle baseline. Steady-state energy per output token: the same over the steady
 window (:func:`steady_window`), divided by the output tokens generated inside it.
+
+Where the server says where a request's time went (ours: ``timings``), queueing (waiting for the
+engine, busy with the requests ahead) is its own figure, ``queue_ms_*``, and the HTTP + server
+overhead is what is left of the E2EL after the queue and the server's own work. Where the engine
+says when it made each token (ours), its ITL and TPOT are beside the client's, with the delivery
+time of each token; :mod:`controller.serving.checks` flags a point where they disagree, and what a
+server did that was not asked. Every figure's definition, and its name in vLLM's, GuideLLM's and
+AIPerf's results: :mod:`controller.serving.definitions`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections import Counter
 from typing import Any
 
 from controller.record import percentile
+from controller.serving.checks import point_flags, token_timing
 from controller.serving.client import RequestResult
 from controller.serving.load import LoadPoint
 
@@ -121,6 +130,7 @@ def _energy_per(measurements: dict[str, Any] | None, count: float, what: str, na
     if count <= 0:
         return unavailable(f"no {what}s in the window")
     net = total.get("net_j")
+    bound, net_bound = total.get("uncertainty_j"), total.get("net_uncertainty_j")
     return {
         "name": name,
         "value": total["value"] / count,
@@ -131,6 +141,10 @@ def _energy_per(measurements: dict[str, Any] | None, count: float, what: str, na
         "net_reason": total.get("net_reason"),
         "covers": total.get("covers"),
         "gross": True,
+        # The window's energy bound shared over the count (which is counted, not measured).
+        "uncertainty_j": bound / count if bound is not None else None,
+        "uncertainty_rel": total.get("uncertainty_rel"),
+        "net_uncertainty_j": net_bound / count if net is not None and net_bound is not None else None,
     }
 
 
@@ -152,8 +166,13 @@ def serving_metrics(
     slo: dict[str, float] | None = None,
     steady: dict[str, Any] | None = None,
     steady_measurements: dict[str, Any] | None = None,
+    engine_concurrency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Latencies, throughput, goodput and energy of one load point."""
+    """Latencies, throughput, goodput and energy of one load point; what the checks found.
+
+    ``engine_concurrency``: how many requests the engine serves at once, as the server says
+    (``{"requests": 1, "basis": ...}``; None: not known), for the queueing it explains.
+    """
     ok = [r for r in results if r.ok]
     window_s = (window_ns[1] - window_ns[0]) / 1e9
     per_s = (lambda n: n / window_s) if window_s > 0 else (lambda n: None)
@@ -161,8 +180,11 @@ def serving_metrics(
     prompt_known = all(r.prompt_tokens is not None for r in ok)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
     lat_ns = [float(r.latency_ns) for r in ok]
-    server_total = [r.server_ms["total"] for r in ok if r.server_ms and "total" in r.server_ms]
-    overhead = [r.latency_ns / 1e6 - r.server_ms["total"] for r in ok if r.server_ms and "total" in r.server_ms]
+    timed = [r for r in ok if r.server_ms and "total" in r.server_ms]
+    server_total = [r.server_ms["total"] for r in timed]  # type: ignore[index]
+    queue_ns = [r.server_ms["queue"] * 1e6 for r in timed if "queue" in r.server_ms]  # type: ignore[operator,index]
+    overhead = [r.latency_ns / 1e6 - r.server_ms["total"] - r.server_ms.get("queue", 0.0) for r in timed]  # type: ignore[index,union-attr]
+    timing = token_timing(results)
     legacy = stats_ms(lat_ns, "latency")
     out: dict[str, Any] = {
         # Same names as batch runs (one request = one sample = one batch of 1), for the report.
@@ -178,8 +200,10 @@ def serving_metrics(
         "requests": len(results),
         "requests_ok": len(ok),
         "requests_failed": len(results) - len(ok),
+        "requests_truncated": sum(1 for r in results if r.error_code == "truncated"),
         "http_errors": len(results) - len(ok),
         "failure_reasons": dict(Counter(_reason(r.error) for r in results if not r.ok)),
+        "finish_reasons": dict(Counter(str(r.finish_reason) for r in results)),
         "time_per_request_s": statistics.fmean(lat_ns) / 1e9 if lat_ns else None,
         "prompt_tokens_total": prompt_tokens if prompt_known else None,
         "new_tokens_total": new_tokens,
@@ -195,8 +219,15 @@ def serving_metrics(
         **stats_ms(
             [float(r.t_start_ns - r.t_scheduled_ns) for r in results if r.t_scheduled_ns is not None], "send_lag"
         ),
+        **stats_ms(queue_ns, "queue"),
         "server_ms_mean": statistics.fmean(server_total) if server_total else None,
         "http_overhead_ms_mean": statistics.fmean(overhead) if overhead else None,
+        "engine_concurrency": engine_concurrency,
+        **stats_ms(timing["engine_itl_ns"], "engine_itl"),
+        **stats_ms(timing["engine_tpot_ns"], "engine_tpot"),
+        **stats_ms(timing["delivery_ns"], "delivery"),
+        "token_timing": {k: v for k, v in timing.items() if not k.endswith("_ns")},
+        "serving_flags": point_flags(results, timing),
         "energy_per_request_j": _energy_per(measurements, len(ok), "request", "energy_per_request_j"),
         "energy_per_token_j": _energy_per(measurements, new_tokens, "token", "energy_per_token_j"),
     }
@@ -251,25 +282,66 @@ def _ms(m: dict[str, Any], name: str) -> str:
 def _joules(e: dict[str, Any]) -> str:
     if not e["available"]:
         return f"unavailable: {str(e['reason']).split(':')[0]}"
-    net = f" (net of idle {e['net_j']:.4f} J)" if e.get("net_j") is not None else ""
-    return f"{e['value']:.4f} J{net}"
+    net = f" (net of idle {e['net_j']:.4f}{_pm(e.get('net_uncertainty_j'))} J)" if e.get("net_j") is not None else ""
+    return f"{e['value']:.4f}{_pm(e.get('uncertainty_j'))} J{net}"
 
 
-def metric_lines(m: dict[str, Any]) -> list[str]:
-    """The summary's lines for one load point's metrics (unavailable figures say so)."""
+def _pm(bound: float | None) -> str:
+    """`` ± u`` for a figure that has a bound, nothing for one that has none (older records)."""
+    return f" ± {bound:.2g}" if bound is not None else ""
+
+
+def _e2el_parts(m: dict[str, Any]) -> str:
+    """Where a request's time went besides the engine's work: queueing, named, apart from the overhead."""
+    overhead, queue = m.get("http_overhead_ms_mean"), m.get("queue_ms_mean")
+    parts = [f"queued {queue:.2f} ms" if queue is not None else None]
+    parts.append(f"HTTP + server overhead {overhead:.2f} ms" if overhead is not None else None)
+    shown = [p for p in parts if p]
+    return f"   (mean: {', '.join(shown)})" if shown else ""
+
+
+def queueing_line(m: dict[str, Any], in_flight: float | None) -> str | None:
+    """What concurrency does when the engine serves one request at a time: the others queue."""
+    engine = m.get("engine_concurrency") or {}
+    if engine.get("requests") != 1 or not in_flight or in_flight <= 1:
+        return None
+    queue, ttft = m.get("queue_ms_mean"), m.get("ttft_ms_mean")
+    share = (
+        f"{queue:.1f} ms of the mean TTFT {ttft:.1f} ms is waiting for the requests ahead"
+        if queue is not None and ttft
+        else "TTFT and E2EL include the wait for the requests ahead (this server does not say how long)"
+    )
+    return f"queueing   the engine serves one request at a time ({engine.get('basis')}): {share}"
+
+
+def metric_lines(m: dict[str, Any], in_flight: float | None = None) -> list[str]:
+    """The summary's lines for one load point's metrics (unavailable figures say so); ``in_flight``:
+    the requests the load keeps in flight (its concurrency; inf: all at once)."""
     rate = m.get("tokens_per_s")
-    overhead = m.get("http_overhead_ms_mean")
+    truncated = m.get("requests_truncated") or 0
     lines = [
-        f"requests   {m['requests_ok']} ok, {m.get('requests_failed', 0)} failed in {m['window_s']:.3f} s   "
+        f"requests   {m['requests_ok']} ok, {m.get('requests_failed', 0)} failed"
+        + (f" ({truncated} truncated)" if truncated else "")
+        + f" in {m['window_s']:.3f} s   "
         + (f"{rate:.2f} tokens/s   " if rate is not None else "")
         + f"{m['new_tokens_total']} tokens out, "
         + (f"{m['prompt_tokens_total']} in" if m.get("prompt_tokens_total") is not None else "tokens in unknown"),
         f"TTFT       {_ms(m, 'ttft')}",
         f"TPOT       {_ms(m, 'tpot')}",
         f"ITL        {_ms(m, 'itl')}",
-        f"E2EL       {_ms(m, 'e2el')}"
-        + (f"   (HTTP + server overhead {overhead:.2f} ms)" if overhead is not None else ""),
+        f"E2EL       {_ms(m, 'e2el')}{_e2el_parts(m)}",
     ]
+    if m.get("engine_itl_ms_median") is not None:
+        tpot, delivery = m.get("engine_tpot_ms_median"), m.get("delivery_ms_median")
+        lines.append(
+            f"engine     ITL median {m['engine_itl_ms_median']:.3f} ms"
+            + (f"   TPOT median {tpot:.3f} ms" if tpot is not None else "")
+            + "   (its own token times"
+            + (f"; a token reached the client {delivery:.3f} ms later, median)" if delivery is not None else ")")
+        )
+    queueing = queueing_line(m, in_flight)
+    if queueing:
+        lines.append(queueing)
     if m.get("slo_ms"):
         slo = ",".join(f"{k}={v:g}ms" for k, v in m["slo_ms"].items())
         rps = m.get("goodput_rps")
@@ -288,4 +360,5 @@ def metric_lines(m: dict[str, Any]) -> list[str]:
     ):
         if name in m:
             lines.append(f"energy     {label:<18} {_joules(m[name])}")
+    lines += [f"warning    {f['message']}" for f in m.get("serving_flags") or []]
     return lines

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from controller.serving.load import LoadPoint
@@ -54,6 +54,7 @@ class ServingSettings:
     slo: dict[str, float] | None = None  # ms per key (ttft, tpot, e2el), for goodput
     synthetic: dict[str, float] | None = None  # {"input", "output", "range"}: synthetic prompt lengths
     ignore_eos: bool | None = None  # generate max tokens whatever the model says (None: for synthetic prompts)
+    extra_inputs: dict[str, Any] | None = None  # more request fields, sent with every request (--extra-input)
 
     def points(self) -> list[LoadPoint]:
         from controller.serving.load import LoadPoint
@@ -62,6 +63,17 @@ class ServingSettings:
 
     def ignores_eos(self) -> bool:
         return self.ignore_eos if self.ignore_eos is not None else self.synthetic is not None
+
+
+# Request fields joulebench sets itself: --extra-input may not set them (its own flag says which does).
+OWN_REQUEST_FIELDS = {
+    "model": "--model",
+    "prompt": "--prompts / --synthetic",
+    "max_tokens": "--max-new-tokens / --synthetic output=N",
+    "stream": "nothing: every request is streamed",
+    "stream_options": "nothing: usage is always asked for",
+    "ignore_eos": "--ignore-eos",
+}
 
 
 def export_source(fmt: str) -> str | None:

@@ -33,8 +33,9 @@ from controller.progress import Progress
 from controller.record import Failure, RunRecord
 from controller.requests import RunRequest, ServeSettings, positive
 from controller.runners.base import Invocation, Mount, Runner
-from controller.serving.client import Endpoint, WorkItem, http_json
-from controller.serving.drive import Driven, drive, request_dicts, work_items
+from controller.serving.client import Endpoint, WorkItem, completion_body, http_json
+from controller.serving.definitions import definitions
+from controller.serving.drive import Driven, drive, max_tokens_asked, request_dicts, work_items
 from controller.serving.export import ensure_export
 from controller.serving.load import PointRun
 from controller.serving.metrics import serving_metrics, steady_window
@@ -154,9 +155,15 @@ class ServingWorkload:
         return {
             "model": asdict(model) | {"registry": asdict(model.registry) if model.registry else None},
             "prompts": self.prompt_info,
-            **serving_settings_block(self.what.serving),
+            **serving_settings_block(self.what.serving, self.items, self.request_extra()),
             "requests": [],
         }
+
+    def request_extra(self) -> dict[str, Any]:
+        """The fields every request carries besides OpenAI's: our server's token ids (for parity across
+        engines), or what makes a runtime's own server greedy; then the user's --extra-input."""
+        own = dict(OWN_SERVER_REQUEST[self.engine]) if self.engine in OWN_SERVER_REQUEST else {"return_token_ids": True}
+        return own | (self.what.serving.extra_inputs or {})
 
     # -- drive -------------------------------------------------------------------------------
 
@@ -177,6 +184,7 @@ class ServingWorkload:
             memory=where.memory,
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
+            shm_size=where.shm_size,
             labels={
                 "joulebench.campaign": where.campaign,
                 "joulebench.run": record.run_id,
@@ -220,10 +228,7 @@ class ServingWorkload:
             say=progress.phase,
             stop=lambda: None if server.alive() else "the server exited",
             exit_note=server.exit_note,
-            # our server's tokens, for parity across engines; a runtime's own server: what makes it greedy
-            extra=dict(OWN_SERVER_REQUEST[self.engine])
-            if self.engine in OWN_SERVER_REQUEST
-            else {"return_token_ids": True},
+            extra=self.request_extra(),
         )
         self.driven = driven  # kept whatever happens next: the requests are in the records
         if driven.failure is not None and (not driven.runs or not server.alive()):
@@ -306,20 +311,26 @@ class ServingWorkload:
         return out.result, None
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
-        return point_metrics(outcome, measurements, summarize, self.what.serving.slo)
+        engines = engine_concurrency(outcome.result)
+        return point_metrics(outcome, measurements, summarize, self.what.serving.slo, engines)
 
 
 Summarize = Callable[[int, int], dict[str, Any]]
 
 
-def serving_settings_block(s: ServingSettings) -> dict[str, Any]:
-    """What the record's ``serving`` block says of the settings (each record names its own load point)."""
+def serving_settings_block(s: ServingSettings, items: list[WorkItem], extra: dict[str, Any]) -> dict[str, Any]:
+    """What the record's ``serving`` block says of the settings (each record names its own load point):
+    what every request asked, the warm-up's prompts, and the definition of every figure."""
     shown = {k: v for k, v in asdict(s).items() if k not in ("prompts", "limit", "seed", "load", "slo", "ignore_eos")}
     return shown | {
         "ignore_eos": s.ignores_eos(),
+        "max_tokens_asked": max_tokens_asked(items),
+        "request_body": completion_body("<model>", "<prompt>", "<max_tokens of the prompt>", s.ignores_eos(), extra),
+        "warmup_prompts": "not measured: the measured prompts' pieces turned around (suite.prompts.warmup_prompts)",
         "slo_ms": s.slo,
         "api": "OpenAI-compatible POST /v1/completions, stream: true (one server-sent event per token)",
         "window": "client-side: time.monotonic_ns() on the host, from the first send to the last answer",
+        "definitions": definitions(),
     }
 
 
@@ -371,10 +382,27 @@ def point_outcomes(
     return outcomes
 
 
+def engine_concurrency(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How many requests the server's engine generates at once, as the server's result says (None: not said)."""
+    server = (result or {}).get("server") or {}
+    if "generation_concurrency" not in server:
+        return None
+    n = server["generation_concurrency"]  # None: as many as it batches (vLLM)
+    return {
+        "requests": n if isinstance(n, int) else None,
+        "basis": server.get("generation_concurrency_basis") or "the server's result",
+    }
+
+
 def point_metrics(
-    outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize, slo: dict[str, float] | None
+    outcome: Outcome,
+    measurements: dict[str, Any] | None,
+    summarize: Summarize,
+    slo: dict[str, float] | None,
+    engines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A load point's figures over its window, and over its steady window (kept in ``serving``)."""
+    """A load point's figures over its window, and over its steady window (kept in ``serving``);
+    ``engines``: how many requests the engine serves at once (:func:`engine_concurrency`)."""
     run = outcome.detail
     assert isinstance(run, PointRun) and outcome.window is not None
     steady = steady_window(run.results, run.point)
@@ -389,6 +417,7 @@ def point_metrics(
         slo=slo,
         steady=steady,
         steady_measurements=steady_m,
+        engine_concurrency=engines,
     )
 
 

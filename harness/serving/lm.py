@@ -240,13 +240,14 @@ class TorchLM(LanguageModel):
         torch = self._torch
         config = copy.deepcopy(self.model.generation_config)
         # All generation settings in the config (mixing it with keyword arguments is deprecated);
-        # no end-of-sequence id: generate then runs to max_new_tokens, as ignore_eos asks.
+        # no end-of-sequence id ([], not None: None is filled in from the model's own config and stops
+        # there): generate then runs to max_new_tokens past the end of sequence, as ignore_eos asks.
         config.update(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
             pad_token_id=self._pad,
-            eos_token_id=None if ignore_eos else sorted(self.eos_ids) or None,
+            eos_token_id=[] if ignore_eos else sorted(self.eos_ids) or None,
             use_cache=self.kv_cache,
         )
         x = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)

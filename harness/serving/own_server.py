@@ -44,6 +44,10 @@ def _threads(spec: ServeSpec) -> int:
 
 
 def _llamacpp_command(spec: ServeSpec, port: int) -> list[str]:
+    """llama-cpp-python's server as it is deployed for a benchmark. By default it cuts a stream short
+    (``[DONE]`` without a finish reason) as soon as another request waits (``interrupt_requests``):
+    under concurrent load every stream but the last would end after a token or two. Off, requests
+    wait their turn: its server generates one at a time (a lock around its one ``Llama``)."""
     folder = str(spec.artifact_path)
     with open(os.path.join(folder, "config.json")) as fh:
         config = json.load(fh)
@@ -58,6 +62,7 @@ def _llamacpp_command(spec: ServeSpec, port: int) -> list[str]:
         "--n_ctx", str(int(spec.options.get("context") or min(positions, 4096))),
         "--n_threads", str(threads),
         "--n_threads_batch", str(threads),
+        "--interrupt_requests", "false",
         "--verbose", "false",
     ]  # fmt: skip
 
@@ -83,6 +88,15 @@ def _vllm_command(spec: ServeSpec, port: int) -> list[str]:
 OWN_SERVERS: dict[str, tuple[Callable[[ServeSpec, int], list[str]], str]] = {
     "llamacpp-server": (_llamacpp_command, "llama_cpp_python"),
     "vllm": (_vllm_command, "vllm"),
+}
+# engine -> (requests its server generates at once, None: as many as it batches; why)
+GENERATION_CONCURRENCY: dict[str, tuple[int | None, str]] = {
+    "llamacpp-server": (
+        1,
+        "llama-cpp-python's server generates one request at a time (a lock around its one Llama); the others "
+        "wait (--interrupt_requests false)",
+    ),
+    "vllm": (None, "vLLM batches the requests in flight (continuous batching)"),
 }
 
 
@@ -279,6 +293,9 @@ def serve_own(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
             "command": argv,
             "bound": f"{spec.host}:{port}",
             "requests_served": "unavailable: the runtime's server answers the requests, not this process",
+            "generation_concurrency": GENERATION_CONCURRENCY[spec.engine][0],
+            "generation_concurrency_basis": GENERATION_CONCURRENCY[spec.engine][1],
+            "token_times": "unavailable: the runtime's server does not say when it made each token",
         },
         "versions": versions,
     }

@@ -4,6 +4,7 @@ known power profile to drive their counters with."""
 from __future__ import annotations
 
 import math
+import os
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,13 @@ class PowerProfile:
         return total
 
 
+def _last_update(t_s: float, period_s: float, phase_s: float) -> float:
+    """The last instant ``phase_s + k * period_s`` at or before ``t_s`` (``t_s`` with no period)."""
+    if not period_s:
+        return t_s
+    return phase_s + math.floor((t_s - phase_s) / period_s + 1e-9) * period_s
+
+
 class PowercapTree:
     """Writes zones like the kernel lays them out: nested dirs plus flat symlinks."""
 
@@ -53,6 +61,7 @@ class PowercapTree:
         self.ranges: dict[str, int] = {}
         self._base_uj: dict[str, float] = {}
         self._last_uj: dict[str, float] = {}
+        self._fds: dict[str, int] = {}
 
     def zone(
         self,
@@ -80,12 +89,23 @@ class PowercapTree:
         return d
 
     def set(self, zone_id: str, energy_uj: int) -> None:
-        (self.root / zone_id / "energy_uj").write_text(f"{energy_uj}\n")
+        """Write the counter in place, as sysfs shows it (the number and a newline), padded with
+        spaces to a fixed width so that a shorter number leaves no digits behind: opening the file
+        for every write costs milliseconds on some filesystems, and a trace has thousands."""
+        fd = self._fds.get(zone_id)
+        if fd is None:
+            fd = self._fds[zone_id] = os.open(self.root / zone_id / "energy_uj", os.O_WRONLY)
+        os.pwrite(fd, f"{energy_uj}\n".encode().ljust(24), 0)
 
-    def follow(self, zone_id: str, profile: PowerProfile, t_s: float) -> None:
+    def follow(
+        self, zone_id: str, profile: PowerProfile, t_s: float, update_period_s: float = 0.0, phase_s: float = 0.0
+    ) -> None:
         """Set the counter to what the zone has counted by ``t_s`` under ``profile``, wrapped at
-        its ``max_energy_range_uj`` as the hardware does."""
-        total = self._base_uj[zone_id] + profile.joules(t_s) * 1e6
+        its ``max_energy_range_uj`` as the hardware does. With ``update_period_s`` the counter
+        holds what it counted at its last update (RAPL updates about every ms), at
+        ``phase_s + k * update_period_s``."""
+        t_q = _last_update(t_s, update_period_s, phase_s)
+        total = self._base_uj[zone_id] + profile.joules(t_q) * 1e6
         self._last_uj[zone_id] = total
         self.set(zone_id, round(total) % self.ranges[zone_id])
 
@@ -126,11 +146,24 @@ class FakeGpu:
     power_readable: bool = True  # False: both power reads fail (NVML_ERROR_NOT_SUPPORTED)
     counter_base_mj: float = 1_000_000.0
 
-    def follow(self, profile: PowerProfile, t_s: float, counter_period_s: float = 0.0) -> None:
+    def follow(
+        self,
+        profile: PowerProfile,
+        t_s: float,
+        counter_period_s: float = 0.0,
+        phase_s: float = 0.0,
+        average_s: float = 0.0,
+    ) -> None:
         """Power now and the total-energy counter as ``profile`` makes them at ``t_s``; the counter
-        moves only every ``counter_period_s`` (NVML's counters update every few tens of ms)."""
-        self.power_mw = self.avg_power_mw = round(profile.watts(t_s) * 1e3)
-        t_q = math.floor(t_s / counter_period_s + 1e-9) * counter_period_s if counter_period_s else t_s
+        moves only every ``counter_period_s`` (NVML's counters update every few tens of ms), at
+        ``phase_s + k * counter_period_s``. ``average_s``: ``nvmlDeviceGetPowerUsage`` returns the
+        mean power over that long before ``t_s`` (1 s on Ampere and later), not the instant one."""
+        self.power_mw = round(profile.watts(t_s) * 1e3)
+        if average_s:
+            self.avg_power_mw = round((profile.joules(t_s) - profile.joules(t_s - average_s)) / average_s * 1e3)
+        else:
+            self.avg_power_mw = self.power_mw
+        t_q = _last_update(t_s, counter_period_s, phase_s)
         self.energy_mj = round(self.counter_base_mj + profile.joules(t_q) * 1e3)
 
     def reset_counter(self) -> None:

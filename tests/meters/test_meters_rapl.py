@@ -89,21 +89,24 @@ def test_wraparound_is_unwrapped_with_max_energy_range(powercap: PowercapTree) -
     # 5 J up to the top, wrap, 7 J after it; then another 3 J.
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 7_000_000}, {"intel-rapl:0": 10_000_000}])
     metrics = meter.summarize(trace, 0, 2_000_000_000).metrics
-    assert metrics["cpu_energy_j"].value == pytest.approx(15.0)
+    # Reads 1 s apart: the counter's update lag (up to 1 ms at each edge) is all that is uncertain.
+    assert metrics["cpu_energy_j"].value == pytest.approx(15.0, rel=1e-3)
     assert meter.zones[0].wraps == 1
     # At 1 kW a 262 kJ range wraps in 262 s; the meter wants reads at least twice as often.
     assert meter.max_safe_interval_s == pytest.approx(MAX_RANGE_UJ / 1e9 / 2)
 
 
-def test_gap_longer_than_wrap_period_is_flagged(powercap: PowercapTree) -> None:
+def test_gap_that_may_hide_a_wrap_makes_the_figure_unavailable(powercap: PowercapTree) -> None:
     powercap.zone("intel-rapl:0", "package-0", 0, max_range_uj=10_000_000)  # wraps at 10 J
     meter = RaplMeter(powercap.root, pessimistic_power_w=100.0)  # 10 J at 100 W: 0.1 s
     meter.open()
     trace = _replay(meter, powercap, [{}, {"intel-rapl:0": 4_000_000}])  # reads 1 s apart
     s = meter.summarize(trace, 0, 1_000_000_000)
-    metrics, flags = s.metrics, s.flags
-    assert [f["code"] for f in flags] == ["short_window", "rapl_possible_missed_wrap"]
-    assert metrics["cpu_energy_j"].value == pytest.approx(4.0)
+    # No two reads are close enough to see the power without a wrap hiding between them: at the
+    # pessimistic 100 W the second read could be 4 J, 14 J, 24 J ... on: not a figure.
+    assert [f["code"] for f in s.flags] == ["rapl_possible_missed_wrap"]
+    cpu = s.metrics["cpu_energy_j"].to_dict()
+    assert cpu["value"] is None and "pessimistic" in cpu["reason"] and "more than once" in cpu["reason"]
 
 
 def test_amd_package_only_has_no_dram(powercap: PowercapTree) -> None:
