@@ -34,6 +34,7 @@ examples:
 
 def add_advise_parser(sub: Any) -> None:
     from controller.advise.request import DEFAULT_BUDGET_S, MODES
+    from controller.cli_args import count, file_path, memory, path_or_name, seconds
     from controller.runners.choose import RUNNERS
 
     p = sub.add_parser(
@@ -43,7 +44,10 @@ def add_advise_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--model", required=True, help="as run and serve take it: a registered name, a file, a folder, hf:ORG/NAME"
+        "--model",
+        type=path_or_name,
+        required=True,
+        help="as run and serve take it: a registered name, a file, a folder, hf:ORG/NAME",
     )
     p.add_argument(
         "--slo", help="the goal, e.g. p99=50ms or throughput=100 (batch); ttft_p99=500ms,tpot=50ms (serving)"
@@ -68,9 +72,14 @@ def add_advise_parser(sub: Any) -> None:
     space.add_argument("--fix", action="append", default=[], metavar="KEY=VALUE", help="hold an engine option")
     search = p.add_argument_group("the search")
     search.add_argument(
-        "--screen", type=int, default=2, help="runs of every candidate before any is dropped (default 2)"
+        "--screen",
+        type=count("repetitions"),
+        default=2,
+        help="runs of every candidate before any is dropped (default 2)",
     )
-    search.add_argument("--max-repetitions", type=int, default=10, help="most runs of one candidate (default 10)")
+    search.add_argument(
+        "--max-repetitions", type=count("repetitions"), default=10, help="most runs of one candidate (default 10)"
+    )
     search.add_argument("--alpha", type=float, default=0.05, help="1 - the intervals' level (default 0.05)")
     search.add_argument(
         "--min-agreement", default="99%", help="reduced precision's least top-1 agreement (default 99%%)"
@@ -88,33 +97,45 @@ def add_advise_parser(sub: Any) -> None:
     runs.add_argument("--model-size", default="full", help="full (default) or tiny")
     runs.add_argument("--weights", default="random", help="random (default), pretrained, or a PATH")
     runs.add_argument("--dataset", default="synthetic", help="synthetic (default), digits, imagenet-val, imdb")
-    runs.add_argument("--dataset-path")
-    runs.add_argument("--limit", type=int, help="a seeded subset of the dataset (batch); prompts per run (serving)")
+    runs.add_argument("--dataset-path", type=path_or_name)
+    runs.add_argument(
+        "--limit", type=count("limit"), help="a seeded subset of the dataset (batch); prompts per run (serving)"
+    )
     amount = runs.add_mutually_exclusive_group()
-    amount.add_argument("--samples", type=int, help="samples per run (batch; default 64 synthetic)")
-    amount.add_argument("--duration", dest="duration_s", type=float, help="seconds per run instead (batch)")
-    runs.add_argument("--warmup", type=int, default=5, help="warm-up batches (batch)")
-    runs.add_argument("--prompts", default="humaneval", help="serving: the prompt file (default HumanEval-derived)")
-    runs.add_argument("--max-new-tokens", type=int, default=32, help="serving: tokens per request (default 32)")
+    amount.add_argument("--samples", type=count("samples"), help="samples per run (batch; default 64 synthetic)")
+    amount.add_argument(
+        "--duration", dest="duration_s", type=seconds("duration_s"), help="seconds per run instead (batch)"
+    )
+    runs.add_argument("--warmup", type=count("warmup"), default=5, help="warm-up batches (batch)")
+    runs.add_argument(
+        "--prompts", type=path_or_name, default="humaneval", help="serving: the prompt file (default HumanEval-derived)"
+    )
+    runs.add_argument(
+        "--max-new-tokens", type=count("max_new_tokens"), default=32, help="serving: tokens per request (default 32)"
+    )
     runs.add_argument("--synthetic", help="serving: synthetic prompts, input=N,output=N[,range=R]")
     runs.add_argument("--ignore-eos", action="store_true", default=None, help="serving: generate max tokens")
-    runs.add_argument("--warmup-requests", type=int, default=1, help="serving: requests before the window (default 1)")
+    runs.add_argument(
+        "--warmup-requests",
+        type=count("warmup_requests"),
+        default=1,
+        help="serving: requests before the window (default 1)",
+    )
     runs.add_argument("--runner", choices=RUNNERS, default="auto")
-    runs.add_argument("--results", type=Path, default=Path("results"))
-    runs.add_argument("--timeout", dest="timeout_s", type=float, default=1800.0, help="seconds before a run is killed")
-    runs.add_argument("--memory", help="container memory limit (docker runner)")
-    runs.add_argument("--cache", type=Path, help="artifact cache")
-    runs.add_argument("--interval", dest="interval_s", type=float, default=0.01, help="meters' sampling interval (s)")
+    runs.add_argument("--results", type=file_path, default=Path("results"))
+    runs.add_argument(
+        "--timeout", dest="timeout_s", type=seconds("timeout_s"), default=1800.0, help="seconds before a run is killed"
+    )
+    runs.add_argument("--memory", type=memory, help="container memory limit (docker runner)")
+    runs.add_argument("--cache", type=file_path, help="artifact cache")
+    runs.add_argument(
+        "--interval", dest="interval_s", type=seconds("interval_s"), default=0.01, help="meters' sampling interval (s)"
+    )
 
 
 def _label(model: str) -> str:
     name = Path(model.removeprefix("hf:")).name if "/" in model or model.startswith((".", "~")) else model
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name).strip("-.") or "model"
-
-
-def _positive(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"{flag} must be at least 1, got {value}")
 
 
 def request_from(args: argparse.Namespace) -> Any:
@@ -130,9 +151,10 @@ def request_from(args: argparse.Namespace) -> Any:
     )
     from controller.advise.slo import request_slo
 
-    for flag, value in (("--screen", args.screen), ("--max-repetitions", args.max_repetitions), ("--limit", args.limit),
-                        ("--samples", args.samples), ("--max-new-tokens", args.max_new_tokens)):  # fmt: skip
-        _positive(value, flag)
+    if args.memory and args.runner == "local":
+        raise UserError(
+            "--memory limits containers; the local runner cannot apply it: drop --memory or use --runner docker"
+        )
     if args.screen > args.max_repetitions:
         raise UserError(f"--screen {args.screen} exceeds --max-repetitions {args.max_repetitions}")
     if not 0 < args.alpha < 1:
