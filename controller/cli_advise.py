@@ -129,6 +129,14 @@ def add_advise_parser(sub: Any) -> None:
     runs.add_argument("--memory", type=memory, help="container memory limit (docker runner)")
     runs.add_argument("--cache", type=file_path, help="artifact cache")
     runs.add_argument(
+        "--quiet-wait",
+        dest="quiet_wait_s",
+        type=seconds("quiet_wait_s"),
+        default=60.0,
+        help="seconds a run waits for a quiet host (no other joulebench run, CPU idle) before measuring, as in "
+        "campaigns (default 60; 0: check and flag only)",
+    )
+    runs.add_argument(
         "--interval", dest="interval_s", type=seconds("interval_s"), default=0.01, help="meters' sampling interval (s)"
     )
 
@@ -205,6 +213,7 @@ def request_from(args: argparse.Namespace) -> Any:
         memory=args.memory,
         interval_s=args.interval_s,
         retry_failed=args.retry_failed,
+        quiet_wait_s=args.quiet_wait_s,
         input_shapes=tuple(args.input_shapes),
         model_size=args.model_size,
         weights=args.weights,

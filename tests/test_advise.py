@@ -343,7 +343,7 @@ def test_advise_on_a_tiny_model_runs_campaign_records_answers_and_resumes_withou
         "advise", "--model", "resnet50", "--model-size", "tiny", "--images", "onnx-cpu", "--threads", "1",
         "--batch-sizes", "1,4", "--fix", "graph_optimization_level=all", "--samples", "8", "--warmup", "1",
         "--runner", "local", "--results", str(results), "--cache", str(artifact_cache), "--budget", "10m",
-        "--max-repetitions", "3", "--slo", "p99=10s",
+        "--max-repetitions", "3", "--slo", "p99=10s", "--quiet-wait", "0",
     )  # fmt: skip
     code, out, err = cli(*args)
     assert code == 0, out + err

@@ -40,6 +40,7 @@ def campaign_text(req: AdviseRequest, candidates: list[Candidate], reps: dict[st
         "timeout_s": float(req.timeout_s),
         "memory": req.memory,
         "interval_s": float(req.interval_s),
+        "quiet_wait_s": float(req.quiet_wait_s),
     }
     if req.mode == "batch":
         camp.update(

@@ -48,6 +48,7 @@ class AdviseRequest:
     memory: str | None = None
     interval_s: float = 0.01
     retry_failed: bool = False
+    quiet_wait_s: float = 60.0  # per run, for a quiet host (the campaigns' default); 0: check and flag only
     # batch runs
     input_shapes: tuple[str, ...] = ()
     model_size: str = "full"

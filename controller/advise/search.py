@@ -28,6 +28,7 @@ from controller.advise.space import Space
 from controller.campaigns import Campaign
 from controller.campaigns.history import recorded, resolve_seed
 from controller.progress import fmt_duration
+from controller.quiet import SessionWait
 
 SCREEN_SHARE = 0.6  # screening must fit in this share of the budget, or it is cut to one run each
 CHUNK_SHARE = 0.15  # a screening session holds about this share of the budget, so an overrun stops early
@@ -94,6 +95,9 @@ class Search:
         self.seed: int | None = None
         self.file = advise_dir(self.req) / CAMPAIGN_FILE
         self.interrupted = False
+        # A busy host is remembered across the search's sessions as within one campaign session:
+        # once a run waited out the bound, runs check and flag without waiting until one finds quiet.
+        self.quiet = SessionWait(self.req.quiet_wait_s)
 
     # -- one session of the campaign ---------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Search:
         )
         t0 = time.monotonic()
         campaign = self._campaign(target)
+        before = {r["run_id"] for recs in recorded(self.req.results, self.req.campaign).values() for r in recs}
         with contextlib.redirect_stdout(sys.stderr):  # the campaign's own summary is progress here
             code = run_campaign(
                 campaign,
@@ -124,8 +129,12 @@ class Search:
                 cache=self.req.cache,
                 runner=None if self.req.runner == "auto" else self.req.runner,
                 cluster=self.req.cluster,
+                quiet_wait_s=self.quiet.next_s(),
                 say=self.say,
             )
+        new = [r for recs in recorded(self.req.results, self.req.campaign).values() for r in recs]
+        for rec in sorted((r for r in new if r["run_id"] not in before), key=lambda r: r["run_id"]):
+            self.quiet.saw(rec.get("host_state"))
         self.progress.rounds.append((phase, runs, time.monotonic() - t0))
         self.progress.runs += runs
         self.reps = {**self.reps, **{n: max(self.reps.get(n, 0), target[n]) for n in add}}
