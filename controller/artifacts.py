@@ -9,10 +9,12 @@ from typing import Any
 
 from controller.cache import ArtifactCache, default_root, key_of
 from controller.errors import UserError
+from controller.progress import relay_progress
 from controller.runners.base import Invocation, Mount, Runner, execute
 from harness.protocol import CONVERT_FIELDS, ConvertSpec, ProtocolError, parse_stream
 from suite.model_formats import file_sha256
 from suite.models import get_model
+from suite.source_spec import KIND_NAMES
 from suite.sources import MODEL_MOUNT, ModelSource
 
 __all__ = ["file_sha256"]  # moved to suite.model_formats; still importable from here
@@ -106,6 +108,13 @@ def describe_parity(parity: dict[str, Any]) -> str:
     )
 
 
+def describe_model(conv: Conversion) -> str:
+    """The model a conversion starts from, for the screen: a user's own brings its own weights."""
+    if conv.model_source is not None:
+        return f"{conv.model} ({KIND_NAMES[conv.model_source.kind]}, its own weights)"
+    return f"{conv.model} ({conv.model_size}, {conv.weights} weights)"
+
+
 def cache_inputs(
     spec: ConvertSpec, environment: str, weights_sha: str | None, source_key: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -132,9 +141,15 @@ def mount_source(runner: Runner, source: ModelSource, mounts: list[Mount]) -> di
 
 
 def ensure_artifact(
-    runner: Runner, cache: ArtifactCache, conv: Conversion, timeout_s: float, note: Callable[[str], None]
+    runner: Runner,
+    cache: ArtifactCache,
+    conv: Conversion,
+    timeout_s: float,
+    note: Callable[[str], None],
+    detail: Callable[[str], None] | None = None,
 ) -> Artifact:
     """The cached artifact for these inputs, converting (and checking parity) when missing or damaged.
+    ``detail`` shows where the conversion stands, as the harness reports it.
 
     A conversion of an artifact (``conv.source``) has the source's key in its own key, and the
     source's folder is mounted read-only for it.
@@ -153,7 +168,7 @@ def ensure_artifact(
         return Artifact(key, f"{key}/{found.meta['artifact_file']}", found.meta, reused=True)
     staging = cache.stage(key)
     try:
-        meta = _convert(runner, cache, conv, staging, timeout_s, note)
+        meta = _convert(runner, cache, conv, staging, timeout_s, note, detail)
         meta = {**meta, "key_inputs": inputs}
         if conv.source is not None:  # the chain, for the record: which artifact this one was made from
             meta["source_artifact"] = {"key": conv.source.key, "conversion": conv.source.meta.get("conversion")}
@@ -165,7 +180,13 @@ def ensure_artifact(
 
 
 def _convert(
-    runner: Runner, cache: ArtifactCache, conv: Conversion, staging: Path, timeout_s: float, note: Callable[[str], None]
+    runner: Runner,
+    cache: ArtifactCache,
+    conv: Conversion,
+    staging: Path,
+    timeout_s: float,
+    note: Callable[[str], None],
+    detail: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """Run the conversion into ``staging``; its result (meta) once parity holds, else ConversionFailed."""
     mounts = [Mount(str(staging), "/out", read_only=False)]
@@ -193,7 +214,7 @@ def _convert(
         model_source=source_fields,
     )
     where = f"in {conv.image}" if runner.kind == "docker" else "locally"
-    note(f"converting {conv.model} ({conv.model_size}, {conv.weights} weights) with {conv.name} {where} ...")
+    note(f"converting {describe_model(conv)} with {conv.name} {where} ...")
     execution = execute(
         runner,
         Invocation(
@@ -203,6 +224,7 @@ def _convert(
             mounts=mounts,
             network=conv.weights == "pretrained" and conv.source is None,  # only a download needs it
             labels={"joulebench.conversion": conv.name},
+            on_line=relay_progress(detail) if detail is not None else None,
         ),
     )
     tail = execution.log_tail()

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from controller import interrupts
+from controller.cache import CACHE_HELP
 from controller.cli_advise import add_advise_parser
 from controller.cli_args import (
     Parser,
@@ -199,7 +200,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
     p.add_argument(
         "--shm-size", type=size, help=f"size of the container's /dev/shm (docker runner; default {Where.shm_size})"
     )
-    p.add_argument("--cache", type=file_path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+    p.add_argument("--cache", type=file_path, help=CACHE_HELP)
 
 
 def _add_meters(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from harness.converters import get_converter
+from harness.progress import report
 from harness.protocol import ConvertSpec, Emitter
 
 
@@ -36,6 +37,7 @@ def parity(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: floa
 
 
 def convert(spec: ConvertSpec, emit: Emitter) -> dict[str, Any]:
+    report(f"{spec.conversion}: importing the frameworks")  # torch or TensorFlow alone: seconds
     converter, filename = get_converter(spec.conversion)
     out_file = os.path.join(spec.out_dir, filename)
     t0 = emit.event("load", "start", conversion=spec.conversion)

@@ -389,6 +389,13 @@ def _model_paths(models: list[str], path: Path) -> list[str]:
     for m in models:
         p = local_path(m, path.parent)
         looks_like_path = m.startswith((".", "/", "~")) or p.exists()
+        if looks_like_path and not p.exists():
+            beside = f" (read beside {path.name}, else in the current folder)"
+            where = "" if Path(m).expanduser().is_absolute() else beside
+            raise UserError(
+                f"{path}: [matrix] models names {m}, which does not exist{where}; name your model: "
+                f"--set 'matrix.models=[\"PATH\"]'"
+            )
         out.append(str(p) if looks_like_path else m)
     return out
 

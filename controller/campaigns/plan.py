@@ -18,11 +18,11 @@ def render_plan(assessment: Assessment, results: Path, seed: int, here: str = "o
     cells = c.matrix()
     history = recorded(results, c.name)
     states = {cell.id: cell_state(history.get(cell.id, [])) for cell in cells}
-    n_conf = len(c.configurations)
-    batches = "" if c.mode == "serving" else f"{len(c.batch_sizes)} batch sizes × "
+    batches = "" if c.mode == "serving" else f"{_count(len(c.batch_sizes), 'batch size')} × "
     lines = [
-        f"campaign {c.name} ({c.path}): {len(cells)} {'serving ' if c.mode == 'serving' else ''}runs = "
-        f"{n_conf} configurations × {len(c.models)} models × {batches}{c.repetitions} repetitions"
+        f"campaign {c.name} ({c.path}): {_count(len(cells), 'serving run' if c.mode == 'serving' else 'run')} = "
+        f"{_count(len(c.configurations), 'configuration')} × {_count(len(c.models), 'model')} × {batches}"
+        f"{_count(c.repetitions, 'repetition')}"
         + (" (some configurations set their own models, batch sizes or repetitions)" if len(cells) != _full(c) else ""),
     ]
     if c.description:
@@ -100,6 +100,10 @@ def _blocked(assessment: Assessment, here: str) -> list[str]:
     return lines
 
 
+def _count(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 def _full(c: Campaign) -> int:
     return len(c.configurations) * len(c.models) * len(c.batch_sizes) * c.repetitions
 
@@ -136,9 +140,13 @@ def _what_runs(c: Campaign, assessment: Assessment) -> str:
         if choice.limit:
             text += f" (limit {choice.limit})"
         shown.append(text + (f" for {', '.join(who)}" if len(choices) > 1 and len(who) < len(choices) else ""))
+    from controller.batch import is_own_model
+
+    own = [is_own_model(m) for m in c.models]
+    versions = f"model size {c.model_size}, weights {c.weights}" + (" (registered models)" if any(own) else "")
     return (
-        f"model size {c.model_size}, weights {c.weights}, dataset {'; '.join(shown)}, {amount} per run, "
-        f"warm-up {c.warmup} batches"
+        ("" if all(own) else versions + ", ")
+        + f"dataset {'; '.join(shown)}, {amount} per run, warm-up {_count(c.warmup, 'batch', 'batches')}"
     )
 
 

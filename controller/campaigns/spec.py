@@ -207,6 +207,8 @@ class Campaign:
 
     def matrix(self) -> list[Cell]:
         """Every cell, in grouped order (configuration, model, batch size, repetition)."""
+        from controller.batch import is_own_model
+
         cells = []
         for conf in self.configurations:
             reps = self.repetitions_of(conf)
@@ -242,22 +244,26 @@ class Campaign:
                         )
                     continue
                 data = self.dataset_for(model)
+                # The campaign's model_size and weights choose among registered models' versions; a
+                # user's own model is run as it is.
+                own = is_own_model(model)
+                size, weights = ("full", "random") if own else (self.model_size, self.weights)
                 for batch in conf.batch_sizes or self.batch_sizes:
                     for rep in range(1, reps + 1):
                         cells.append(
                             Cell(
-                                id=cell_id(model, self.model_size, conf.name, batch, rep),
+                                id=cell_id(model, size, conf.name, batch, rep),
                                 campaign=self.name,
                                 configuration=conf.name,
                                 image=conf.image,
                                 engine=conf.engine,
                                 source=conf.source,
                                 model=model,
-                                model_size=self.model_size,
+                                model_size=size,
                                 batch_size=batch,
                                 repetition=rep,
                                 options=self.options | conf.options,
-                                weights=self.weights,
+                                weights=weights,
                                 dataset=data.dataset,
                                 samples=self.samples_for(data.dataset),
                                 duration_s=self.duration_s,
