@@ -61,7 +61,9 @@ def test_a_configuration_can_be_measured_more_often_than_the_rest_and_the_order_
 
 def test_a_serving_configuration_sets_its_own_concurrency_and_a_batch_one_is_refused(tmp_path):
     file = tmp_path / "s.toml"
-    head = '[campaign]\nname = "s"\nmode = "serving"\n[matrix]\nmodels = ["/m"]\n[serving]\nconcurrency = 1\n'
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    head = '[campaign]\nname = "s"\nmode = "serving"\n[matrix]\nmodels = ["./m"]\n[serving]\nconcurrency = 1\n'
     file.write_text(head + '[[matrix.configurations]]\nname = "c4"\nimage = "onnx-cpu"\nconcurrency = 4\n')
     cells = load_campaign_file(file).matrix()
     assert cells[0].serving is not None and cells[0].serving["concurrency"] == 4
