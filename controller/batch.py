@@ -63,6 +63,28 @@ def wants_ir(engine: str, options: dict[str, Any]) -> bool:
     return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
 
 
+def int8_image() -> str:
+    from controller.images import load_manifests
+    from controller.models import conversion_images
+
+    return conversion_images(load_manifests())["onnx2int8"]
+
+
+def wants_int8(engine: str, options: dict[str, Any]) -> bool:
+    """Whether an ONNX Runtime run asked for the model quantised to INT8 (onnx2int8) first."""
+    return engine == "onnxruntime" and str(options.get("quantization", "none")).lower() == "int8"
+
+
+def check_int8(engine: str, provider: str, options: dict[str, Any]) -> None:
+    """Dynamic INT8 kernels (ConvInteger, MatMulInteger) are ONNX Runtime's CPU provider's: on another
+    provider those nodes would run on the CPU behind the provider's back."""
+    if wants_int8(engine, options) and provider != "cpu":
+        raise UserError(
+            f"--option quantization=int8 runs on ONNX Runtime's CPU provider (its dynamic INT8 kernels are CPU "
+            f"ones); this image's provider is {provider}: use onnx-cpu, or leave quantization out"
+        )
+
+
 # The first bytes of the weights files the model definitions load: a PyTorch zip or pickle, Keras
 # (.keras zip, .h5), MXNet .params (its NDArray-list magic); safetensors is checked by its header.
 WEIGHTS_MAGIC = (b"PK\x03\x04", b"\x80", b"\x89HDF\r\n\x1a\n", (0x112).to_bytes(8, "little"))
@@ -143,6 +165,7 @@ class BatchWorkload:
             check_options(engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        check_int8(engine, manifest.provider, w.options)
         self._check_weights()
         size_samples = self._check_dataset() if check_data else None
         if w.samples is None and w.duration_s is None:
@@ -157,6 +180,8 @@ class BatchWorkload:
             )
         self._check_batch_memory(size.input_shape)
         images = [w.image] + ([self.conversion[1]] if self.conversion else [])
+        if wants_int8(engine, w.options):
+            images.append(int8_image())
         identity = {
             "model": w.model,
             "model_size": w.model_size,
@@ -200,6 +225,7 @@ class BatchWorkload:
             check_options(self.engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        check_int8(self.engine, manifest.provider, w.options)
         size_samples = self._check_dataset(task=self.source.task) if check_data else None
         if w.samples is None and w.duration_s is None:
             w.samples = size_samples or SYNTHETIC_SAMPLES
@@ -325,6 +351,12 @@ class BatchWorkload:
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
                 artifact = ensure_artifact(runner, cache, ir, timeout, progress.note, progress.detail)
+            if wants_int8(self.engine, w.options):
+                # The ONNX artifact quantised by ONNX Runtime (in the image that converts onnx2int8).
+                int8 = Conversion(
+                    "onnx2int8", int8_image(), w.model, w.model_size, self.weights_kind, None, w.seed, artifact
+                )
+                artifact = ensure_artifact(runner, cache, int8, timeout, progress.note, progress.detail)
         self._keep(artifact, record)
 
     def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from controller import interrupts
 from controller.cache import CACHE_HELP
+from controller.cli_advise import add_advise_parser
 from controller.cli_args import (
     Parser,
     count,
@@ -42,6 +43,7 @@ EPILOG = """examples:
   python -m controller report results/ci-smoke --format term
   python -m controller compare results/main results/candidate --threshold 5% --format markdown
   python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
+  python -m controller advise --model resnet50 --slo p99=200ms --budget 30m --plan
 """
 
 
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_serve_parser(sub)
     add_models_parser(sub)
+    add_advise_parser(sub)
     return parser
 
 
@@ -450,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     from controller import commands
+    from controller.cli_advise import cmd_advise
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     try:
@@ -466,6 +470,7 @@ def _main(argv: list[str] | None) -> int:
         "compare": cmd_compare,
         "serve": cmd_serve,
         "models": cmd_models,
+        "advise": cmd_advise,
     }
     try:
         return handlers[args.command](args)

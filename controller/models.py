@@ -35,7 +35,8 @@ def conversion_steps(source: ModelSource, engine: str, image: str, options: dict
     """(conversion, image that runs it) in order for ``engine`` to run ``source``; [] natively.
 
     SourceError (exit 2) when the engine cannot run it. ``--option model_format=ir`` on openvino adds
-    onnx2openvino in the run's image, after whatever made the ONNX file.
+    onnx2openvino in the run's image, after whatever made the ONNX file; ``--option quantization=int8``
+    on onnxruntime adds onnx2int8 the same way.
     """
     route = source.route(engine)
     where = conversion_images(load_manifests())
@@ -43,6 +44,8 @@ def conversion_steps(source: ModelSource, engine: str, image: str, options: dict
     wants_ir = engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
     if wants_ir and source.kind != "openvino-ir":  # an IR is run as it is
         steps.append(("onnx2openvino", image))
+    if engine == "onnxruntime" and str(options.get("quantization", "none")).lower() == "int8":
+        steps.append(("onnx2int8", where["onnx2int8"]))
     return steps
 
 

@@ -51,7 +51,8 @@ def convert(spec: ConvertSpec, emit: Emitter) -> dict[str, Any]:
         "weights": spec.weights,
         "opset": spec.opset if filename.endswith(".onnx") else None,
         "conversion_s": conversion_s,
-        "parity": parity(converted.reference, converted.candidate, spec.atol, spec.rtol),
+        "parity": parity(converted.reference, converted.candidate, spec.atol, spec.rtol)
+        | ({} if converted.gated else {"gated": False, "samples": int(len(converted.reference))}),
         "versions": converted.versions,
         **(converted.details or {}),
     }

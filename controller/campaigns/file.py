@@ -33,6 +33,8 @@
     image = "onnx-cpu"
     engine = "onnxruntime"
     source = "torch"             # converted runs: whose model definition is converted
+    # optional: options = {...}, models = [...], batch_sizes = [...], repetitions = 5 (instead of
+    # the campaign's), concurrency = 4 (serving: requests in flight instead of [serving]'s)
 
 Datasets (batch mode): ``dataset = "synthetic" | "digits" | "imagenet-val" | "imdb"`` in
 [campaign], with ``dataset_path`` (imagenet-val, imdb) and ``limit`` (a seeded subset); a model
@@ -304,7 +306,9 @@ def _check_cell_count(
     configurations: tuple[Configuration, ...], models: list[str], batches: list[int], repetitions: int, path: Path
 ) -> None:
     """Refuse a matrix too large to run before its cells are built (they are built in memory, all of them)."""
-    runs = sum(len(c.models or models) * len(c.batch_sizes or batches) for c in configurations) * repetitions
+    runs = sum(
+        len(c.models or models) * len(c.batch_sizes or batches) * (c.repetitions or repetitions) for c in configurations
+    )
     if runs > MAX_CELLS:
         raise UserError(
             f"{path}: the matrix has {runs} runs (configurations x models x batch sizes x repetitions); "
@@ -479,6 +483,8 @@ def _configuration(raw: dict[str, Any], where: str, path: Path) -> Configuration
         models=tuple(_model_paths(models, path)) if models else None,
         batch_sizes=tuple(raw["batch_sizes"]) if "batch_sizes" in raw else None,
         note=raw.get("note", ""),
+        repetitions=raw.get("repetitions"),
+        concurrency=raw.get("concurrency"),
     )
 
 
@@ -501,6 +507,8 @@ def _check_configuration(
         )
     if conf.source is not None:
         _check_source(conf.source, engine, mode, where, path)
+    if conf.concurrency is not None and mode != "serving":
+        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
     try:
         check_options(engine, options | conf.options, serving=mode == "serving")
     except OptionError as exc:

@@ -23,7 +23,7 @@ def render_plan(assessment: Assessment, results: Path, seed: int, here: str = "o
         f"campaign {c.name} ({c.path}): {_count(len(cells), 'serving run' if c.mode == 'serving' else 'run')} = "
         f"{_count(len(c.configurations), 'configuration')} × {_count(len(c.models), 'model')} × {batches}"
         f"{_count(c.repetitions, 'repetition')}"
-        + (" (some configurations restrict models or batch sizes)" if len(cells) != _full(c) else ""),
+        + (" (some configurations set their own models, batch sizes or repetitions)" if len(cells) != _full(c) else ""),
     ]
     if c.description:
         lines.append(f"  {c.description.strip()}")
@@ -72,13 +72,12 @@ def _matrix_table(assessment: Assessment) -> list[str]:
         if c.mode == "serving":
             label, category = c.serving_model(combo.model)
             export = combo.conversion or "-"
-            rows.append(
-                (conf.name, conf.image, combo.engine or "-", export, label, category, str(c.repetitions), runnable)
-            )
+            runs = str(c.repetitions_of(conf))
+            rows.append((conf.name, conf.image, combo.engine or "-", export, label, category, runs, runnable))
             continue
         sizes = conf.batch_sizes or c.batch_sizes
         source = conf.source or ("(" + combo.conversion + ")" if combo.conversion else "-")
-        batches, runs = ",".join(map(str, sizes)), str(len(sizes) * c.repetitions)
+        batches, runs = ",".join(map(str, sizes)), str(len(sizes) * c.repetitions_of(conf))
         rows.append((conf.name, conf.image, combo.engine or "-", source, combo.model, batches, runs, runnable))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     return ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
