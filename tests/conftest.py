@@ -20,6 +20,14 @@ REQUIRE_DOCKER = os.environ.get("JOULEBENCH_REQUIRE_DOCKER") == "1"
 os.environ.setdefault("JOULEBENCH_QUIET_WAIT_S", "0")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A docker test is end to end (a container, an image's harness): ``-m "not slow"`` leaves it
+    out with the other slow ones, so the fast lane is the same on a host with Docker and one without."""
+    for item in items:
+        if item.get_closest_marker("docker") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache for the whole session, so each conversion runs once (as it would for a user)."""

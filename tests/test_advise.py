@@ -311,6 +311,7 @@ def test_a_language_models_agreement_is_its_greedy_tokens_at_load():
 # --- the settings advise varies, on a single run --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_runtime_int8_is_a_cached_conversion_with_its_agreement_recorded_and_the_graph_level_applied(cli):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
@@ -333,6 +334,7 @@ def test_onnx_runtime_int8_is_a_cached_conversion_with_its_agreement_recorded_an
 # --- end to end, with the local runner ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_advise_on_a_tiny_model_runs_campaign_records_answers_and_resumes_without_running_again(
     tmp_path, artifact_cache
 ):

@@ -45,6 +45,7 @@ def write_csv(path: Path, items: list[tuple[str, int]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_tiny_bert_runs_imdb_on_torch_and_onnxruntime_with_the_same_predictions(cli, tmp_path):
     root = write_acl(tmp_path / "imdb", reviews(10, 0))
     recs = {}
@@ -115,6 +116,7 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_finetuned_model_folder_runs_with_its_own_tokenizer_and_is_accurate(cli, tmp_path, finetuned):
     table = write_csv(tmp_path / "imdb.csv", reviews(20, 2))
     args = ("--weights", str(finetuned), "--dataset", "imdb", "--dataset-path", str(table), "--option", "max_length=16")
@@ -162,6 +164,7 @@ def test_bert_refuses_image_datasets(cli):
     assert proc.returncode == 2 and "digits serves image-classification models" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_pretrained_bert_downloads_through_transformers(cli):
     proc = cli(

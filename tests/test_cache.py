@@ -64,6 +64,7 @@ def test_staging_folders_of_killed_conversions_are_cleaned_on_the_next_start(tmp
     assert removed == [abandoned] and not abandoned.exists() and live.exists()
 
 
+@pytest.mark.slow
 def test_a_run_on_a_damaged_artifact_converts_again_and_measures_the_right_model(cli, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")

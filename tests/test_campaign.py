@@ -36,6 +36,7 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_ci_smoke_killed_halfway_resumes_and_records_every_cell_exactly_once(tmp_path, artifact_cache):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "controller", "campaign", "run", str(SMOKE), "--results", str(results)]

@@ -53,6 +53,7 @@ source = "torch"
 """
 
 
+@pytest.mark.slow
 def test_a_digits_campaign_records_accuracy_and_the_report_shows_it(tmp_path, digits_weights, artifact_cache):
     pytest.importorskip("onnxruntime")
     file = tmp_path / "digits.toml"

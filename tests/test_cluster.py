@@ -417,6 +417,7 @@ def test_the_report_flags_a_block_a_node_loss_split_across_machines():
 # --- on three nodes ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plan_shows_per_node_what_it_can_run_and_why_not(ray_cluster, tmp_path):
     proc = campaign_cli("plan", str(SMOKE), "--results", str(tmp_path), "--cluster", ray_cluster.address)
     assert proc.returncode == 0, proc.stderr
@@ -438,6 +439,7 @@ def test_plan_shows_per_node_what_it_can_run_and_why_not(ray_cluster, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_killed_controller_resumes_every_cell_once_blocks_on_one_node_one_window_at_a_time(
     ray_cluster, tmp_path, artifact_cache
 ):
@@ -486,6 +488,7 @@ def test_killed_controller_resumes_every_cell_once_blocks_on_one_node_one_window
     assert_one_window_at_a_time(after)
 
 
+@pytest.mark.slow
 def test_a_node_lost_mid_run_is_recorded_failed_and_its_run_retried_on_a_live_node(
     ray_cluster, tmp_path, artifact_cache
 ):
@@ -570,6 +573,7 @@ NO_RUNTIME = 'raise ImportError("onnxruntime is not installed on this node")\n'
 START = r"\] (\S+#([0-9a-f]{6})): .*: start$"
 
 
+@pytest.mark.slow
 def test_last_node_lost_then_a_node_without_the_runtime_gets_no_block_and_a_replacement_finishes_every_cell_once(
     own_cluster, tmp_path, artifact_cache
 ):
@@ -642,6 +646,7 @@ import onnxruntime  # the real one, which the import system then hands out
 """
 
 
+@pytest.mark.slow
 def test_a_node_that_breaks_mid_block_gives_one_node_fault_and_its_block_moves(own_cluster, tmp_path, artifact_cache):
     """A node passes readiness, runs a cell, then its runtime breaks: the next run fails, the node is
     checked again and found unable to run it, so the failure is the node's and the block moves (to a
@@ -674,6 +679,7 @@ def test_a_node_that_breaks_mid_block_gives_one_node_fault_and_its_block_moves(o
     assert {r["cluster"]["node_id"] for r in ok} == {fragile.node_id, spare.node_id}
 
 
+@pytest.mark.slow
 def test_a_lost_head_is_one_line_and_the_same_command_resumes_on_another_cluster(
     doomed_cluster, ray_cluster, tmp_path, artifact_cache
 ):

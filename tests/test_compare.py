@@ -93,6 +93,7 @@ def window(folder: Path) -> list[float]:
     return [json.loads(p.read_text())["metrics"]["window_s"] for p in sorted(folder.glob("*.json"))]
 
 
+@pytest.mark.slow
 def test_a_slower_candidate_is_a_regression_and_exits_1(campaigns):
     a, b = campaigns
     assert statistics.median(window(b)) > 1.05 * statistics.median(window(a))  # slower for real
@@ -124,6 +125,7 @@ def split(folder: Path, dest: Path, seed: int) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
+@pytest.mark.slow
 def test_the_same_configuration_twice_is_never_a_regression_in_20_random_splits(campaigns, tmp_path):
     a, _ = campaigns
     verdicts = []

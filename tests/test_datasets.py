@@ -27,6 +27,7 @@ def run_digits(cli, image: str, weights: Path, *extra: str) -> dict:
     return cli.records()[-1]
 
 
+@pytest.mark.slow
 def test_trained_digits_cnn_has_the_same_accuracy_on_torch_onnxruntime_and_openvino(cli, digits_weights):
     runs = {"torch": run_digits(cli, "torch-cpu", digits_weights)}
     runs["onnxruntime"] = run_digits(cli, "onnx-cpu", digits_weights)
@@ -76,6 +77,7 @@ def test_random_weights_record_a_warning_and_synthetic_inputs_no_accuracy(cli):
     }
 
 
+@pytest.mark.slow
 def test_limit_and_samples_pick_a_seeded_subset(cli):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +57,19 @@ def unbracket(arg: str) -> str:
     if arg.endswith("]") and arg.count("]") > arg.count("["):
         arg = arg[:-1]
     return arg.split("|")[0] if "|" in arg and not any(c in arg for c in "{[\"'") else arg
+
+
+def pytest_commands() -> list[tuple[str, list[str]]]:
+    """The ``python -m pytest ...`` commands of the pages' shell blocks, as argv after ``pytest``."""
+    found = []
+    for page in PAGES:
+        for lang, body in blocks(page):
+            if lang in ("", "sh", "bash", "console"):
+                for line in body.splitlines():
+                    for part in line.split("&&"):
+                        if part.strip().startswith("python -m pytest"):
+                            found.append((page_name(page), shlex.split(part, comments=True)[3:]))
+    return found
 
 
 def all_commands() -> list[tuple[str, list[str]]]:
@@ -206,3 +221,28 @@ def test_the_python_a_page_shows_imports_what_it_names():
                 for module, names in re.findall(r"^from ([\w.]+) import ([\w, ]+)$", body, re.M):
                     imported = __import__(module, fromlist=["_"])
                     assert all(hasattr(imported, n.strip()) for n in names.split(",")), (page, module, names)
+
+
+def collect(argv: list[str]) -> subprocess.Popen[str]:
+    """``python -m pytest ARGV``, collecting only, in this process's stead (-n 0: no workers)."""
+    full = [sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL}
+    return subprocess.Popen(full, cwd=REPO, text=True, **pipes)
+
+
+@pytest.mark.slow  # each collects the whole suite: ~10 s of CPU apiece
+def test_each_pytest_command_a_page_shows_selects_tests_and_the_fast_lane_leaves_the_slow_ones_out():
+    shown = {shlex.join(argv): (page, argv) for page, argv in reversed(pytest_commands())}
+    assert "" in shown and "-m 'not slow'" in shown, shown
+    procs = {key: collect(argv) for key, (_, argv) in shown.items()}
+    counts = {}
+    for key, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        # Exit code 5 is pytest's "no tests ran": a marker or name that selects nothing.
+        assert proc.returncode == 0, f"{shown[key][0]}: python -m pytest {key} -> {proc.returncode}\n{out[-2000:]}"
+        m = re.search(r"^(\d+)(?:/(\d+))? tests? collected", out, re.M)
+        assert m and int(m[1]) > 0, f"{shown[key][0]}: python -m pytest {key} selects no test\n{out[-2000:]}"
+        counts[key] = (int(m[1]), int(m[2] or m[1]))
+    everything, total = counts[""]
+    fast, _ = counts["-m 'not slow'"]
+    assert everything == total and 0 < fast < total

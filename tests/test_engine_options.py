@@ -46,6 +46,7 @@ def harness_run(engine: str, **options: Any) -> dict[str, Any]:
     return {"result": out.result, "phases": phases}
 
 
+@pytest.mark.slow
 def test_torch_compile_is_timed_as_its_own_phase_and_predicts_like_eager():
     pytest.importorskip("torch")
     eager = harness_run("torch")
@@ -79,6 +80,7 @@ def test_torch_compile_rejects_an_unknown_mode():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_onnxruntime_io_binding_gives_the_same_predictions_and_is_recorded(cli):
     pytest.importorskip("onnxruntime")
     local = [*TINY, "--runner", "local"]

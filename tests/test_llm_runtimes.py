@@ -107,6 +107,7 @@ def torch_record(tmp_path_factory: pytest.TempPathFactory, cache: Path, tiny_lla
 # --- ONNX Runtime GenAI, with the local runner ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ortgenai_serves_transformers_greedy_tokens(tmp_path: Path, cache: Path, tiny_llama: Path, torch_record):
     pytest.importorskip("onnxruntime_genai")
     code, rec = serve(tmp_path, cache, tiny_llama, "ortgenai-cpu", "--runner", "local")
@@ -120,6 +121,7 @@ def test_ortgenai_serves_transformers_greedy_tokens(tmp_path: Path, cache: Path,
     assert rec["result"]["versions"]["onnxruntime-genai"]
 
 
+@pytest.mark.slow
 def test_ortgenai_int4_serves_and_records_its_agreement_without_a_gate(
     tmp_path: Path, cache: Path, tiny_llama: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -133,6 +135,7 @@ def test_ortgenai_int4_serves_and_records_its_agreement_without_a_gate(
     assert "recorded, not a gate" in capsys.readouterr().out  # and said so in the summary
 
 
+@pytest.mark.slow
 def test_an_export_of_a_hub_model_builds_from_the_loaded_model_not_a_folder(tmp_path: Path, tiny_llama: Path):
     """A hub id is no folder: the GGUF writer reads the tokenizer saved beside the export, and ONNX
     Runtime GenAI's builder gets the loaded model saved into a scratch folder of the export."""
@@ -153,6 +156,7 @@ def test_an_export_of_a_hub_model_builds_from_the_loaded_model_not_a_folder(tmp_
         assert not any(p.name.startswith(".builder-") for p in out.iterdir())  # the scratch folder is gone
 
 
+@pytest.mark.slow
 def test_openvino_genai_serves_transformers_greedy_tokens_from_the_onnx_export_made_stateful(
     tmp_path: Path, cache: Path, tiny_llama: Path, torch_record: dict[str, Any]
 ) -> None:

@@ -76,6 +76,7 @@ def test_onnx_cpu_run_writes_a_complete_record_and_reuses_its_artifact(cli, tmp_
     assert a["result"]["predictions_digest"] == b["result"]["predictions_digest"]
 
 
+@pytest.mark.slow
 def test_torch_eager_and_torchscript_agree_with_onnx_on_predictions(cli):
     for image, engine in [
         ("onnx-cpu", "onnxruntime"),
@@ -148,6 +149,7 @@ def test_unloadable_weights_file_fails_the_run_with_the_reason(cli, tmp_path):
     assert rec["failure"]["log_tail"]
 
 
+@pytest.mark.slow
 def test_weights_file_is_loaded_and_changes_the_predictions(cli, tmp_path):
     torch = pytest.importorskip("torch")
     from suite.torch_models import build
@@ -162,6 +164,7 @@ def test_weights_file_is_loaded_and_changes_the_predictions(cli, tmp_path):
     assert from_file["result"]["predictions_digest"] == seeded["result"]["predictions_digest"]
 
 
+@pytest.mark.slow
 def test_store_loads_a_campaign_as_a_dataframe(cli, tmp_path):
     run_ok(cli, "--image", "onnx-cpu", "--model", "resnet50", *TINY)
     bad = tmp_path / "weights.pt"
@@ -195,6 +198,7 @@ def test_pretrained_weights_offline_fail_with_a_clear_reason(cli):
     assert "Traceback" not in "\n".join(rec["failure"]["log_tail"])
 
 
+@pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.parametrize(
     ("image", "module"), [("torch-cpu", "torch"), ("tf-cpu", "tensorflow"), ("mxnet-cpu", "mxnet")]

@@ -369,6 +369,7 @@ def test_torchscript_file_runs_on_the_torchscript_engine(models):
     assert harness_run(onnx, "onnxruntime", model_source=fields)["predictions_digest"] == result["predictions_digest"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["image", "text", "lm"])
 def test_transformers_folder_natively_and_converted_with_parity(hf_folders, artifact_cache, task):
     shapes = {"text": {"input_ids": (16,)}, "lm": {"input_ids": (8,)}}.get(task)
@@ -445,6 +446,7 @@ def test_saved_model_signature_is_read_from_its_protobuf(tmp_path):
     assert source.harness_fields("/model/saved", 2)["signature"] == "serving_default"
 
 
+@pytest.mark.slow
 def test_labelled_datasets_fit_a_model_file_by_its_inputs(models, hf_folders, tmp_path):
     pytest.importorskip("sklearn")
     digits = tmp_path / "digits.onnx"

@@ -100,6 +100,7 @@ def test_a_folder_of_no_run_records_or_no_folder_is_one_line_exit_2(tmp_path):
     assert "--duplicates 'keep'" in one_line_error(report_cli(str(REAL), "--duplicates", "keep"))
 
 
+@pytest.mark.slow
 def test_two_ok_records_of_one_cell_are_refused_or_reported_loudly_never_merged_silently(tmp_path):
     folder = copy_records(ENERGY, tmp_path / "dup")
     victim = json.loads(sorted(folder.glob("*.json"))[0].read_text())
@@ -176,6 +177,7 @@ def test_when_every_run_has_a_net_figure_the_report_shows_net_and_says_so(tmp_pa
 # --- flags from the meters --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flagged_energy_is_marked_in_every_cell_it_feeds_and_listed(tmp_path):
     folder = copy_records(ENERGY, tmp_path / "flags")
 
@@ -325,6 +327,7 @@ def test_twelve_models_get_twelve_colours_far_apart():
     assert closest > 0.25  # tab20's pairs are ~0.2 apart
 
 
+@pytest.mark.slow
 def test_serving_panels_share_one_y_axis_and_every_plot_has_its_legend_and_labels(tmp_path):
     folder = tmp_path / "both"
     folder.mkdir()

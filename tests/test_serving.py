@@ -128,6 +128,7 @@ def check_serving_record(rec: dict[str, Any], engine: str) -> None:
     assert_server_gone(rec)
 
 
+@pytest.mark.slow
 def test_torch_serves_over_http(torch_record: dict[str, Any]) -> None:
     check_serving_record(torch_record, "torch")
     assert torch_record["result"]["generation"]["kv_cache"] is True
@@ -144,6 +145,7 @@ def jit_record(tmp_path_factory: pytest.TempPathFactory, cache: Path, tiny_lm: P
     return serve(tmp_path_factory.mktemp("results"), cache, tiny_lm, "torch-cpu", "--engine", "torchscript")[1]
 
 
+@pytest.mark.slow
 def test_onnxruntime_serves_the_same_greedy_tokens_as_torch(
     tmp_path: Path, cache: Path, tiny_lm: Path, torch_record: dict[str, Any], onnx_record: dict[str, Any]
 ) -> None:
@@ -163,6 +165,7 @@ def test_onnxruntime_serves_the_same_greedy_tokens_as_torch(
     assert tokens_by_prompt(again) == tokens_by_prompt(torch_record)
 
 
+@pytest.mark.slow
 def test_torchscript_serves_the_same_greedy_tokens_as_torch(
     torch_record: dict[str, Any], jit_record: dict[str, Any]
 ) -> None:
@@ -173,6 +176,7 @@ def test_torchscript_serves_the_same_greedy_tokens_as_torch(
     assert tokens_by_prompt(rec) == tokens_by_prompt(torch_record)
 
 
+@pytest.mark.slow
 def test_openvino_serves_the_same_greedy_tokens_as_torch(
     tmp_path: Path, cache: Path, tiny_lm: Path, torch_record: dict[str, Any], onnx_record: dict[str, Any]
 ) -> None:
@@ -245,6 +249,7 @@ def test_every_engine_keeps_greedy_parity_with_and_without_its_kv_cache(
         assert gen.token_ids == streamed == ref
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_run_gives_a_failed_record(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     # The warm-up request and two measured ones succeed; the process exits on the next.
     code, rec = serve(tmp_path, cache, tiny_lm, "torch-cpu", "--option", "fault_exit_after=3")
@@ -260,6 +265,7 @@ def test_a_server_that_dies_mid_run_gives_a_failed_record(tmp_path: Path, cache:
     assert_server_gone(rec)
 
 
+@pytest.mark.slow
 def test_a_concurrency_sweep_on_our_server_is_one_record_per_point(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     before = set(tmp_path.rglob("*.json"))
     code = main(
@@ -295,6 +301,7 @@ def test_a_concurrency_sweep_on_our_server_is_one_record_per_point(tmp_path: Pat
     assert_server_gone(recs[1])
 
 
+@pytest.mark.slow
 def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     code, rec = serve(tmp_path, cache, tiny_lm, "torch-cpu", "--option", "fault_hang_after=1", "--request-timeout", "2")
     assert code == 1 and rec["status"] == "failed"
@@ -303,6 +310,7 @@ def test_a_hung_request_times_out_and_the_server_is_killed(tmp_path: Path, cache
     assert_server_gone(rec)
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_fails_before_ready(tmp_path: Path, cache: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()

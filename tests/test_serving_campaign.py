@@ -155,6 +155,7 @@ def cpu_campaign(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> tup
     return root, proc
 
 
+@pytest.mark.slow
 def test_the_cpu_variant_serves_every_cpu_configuration_and_they_agree_on_tokens(cpu_campaign, tiny_lm):
     root, proc = cpu_campaign
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -177,6 +178,7 @@ def test_the_cpu_variant_serves_every_cpu_configuration_and_they_agree_on_tokens
     assert "serving.limit=3" in (root / "results" / "code-slm-serving-cpu" / "campaign" / "campaign.toml").read_text()
 
 
+@pytest.mark.slow
 def test_the_cpu_variant_resumes_and_refuses_changed_settings(cpu_campaign, tiny_lm):
     root, _ = cpu_campaign
     args = ["--results", str(root / "results"), "--cache", str(root / "cache"), "--runner", "local"]
@@ -186,6 +188,7 @@ def test_the_cpu_variant_resumes_and_refuses_changed_settings(cpu_campaign, tiny
     assert changed.returncode == 2 and "other settings" in changed.stderr and "serving" in changed.stderr
 
 
+@pytest.mark.slow
 def test_report_of_real_serving_records_shows_table4_unmeasured_energy_as_na_with_the_reason(cpu_campaign):
     root, proc = cpu_campaign
     assert proc.returncode == 0, proc.stdout + proc.stderr
