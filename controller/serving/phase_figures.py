@@ -291,6 +291,8 @@ def _attribution_block(attr: Attribution, meters: Any, curves: dict[str, Any], t
             for d, c in curves.items()
         },
         "requests_unlocated": attr.unlocated,
+        "peak_power_w": attr.peak_power_w,
+        "peak_power": "the highest mean power over one whole sampling interval, all measured domains",
         "mixed_phase_s": attr.mixed_s,
         "uncertainty": "meters: each share's changes times the bound of the cumulative energy where it changes; "
         "phase_split: where prefill and decode shared a piece, all of it either way; per request: the meters "
@@ -405,3 +407,58 @@ def _points_figures(
     out["phase_attribution"] = _attribution_block(attr, meters, curves, total)
     out["phase_fit"] = _fit_block(attr, idle, out, covers)
     return out
+
+
+# -- the summary -----------------------------------------------------------------------------
+
+
+def _j(v: float | None, bound: float | None = None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4g}" + (f" ± {bound:.2g}" if bound is not None else "") + " J"
+
+
+def _phase_text(m: dict[str, Any], key: str, per: str | None) -> str:
+    f = m.get(key) or {}
+    text = _j(f.get("value"), f.get("uncertainty_j"))
+    if f.get("active_j") is not None:
+        text += f", active {_j(f['active_j'], f.get('active_uncertainty_j'))}"
+    t = (m.get(per) or {}) if per else {}
+    if t.get("available"):
+        text += f"; {t['value']:.4g} J per {'prompt' if 'prompt' in str(per) else 'output'} token"
+    return text
+
+
+def phase_lines(m: dict[str, Any]) -> list[str]:
+    """The summary's lines for a point's phase figures (what is unavailable says why)."""
+    if "prefill_energy_j" not in m:
+        return []
+    prefill = m["prefill_energy_j"]
+    if not prefill.get("available"):
+        return [f"phases     unavailable: {str(prefill.get('reason')).split(': ')[0]}"]
+    lines = [
+        f"prefill    {_phase_text(m, 'prefill_energy_j', 'energy_per_prompt_token_prefill_j')}",
+        f"decode     {_phase_text(m, 'decode_energy_j', 'energy_per_output_token_decode_j')}",
+        f"other      {_phase_text(m, 'other_energy_j', None)} (no request working: gaps, HTTP, queueing)",
+    ]
+    static, active = m.get("static_energy_j") or {}, m.get("active_energy_j") or {}
+    lines.append(
+        f"window     static {_j(static.get('value'), static.get('uncertainty_j'))}, active "
+        f"{_j(active.get('value'), active.get('uncertainty_j'))}"
+        if static.get("available")
+        else f"window     static and active unavailable: {static.get('reason')}"
+    )
+    if m.get("request_energy_j_mean") is not None:
+        lines.append(
+            f"request    energy mean {m['request_energy_j_mean']:.4g} J, median {m['request_energy_j_median']:.4g}, "
+            f"p90 {m['request_energy_j_p90']:.4g}, p99 {m['request_energy_j_p99']:.4g}"
+        )
+    win = m.get("mlenergy_steady_window") or {}
+    per = m.get("energy_per_output_token_mlenergy_steady_j") or {}
+    lines.append(
+        f"ML.ENERGY  steady {win['s']:.3f} s (B = {win['batch']}): "
+        + (f"{per['value']:.4g} J per output token" if per.get("available") else f"unavailable: {per.get('reason')}")
+        if win.get("available")
+        else f"ML.ENERGY  steady window unavailable: {win.get('reason')}"
+    )
+    return lines

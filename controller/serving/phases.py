@@ -98,6 +98,7 @@ class Attribution:
     pieces: int
     gram: list[list[float]]  # the fit's sufficient statistics over FIT_COLUMNS
     fit_rows: int
+    peak_power_w: float | None  # the highest mean power over one whole sampling interval, all domains
 
 
 class _Walk:
@@ -217,9 +218,10 @@ def attribute(
             cell[j] += v
     walk.turn(dict.fromkeys(PHASES, 0.0), {}, {d: bounds[d][-1] for d in domains} if points else {})
     gram, rows = _gram(list(cells.values()))
+    whole = [c[4] / c[1] for c in cells.values() if c[1] >= 0.999 * grid_s]
     return Attribution(
         window, grid_s, domains, unavailable, sums, requests, {w.index: w for w in works}, unlocated,
-        mixed_s, len(points) - 1, gram, rows,
+        mixed_s, len(points) - 1, gram, rows, max(whole) if whole and domains else None,
     )  # fmt: skip
 
 
