@@ -1,7 +1,9 @@
-"""A fake RAPL package whose power follows what a served request is doing: a fixed idle power, plus
-so much per request in prefill and so much per request in decode (the stub server says which,
-``tests/openai_stub.py``). The counter updates every millisecond, as RAPL's does; the energy drawn
-in each phase is summed exactly beside it, the truth a recorded split is checked against."""
+"""A fake RAPL package (and, if asked, a fake GPU) whose power follows what a served request is doing:
+a fixed idle power, plus so much per request in prefill and so much per request in decode (the stub
+server says which, ``tests/openai_stub.py``). The package's counter updates every millisecond, as
+RAPL's does; the GPU's total-energy counter every 20 ms, as NVML's do, beside its instant power. The
+energy drawn in each phase is known exactly from the log of phase changes: the truth a recorded
+split is checked against."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.meters.meter_fakes import PowercapTree
+from tests.meters.meter_fakes import FakeGpu, PowercapTree
 
 ZONE = "intel-rapl:0"
 
@@ -21,7 +23,21 @@ class PhasePower:
     (``decode``), both (``mixed``), neither (``other``); the per-request power above idle summed by
     phase (``active_prefill``, ``active_decode``); and the time in each state (``*_s``)."""
 
-    def __init__(self, root: Path, idle_w: float, prefill_w: float, decode_w: float, update_s: float = 0.001) -> None:
+    def __init__(
+        self,
+        root: Path,
+        idle_w: float,
+        prefill_w: float,
+        decode_w: float,
+        update_s: float = 0.001,
+        gpu: FakeGpu | None = None,
+        gpu_w: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        gpu_period_s: float = 0.02,
+    ) -> None:
+        """``gpu_w``: the GPU's idle power and its power per request in prefill and in decode."""
+        self.gpu, self.gpu_w, self.gpu_period_s = gpu, gpu_w, gpu_period_s
+        self.gpu_j = 0.0
+        self.gpu_updated_ns = 0
         self.tree = PowercapTree(root)
         self.tree.zone(ZONE, "package-0", 0)
         self.idle_w, self.prefill_w, self.decode_w, self.update_s = idle_w, prefill_w, decode_w, update_s
@@ -33,12 +49,27 @@ class PhasePower:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def power_w(self, prefill: int, decode: int) -> float:
+    def cpu_w(self, prefill: int, decode: int) -> float:
         return self.idle_w + self.prefill_w * prefill + self.decode_w * decode
 
+    def gpu_power_w(self, prefill: int, decode: int) -> float:
+        idle, per_prefill, per_decode = self.gpu_w
+        return idle + per_prefill * prefill + per_decode * decode if self.gpu is not None else 0.0
+
+    def power_w(self, prefill: int, decode: int) -> float:
+        """Every fake domain's power together."""
+        return self.cpu_w(prefill, decode) + self.gpu_power_w(prefill, decode)
+
     def _advance(self, now: int) -> None:
-        self.total_j += self.power_w(self.counts["prefill"], self.counts["decode"]) * (now - self.t_ns) / 1e9
+        p, d = self.counts["prefill"], self.counts["decode"]
+        self.total_j += self.cpu_w(p, d) * (now - self.t_ns) / 1e9
+        self.gpu_j += self.gpu_power_w(p, d) * (now - self.t_ns) / 1e9
         self.t_ns = now
+        if self.gpu is not None:
+            self.gpu.power_mw = round(self.gpu_power_w(p, d) * 1e3)
+            if now - self.gpu_updated_ns >= self.gpu_period_s * 1e9:
+                self.gpu.energy_mj = round(self.gpu.counter_base_mj + self.gpu_j * 1e3)
+                self.gpu_updated_ns = now
 
     def on_phase(self, counts: dict[str, int]) -> None:
         with self.lock:
@@ -59,8 +90,8 @@ class PhasePower:
             state = "mixed" if p and d else "prefill" if p else "decode" if d else "other"
             out[state] += self.power_w(p, d) * dt
             out[f"{state}_s"] += dt
-            out["active_prefill"] += self.prefill_w * p * dt
-            out["active_decode"] += self.decode_w * d * dt
+            out["active_prefill"] += (self.prefill_w + self.gpu_power_w(1, 0) - self.gpu_power_w(0, 0)) * p * dt
+            out["active_decode"] += (self.decode_w + self.gpu_power_w(0, 1) - self.gpu_power_w(0, 0)) * d * dt
         return out
 
     def _run(self) -> None:

@@ -19,12 +19,12 @@ import pytest
 
 from controller.meters.base import Trace
 from controller.meters.powercap import RaplZone
-from controller.meters.timeline import DomainCurve, rapl_curve
+from controller.meters.timeline import DomainCurve, gpu_curve, rapl_curve
 from controller.serving.client import RequestResult
 from controller.serving.load import LoadPoint
 from controller.serving.mlcommons import mlcommons_fields
 from controller.serving.mlenergy import mlenergy_window
-from controller.serving.phase_figures import phase_metric, request_fields, window_static_active
+from controller.serving.phase_figures import phase_metric, request_fields, split_energy, window_static_active
 from controller.serving.phase_fit import fit
 from controller.serving.phases import Attribution, Idle, attribute
 
@@ -159,7 +159,8 @@ def split(reqs: list[Req], seed: int, **kw: Any) -> tuple[Attribution, dict[str,
     res = results(reqs, **kw)
     t0, t1 = res[0].t_start_ns, max(r.t_start_ns + r.latency_ns for r in res)
     trace = rapl_trace(reqs, t1 / 1e9 + 0.1, rng)
-    return attribute(res, (t0, t1), curves(trace, t0, t1), idle(), GRID_S), truth(reqs, t0 / 1e9, t1 / 1e9), (t0, t1)
+    attr, _ = split_energy(res, (t0, t1), curves(trace, t0, t1), idle(), GRID_S, ["cpu"])
+    return attr, truth(reqs, t0 / 1e9, t1 / 1e9), (t0, t1)
 
 
 def figure(attr: Attribution, phase: str, idle_: Idle | None = None) -> dict[str, Any]:
@@ -196,6 +197,40 @@ def test_under_overlap_the_active_split_is_recovered_within_its_bound(seed: int)
     figures = [figure(attr, p) for p in ("prefill", "decode", "other")]
     total, whole = sum(f["value"] for f in figures), sum(true[k] for k in ("prefill", "decode", "mixed", "other"))
     assert abs(total - whole) <= sum(f["uncertainty_components"]["meters"] for f in figures)  # the parts add up
+
+
+def nvml_trace(reqs: list[Req], t_end: float, period_s: float, rng: random.Random) -> Trace:
+    """A GPU's total-energy counter (mJ) updated every ``period_s`` on its own clock, and its instant
+    power, read every 10 ms with jitter."""
+    trace = Trace("nvml", ["gpu0.energy_mj", "gpu0.power_w"])
+    phase = rng.random() * period_s
+    t = 0.0
+    while t < t_end:
+        q = max(0.0, math.floor((t - phase) / period_s) * period_s + phase)
+        trace.append(int(t * 1e9), [round(joules(reqs, 0.0, q) * 1e3), power_at(reqs, t)])
+        t += GRID_S + rng.gauss(0.0, 0.0008)
+    return trace
+
+
+@pytest.mark.parametrize(("source", "period_s"), [("counter", 0.02), ("counter", 0.1), ("power", 0.02)])
+def test_a_gpus_split_is_recovered_within_its_bound_from_its_counter_or_its_power(source: str, period_s: float) -> None:
+    rng = random.Random(11)
+    reqs = one_at_a_time(rng, 12)
+    res = results(reqs)
+    t0, t1 = res[0].t_start_ns, max(r.t_start_ns + r.latency_ns for r in res)
+    trace = nvml_trace(reqs, t1 / 1e9 + 0.3, period_s, rng)
+    gpu = SimpleNamespace(index=0, uuid="GPU-a", power_averaging="instantaneous", power_source="field")
+    dev = {"uuid": "GPU-a", "energy_j": 1.0, "counter_update_period_s": period_s}
+    dev["energy_source"] = "total-energy counter" if source == "counter" else "integrated power (field)"
+    curve = gpu_curve([gpu], trace, [dev], t0, t1)
+    assert curve.available and curve.resolution_s is not None and curve.resolution_s >= 0.009
+    attr = attribute(res, (t0, t1), {"gpu": curve}, Idle({"gpu": IDLE_W}, {}, lambda d, s: 0.0), GRID_S)
+    true = truth(reqs, t0 / 1e9, t1 / 1e9)
+    for phase in ("prefill", "decode"):
+        f = phase_metric(attr, phase, ["gpu"], Idle({"gpu": IDLE_W}, {}, lambda d, s: 0.0), 0.0)
+        assert abs(f["value"] - true[phase]) <= f["uncertainty_j"], (phase, f["value"], true[phase], f["uncertainty_j"])
+        # Instantaneous power shapes even a 100 ms counter's intervals: the bound stays a fraction.
+        assert f["uncertainty_j"] < 0.25 * f["value"]
 
 
 def test_queueing_behind_the_engine_is_not_prefill_when_the_server_says_how_long_prefill_took() -> None:

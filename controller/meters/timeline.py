@@ -73,10 +73,39 @@ class PowerCurve:
         return value, bound
 
 
+class ShapedCounterCurve:
+    """A counter that updates more slowly than the phases it must split (NVML's, every 20-100 ms),
+    shaped by instantaneous power read between its updates: each update interval's counted energy
+    spread over the interval as the integrated power spreads. The counter keeps the total; the power
+    says where in the interval it was drawn. Bound: the power integral's own bound at the two
+    instants, scaled as the energy is, plus when the counter's values were really taken and one count."""
+
+    def __init__(self, counter: CounterCurve, power: PowerCurve) -> None:
+        self.counter, self.power = counter, power
+
+    def at(self, t_ns: int) -> Value | None:
+        p = self.counter.points
+        k = bisect_right(p.t, t_ns) - 1
+        edge = at_edge(p, t_ns)
+        if edge is None or k < 0 or k + 1 >= len(p.t):
+            return self.counter.at(t_ns)
+        a, b = int(p.t[k]), int(p.t[k + 1])
+        pa, pb, pt = self.power.at(a), self.power.at(b), self.power.at(t_ns)
+        if pa is None or pb is None or pt is None or pb[0] - pa[0] <= 0:
+            return self.counter.at(t_ns)
+        scale = self.counter.scale
+        counted = (p.v[k + 1] - p.v[k]) * scale
+        per_joule = counted / (pb[0] - pa[0])  # the counter's J per J of integrated power here
+        value = p.v[k] * scale + (pt[0] - pa[0]) * per_joule
+        bound = (pt[1] + pa[1]) * per_joule + (edge.timing + self.counter.resolution) * scale
+        plain = self.counter.at(t_ns)
+        return plain if plain is not None and plain[1] < bound else (value, bound)  # the tighter of the two
+
+
 class SumCurve:
     """Several curves added (a domain's zones or GPUs); bounds add linearly."""
 
-    def __init__(self, parts: Sequence[CounterCurve | PowerCurve]) -> None:
+    def __init__(self, parts: Sequence[CounterCurve | PowerCurve | ShapedCounterCurve]) -> None:
         self.parts = list(parts)
 
     def at(self, t_ns: int) -> Value | None:
@@ -134,9 +163,10 @@ def rapl_curve(rapl: Any, trace: Trace, domain: str, t0: int, t1: int) -> Domain
 
 
 def gpu_curve(gpus: Sequence[Any], trace: Trace, per_device: Sequence[dict[str, Any]], t0: int, t1: int) -> DomainCurve:
-    """The selected GPUs as one curve, each from the source its window figure used (the counter, or
-    integrated power when the counter could not be trusted)."""
-    parts: list[CounterCurve | PowerCurve] = []
+    """The selected GPUs as one curve, each from the source its window figure used (the counter,
+    shaped by instantaneous power where the GPU gives it; or integrated power when the counter
+    could not be trusted)."""
+    parts: list[CounterCurve | PowerCurve | ShapedCounterCurve] = []
     sources, resolution = set(), 0.0
     by_uuid = {d.get("uuid"): d for d in per_device}
     for g in gpus:
@@ -144,9 +174,16 @@ def gpu_curve(gpus: Sequence[Any], trace: Trace, per_device: Sequence[dict[str, 
         if dev.get("energy_source") == "total-energy counter":
             ts, vs = trace.series(f"gpu{g.index}.energy_mj")
             period = float(dev.get("counter_update_period_s") or 0.1)
-            parts.append(CounterCurve(counter_points(ts, vs, period, (t0 + t1) / 2), 1e-3, COUNTER_RESOLUTION_MJ))
-            sources.add("NVML total-energy counter")
-            resolution = max(resolution, period, _median_gap_s(ts) or 0.0)
+            counter = CounterCurve(counter_points(ts, vs, period, (t0 + t1) / 2), 1e-3, COUNTER_RESOLUTION_MJ)
+            pts, pvs = trace.series(f"gpu{g.index}.power_w")
+            if g.power_averaging == "instantaneous" and len(pts) >= 2:
+                parts.append(ShapedCounterCurve(counter, PowerCurve(pts, pvs, 0.0, POWER_RESOLUTION_W)))
+                sources.add("NVML total-energy counter, shaped by instantaneous power")
+                resolution = max(resolution, _median_gap_s(pts) or 0.0)
+            else:
+                parts.append(counter)
+                sources.add("NVML total-energy counter")
+                resolution = max(resolution, period, _median_gap_s(ts) or 0.0)
         elif dev.get("energy_j") is not None:
             ts, vs = trace.series(f"gpu{g.index}.power_w")
             lag = POWER_AVERAGE_S / 2.0 if g.power_averaging != "instantaneous" else 0.0

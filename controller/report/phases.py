@@ -90,7 +90,7 @@ def _row(record: dict[str, Any], net: bool) -> tuple[dict[str, Any], dict[str, s
     if row["static"] is None:
         why["static"] = (
             "energies are gross in this report: static is not separated"
-            if not net
+            if not net and static.get("available")
             else str(static.get("reason") or "the record has no static_energy_j")
         )
     prefix = "request_active_energy_j" if net else "request_energy_j"

@@ -32,7 +32,8 @@ METHOD = (
     "the window cut at the meters' sampling interval and at every request's phase boundaries; each piece's "
     "energy (each domain's cumulative energy at its ends: counters placed at their update instants, valued "
     "between them as a window edge is) shared among the requests working in it in proportion to their work "
-    "(prompt tokens processed in prefill, one unit per output token generated in decode); static = the idle "
+    "(prompt tokens processed in prefill, output tokens generated in decode, each weighed by its cost per token "
+    "as the least-squares fit over the window finds it, else one unit each: see weights); static = the idle "
     "baseline's power x the piece, shared the same way; pieces where no request worked are 'other'"
 )
 PHASE_TIMES = (
@@ -248,6 +249,35 @@ def distribution(rows: list[dict[str, Any]], key: str) -> dict[str, float | None
 # -- one load point --------------------------------------------------------------------------
 
 
+def static_power(idle: Idle, covers: list[str]) -> float | None:
+    """The idle baseline's power summed over the covered domains (None: one has none)."""
+    powers = [idle.power_w.get(d) for d in covers]
+    return sum(p for p in powers if p is not None) if powers and None not in powers else None
+
+
+def split_energy(
+    results: list[RequestResult],
+    window: tuple[int, int],
+    curves: dict[str, Any],
+    idle: Idle,
+    grid_s: float,
+    covers: list[str],
+) -> tuple[Attribution, dict[str, Any]]:
+    """The attribution, with a prompt token and an output token weighed by their costs where the
+    least-squares fit over the window (which the first pass, one unit each, gives) tells them apart
+    (both positive, each larger than its standard error); else one unit each, and why."""
+    first = attribute(results, window, curves, idle, grid_s)
+    fitted = fit(first.gram, static_power(idle, covers))
+    a, b = fitted.get("j_per_prompt_token"), fitted.get("j_per_output_token")
+    if not fitted.get("available") or a is None or b is None:
+        return first, {"prompt_token": 1.0, "output_token": 1.0, "basis": f"one unit each: {fitted.get('reason')}"}
+    if a <= fitted["j_per_prompt_token_se"] or b <= fitted["j_per_output_token_se"]:
+        why = f"one unit each: the fit's costs ({a:.3g} and {b:.3g} J) are not told apart from 0 by their errors"
+        return first, {"prompt_token": 1.0, "output_token": 1.0, "basis": why}
+    weights = {"prompt_token": a, "output_token": b, "basis": "the costs per token the least-squares fit found"}
+    return attribute(results, window, curves, idle, grid_s, (a, b)), weights
+
+
 def _mlenergy(
     results: list[RequestResult], point: LoadPoint | None, engines: dict[str, Any] | None, summarize: Summarize
 ) -> dict[str, Any]:
@@ -306,8 +336,7 @@ def _attribution_block(attr: Attribution, meters: Any, curves: dict[str, Any], t
 
 
 def _fit_block(attr: Attribution, idle: Idle, figures: dict[str, Any], covers: list[str]) -> dict[str, Any]:
-    statics = [idle.power_w.get(d) for d in covers]
-    static = sum(s for s in statics if s is not None) if None not in statics else None
+    static = static_power(idle, covers)
     main = fit(attr.gram, static)
     prompt, output = _tokens(attr)
     checks = {
@@ -353,16 +382,19 @@ def phase_figures(
     steady = window_static_active(steady_measurements, idle, "steady window")
     out["static_energy_steady_j"], out["active_energy_steady_j"] = steady["static_energy_j"], steady["active_energy_j"]
     attr: Attribution | None = None
+    weights: dict[str, Any] = {}
     if not total.get("available") or meters is None or idle is None:
         why = total.get("reason") or "no meter measured this window"
     else:
         curves = domain_curves(meters, measurements or {}, *window)
-        attr = attribute(results, window, curves, idle, meters.interval_s)
+        attr, weights = split_energy(results, window, curves, idle, meters.interval_s, total.get("covers") or [])
         why = None
     static_why = None if total.get("net_j") is not None else f"no idle baseline: {total.get('net_reason')}"
     for r, row in zip(results, rows, strict=True):
         row.update(request_fields(attr, r, why, static_why))
     out.update(_points_figures(attr, why, idle, total, curves if attr is not None else {}, meters))
+    if out.get("phase_attribution"):
+        out["phase_attribution"]["weights"] = weights
     for key in ("request_energy_j", "request_active_energy_j", "request_energy_per_output_token_j"):
         out.update(distribution(rows, key))
     return out

@@ -5,7 +5,9 @@ The window is cut at the meters' sampling interval and at every request's phase 
 (:mod:`controller.serving.phase_work`), so that in each piece the requests in flight, and what each
 does, are known. A piece's energy (a domain's cumulative energy at its two ends,
 :mod:`controller.meters.timeline`) is shared in proportion to the work each request did in it:
-prompt tokens processed in its prefill, one unit per token generated in its decode. A piece where no
+prompt tokens processed in its prefill, one unit per token generated in its decode. Where both kinds
+of work share a piece, a prompt token and an output token weigh what each costs: their costs per
+token as a least-squares fit over the window's intervals finds them (``costs``), else one unit each. A piece where no
 request worked (the server between requests, HTTP, a request queueing) is ``other``. The static
 part of a piece is the idle baseline's power times its length, shared the same way; the active
 part is the rest.
@@ -158,8 +160,11 @@ def attribute(
     curves: dict[str, DomainCurve],
     idle: Idle,
     grid_s: float,
+    costs: tuple[float, float] = (1.0, 1.0),
 ) -> Attribution:
-    """Share the window's energy by phase and request (see the module's docstring)."""
+    """Share the window's energy by phase and request (see the module's docstring); ``costs``: what
+    a prompt token and an output token weigh against each other where both kinds of work share a
+    piece (one unit each, or their costs per token as the least-squares fit found them)."""
     works: list[Work] = []
     unlocated: list[int] = []
     for r in results:
@@ -186,8 +191,9 @@ def attribute(
             active.append(order[nxt])
             nxt += 1
         active = [w for w in active if w.end > a]
-        contrib = [(w.index, w.prefill_between(a, b), w.decode_between(a, b)) for w in active]
-        contrib = [c for c in contrib if c[1] or c[2]]
+        units = [(w.index, w.prefill_between(a, b), w.decode_between(a, b)) for w in active]
+        units = [c for c in units if c[1] or c[2]]
+        contrib = [(i, costs[0] * p, costs[1] * q) for i, p, q in units]
         wp, wd = sum(c[1] for c in contrib), sum(c[2] for c in contrib)
         work = wp + wd
         phase_w = {"prefill": wp / work, "decode": wd / work, "other": 0.0} if work else _OTHER
@@ -214,7 +220,8 @@ def attribute(
             req.prefill += p / work * e_all
             req.decode += q / work * e_all
         cell = cells.setdefault((a - window[0]) // grid_ns, [1.0, 0.0, 0.0, 0.0, 0.0])
-        for j, v in enumerate((dt, wp, wd, e_all), start=1):
+        prompt, output = sum(c[1] for c in units), sum(c[2] for c in units)
+        for j, v in enumerate((dt, prompt, output, e_all), start=1):
             cell[j] += v
     walk.turn(dict.fromkeys(PHASES, 0.0), {}, {d: bounds[d][-1] for d in domains} if points else {})
     gram, rows = _gram(list(cells.values()))
