@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import polars as pl
 import pytest
 
 from controller.meters.base import Trace
 from controller.meters.powercap import RaplZone
 from controller.meters.timeline import DomainCurve, gpu_curve, rapl_curve
+from controller.record import percentile
 from controller.serving.client import RequestResult
 from controller.serving.load import LoadPoint
 from controller.serving.mlcommons import mlcommons_fields
 from controller.serving.mlenergy import mlenergy_window
-from controller.serving.phase_figures import phase_metric, request_fields, split_energy, window_static_active
+from controller.serving.phase_figures import (
+    distribution,
+    phase_lines,
+    phase_metric,
+    request_fields,
+    split_energy,
+    window_static_active,
+)
 from controller.serving.phase_fit import fit
 from controller.serving.phases import Attribution, Idle, attribute
 
@@ -256,6 +266,32 @@ def test_each_request_gets_its_share_and_the_shares_add_up() -> None:
         assert row["request_active_energy_j"] == pytest.approx(row["request_energy_j"] - row["request_static_energy_j"])
 
 
+def test_each_requests_active_energy_and_the_distributions_figures_hold_the_truth_within_their_bounds() -> None:
+    reqs = one_at_a_time(random.Random(9), 25)
+    attr, _, _ = split(reqs, 9)
+    spread_w = 0.5  # what the idle baseline's spread allows per second
+    baseline = Idle({"cpu": IDLE_W}, {}, lambda d, s: spread_w * s)
+    rows = [{"ok": True} | request_fields(attr, r, None, None, baseline, ["cpu"]) for r in results(reqs)]
+    for req, row in zip(reqs, rows, strict=True):
+        active = PREFILL_W * (req.first - req.start) + DECODE_W * (req.tokens[-1] - req.first)
+        assert abs(row["request_active_energy_j"] - active) <= row["request_active_energy_uncertainty_j"]
+        seconds = row["request_static_energy_j"] / IDLE_W  # the idle baseline's spread over the request's time
+        extra = row["request_active_energy_uncertainty_j"] - row["request_energy_uncertainty_j"]
+        assert extra == pytest.approx(spread_w * seconds)
+    true = sorted(joules(reqs, r.start, r.tokens[-1]) for r in reqs)
+    d = distribution(rows, "request_energy_j")
+    u = d["request_energy_j_uncertainty"]
+    assert abs(d["request_energy_j_mean"] - statistics.fmean(true)) <= u["mean"]
+    for stat, q in (("median", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        assert abs(d[f"request_energy_j_{stat}"] - percentile(true, q)) <= u[stat], stat
+    assert u["median"] == max(r["request_energy_uncertainty_j"] for r in rows)
+    lines = phase_lines({"prefill_energy_j": {"available": True}, **d})
+    assert any(line.startswith("request") and "median" in line and "±" in line for line in lines)
+    rows[3]["request_energy_uncertainty_j"] = None  # one request without a bound: the distribution has none
+    unbounded = distribution(rows, "request_energy_j")["request_energy_j_uncertainty"]
+    assert unbounded["median"] is None and unbounded["reason"] == "a request's figure has no bound"
+
+
 def test_without_a_baseline_static_and_active_are_unavailable_with_the_reason() -> None:
     reqs = one_at_a_time(random.Random(1), 4)
     attr, true, _ = split(reqs, 1)
@@ -392,3 +428,30 @@ def test_mlcommons_fields_follow_the_schema_and_say_why_what_is_null() -> None:
     assert none["total_energy_joules"] is None and none["prefill_energy_joules"] is None
     assert "no RAPL" in none["prefill_energy_joules_null_reason"]
     _nulls_have_reasons(none)
+
+
+# -- the report's stacked bars ----------------------------------------------------------------
+
+
+def test_a_stacked_bar_leaves_out_what_was_not_measured_and_carries_the_bound_of_what_was(tmp_path: Path) -> None:
+    from controller.report.data import EnergyKind
+    from controller.report.phases import _stack, stacked_bars
+
+    rows = [
+        {"model": "m", "label": "a", "load_variable": "concurrency", "load_value": 1.0, "static": 50.0,
+         "static_u": 1.0, "prefill": 10.0, "prefill_u": 2.0, "decode": 20.0, "decode_u": 3.0, "other": 1.0,
+         "other_u": 0.5},
+        {"model": "m", "label": "b", "load_variable": "concurrency", "load_value": 1.0, "static": None,
+         "static_u": None, "prefill": 12.0, "prefill_u": None, "decode": 22.0, "decode_u": 3.0, "other": 1.0,
+         "other_u": 0.5},
+    ]  # fmt: skip
+    frame = pl.DataFrame(rows)
+    parts = ["static", "prefill", "decode", "other"]
+    heights, missing, bound = _stack(frame.filter(pl.col("label") == "a"), parts)
+    assert heights == {"static": 50.0, "prefill": 10.0, "decode": 20.0, "other": 1.0} and not missing
+    assert bound == pytest.approx(6.5)  # the parts' bounds added
+    heights, missing, bound = _stack(frame.filter(pl.col("label") == "b"), parts)
+    assert "static" not in heights and missing == ["static"]  # not a bar of 0
+    assert bound is None  # prefill has no bound, so the bar has none
+    drawn = stacked_bars(frame, tmp_path, EnergyKind("net", "energies net of idle"))
+    assert not isinstance(drawn, str) and (tmp_path / "serving-phases-stacked.png").stat().st_size > 0

@@ -93,6 +93,9 @@ def test_the_recorded_split_matches_the_power_each_phase_drew_and_the_report_dra
     out = tmp_path / "r" / "c" / "report"
     table = (out / "serving-phases.md").read_text()
     assert "concurrency 1" in table and "concurrency 3" in table and "Decode J / 1k output tokens" in table
+    for line in (x for x in table.splitlines() if "concurrency" in x):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all("±" in c for c in cells[4:]), line  # every energy with its bound, the requests' too
     fields = json.loads((out / "mlcommons" / f"{records[0]['run_id']}.json").read_text())
     assert fields["scenario"] == "singlestream" and fields["accelerator_count"] == 1
     assert fields["measurement_method"] is None and "nvml and rapl" in fields["measurement_method_null_reason"]
@@ -100,6 +103,8 @@ def test_the_recorded_split_matches_the_power_each_phase_drew_and_the_report_dra
     assert fields["static_power_baseline_watts"] == IDLE_W + GPU_W[0]
     every = pl.read_parquet(out / "requests" / "requests.parquet")
     assert every.height == 20 and every["request_energy_j"].null_count() == 0
+    assert every["request_active_energy_uncertainty_j"].null_count() == 0
+    assert (every["request_active_energy_uncertainty_j"] >= every["request_energy_uncertainty_j"]).all()
     for key in ("serving-phases-stacked", "serving-request-energy", "serving-decode-energy-per-token"):
         assert (out / "plots" / f"{key}.png").stat().st_size > 0
 

@@ -39,8 +39,8 @@ COLUMNS = (
     ("static", "Static (J)", True),
     ("prefill_per_1k_prompt", "Prefill J / 1k prompt tokens", True),
     ("decode_per_1k_output", "Decode J / 1k output tokens", True),
-    ("request_median", "Request energy, median (J)", False),
-    ("request_p90", "Request energy, p90 (J)", False),
+    ("request_median", "Request energy, median (J)", True),
+    ("request_p90", "Request energy, p90 (J)", True),
     ("steady_per_token", "Steady J / output token (ours)", True),
     ("mlenergy_per_token", "Steady J / output token (ML.ENERGY)", True),
 )
@@ -94,8 +94,10 @@ def _row(record: dict[str, Any], net: bool) -> tuple[dict[str, Any], dict[str, s
             else str(static.get("reason") or "the record has no static_energy_j")
         )
     prefix = "request_active_energy_j" if net else "request_energy_j"
+    bounds = m.get(f"{prefix}_uncertainty") or {}
     for col, stat in (("request_median", "median"), ("request_p90", "p90")):
         row[col] = m.get(f"{prefix}_{stat}")
+        row[f"{col}_u"] = bounds.get(stat) if row[col] is not None else None
         if row[col] is None:
             why[col] = "no request has an energy of its own (see the prefill column's note)"
     fitted = m.get("phase_fit") or {}
@@ -121,9 +123,10 @@ def phase_frame(ok: pl.DataFrame, folder: Path, kind: EnergyKind) -> tuple[pl.Da
         head |= {"load_variable": variable, "load_value": value, "notes": json.dumps(why)}
         rows.append(head | row)
         key = "request_active_energy_j" if net else "request_energy_j"
+        bound = "request_active_energy_uncertainty_j" if net else "request_energy_uncertainty_j"
         for r in (records[run_id].get("serving") or {}).get("requests") or []:
             if r.get("ok") and isinstance(r.get(key), (int, float)):
-                requests.append(head | {"energy_j": r[key], "tokens": r.get("new_tokens")})
+                requests.append(head | {"energy_j": r[key], "bound_j": r.get(bound), "tokens": r.get("new_tokens")})
     return pl.DataFrame(rows, infer_schema_length=None), requests
 
 
@@ -161,7 +164,8 @@ def phase_table(frame: pl.DataFrame, kind: EnergyKind) -> Table:
     t.remarks.append(
         "Each piece of a load point's window (the sampling interval, cut at every request's phase boundaries) is "
         "shared among the requests working in it by their work: prompt tokens in prefill (sent, or the server's own "
-        "prefill start, -> first token), one unit per output token in decode (first -> last token); Other: pieces "
+        "prefill start, -> first token), output tokens in decode (first -> last token), each weighed by its cost per "
+        "token where the load point's least-squares fit tells them apart, else one unit each; Other: pieces "
         "where no request worked. Static: the idle baseline's power over the window; prefill + decode + other + "
         "static = the window's energy. J per 1k prompt tokens divides prefill's energy alone, J per 1k output "
         "tokens decode's alone (MLCommons' energy_per_token_joules). Request energy: each request's shares. "
@@ -169,7 +173,8 @@ def phase_table(frame: pl.DataFrame, kind: EnergyKind) -> Table:
     )
     t.remarks.append(
         "± : the medians' bounds: the meters' (at every instant a share changes) plus, where prefill and decode "
-        "shared a piece, all of it either way; the shares among requests working together are a convention."
+        "shared a piece, all of it either way; the shares among requests working together are a convention. "
+        "A request percentile's bound: the largest request's."
     )
     return t
 
@@ -239,8 +244,25 @@ def _median(runs: pl.DataFrame, col: str) -> float | None:
     return statistics.median(v) if v else None
 
 
+def _stack(runs: pl.DataFrame, parts: list[str]) -> tuple[dict[str, float], list[str], float | None]:
+    """One bar: each measured part's median, the parts not measured (drawn as nothing, named), and the
+    bar's bound (the parts' medians' bounds added; None where one has none)."""
+    heights: dict[str, float] = {}
+    missing: list[str] = []
+    bound: float | None = 0.0
+    for part in parts:
+        if runs[part].drop_nulls().len() == 0:
+            missing.append(part)
+            continue
+        value, u = _bounded_median(runs, part)
+        heights[part] = value
+        bound = None if bound is None or u is None else bound + u
+    return heights, missing, bound
+
+
 def stacked_bars(frame: pl.DataFrame, folder: Path, kind: EnergyKind) -> Plot | str:
-    """A panel per model; a bar per configuration and load point, stacked static / prefill / decode / other."""
+    """A panel per model; a bar per configuration and load point, stacked static / prefill / decode /
+    other; the bar's bound as an error bar on its top, a part not measured named above it (never drawn as 0)."""
     measured = frame.filter(pl.col("prefill").is_not_null())
     if not measured.height:
         return "Serving phases (stacked bars): no run split its energy by phase (the table's notes say why)"
@@ -251,19 +273,32 @@ def stacked_bars(frame: pl.DataFrame, folder: Path, kind: EnergyKind) -> Plot | 
     for ax, model in zip(axes[0], models, strict=True):
         bars = groups(measured.filter(pl.col("model") == model), ["label", "load_variable", "load_value"])
         bars.sort(key=lambda kg: (kg[0][0], load_key(kg[0][1], kg[0][2])))
-        xs = list(range(len(bars)))
+        stacks = [_stack(runs, parts) for _, runs in bars]
         bottom = [0.0] * len(bars)
         for part in parts:
-            heights = [_median(runs, part) or 0.0 for _, runs in bars]
-            ax.bar(xs, heights, bottom=bottom, color=PART_COLOURS[part], label=part, edgecolor="white", linewidth=0.5)
-            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        ax.set_xticks(xs, [f"{k[0]}\n{load_text(k[1], k[2])}" for k, _ in bars], fontsize=6, rotation=30, ha="right")
+            xs = [i for i, st in enumerate(stacks) if part in st[0]]
+            heights = [stacks[i][0][part] for i in xs]
+            ax.bar(xs, heights, bottom=[bottom[i] for i in xs], color=PART_COLOURS[part], label=part,
+                   edgecolor="white", linewidth=0.5)  # fmt: skip
+            for i, h in zip(xs, heights, strict=True):
+                bottom[i] += h
+        for i, (_, missing, bound) in enumerate(stacks):
+            if bound is not None:
+                ax.errorbar([i], [bottom[i]], yerr=[bound], fmt="none", ecolor="black", capsize=3, linewidth=0.8)
+            notes = [f"{p} n/a" for p in missing] + ([] if bound is not None else ["± n/a"])
+            if notes:
+                ax.annotate("\n".join(notes), (i, bottom[i]), xytext=(0, 4), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6)  # fmt: skip
+        ax.set_xticks(
+            range(len(bars)), [f"{k[0]}\n{load_text(k[1], k[2])}" for k, _ in bars], fontsize=6, rotation=30,
+            ha="right",
+        )  # fmt: skip
         ax.set_title(model, fontsize=9)
         what = "static + each part's active energy" if kind.kind == "net" else "gross, static not separated"
         ax.set_ylabel(f"Energy of the window (J; {what})", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    title = "Serving: where the joules go per configuration and load point (medians over runs)"
+    title = "Serving: where the joules go per configuration and load point (medians over runs; bars: their bounds)"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, folder, BARS_KEY, title)
@@ -281,6 +316,13 @@ def request_boxes(requests: list[dict[str, Any]], folder: Path, kind: EnergyKind
         boxes = groups(frame.filter(pl.col("model") == model), ["label", "load_variable", "load_value"])
         boxes.sort(key=lambda kg: (kg[0][0], load_key(kg[0][1], kg[0][2])))
         ax.boxplot([g["energy_j"].to_list() for _, g in boxes], showmeans=True)
+        for i, (_, g) in enumerate(boxes, start=1):
+            bounds = g["bound_j"].to_list() if "bound_j" in g.columns else [None]
+            median = statistics.median(g["energy_j"].to_list())
+            if all(isinstance(u, (int, float)) for u in bounds):
+                ax.errorbar([i + 0.3], [median], yerr=[max(bounds)], fmt="none", ecolor="black", capsize=2)
+            else:
+                ax.annotate("± n/a", (i, median), xytext=(12, 0), textcoords="offset points", fontsize=6)
         ax.set_xticks(
             range(1, len(boxes) + 1), [f"{k[0]}\n{load_text(k[1], k[2])}" for k, _ in boxes], fontsize=6, rotation=30,
             ha="right",
@@ -288,7 +330,10 @@ def request_boxes(requests: list[dict[str, Any]], folder: Path, kind: EnergyKind
         ax.set_title(model, fontsize=9)
         ax.set_ylabel(f"Energy per request (J, {kind.label})", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    title = f"Serving: each request's own energy, per configuration and load point ({kind.label})"
+    title = (
+        f"Serving: each request's own energy, per configuration and load point ({kind.label}; "
+        "beside each box: its median's bound, the largest request's)"
+    )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, folder, REQUESTS_KEY, title)

@@ -178,8 +178,10 @@ _TABLE: dict[str, tuple[str, str, str, str, str]] = {
         "J",
         "energy drawn while requests were in prefill (sent, or the server's own prefill start, -> first token): "
         "each piece of the window (the sampling interval, cut at every phase boundary) shared among the requests "
-        "working in it by their work (prompt tokens in prefill, one unit per token in decode); per domain, with "
-        "static_j (idle power x its time), active_j (the rest) and bounds. MLCommons: prefill_energy_joules",
+        "working in it by their work (prompt tokens in prefill, output tokens in decode, each weighed by its cost "
+        "per token where the window's least-squares fit tells them apart, else one unit each: "
+        "phase_attribution.weights); per domain, with static_j (idle power x its time), active_j (the rest) and "
+        "bounds. MLCommons: prefill_energy_joules",
         "-",
         "-",
         "-",
@@ -232,8 +234,10 @@ _TABLE: dict[str, tuple[str, str, str, str, str]] = {
     "request_energy_j": (
         "J",
         "per request (serving.requests): its shares of the pieces it worked in (prefill and decode), gross, with "
-        "its static and active parts; request_energy_j_mean/_median/_p90/_p99 over the successful requests. "
-        "Shares among requests working together are by work: a convention, bounded for the meters only",
+        "its static and active parts and their bounds; request_energy_j_mean/_median/_p90/_p99 over the "
+        "successful requests, request_energy_j_uncertainty their bounds (the mean's: the requests' mean bound; "
+        "a percentile's: the largest request's). Shares among requests working together are by work: a "
+        "convention, bounded for the meters only",
         "-",
         "-",
         "-",

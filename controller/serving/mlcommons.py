@@ -34,9 +34,11 @@ REQUEST_COLUMNS = (
     "request_energy_uncertainty_j",
     "request_static_energy_j",
     "request_active_energy_j",
+    "request_active_energy_uncertainty_j",
     "request_prefill_energy_j",
     "request_decode_energy_j",
     "request_energy_per_output_token_j",
+    "request_energy_per_output_token_uncertainty_j",
     "request_energy_reason",
     "phase_basis",
 )

@@ -199,18 +199,27 @@ def _tokens(attr: Attribution) -> tuple[float | None, float]:
 
 
 def request_fields(
-    attr: Attribution | None, r: RequestResult, reason: str | None, static_reason: str | None
+    attr: Attribution | None,
+    r: RequestResult,
+    reason: str | None,
+    static_reason: str | None,
+    idle: Idle | None = None,
+    covers: list[str] | None = None,
 ) -> dict[str, Any]:
     """The request's own energy figures (its row in ``serving.requests``): all None with ``reason``
-    when the window's energy was not split; static and active None when ``static_reason``."""
+    when the window's energy was not split; static and active None when ``static_reason``. The
+    active part's bound adds what the idle baseline's spread allows over the request's share of time
+    (``idle`` and ``covers``: the domains the window's figure covers)."""
     keys = (
         "request_energy_j",
         "request_energy_uncertainty_j",
         "request_static_energy_j",
         "request_active_energy_j",
+        "request_active_energy_uncertainty_j",
         "request_prefill_energy_j",
         "request_decode_energy_j",
         "request_energy_per_output_token_j",
+        "request_energy_per_output_token_uncertainty_j",
     )
     got = attr.requests.get(r.index) if attr is not None else None
     if got is None:
@@ -219,14 +228,17 @@ def request_fields(
     work = attr.works[r.index]  # type: ignore[union-attr]
     static_ok = static_reason is None
     tokens = work.output_tokens
+    active_bound = _active_bound(got.bound, got.static, idle, covers) if static_ok else None
     return {
         "request_energy_j": got.gross,
         "request_energy_uncertainty_j": got.bound,
         "request_static_energy_j": got.static if static_ok else None,
         "request_active_energy_j": got.gross - got.static if static_ok else None,
+        "request_active_energy_uncertainty_j": active_bound,
         "request_prefill_energy_j": got.prefill,
         "request_decode_energy_j": got.decode,
         "request_energy_per_output_token_j": got.gross / tokens if tokens else None,
+        "request_energy_per_output_token_uncertainty_j": got.bound / tokens if tokens else None,
         "request_energy_reason": None,
         "request_static_reason": static_reason,
         "phase_basis": work.basis,
@@ -235,15 +247,55 @@ def request_fields(
     }
 
 
-def distribution(rows: list[dict[str, Any]], key: str) -> dict[str, float | None]:
-    """``{key}_mean``, ``_median``, ``_p90``, ``_p99`` over the successful requests that have it."""
-    v = sorted(float(r[key]) for r in rows if r.get("ok") and isinstance(r.get(key), (int, float)))
-    return {
+def _active_bound(meters: float, static: float, idle: Idle | None, covers: list[str] | None) -> float | None:
+    """A request's active energy's bound: the meters', plus the idle baseline's over the time its static
+    share stands for (static / idle power); None where that cannot be said."""
+    power = static_power(idle, covers) if idle is not None and covers else None
+    if idle is None or not power:
+        return None
+    parts = [idle.bound(d, static / power) for d in covers or []]
+    return None if None in parts else meters + sum(p for p in parts if p is not None)
+
+
+#: Each distribution's figure: the key of the per-request bound it is drawn with.
+DISTRIBUTIONS = {
+    "request_energy_j": "request_energy_uncertainty_j",
+    "request_active_energy_j": "request_active_energy_uncertainty_j",
+    "request_energy_per_output_token_j": "request_energy_per_output_token_uncertainty_j",
+}
+DISTRIBUTION_BOUND = (
+    "mean: the mean of the requests' bounds; median, p90, p99: the largest request's bound (moving every "
+    "request's figure by at most its bound moves any order statistic by at most the largest); the meters only, "
+    "shares among requests working together being a convention"
+)
+
+
+def distribution(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """``{key}_mean``, ``_median``, ``_p90``, ``_p99`` over the successful requests that have it, and
+    ``{key}_uncertainty``: each one's bound (None with the reason where a request has none)."""
+    have = [r for r in rows if r.get("ok") and isinstance(r.get(key), (int, float))]
+    v = sorted(float(r[key]) for r in have)
+    out: dict[str, Any] = {
         f"{key}_mean": statistics.fmean(v) if v else None,
         f"{key}_median": percentile(v, 0.5) if v else None,
         f"{key}_p90": percentile(v, 0.9) if v else None,
         f"{key}_p99": percentile(v, 0.99) if v else None,
     }
+    bounds = [r.get(DISTRIBUTIONS[key]) for r in have] if key in DISTRIBUTIONS else [None]
+    if not v or any(not isinstance(b, (int, float)) for b in bounds):
+        why = "no request has this figure" if not v else "a request's figure has no bound"
+        out[f"{key}_uncertainty"] = {"mean": None, "median": None, "p90": None, "p99": None, "reason": why}
+        return out
+    largest = max(float(b) for b in bounds if b is not None)
+    out[f"{key}_uncertainty"] = {
+        "mean": statistics.fmean(float(b) for b in bounds if b is not None),
+        "median": largest,
+        "p90": largest,
+        "p99": largest,
+        "reason": None,
+        "basis": DISTRIBUTION_BOUND,
+    }
+    return out
 
 
 # -- one load point --------------------------------------------------------------------------
@@ -390,12 +442,13 @@ def phase_figures(
         attr, weights = split_energy(results, window, curves, idle, meters.interval_s, total.get("covers") or [])
         why = None
     static_why = None if total.get("net_j") is not None else f"no idle baseline: {total.get('net_reason')}"
+    covers = list(total.get("covers") or [])
     for r, row in zip(results, rows, strict=True):
-        row.update(request_fields(attr, r, why, static_why))
+        row.update(request_fields(attr, r, why, static_why, idle, covers))
     out.update(_points_figures(attr, why, idle, total, curves if attr is not None else {}, meters))
     if out.get("phase_attribution"):
         out["phase_attribution"]["weights"] = weights
-    for key in ("request_energy_j", "request_active_energy_j", "request_energy_per_output_token_j"):
+    for key in DISTRIBUTIONS:
         out.update(distribution(rows, key))
     return out
 
@@ -481,10 +534,9 @@ def phase_lines(m: dict[str, Any]) -> list[str]:
         else f"window     static and active unavailable: {static.get('reason')}"
     )
     if m.get("request_energy_j_mean") is not None:
-        lines.append(
-            f"request    energy mean {m['request_energy_j_mean']:.4g} J, median {m['request_energy_j_median']:.4g}, "
-            f"p90 {m['request_energy_j_p90']:.4g}, p99 {m['request_energy_j_p99']:.4g}"
-        )
+        u = m.get("request_energy_j_uncertainty") or {}
+        stats = [f"{s} {_j(m[f'request_energy_j_{s}'], u.get(s))}" for s in STATS]
+        lines.append(f"request    energy {', '.join(stats)}")
     win = m.get("mlenergy_steady_window") or {}
     per = m.get("energy_per_output_token_mlenergy_steady_j") or {}
     lines.append(
