@@ -110,18 +110,21 @@ def test_the_recorded_split_matches_the_power_each_phase_drew_and_the_report_dra
 
 
 @pytest.mark.docker
-def test_a_docker_sweep_on_onnx_cpu_says_why_its_phases_are_unmeasured_here_and_the_report_says_so(
-    tmp_path: Path, docker_client: Any
+@pytest.mark.parametrize(
+    ("image", "arch", "option"), [("onnx-cpu", "gpt2", "threads=1"), ("llamacpp-cpu", "llama", "quant=f16")]
+)
+def test_a_docker_sweep_says_why_its_phases_are_unmeasured_here_and_the_report_says_so(
+    tmp_path: Path, docker_client: Any, image: str, arch: str, option: str
 ) -> None:
     pytest.importorskip("transformers")
     from harness.serving.tiny import build_tiny_lm
 
-    model = build_tiny_lm(tmp_path / "models" / "tiny-gpt2")
+    model = build_tiny_lm(tmp_path / "models" / f"tiny-{arch}", arch=arch)
     for file in model.iterdir():
         file.chmod(0o644)  # the container reads it as another user
     code = main(
-        ["serve", "--image", "onnx-cpu", "--model", str(model), "--limit", "3", "--max-new-tokens", "6",
-         "--warmup-requests", "1", "--concurrency", "1,2", "--runner", "docker", "--option", "threads=1",
+        ["serve", "--image", image, "--model", str(model), "--limit", "3", "--max-new-tokens", "6",
+         "--warmup-requests", "1", "--concurrency", "1,2", "--runner", "docker", "--option", option,
          "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "cache"), "--campaign", "d"]
     )  # fmt: skip
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "r" / "d").glob("*.json"))]

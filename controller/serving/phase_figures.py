@@ -344,14 +344,15 @@ def _mlenergy(
         return {"mlenergy_steady_window": win, name: _unavailable(name, str(why))}
     net, net_bound = total.get("net_j"), total.get("net_uncertainty_j")
     return {
-        "mlenergy_steady_window": win | {"output_tokens": tokens, "energy_j": total["value"]},
+        "mlenergy_steady_window": win
+        | {"output_tokens": tokens, "energy_j": total["value"], "energy_uncertainty_j": total.get("uncertainty_j")},
         name: {
             "name": name,
             "value": total["value"] / tokens,
             "unit": "J",
             "available": True,
             "reason": None,
-            "uncertainty_j": (total.get("uncertainty_j") or 0.0) / tokens,
+            "uncertainty_j": None if total.get("uncertainty_j") is None else total["uncertainty_j"] / tokens,
             "net_j": None if net is None else net / tokens,
             "net_uncertainty_j": None if net_bound is None else net_bound / tokens,
             "covers": total.get("covers"),
@@ -392,9 +393,9 @@ def _fit_block(attr: Attribution, idle: Idle, figures: dict[str, Any], covers: l
     main = fit(attr.gram, static)
     prompt, output = _tokens(attr)
     checks = {
-        "prefill": cross_check(
-            main, figures["prefill_energy_j"], attr.phases.time_s["prefill"], prompt or 0.0, "prefill"
-        ),
+        "prefill": cross_check(main, figures["prefill_energy_j"], attr.phases.time_s["prefill"], prompt, "prefill")
+        if prompt is not None
+        else {"available": False, "reason": "the server did not say how many tokens the prompts had"},
         "decode": cross_check(
             main,
             figures["decode_energy_j"],
@@ -541,7 +542,11 @@ def phase_lines(m: dict[str, Any]) -> list[str]:
     per = m.get("energy_per_output_token_mlenergy_steady_j") or {}
     lines.append(
         f"ML.ENERGY  steady {win['s']:.3f} s (B = {win['batch']}): "
-        + (f"{per['value']:.4g} J per output token" if per.get("available") else f"unavailable: {per.get('reason')}")
+        + (
+            f"{_j(per['value'], per.get('uncertainty_j'))} per output token"
+            if per.get("available")
+            else f"unavailable: {per.get('reason')}"
+        )
         if win.get("available")
         else f"ML.ENERGY  steady window unavailable: {win.get('reason')}"
     )
