@@ -77,12 +77,20 @@ def test_the_recorded_split_matches_the_power_each_phase_drew_and_the_report_dra
             if rec["serving"]["concurrency"] == 1:
                 assert f["uncertainty_components"]["phase_split"] == 0.0
                 assert abs(f["value"] - truth[phase]) <= f["uncertainty_j"], (phase, f, truth)
+                gpu, per_request_w = f["per_domain"]["gpu"], GPU_W[1 if phase == "prefill" else 2]
+                gpu_truth = (GPU_W[0] + per_request_w) * truth[f"{phase}_s"]  # the GPU's own, apart from the CPU's
+                assert abs(gpu["gross_j"] - gpu_truth) <= gpu["uncertainty_j"], (phase, gpu, gpu_truth)
         parts = [m[k] for k in ("prefill_energy_j", "decode_energy_j", "other_energy_j")]
         total = rec["measurements"]["metrics"]["total_energy_j"]
         assert abs(sum(p["value"] for p in parts) - total["value"]) <= total["uncertainty_j"]
         assert m["static_energy_j"]["value"] == pytest.approx((IDLE_W + GPU_W[0]) * m["window_s"], rel=1e-6)
         assert m["energy_per_output_token_decode_j"]["value"] == pytest.approx(
             m["decode_energy_j"]["value"] / m["new_tokens_total"]
+        )
+        per_domain = m["energy_per_output_token_decode_j"]["per_domain"]  # the CPU's and the GPU's apart
+        assert set(per_domain) == {"cpu", "gpu"} and all(d["uncertainty_j"] is not None for d in per_domain.values())
+        assert sum(d["value"] for d in per_domain.values()) == pytest.approx(
+            m["energy_per_output_token_decode_j"]["value"]
         )
         requests = rec["serving"]["requests"]
         assert all(r["request_energy_j"] > 0 and r["phase_basis"] == "engine" for r in requests)

@@ -185,6 +185,15 @@ def per_token(name: str, phase: dict[str, Any], count: float, what: str, divides
         "active_j": share(phase.get("active_j")),
         "active_uncertainty_j": share(phase.get("active_uncertainty_j")),
         "active_reason": phase.get("active_reason"),
+        "per_domain": {
+            d: {
+                "value": share(p.get("gross_j")),
+                "uncertainty_j": share(p.get("uncertainty_j")),
+                "active_j": share(p.get("active_j")),
+                "active_uncertainty_j": share(p.get("active_uncertainty_j")),
+            }
+            for d, p in (phase.get("per_domain") or {}).items()
+        },
     }
 
 
