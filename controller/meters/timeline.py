@@ -65,12 +65,19 @@ class PowerCurve:
         x = (t_ns - ts[i]) / span
         power = vs[i] + (vs[i + 1] - vs[i]) * x
         value = self.cum[i] + (vs[i] + power) / 2.0 * (t_ns - ts[i]) / 1e9
-        # Power may have changed anywhere in the interval: up to half the change times its length.
-        bound = abs(vs[i + 1] - vs[i]) * span / 2e9 + self.resolution_w / 2.0 * (t_ns - ts[0]) / 1e9
+        return value, self.local_bound(t_ns) + self.resolution_w / 2.0 * (t_ns - ts[0]) / 1e9
+
+    def local_bound(self, t_ns: int) -> float:
+        """The bound at ``t_ns`` of what the samples around it leave unknown (J), without the power
+        reads' resolution accumulated since the first sample: power may have changed anywhere in the
+        interval holding ``t_ns`` (up to half the change times its length), and its averaging lag."""
+        ts, vs = self.ts, self.vs
+        i = max(0, min(bisect_right(ts, t_ns) - 1, len(ts) - 2))
+        bound = abs(vs[i + 1] - vs[i]) * (ts[i + 1] - ts[i]) / 2e9
         if self.lag_s > 0:
             near = vs[max(0, i - 2) : i + 4]
             bound += self.lag_s * (max(near) - min(near))
-        return value, bound
+        return bound
 
 
 class ShapedCounterCurve:
@@ -96,8 +103,15 @@ class ShapedCounterCurve:
         scale = self.counter.scale
         counted = (p.v[k + 1] - p.v[k]) * scale
         per_joule = counted / (pb[0] - pa[0])  # the counter's J per J of integrated power here
-        value = p.v[k] * scale + (pt[0] - pa[0]) * per_joule
-        bound = (pt[1] + pa[1]) * per_joule + (edge.timing + self.counter.resolution) * scale
+        share = (pt[0] - pa[0]) / (pb[0] - pa[0])
+        value = p.v[k] * scale + share * counted
+        # The share's error: that of the power integral from a to t, and (scaled by the share) a to b;
+        # each the samples' local bounds at its ends plus the reads' resolution over its length.
+        power, res = self.power, self.power.resolution_w / 2e9
+        to_t = power.local_bound(t_ns) + power.local_bound(a) + res * (t_ns - a)
+        to_b = power.local_bound(b) + power.local_bound(a) + res * (b - a)
+        shape = min((to_t + share * to_b) * per_joule, abs(counted))
+        bound = shape + (edge.timing + self.counter.resolution) * scale
         plain = self.counter.at(t_ns)
         return plain if plain is not None and plain[1] < bound else (value, bound)  # the tighter of the two
 

@@ -356,8 +356,9 @@ def decode_curve(frame: pl.DataFrame, folder: Path, kind: EnergyKind) -> Plot | 
             cells = [_bounded_median(g, "decode_per_1k_output") for _, g in points]
             ys = [c[0] / 1000 for c in cells]
             colour = MODEL_COLOURS[labels.index(label) % len(MODEL_COLOURS)]
-            ax.plot(xs, ys, marker="o", color=colour, label=label)
-            if all(c[1] is not None for c in cells):
+            bounded = all(c[1] is not None for c in cells)
+            ax.plot(xs, ys, marker="o", color=colour, label=label if bounded else f"{label} (bound n/a)")
+            if bounded:
                 ax.errorbar(xs, ys, yerr=[(c[1] or 0.0) / 1000 for c in cells], fmt="none", ecolor=colour, capsize=2)
         ax.set_xlabel(str(variable).replace("_", " "), fontsize=8)
         ax.set_ylabel(f"Decode energy per output token (J, {kind.label})", fontsize=8)

@@ -520,7 +520,7 @@ def _phase_text(m: dict[str, Any], key: str, per: str | None) -> str:
         text += f", active {_j(f['active_j'], f.get('active_uncertainty_j'))}"
     t = (m.get(per) or {}) if per else {}
     if t.get("available"):
-        text += f"; {t['value']:.4g} J per {'prompt' if 'prompt' in str(per) else 'output'} token"
+        text += f"; {_j(t['value'], t.get('uncertainty_j'))} per {'prompt' if 'prompt' in str(per) else 'output'} token"
     return text
 
 
