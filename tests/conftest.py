@@ -20,12 +20,19 @@ REQUIRE_DOCKER = os.environ.get("JOULEBENCH_REQUIRE_DOCKER") == "1"
 os.environ.setdefault("JOULEBENCH_QUIET_WAIT_S", "0")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A docker test is end to end (a container, an image's harness): ``-m "not slow"`` leaves it
-    out with the other slow ones, so the fast lane is the same on a host with Docker and one without."""
+    out with the other slow ones, so the fast lane is the same on a host with Docker and one without.
+    In parallel workers (``--dist loadgroup``) a file's tests share a worker, so its module fixtures
+    are made once, and the docker tests all share one: beside test_faults.py's docker tests, a run of
+    test_docker.py had its container killed at start-up (signal 9 from outside; cause not found yet)."""
     for item in items:
-        if item.get_closest_marker("docker") and not item.get_closest_marker("slow"):
+        if item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

@@ -282,7 +282,7 @@ def test_a_weights_file_only_its_owner_can_read_runs_from_a_readable_copy(cli, d
     path.chmod(0o600)
     env = {"JOULEBENCH_CACHE": str(tmp_path / "cache")}  # where the readable copy is staged
     proc = cli("run", "--image", "torch-cpu", "--model", "resnet50", "--weights", str(path), *TINY, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:] + f"\nrecorded failure: {[r['failure'] for r in cli.records()]}"
     (rec,) = cli.records()
     assert rec["status"] == "ok"
     assert "private.pt readable by its owner only: staging a readable copy" in proc.stderr
