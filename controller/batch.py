@@ -27,10 +27,10 @@ from controller.images import get_manifest
 from controller.meters import MeterSession
 from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
 from controller.progress import Progress
-from controller.record import Failure, RunRecord, timing_metrics
+from controller.record import Failure, FailureInfo, timing_metrics
 from controller.requests import BatchSettings, RunRequest
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
-from controller.workload import Outcome, Plan, Summarize, attach_meters, harness_failure
+from controller.workload import Identity, Outcome, Plan, RunParts, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
@@ -40,6 +40,7 @@ from suite.sources import ModelSource, SourceError, check_model_name
 NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 SYNTHETIC_SAMPLES = 64
+RANDOM_WEIGHTS = "random (seeded, not trained: accuracy meaningless)"
 # A batch whose inputs alone would take more than this share of the host's RAM is refused.
 MAX_INPUT_RAM_SHARE = 0.5
 
@@ -103,6 +104,7 @@ class BatchWorkload:
         self.request = request
         self.what: BatchSettings = request.what
         self.last_phase: str | None = None
+        self.parts = RunParts()
         self.engine = ""
         self.conversion: tuple[str, str] | None = None
         self.weights_kind = self.what.weights
@@ -157,15 +159,13 @@ class BatchWorkload:
             )
         self._check_batch_memory(size.input_shape)
         images = [w.image] + ([self.conversion[1]] if self.conversion else [])
-        identity = {
-            "model": w.model,
-            "model_size": w.model_size,
-            "conversion": self.conversion[0] if self.conversion else None,
-            "weights": self.weights_kind,
-            "weights_label": "random (seeded, not trained: accuracy meaningless)"
-            if self.weights_kind == "random"
-            else None,
-        }
+        identity = Identity(
+            model=w.model,
+            model_size=w.model_size,
+            weights=self.weights_kind,
+            conversion=self.conversion[0] if self.conversion else None,
+            weights_label=RANDOM_WEIGHTS if self.weights_kind == "random" else None,
+        )
         return Plan(manifest, engine, images, identity)
 
     def _plan_own(self, check_data: bool) -> Plan:
@@ -200,14 +200,13 @@ class BatchWorkload:
         if w.samples is None and w.duration_s is None:
             w.samples = size_samples or SYNTHETIC_SAMPLES
         self.weights_kind = "path"
-        identity = {
-            "model": self.source.label,
-            "model_size": "full",
-            "conversion": "+".join(c for c, _ in self.steps) or None,
-            "weights": "path",
-            "weights_label": None,
-            "model_source": self.source.identity(),
-        }
+        identity = Identity(
+            model=self.source.label,
+            model_size="full",
+            weights="path",
+            conversion="+".join(c for c, _ in self.steps) or None,
+            model_source=self.source.identity(),
+        )
         return Plan(manifest, self.engine, [w.image] + [image for _, image in self.steps], identity)
 
     def _check_amounts(self) -> None:
@@ -287,7 +286,7 @@ class BatchWorkload:
 
     # -- resolve artifacts -------------------------------------------------------------------
 
-    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+    def resolve(self, runner: Runner, cache: ArtifactCache, progress: Progress) -> None:
         self.cache_root = cache.root
         if self.source is not None and self.steps:
             from controller.models import source_artifact
@@ -297,7 +296,7 @@ class BatchWorkload:
                 artifact = source_artifact(
                     runner, cache, self.source, self.steps, w.seed, self.request.where.timeout_s, progress.note
                 )
-            self._keep(artifact, record)
+            self._keep(artifact)
             return
         if self.conversion is None:
             return
@@ -314,12 +313,12 @@ class BatchWorkload:
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
                 artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
-        self._keep(artifact, record)
+        self._keep(artifact)
 
-    def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:
+    def _keep(self, artifact: Artifact | None) -> None:
         self.artifact = artifact
         if artifact is not None:
-            record.artifact = {
+            self.parts.artifact = {
                 "key": artifact.key,
                 "path": artifact.relpath,
                 "reused": artifact.reused,
@@ -328,9 +327,9 @@ class BatchWorkload:
 
     # -- drive -------------------------------------------------------------------------------
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
-        spec, mounts = self._spec(runner, record.run_id)
-        record.spec = asdict(spec)
+    def drive(self, runner: Runner, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
+        spec, mounts = self._spec(runner, run_id)
+        self.parts.spec = asdict(spec)
         where = self.request.where
         inv = Invocation(
             image=self.what.image,
@@ -342,7 +341,7 @@ class BatchWorkload:
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
             shm_size=where.shm_size,
-            labels={"joulebench.campaign": where.campaign, "joulebench.run": record.run_id},
+            labels={"joulebench.campaign": where.campaign, "joulebench.run": run_id},
             on_line=lambda line: self._line(line, progress),
         )
         progress.note(f"running {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
@@ -357,7 +356,7 @@ class BatchWorkload:
             if started is not None:
                 with signals_deferred():
                     started.cleanup()
-        record.elapsed_s = time.monotonic() - t0
+        self.parts.elapsed_s = time.monotonic() - t0
         return [self._outcome(execution)]
 
     def _line(self, line: str, progress: Progress) -> None:
@@ -450,18 +449,12 @@ class BatchWorkload:
 
     def _failure(
         self, execution: Execution, code: str, reason: str, events: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
+    ) -> FailureInfo:
         # The harness's whole output names the phase it died in, even where the live reader lagged;
         # before its first phase (imports: a framework's can run out of memory) it was starting up.
         started = [e["phase"] for e in events or [] if e.get("edge") == "start" and e.get("phase")]
         phase = started[-1] if started else self.last_phase or "start-up"
-        return {
-            "code": code,
-            "reason": reason.replace("{phase}", phase),
-            "phase": phase,
-            "exit_code": execution.exit_code,
-            "log_tail": execution.log_tail(),
-        }
+        return FailureInfo(code, reason.replace("{phase}", phase), phase, execution.exit_code, execution.log_tail())
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
         assert outcome.result is not None

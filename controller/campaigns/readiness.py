@@ -144,7 +144,7 @@ class _Checks:
             engine = conf.engine or manifest.engines[0]
             try:
                 plan = workload_for(cell.request(Where(), MeterSettings(), None)).plan(check_data=False)
-                images, conversion = plan.images, plan.identity.get("conversion")
+                images, conversion = plan.images, plan.identity.conversion
             except UserError as exc:
                 reasons.append(str(exc))
         needs_gpu = manifest.gpu if manifest is not None else _names_gpu(conf.image)

@@ -23,7 +23,7 @@ from controller.campaigns.history import (
 from controller.campaigns.readiness import Assessment
 from controller.campaigns.spec import Campaign, Cell
 from controller.errors import UserError
-from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
+from controller.record import Failure, FailureInfo, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import MeterSettings, Where
 
 
@@ -77,7 +77,8 @@ def setup_failed(
         cell=record_cell,
         spec={"batch_size": cell.batch_size, "dataset": cell.dataset},
         cluster=cluster,
-    ).fail(code, reason, "setup" if code == Failure.SETUP else None)
+        failure=FailureInfo(code, reason, "setup" if code == Failure.SETUP else None),
+    )
     path = record_path(where.results, where.campaign, record.run_id)
     write_record(path, record)
     return path
