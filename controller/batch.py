@@ -23,18 +23,19 @@ from controller.artifacts import (
 )
 from controller.cache import ArtifactCache
 from controller.errors import UserError
-from controller.images import get_manifest
+from controller.images import Manifest, get_manifest
 from controller.meters import MeterSession
 from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
 from controller.progress import Progress
 from controller.record import Failure, FailureInfo, timing_metrics
 from controller.requests import BatchSettings, RunRequest
+from controller.resolve import is_own_model, resolve
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
 from controller.workload import Identity, Outcome, Plan, RunParts, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
-from suite.sources import ModelSource, SourceError, check_model_name
+from suite.sources import ModelSource
 
 # Native engines and the framework whose definition (and preprocessing) they run.
 NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
@@ -43,13 +44,6 @@ SYNTHETIC_SAMPLES = 64
 RANDOM_WEIGHTS = "random (seeded, not trained: accuracy meaningless)"
 # A batch whose inputs alone would take more than this share of the host's RAM is refused.
 MAX_INPUT_RAM_SHARE = 0.5
-
-
-def is_own_model(text: str) -> bool:
-    """A model the user brings (a file, a folder, ``hf:ORG/NAME``) rather than a registered name."""
-    from suite.models import MODELS
-
-    return text not in MODELS or text.startswith(("hf:", ".", "/", "~"))
 
 
 def model_source(engine: str, conversion: str | None) -> str | None:
@@ -119,16 +113,10 @@ class BatchWorkload:
 
     def plan(self, check_data: bool = True) -> Plan:
         w = self.what
+        manifest, self.engine = resolve(w)
         if is_own_model(w.model):
-            return self._plan_own(check_data)
-        manifest = get_manifest(w.image)
-        self.engine = engine = w.engine or manifest.engines[0]
-        if engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
-            )
-        if manifest.unsupported:
-            raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
+            return self._plan_own(manifest, check_data)
+        engine = self.engine
         try:
             info = get_model(w.model)
             size = info.size(w.model_size)
@@ -140,7 +128,6 @@ class BatchWorkload:
                 f"--input-shape sizes the dynamic axes of your own model; {w.model} is registered and its "
                 f"{w.model_size} size takes {shape}: leave --input-shape out (or choose --model-size)"
             )
-        self._check_amounts()
         try:
             check_options(engine, w.options)
         except OptionError as exc:
@@ -168,27 +155,11 @@ class BatchWorkload:
         )
         return Plan(manifest, engine, images, identity)
 
-    def _plan_own(self, check_data: bool) -> Plan:
+    def _plan_own(self, manifest: Manifest, check_data: bool) -> Plan:
         """A user's own model (a file, a folder, a hub id): what it is, and how the engine gets it."""
         from controller.models import plan_source
 
         w = self.what
-        manifest = get_manifest(w.image)
-        self.engine = w.engine or manifest.engines[0]
-        if self.engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {self.engine!r}; valid engines: {', '.join(manifest.engines)}"
-            )
-        try:
-            check_model_name(w.model)  # a typo or a missing file is the problem to name, not the flags beside it
-        except SourceError as exc:
-            raise UserError(str(exc)) from None
-        for flag, value, default in (("--weights", w.weights, "random"), ("--source", w.source, None)):
-            if value != default:
-                raise UserError(f"{flag} applies to registered models; {w.model} brings its own weights and definition")
-        if w.model_size != "full":
-            raise UserError(f"--model-size applies to registered models; {w.model} is run as it is")
-        self._check_amounts()
         try:
             check_options(self.engine, w.options)
         except OptionError as exc:
@@ -208,24 +179,6 @@ class BatchWorkload:
             model_source=self.source.identity(),
         )
         return Plan(manifest, self.engine, [w.image] + [image for _, image in self.steps], identity)
-
-    def _check_amounts(self) -> None:
-        from controller.inputs import COUNTS, SECONDS
-        from controller.requests import within
-
-        w = self.what
-        for name in ("batch_size", "samples", "limit", "warmup", "seed"):
-            value = getattr(w, name)
-            if value is not None:
-                within(f"--{name.replace('_', '-')}", value, COUNTS[name])
-        if w.duration_s is not None:
-            within("--duration", w.duration_s, SECONDS["duration_s"])
-            timeout = self.request.where.timeout_s
-            if w.duration_s >= timeout:
-                raise UserError(
-                    f"--duration {w.duration_s:g} s does not fit in the run's timeout of {timeout:g} s (the run "
-                    "would be killed while measuring): raise --timeout above the duration plus loading and warm-up"
-                )
 
     def _check_weights(self) -> None:
         w = self.what

@@ -411,7 +411,7 @@ def _model_in_matrix(model: str, models: list[str], where: str, path: Path) -> s
 
 def _input_shapes(raw: Any, models: list[str], path: Path) -> dict[str, tuple[str, ...]]:
     """``[input_shapes]``: per model (as named in matrix.models), its inputs' NAME=DIMS."""
-    from controller.batch import is_own_model
+    from controller.resolve import is_own_model
     from suite.sources import SourceError, parse_input_shapes
 
     if not isinstance(raw, dict):

@@ -17,6 +17,7 @@ from controller.errors import UserError
 from controller.local_needs import local_reasons, local_serving_reasons, package
 from controller.pipeline import workload_for
 from controller.requests import MeterSettings, Where
+from controller.resolve import engine_of
 
 
 @dataclass
@@ -141,9 +142,11 @@ class _Checks:
                 f"image {conf.image} has no manifest (images/{conf.image}/manifest.toml): not in this joulebench yet"
             )
         else:
-            engine = conf.engine or manifest.engines[0]
+            engine = engine_of(manifest, conf.engine)
             try:
-                plan = workload_for(cell.request(Where(), MeterSettings(), None)).plan(check_data=False)
+                # The same resolution and checks as the run itself (controller/resolve.py, the workload's plan).
+                request = cell.request(Where(timeout_s=self.campaign.timeout_s), MeterSettings(), None)
+                plan = workload_for(request).plan(check_data=False)
                 images, conversion = plan.images, plan.identity.conversion
             except UserError as exc:
                 reasons.append(str(exc))

@@ -26,13 +26,7 @@ from controller.requests import RunRequest, ServeSettings
 from controller.runners.base import Invocation, Mount, Started
 from controller.serving.client import Endpoint, EndpointError, WorkItem, probe
 from controller.serving.drive import Driven, drive, work_items
-from controller.serving.workload import (
-    check_settings,
-    failure_info,
-    point_metrics,
-    point_outcomes,
-    serving_settings_block,
-)
+from controller.serving.workload import failure_info, point_metrics, point_outcomes, serving_settings_block
 from controller.workload import Identity, Outcome, Plan, RunParts, Summarize
 from suite.prompts import Prompt, PromptError, load_prompts
 
@@ -99,7 +93,6 @@ class EndpointWorkload:
         w, s = self.what, self.what.serving
         if w.image or w.engine:
             raise UserError("--endpoint measures a server already running: --image and --engine do not apply to it")
-        check_settings(s)
         try:
             self.endpoint = ep = Endpoint.parse(str(w.endpoint), w.model)
         except ValueError as exc:

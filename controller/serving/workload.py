@@ -31,7 +31,8 @@ from controller.images import get_manifest
 from controller.meters import MeterSession
 from controller.progress import Progress
 from controller.record import Failure, FailureInfo
-from controller.requests import RunRequest, ServeSettings, positive
+from controller.requests import RunRequest, ServeSettings
+from controller.resolve import resolve
 from controller.runners.base import Invocation, Mount, Runner
 from controller.serving.client import Endpoint, WorkItem, completion_body, http_json
 from controller.serving.definitions import definitions
@@ -43,7 +44,6 @@ from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
     CONTROL_PORT,
-    EXPORT_FORMATS,
     EXPORT_MOUNT,
     LOADS_MODEL_FOLDER,
     MODEL_MOUNT,
@@ -84,19 +84,8 @@ class ServingWorkload:
 
     def plan(self, check_data: bool = True) -> Plan:
         w, s = self.what, self.what.serving
-        manifest = get_manifest(w.image)
-        self.engine = engine = w.engine or manifest.engines[0]
-        if engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
-            )
-        if engine not in EXPORT_FORMATS:
-            raise UserError(
-                f"engine {engine} cannot serve language models; serving engines: {', '.join(EXPORT_FORMATS)}"
-            )
-        if manifest.unsupported:
-            raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
-        check_settings(s)
+        manifest, engine = resolve(w)
+        self.engine = engine
         try:
             options = check_options(engine, w.options, serving=True)
         except OptionError as exc:
@@ -416,22 +405,6 @@ def point_metrics(
         steady_measurements=steady_m,
         engine_concurrency=engines,
     )
-
-
-def check_settings(s: Any) -> None:
-    """The serving settings' ranges, before anything starts."""
-    for name, value, low in (
-        ("--max-new-tokens", s.max_new_tokens, 1),
-        ("--concurrency", s.concurrency, 1),
-        ("--warmup-requests", s.warmup_requests, 0),
-        ("--limit", s.limit, 1),
-    ):
-        if value is not None and value < low:
-            raise UserError(f"{name} must be at least {low}, got {value}")
-    positive("--warmup-s", s.warmup_s, allow_zero=True)
-    positive("--cooldown-s", s.cooldown_s, allow_zero=True)
-    positive("--request-timeout", s.request_timeout_s)
-    positive("--ready-timeout", s.ready_timeout_s)
 
 
 def failure_info(f: ServingFailed, exit_code: int | None = None, tail: list[str] | None = None) -> FailureInfo:
