@@ -26,14 +26,14 @@ from controller.errors import UserError
 from controller.images import Manifest, get_manifest
 from controller.meters import MeterSession
 from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
-from controller.progress import Progress
+from controller.progress import Progress, fold_line
 from controller.record import Failure, FailureInfo, timing_metrics
 from controller.requests import BatchSettings, RunRequest
-from controller.resolve import is_own_model, resolve
+from controller.resolve import is_own_model, own_model_flags, resolve
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
 from controller.workload import Identity, Outcome, Plan, RunParts, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
-from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_line, parse_stream
+from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
 from suite.sources import ModelSource
 
@@ -56,6 +56,28 @@ def model_source(engine: str, conversion: str | None) -> str | None:
 def wants_ir(engine: str, options: dict[str, Any]) -> bool:
     """Whether an OpenVINO run asked for OpenVINO IR (onnx2openvino) rather than reading ONNX."""
     return engine == "openvino" and str(options.get("model_format", "onnx")).lower() == "ir"
+
+
+def int8_image() -> str:
+    from controller.images import load_manifests
+    from controller.models import conversion_images
+
+    return conversion_images(load_manifests())["onnx2int8"]
+
+
+def wants_int8(engine: str, options: dict[str, Any]) -> bool:
+    """Whether an ONNX Runtime run asked for the model quantised to INT8 (onnx2int8) first."""
+    return engine == "onnxruntime" and str(options.get("quantization", "none")).lower() == "int8"
+
+
+def check_int8(engine: str, provider: str, options: dict[str, Any]) -> None:
+    """Dynamic INT8 kernels (ConvInteger, MatMulInteger) are ONNX Runtime's CPU provider's: on another
+    provider those nodes would run on the CPU behind the provider's back."""
+    if wants_int8(engine, options) and provider != "cpu":
+        raise UserError(
+            f"--option quantization=int8 runs on ONNX Runtime's CPU provider (its dynamic INT8 kernels are CPU "
+            f"ones); this image's provider is {provider}: use onnx-cpu, or leave quantization out"
+        )
 
 
 # The first bytes of the weights files the model definitions load: a PyTorch zip or pickle, Keras
@@ -132,6 +154,7 @@ class BatchWorkload:
             check_options(engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        check_int8(engine, manifest.provider, w.options)
         self._check_weights()
         size_samples = self._check_dataset() if check_data else None
         if w.samples is None and w.duration_s is None:
@@ -146,6 +169,8 @@ class BatchWorkload:
             )
         self._check_batch_memory(size.input_shape)
         images = [w.image] + ([self.conversion[1]] if self.conversion else [])
+        if wants_int8(engine, w.options):
+            images.append(int8_image())
         identity = Identity(
             model=w.model,
             model_size=w.model_size,
@@ -160,13 +185,16 @@ class BatchWorkload:
         from controller.models import plan_source
 
         w = self.what
+        # Whether the engine can run the model at all (torch cannot run an ONNX file), then the flags.
+        self.source, self.steps = plan_source(
+            w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
+        )
+        own_model_flags(w)
         try:
             check_options(self.engine, w.options)
         except OptionError as exc:
             raise UserError(str(exc)) from None
-        self.source, self.steps = plan_source(
-            w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
-        )
+        check_int8(self.engine, manifest.provider, w.options)
         size_samples = self._check_dataset(task=self.source.task) if check_data else None
         if w.samples is None and w.duration_s is None:
             w.samples = size_samples or SYNTHETIC_SAMPLES
@@ -247,7 +275,14 @@ class BatchWorkload:
             w = self.what
             with progress.step(f"conversion {'+'.join(c for c, _ in self.steps)} of {self.source.label}"):
                 artifact = source_artifact(
-                    runner, cache, self.source, self.steps, w.seed, self.request.where.timeout_s, progress.note
+                    runner,
+                    cache,
+                    self.source,
+                    self.steps,
+                    w.seed,
+                    self.request.where.timeout_s,
+                    progress.note,
+                    progress.detail,
                 )
             self._keep(artifact)
             return
@@ -259,13 +294,19 @@ class BatchWorkload:
             self.conversion[0], self.conversion[1], w.model, w.model_size, self.weights_kind, self.weights_file, w.seed
         )
         with progress.step(f"conversion {conv.name} of {w.model}"):
-            artifact = ensure_artifact(runner, cache, conv, timeout, progress.note)
+            artifact = ensure_artifact(runner, cache, conv, timeout, progress.note, progress.detail)
             if wants_ir(self.engine, w.options):
                 # Second step of the chain: the ONNX artifact to OpenVINO IR, in the OpenVINO image.
                 ir = Conversion(
                     "onnx2openvino", w.image, w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
-                artifact = ensure_artifact(runner, cache, ir, timeout, progress.note)
+                artifact = ensure_artifact(runner, cache, ir, timeout, progress.note, progress.detail)
+            if wants_int8(self.engine, w.options):
+                # The ONNX artifact quantised by ONNX Runtime (in the image that converts onnx2int8).
+                int8 = Conversion(
+                    "onnx2int8", int8_image(), w.model, w.model_size, self.weights_kind, None, w.seed, artifact
+                )
+                artifact = ensure_artifact(runner, cache, int8, timeout, progress.note, progress.detail)
         self._keep(artifact)
 
     def _keep(self, artifact: Artifact | None) -> None:
@@ -313,10 +354,10 @@ class BatchWorkload:
         return [self._outcome(execution)]
 
     def _line(self, line: str, progress: Progress) -> None:
-        """Each stdout line as it arrives: the harness's phases shown live."""
+        """Each stdout line as it arrives: the harness's phases and progress shown live."""
         try:
             before = len(self.output.events)
-            parse_line(line, self.output, required={})
+            fold_line(line, self.output, progress.detail)
         except ProtocolError:
             return  # the final parse reports it
         if len(self.output.events) > before:

@@ -21,15 +21,17 @@ from typing import Any
 
 from controller.errors import UserError
 from controller.hostinfo import pid_alive
-from suite.model_formats import file_sha256
+from suite.model_formats import cache_root, file_sha256
 
 META = "meta.json"
 STAGING_PREFIX = ".staging-"
+CACHE_HELP = "artifact cache (default ~/.cache/joulebench/artifacts; $JOULEBENCH_CACHE or $XDG_CACHE_HOME moves it)"
 CONTAINER_UID = 10001
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
+    """$JOULEBENCH_CACHE, else $XDG_CACHE_HOME/joulebench, else ~/.cache/joulebench."""
+    return cache_root()
 
 
 def key_of(inputs: dict[str, Any]) -> str:

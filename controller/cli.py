@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from controller import interrupts
+from controller.cache import CACHE_HELP
+from controller.cli_advise import add_advise_parser
 from controller.cli_args import (
     Parser,
     count,
@@ -41,6 +43,7 @@ EPILOG = """examples:
   python -m controller report results/ci-smoke --format term
   python -m controller compare results/main results/candidate --threshold 5% --format markdown
   python -m controller serve --image onnx-cpu --model codeparrot-small --limit 20 --max-new-tokens 16
+  python -m controller advise --model resnet50 --slo p99=200ms --budget 30m --plan
 """
 
 
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     add_serve_parser(sub)
     add_models_parser(sub)
+    add_advise_parser(sub)
     return parser
 
 
@@ -196,7 +200,7 @@ def _add_where(p: argparse.ArgumentParser, timeout_s: float) -> None:
     p.add_argument(
         "--shm-size", type=size, help=f"size of the container's /dev/shm (docker runner; default {Where.shm_size})"
     )
-    p.add_argument("--cache", type=file_path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+    p.add_argument("--cache", type=file_path, help=CACHE_HELP)
 
 
 def _add_meters(p: argparse.ArgumentParser) -> None:
@@ -449,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     from controller import commands
+    from controller.cli_advise import cmd_advise
     from controller.cli_study import cmd_campaign, cmd_compare, cmd_models, cmd_report
 
     try:
@@ -465,6 +470,7 @@ def _main(argv: list[str] | None) -> int:
         "compare": cmd_compare,
         "serve": cmd_serve,
         "models": cmd_models,
+        "advise": cmd_advise,
     }
     try:
         return handlers[args.command](args)

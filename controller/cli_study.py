@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from controller.cache import CACHE_HELP
 from controller.cli_args import file_path, path_or_name
 from controller.errors import UserError
 
@@ -40,7 +41,7 @@ def add_campaign_parser(sub: Any) -> None:
             p.add_argument("--json", action="store_true", help="runnable or not, per configuration and model")
         else:
             p.add_argument("--retry-failed", action="store_true", help="run cells whose earlier run failed again")
-            p.add_argument("--cache", type=file_path, help="artifact cache (default ~/.cache/joulebench/artifacts)")
+            p.add_argument("--cache", type=file_path, help=CACHE_HELP)
             p.add_argument(
                 "--quiet-wait",
                 dest="quiet_wait_s",

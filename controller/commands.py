@@ -156,10 +156,11 @@ def idle(args: argparse.Namespace) -> int:
     check_meters(MeterSettings(args.interval, wall_url=args.wall_url, wall_output=args.wall_output))
     if args.output is not None:
         check_output_file(args.output, "--output", "baseline.json")
-    print(f"measuring idle power for {args.duration:g} s; keep this host idle ...", file=sys.stderr)
-    baseline = measure_idle(
-        args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
-    )
+    print(f"measuring idle power for {args.duration:g} s; keep this host idle", file=sys.stderr)
+    with Progress().step("measuring idle power"):  # minutes: its clock shows, a line at least every 8 s
+        baseline = measure_idle(
+            args.duration, interval_s=args.interval, wall_url=args.wall_url, wall_output=args.wall_output
+        )
     path = save_baseline(baseline, args.output)
     for domain, entry in sorted(baseline.domains.items()):
         shown = f"{entry['power_w']:.2f} W" if entry["available"] else f"unavailable: {entry['reason']}"

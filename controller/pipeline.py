@@ -62,7 +62,7 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     run = Run(request, plan, workload.parts, new_run_id(), now_iso(), fingerprint)
     path = record_path(request.where.results, request.where.campaign, run.run_id)
     try:
-        runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note)
+        runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note, progress)
         check_local_packages(request, plan, runner)  # a refusal: nothing is written
         for image in stale_images(runner, plan.images):
             progress.note(
@@ -100,16 +100,19 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
                 if meters is not None:
                     meters.stop()
             finally:
+                progress.idle()
                 phase = workload.last_phase or "start-up"
                 write_record(path, run.failed(FailureInfo.interrupted(phase, interrupted_reason(exc))))
         raise
     except BaseException:
         if meters is not None:
             meters.stop()
+        progress.idle()
         raise
     # The tail of a run that ended: an interrupt now is acted on once its records are written.
     with signals_deferred():
         meters.stop()
+        progress.idle()
         return write_outcomes(run, workload, path, outcomes, meters)
 
 

@@ -40,7 +40,7 @@ def resolve(what: BatchSettings | ServeSettings) -> tuple[Manifest, str]:
     if manifest.unsupported:
         raise UserError(f"image {what.image} cannot run here: {manifest.unsupported}")
     if not serving and is_own_model(what.model):
-        own_model_refusals(what)  # type: ignore[arg-type]
+        own_model_name(what)  # type: ignore[arg-type]
     return manifest, engine
 
 
@@ -56,17 +56,24 @@ def is_own_model(text: str) -> bool:
     return text not in MODELS or text.startswith(("hf:", ".", "/", "~"))
 
 
-def own_model_refusals(what: BatchSettings) -> None:
-    """A user's own model brings its weights and definition: the flags that choose them for registered
-    models are refused (a typo or a missing file is named first, not the flags beside it)."""
+def own_model_name(what: BatchSettings) -> None:
+    """A user's own model that is not there (a typo, a missing file): named first, before the flags beside it."""
     from suite.sources import SourceError, check_model_name
 
     try:
         check_model_name(what.model)
     except SourceError as exc:
         raise UserError(str(exc)) from None
+
+
+def own_model_flags(what: BatchSettings) -> None:
+    """A user's own model brings its weights and definition: the flags that choose them for registered
+    models are refused. Checked after whether the engine can run the model at all (the workload's plan)."""
     for flag, value, default in (("--weights", what.weights, "random"), ("--source", what.source, None)):
         if value != default:
-            raise UserError(f"{flag} applies to registered models; {what.model} brings its own weights and definition")
+            raise UserError(
+                f"{flag} (a campaign's `{flag[2:]}`) applies to registered models; {what.model} brings its own "
+                "weights and definition: leave it out for this model"
+            )
     if what.model_size != "full":
         raise UserError(f"--model-size applies to registered models; {what.model} is run as it is")

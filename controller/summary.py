@@ -40,10 +40,11 @@ def batch_summary(record: dict[str, Any], path: Path) -> str:
     ]
     art = record.get("artifact")
     if art:
-        parity = art.get("parity", {})
+        from controller.artifacts import describe_parity
+
         lines.append(
             f"artifact   {art['conversion']} {'(cached)' if art['reused'] else '(new)'}  "
-            f"parity max abs diff {parity.get('max_abs_diff', float('nan')):.2g}"
+            f"{describe_parity(art.get('parity', {}))}"
         )
     if record.get("status") == "ok":
         m = record["metrics"]

@@ -9,6 +9,7 @@ import argparse
 import sys
 import traceback
 
+from harness import progress
 from harness.engines.base import EngineError
 from harness.protocol import ConvertSpec, Emitter, LmExportSpec, ProtocolError, RunSpec, ServeSpec
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     # Keep protocol lines on the real stdout; frameworks that print go to stderr with the logs.
     emit = Emitter(sys.stdout)
     sys.stdout = sys.stderr
+    progress.set_sink(emit.progress)
     try:
         if args.command == "run":
             from harness.run import run

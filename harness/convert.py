@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from harness.converters import get_converter
+from harness.progress import report
 from harness.protocol import ConvertSpec, Emitter
 
 
@@ -36,6 +37,7 @@ def parity(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: floa
 
 
 def convert(spec: ConvertSpec, emit: Emitter) -> dict[str, Any]:
+    report(f"{spec.conversion}: importing the frameworks")  # torch or TensorFlow alone: seconds
     converter, filename = get_converter(spec.conversion)
     out_file = os.path.join(spec.out_dir, filename)
     t0 = emit.event("load", "start", conversion=spec.conversion)
@@ -49,7 +51,8 @@ def convert(spec: ConvertSpec, emit: Emitter) -> dict[str, Any]:
         "weights": spec.weights,
         "opset": spec.opset if filename.endswith(".onnx") else None,
         "conversion_s": conversion_s,
-        "parity": parity(converted.reference, converted.candidate, spec.atol, spec.rtol),
+        "parity": parity(converted.reference, converted.candidate, spec.atol, spec.rtol)
+        | ({} if converted.gated else {"gated": False, "samples": int(len(converted.reference))}),
         "versions": converted.versions,
         **(converted.details or {}),
     }

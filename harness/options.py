@@ -13,6 +13,9 @@ from typing import Any
 from harness.serving.formats import GGUF_QUANT_CHOICES, ORTGENAI_PRECISIONS
 
 FLAG_TRUE = ("1", "true", "yes", "on")
+# ONNX Runtime's GraphOptimizationLevel, by the names its documentation uses.
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+QUANTIZATIONS = ("none", "int8")
 FLAG_FALSE = ("0", "false", "no", "off")
 
 
@@ -91,6 +94,15 @@ ENGINE_OPTIONS: dict[str, dict[str, Option]] = {
         "precision": Option("choice", "OpenVINO EP precision", ("FP32", "FP16", "ACCURACY")),
         "threads": Option("int", "OpenVINO EP threads", minimum=1, maximum=MAX_THREADS),
         "num_streams": Option("int", "OpenVINO EP streams", minimum=1, maximum=MAX_THREADS),
+        "graph_optimization_level": Option(
+            "choice", "ONNX Runtime graph optimisations (default all)", GRAPH_OPTIMIZATION_LEVELS
+        ),
+        "quantization": Option(
+            "choice",
+            "none (default), or int8: the ONNX model quantised by ONNX Runtime's dynamic INT8 quantisation "
+            "(onnx2int8, a cached conversion whose top-1 agreement with the source is recorded; CPU provider)",
+            QUANTIZATIONS,
+        ),
     },
     "openvino": {
         "max_length": _MAX_LENGTH,

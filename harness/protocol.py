@@ -2,9 +2,11 @@
 
 The controller hands the harness a :class:`RunSpec` as JSON on its command line. The harness
 prints JSON lines on stdout: phase **events** stamped with ``time.monotonic_ns()`` (the host and
-its containers share that clock), then exactly one **result** or one **error**. Every protocol line
-carries ``"joulebench": PROTOCOL_VERSION``; any other stdout line is framework chatter and is kept
-as log, never parsed.
+its containers share that clock), then exactly one **result** or one **error**. Long work before a
+measured window (a conversion, an export, a model load) may also print **progress** lines (the step
+it is in, and how far it got: ``harness/progress.py``), which the controller shows live and keeps
+no further. Every protocol line carries ``"joulebench": PROTOCOL_VERSION``; any other stdout line is
+framework chatter and is kept as log, never parsed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TextIO
 PROTOCOL_VERSION = 1
 PHASES = ("load", "compile", "warmup", "measure")
 EDGES = ("start", "end")
-KINDS = ("event", "result", "error")
+KINDS = ("event", "result", "error", "progress")
 
 
 class ProtocolError(ValueError):
@@ -132,6 +134,10 @@ class Emitter:
     def result(self, result: dict[str, Any]) -> None:
         self._write({"kind": "result", "result": result})
 
+    def progress(self, payload: dict[str, Any]) -> None:
+        """Where long work stands (harness/progress.py): shown live by the controller, not recorded."""
+        self._write({"kind": "progress", **payload})
+
     def error(self, error_type: str, message: str) -> None:
         self._write({"kind": "error", "error_type": error_type, "message": message})
 
@@ -160,6 +166,8 @@ class HarnessOutput:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     log: list[str] = field(default_factory=list)
+    progress: dict[str, Any] | None = None  # the latest progress line (only the latest is kept)
+    progress_lines: int = 0
 
     def window_ns(self, phase: str = "measure") -> tuple[int, int] | None:
         """(start, end) monotonic stamps of a phase, when both edges were seen."""
@@ -196,6 +204,11 @@ def parse_line(line: str, out: HarnessOutput, required: Mapping[str, type] = RES
         if not isinstance(data.get("message"), str):
             raise ProtocolError("error payload without a message")
         out.error = data
+    elif kind == "progress":
+        if not isinstance(data.get("step"), str):
+            raise ProtocolError("progress line without a step")
+        out.progress = data
+        out.progress_lines += 1
     else:
         raise ProtocolError(f"unknown line kind {kind!r}; expected one of {KINDS}")
 
@@ -216,6 +229,16 @@ def _result(data: dict[str, Any], required: Mapping[str, type]) -> dict[str, Any
         if not isinstance(result.get(name), typ):
             raise ProtocolError(f"result field {name!r} missing or not {typ.__name__}: {result.get(name)!r}")
     return result
+
+
+def progress_text(payload: dict[str, Any]) -> str:
+    """A progress line as words: the step, and ``(3/9 prompts)`` where it counts."""
+    text = str(payload["step"])
+    done, total = payload.get("done"), payload.get("total")
+    if isinstance(done, int):
+        unit = f" {payload['unit']}" if payload.get("unit") else ""
+        text += f" ({done}/{total}{unit})" if isinstance(total, int) else f" ({done}{unit})"
+    return text
 
 
 def parse_stream(text: str, required: Mapping[str, type] = RESULT_FIELDS) -> HarnessOutput:

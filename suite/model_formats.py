@@ -58,11 +58,18 @@ def file_sha256(path: Path, remember: bool = True) -> str:
 LARGE_FILE = 64 << 20
 
 
-def _digest_cache() -> Path:
+def cache_root() -> Path:
+    """joulebench's cache (conversions, exports, file hashes): $JOULEBENCH_CACHE, else
+    $XDG_CACHE_HOME/joulebench, else ~/.cache/joulebench."""
     import os
 
-    root = Path(os.environ.get("JOULEBENCH_CACHE", Path.home() / ".cache" / "joulebench"))
-    return root / "sha256.json"
+    if os.environ.get("JOULEBENCH_CACHE"):
+        return Path(os.environ["JOULEBENCH_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "joulebench"
+
+
+def _digest_cache() -> Path:
+    return cache_root() / "sha256.json"
 
 
 def _known_digests() -> dict[str, str]:

@@ -108,3 +108,17 @@ def test_a_run_on_a_damaged_artifact_converts_again_and_measures_the_right_model
         != other_rec["artifact"]["files"][other_rec["artifact"]["artifact_file"]]
     )
     assert os.access(entry / "meta.json", os.R_OK)
+
+
+def test_the_cache_lives_where_the_user_keeps_caches(tmp_path, monkeypatch):
+    from controller.artifacts import default_cache
+
+    monkeypatch.delenv("JOULEBENCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache() == tmp_path / "xdg" / "joulebench" / "artifacts"
+    monkeypatch.setenv("JOULEBENCH_CACHE", str(tmp_path / "mine"))  # joulebench's own setting wins
+    assert default_cache() == tmp_path / "mine" / "artifacts"
+    monkeypatch.delenv("JOULEBENCH_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache() == tmp_path / "home" / ".cache" / "joulebench" / "artifacts"

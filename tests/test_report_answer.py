@@ -114,7 +114,7 @@ def test_the_answer_comes_first_in_every_format(separate):
     assert md.index(heading) < md.index("Energies are gross") < md.index("### Table 1")
     page = (out / "report.html").read_text()
     assert page.index("<h1>") < page.index('<section id="answer">') < page.index("Generated ")
-    assert page.index('<section id="answer">') < page.index("The papers' tables")
+    assert page.index('<section id="answer">') < page.index('id="sec-papers"')
     tex = (out / "report.tex").read_text()
     assert tex.index("ranked by energy per sample") < tex.index("Table 1")
     assert {"answer.md", "answer.tex", "answer.csv", "answer.html"} <= {p.name for p in out.iterdir()}

@@ -1,6 +1,7 @@
 """The report of serving load sweeps: real records of ``serve --endpoint ... --concurrency 1,2``
-against the stub server, then ``report`` on them as a user runs it: the latency and energy curves
-(files, named in the report; an unmeasured energy curve left out with its reason, never drawn at 0),
+against the stub server, then ``report`` on them as a user runs it: throughput, latency
+distributions and energy per token against the load, from 0 (files, named in the report; an
+unmeasured energy curve left out with its reason, never drawn at 0),
 every load point in the per-model table with the KV cache, and Tables 4-5 on one load point per
 configuration and model (the lowest), said in a note."""
 
@@ -17,8 +18,17 @@ from typing import Any
 import pytest
 
 from controller.cli import main
-from controller.report.curves import ENERGY_KEY, LATENCY_KEY, curve_points
+from controller.report.curves import (
+    ENERGY_KEY,
+    LATENCY_KEY,
+    THROUGHPUT_KEY,
+    THROUGHPUT_LINES,
+    _lines,
+    curve_points,
+    request_latencies,
+)
 from controller.report.data import load_runs
+from controller.report.loads import curve_groups
 from tests.conftest import controller
 from tests.openai_stub import StubServer
 
@@ -66,11 +76,30 @@ def test_a_sweep_is_drawn_as_a_latency_curve_and_its_points_are_rows_with_the_kv
     out = tmp_path / "report"
     md = report(sweeps, out)
     recs = records(sweeps)
-    latency = out / "plots" / f"{LATENCY_KEY}.png"
-    assert latency.is_file() and f"(plots/{LATENCY_KEY}.png)" in md
-    assert f'alt="{LATENCY_KEY}"' in (out / "report.html").read_text()
+    for key in (THROUGHPUT_KEY, LATENCY_KEY):
+        assert (out / "plots" / f"{key}.png").is_file() and f"(plots/{key}.png)" in md
+        assert f'alt="{key}"' in (out / "report.html").read_text()
+    svg = (out / "plots" / f"{THROUGHPUT_KEY}.svg").read_text()
+    assert "Request throughput (requests/s)" in svg and "Concurrency (requests in flight)" in svg
     svg = (out / "plots" / f"{LATENCY_KEY}.svg").read_text()
-    assert "TTFT median" in svg and "E2EL p99" in svg and "Request throughput (requests/s)" in svg
+    assert "TTFT (ms)" in svg and "E2EL (ms)" in svg
+    # The latency boxes hold every successful request of the records, TTFT and E2EL alike.
+    latencies = request_latencies(sweeps)
+    for rec in recs:
+        ok = [r for r in rec["serving"]["requests"] if r["ok"]]
+        want = {"ttft_ms": [r["ttft_ms"] for r in ok], "e2el_ms": [r["e2el_ms"] for r in ok]}
+        assert latencies[rec["run_id"]] == want
+    # The load is the x axis, its points named; throughput's axis starts at 0 so a flat curve looks flat.
+    serving = load_runs(sweeps).ok
+    fig, _, drawn = _lines(serving, curve_groups(serving), THROUGHPUT_LINES, "request throughput")
+    assert drawn == 2
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"] and ax.get_ylim()[0] == 0
+        (line,) = ax.lines
+        model = ax.get_title().split(",")[0]
+        assert list(line.get_ydata()) == pytest.approx(
+            [point(recs, model, c)["metrics"]["request_throughput_rps"] for c in (1.0, 2.0)]
+        )
     energy = recs[0]["metrics"]["energy_per_token_j"]
     if not energy["available"]:
         # This host measures no energy: no energy curve, and the report says why (not a line at 0).
@@ -136,22 +165,19 @@ def test_measured_energy_is_drawn_net_per_output_token_and_table4_takes_the_lowe
             path.write_text(json.dumps(rec))
     out = tmp_path / "report"
     md = report(folder, out)
-    for key in (LATENCY_KEY, ENERGY_KEY):
+    for key in (THROUGHPUT_KEY, LATENCY_KEY, ENERGY_KEY):
         assert (out / "plots" / f"{key}.png").is_file() and f"(plots/{key}.png)" in md
     svg = (out / "plots" / f"{ENERGY_KEY}.svg").read_text()
-    assert "Energy per output token (J, net of idle)" in svg and "Output-token throughput (tokens/s)" in svg
-    # The curve's points: net energy over the window's output tokens, against output-token throughput, by load.
+    assert "Energy per output token (J, net of idle)" in svg and "Concurrency (requests in flight)" in svg
+    # The curve's points: net energy over the window's output tokens, by load.
     recs = records(folder)
     runs = load_runs(folder).ok
-    points, n = curve_points(runs.filter(runs["model"] == "steady"), "output_token_throughput_tps", "energy_per_token")
-    expected = [
-        (r["metrics"]["output_token_throughput_tps"], (gross[c] - 2.0) / r["metrics"]["new_tokens_total"], f"{c:g}")
-        for c in (1.0, 2.0)
-        for r in [point(recs, "steady", c)]
-    ]
-    assert n == 2 and [p[2] for p in points] == ["1", "2"]
-    for (x, y, _), (ex, ey, _) in zip(points, expected, strict=True):
-        assert x == pytest.approx(ex) and y == pytest.approx(ey)
+    points, n = curve_points(runs.filter(runs["model"] == "steady"), "energy_per_token")
+    tokens = {c: point(recs, "steady", c)["metrics"]["new_tokens_total"] for c in (1.0, 2.0)}
+    expected = [(f"{c:g}", (gross[c] - 2.0) / tokens[c]) for c in (1.0, 2.0)]
+    assert n == 2 and [p[0] for p in points] == ["1", "2"]
+    for (load, y), (eload, ey) in zip(points, expected, strict=True):
+        assert load == eload and y == pytest.approx(ey)
     if not point(recs, "llamacpp", 1.0)["metrics"]["energy_per_token_j"]["available"]:
         assert "model llamacpp, concurrency sweep: omitted, not measured" in md
     # Table 4: the lowest load point only, not the median of every point (that would be (8 + 10) / 2 = 9 J).

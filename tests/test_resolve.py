@@ -18,6 +18,7 @@ from controller import images
 from controller.campaigns.file import load_campaign_file
 from controller.campaigns.readiness import assess
 from controller.errors import UserError
+from controller.pipeline import workload_for
 from controller.requests import BatchSettings, RunRequest, ServeSettings, Where
 from controller.resolve import resolve
 from controller.serving.settings import ServingSettings
@@ -40,18 +41,39 @@ def test_an_image_that_cannot_run_here_is_refused_for_registered_and_own_models_
 
 
 def test_engine_and_own_model_refusals_are_said_by_the_one_resolution(tmp_path: Path) -> None:
-    onnx = tmp_path / "m.onnx"
-    onnx.write_bytes(b"\x08\x07")
+    onnx = _tiny_onnx(tmp_path / "m.onnx")
     manifest, engine = resolve(BatchSettings("onnx-cpu", str(onnx)))
     assert (manifest.name, engine) == ("onnx-cpu", manifest.engines[0])
     with pytest.raises(UserError, match="does not serve engine 'torch'"):
         resolve(BatchSettings("onnx-cpu", "resnet50", engine="torch"))
+    with pytest.raises(UserError, match="nor an existing file or folder"):
+        resolve(BatchSettings("onnx-cpu", str(tmp_path / "typo.onnx"), model_size="tiny"))
+    # The flags beside a model that exists: after whether the engine can run it (the workload's plan).
     with pytest.raises(UserError, match="--model-size applies to registered models"):
-        resolve(BatchSettings("onnx-cpu", str(onnx), model_size="tiny"))
-    with pytest.raises(UserError, match="--weights applies to registered models"):
-        resolve(BatchSettings("onnx-cpu", str(onnx), weights="pretrained"))
+        workload_for(RunRequest(BatchSettings("onnx-cpu", str(onnx), model_size="tiny"))).plan(check_data=False)
+    with pytest.raises(UserError, match="--weights .* applies to registered models"):
+        workload_for(RunRequest(BatchSettings("onnx-cpu", str(onnx), weights="pretrained"))).plan(check_data=False)
     with pytest.raises(UserError, match="cannot serve language models"):
         resolve(ServeSettings("tf-cpu", "tiny-gpt2"))
+
+
+def _tiny_onnx(path: Path) -> Path:
+    np = pytest.importorskip("numpy")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((10, 3 * 8 * 8), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["logits"], transB=1)],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,7 @@ def by_configuration(campaign: Campaign, history: dict[str, list[dict[str, Any]]
                 by_settings.setdefault(_settings(r["cell"]), []).append(r)
     out: dict[str, Detectable] = {}
     seen: set[str] = set()
+    reps = {c.name: campaign.repetitions_of(c) for c in campaign.configurations}
     for cell in campaign.matrix():
         key = _settings(cell.identity())
         if key in seen:
@@ -94,11 +95,11 @@ def by_configuration(campaign: Campaign, history: dict[str, list[dict[str, Any]]
         if s.time is None:
             continue
         d.with_spread += 1
-        if (t := smallest(s.time, campaign.repetitions)) is not None:
+        if (t := smallest(s.time, reps[cell.configuration])) is not None:
             d.time.append(t)
         if s.energy is not None:
             widen = math.sqrt(2.0) * math.log1p(s.energy_bound or 0.0)  # both sides' bounds, in quadrature
-            if (e := smallest(s.energy, campaign.repetitions, widen)) is not None:
+            if (e := smallest(s.energy, reps[cell.configuration], widen)) is not None:
                 d.energy.append(e)
     return out
 
@@ -112,7 +113,9 @@ def _worst(found: list[tuple[float, float]], cells: int) -> str:
 
 def render(campaign: Campaign, results: Path, history: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The lines `campaign plan` prints about the smallest change its repetitions can decide."""
-    n, level = campaign.repetitions, f"{100 * (1 - DEFAULT_ALPHA):g} %"
+    # A configuration measured fewer times than the others (its own repetitions) bounds what is decided.
+    n = min(campaign.repetitions_of(c) for c in campaign.configurations)
+    level = f"{100 * (1 - DEFAULT_ALPHA):g} %"
     where = results / campaign.name
     if campaign.mode == "serving":
         return [f"smallest change compare can decide: not estimated for serving campaigns ({n} repetitions a side)"]

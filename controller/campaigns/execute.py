@@ -98,8 +98,9 @@ def _run_locked(
                 ok, line, name = _run_cell(cell, where, meters, record_cell, progress, quiet.saw)
                 if not ok:
                     failed_now.append((cell, line, name))
-                if k + 1 < len(plan.run):
-                    cooldown()
+                if k + 1 < len(plan.run) and campaign.cooldown.mode != "none":
+                    with progress.step("cool-down"):  # its clock shows while it waits
+                        cooldown()
             except KeyboardInterrupt:
                 interrupted_now = True
                 progress.note(f"interrupted during {cell.label}; run the same command again to resume")

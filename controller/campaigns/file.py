@@ -32,6 +32,8 @@
     image = "onnx-cpu"
     engine = "onnxruntime"
     source = "torch"             # converted runs: whose model definition is converted
+    # optional: options = {...}, models = [...], batch_sizes = [...], repetitions = 5 (instead of
+    # the campaign's), concurrency = 4 (serving: requests in flight instead of [serving]'s)
 
 Datasets (batch mode): ``dataset = "synthetic" | "digits" | "imagenet-val" | "imdb"`` in
 [campaign], with ``dataset_path`` (imagenet-val, imdb) and ``limit`` (a seeded subset); a model
@@ -303,7 +305,9 @@ def _check_cell_count(
     configurations: tuple[Configuration, ...], models: list[str], batches: list[int], repetitions: int, path: Path
 ) -> None:
     """Refuse a matrix too large to run before its cells are built (they are built in memory, all of them)."""
-    runs = sum(len(c.models or models) * len(c.batch_sizes or batches) for c in configurations) * repetitions
+    runs = sum(
+        len(c.models or models) * len(c.batch_sizes or batches) * (c.repetitions or repetitions) for c in configurations
+    )
     if runs > MAX_CELLS:
         raise UserError(
             f"{path}: the matrix has {runs} runs (configurations x models x batch sizes x repetitions); "
@@ -385,6 +389,13 @@ def _model_paths(models: list[str], path: Path) -> list[str]:
     for m in models:
         p = local_path(m, path.parent)
         looks_like_path = m.startswith((".", "/", "~")) or p.exists()
+        if looks_like_path and not p.exists():
+            beside = f" (read beside {path.name}, else in the current folder)"
+            where = "" if Path(m).expanduser().is_absolute() else beside
+            raise UserError(
+                f"{path}: [matrix] models names {m}, which does not exist{where}; name your model: "
+                f"--set 'matrix.models=[\"PATH\"]'"
+            )
         out.append(str(p) if looks_like_path else m)
     return out
 
@@ -471,6 +482,8 @@ def _configuration(raw: dict[str, Any], where: str, path: Path) -> Configuration
         models=tuple(_model_paths(models, path)) if models else None,
         batch_sizes=tuple(raw["batch_sizes"]) if "batch_sizes" in raw else None,
         note=raw.get("note", ""),
+        repetitions=raw.get("repetitions"),
+        concurrency=raw.get("concurrency"),
     )
 
 
@@ -493,6 +506,8 @@ def _check_configuration(
         )
     if conf.source is not None:
         _check_source(conf.source, engine, mode, where, path)
+    if conf.concurrency is not None and mode != "serving":
+        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
     try:
         check_options(engine, options | conf.options, serving=mode == "serving")
     except OptionError as exc:

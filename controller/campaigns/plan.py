@@ -18,12 +18,12 @@ def render_plan(assessment: Assessment, results: Path, seed: int, here: str = "o
     cells = c.matrix()
     history = recorded(results, c.name)
     states = {cell.id: cell_state(history.get(cell.id, [])) for cell in cells}
-    n_conf = len(c.configurations)
-    batches = "" if c.mode == "serving" else f"{len(c.batch_sizes)} batch sizes × "
+    batches = "" if c.mode == "serving" else f"{_count(len(c.batch_sizes), 'batch size')} × "
     lines = [
-        f"campaign {c.name} ({c.path}): {len(cells)} {'serving ' if c.mode == 'serving' else ''}runs = "
-        f"{n_conf} configurations × {len(c.models)} models × {batches}{c.repetitions} repetitions"
-        + (" (some configurations restrict models or batch sizes)" if len(cells) != _full(c) else ""),
+        f"campaign {c.name} ({c.path}): {_count(len(cells), 'serving run' if c.mode == 'serving' else 'run')} = "
+        f"{_count(len(c.configurations), 'configuration')} × {_count(len(c.models), 'model')} × {batches}"
+        f"{_count(c.repetitions, 'repetition')}"
+        + (" (some configurations set their own models, batch sizes or repetitions)" if len(cells) != _full(c) else ""),
     ]
     if c.description:
         lines.append(f"  {c.description.strip()}")
@@ -72,13 +72,12 @@ def _matrix_table(assessment: Assessment) -> list[str]:
         if c.mode == "serving":
             label, category = c.serving_model(combo.model)
             export = combo.conversion or "-"
-            rows.append(
-                (conf.name, conf.image, combo.engine or "-", export, label, category, str(c.repetitions), runnable)
-            )
+            runs = str(c.repetitions_of(conf))
+            rows.append((conf.name, conf.image, combo.engine or "-", export, label, category, runs, runnable))
             continue
         sizes = conf.batch_sizes or c.batch_sizes
         source = conf.source or ("(" + combo.conversion + ")" if combo.conversion else "-")
-        batches, runs = ",".join(map(str, sizes)), str(len(sizes) * c.repetitions)
+        batches, runs = ",".join(map(str, sizes)), str(len(sizes) * c.repetitions_of(conf))
         rows.append((conf.name, conf.image, combo.engine or "-", source, combo.model, batches, runs, runnable))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     return ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
@@ -99,6 +98,10 @@ def _blocked(assessment: Assessment, here: str) -> list[str]:
     for reason, where in by_reason.items():
         lines += [f"  {reason}", f"      -> {', '.join(where)}"]
     return lines
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def _full(c: Campaign) -> int:
@@ -137,9 +140,13 @@ def _what_runs(c: Campaign, assessment: Assessment) -> str:
         if choice.limit:
             text += f" (limit {choice.limit})"
         shown.append(text + (f" for {', '.join(who)}" if len(choices) > 1 and len(who) < len(choices) else ""))
+    from controller.resolve import is_own_model
+
+    own = [is_own_model(m) for m in c.models]
+    versions = f"model size {c.model_size}, weights {c.weights}" + (" (registered models)" if any(own) else "")
     return (
-        f"model size {c.model_size}, weights {c.weights}, dataset {'; '.join(shown)}, {amount} per run, "
-        f"warm-up {c.warmup} batches"
+        ("" if all(own) else versions + ", ")
+        + f"dataset {'; '.join(shown)}, {amount} per run, warm-up {_count(c.warmup, 'batch', 'batches')}"
     )
 
 

@@ -153,6 +153,8 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "models": MODEL_IDS,
         "batch_sizes": BATCH_SIZES,
         "note": text,
+        "repetitions": COUNTS["repetitions"],  # this configuration's own (advise measures some more often)
+        "concurrency": COUNTS["concurrency"],  # serving: requests in flight for this configuration
     },
     "datasets": {"dataset": word, "dataset_path": path_text, "limit": COUNTS["limit"]},
     "serving": {

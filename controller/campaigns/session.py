@@ -43,8 +43,11 @@ def apply_idle_policy(campaign: Campaign, say: Callable[[str], None]) -> None:
         return
     if policy.policy == "measure-if-missing" and status.usable:
         return
-    say(f"idle baseline ({policy.policy}): measuring {policy.duration_s:g} s of idle power; keep this host idle ...")
-    baseline = measure_idle(policy.duration_s, interval_s=campaign.interval_s)
+    from controller.progress import Progress
+
+    say(f"idle baseline ({policy.policy}): measuring {policy.duration_s:g} s of idle power; keep this host idle")
+    with Progress().step("measuring idle power"):  # minutes: its clock shows, a line at least every 8 s
+        baseline = measure_idle(policy.duration_s, interval_s=campaign.interval_s)
     path = save_baseline(baseline)
     shown = ", ".join(
         f"{d} {e['power_w']:.2f} W" if e["available"] else f"{d} unavailable"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ class Configuration:
     models: tuple[str, ...] | None = None  # restricts the campaign's models for this configuration
     batch_sizes: tuple[int, ...] | None = None
     note: str = ""
+    # Set by a search (``advise``) that measures some configurations more often than others; the
+    # campaign's own repetitions otherwise.
+    repetitions: int | None = None
+    concurrency: int | None = None  # serving: requests in flight for this configuration ([serving]'s otherwise)
 
 
 @dataclass(frozen=True)
@@ -193,15 +197,29 @@ class Campaign:
         category = f"category-{resolved.size_category}" if resolved.size_category else "uncategorised"
         return resolved.label, category
 
+    def repetitions_of(self, conf: Configuration) -> int:
+        return conf.repetitions or self.repetitions
+
+    @property
+    def rounds(self) -> int:
+        """Repetitions of the configuration measured most often: the rounds of the interleaved order."""
+        return max([self.repetitions, *(self.repetitions_of(c) for c in self.configurations)])
+
     def matrix(self) -> list[Cell]:
         """Every cell, in grouped order (configuration, model, batch size, repetition)."""
+        from controller.resolve import is_own_model
+
         cells = []
         for conf in self.configurations:
+            reps = self.repetitions_of(conf)
             for model in conf.models or self.models:
                 if self.mode == "serving":
                     assert self.serving is not None
                     label, category = self.serving_model(model)
-                    for rep in range(1, self.repetitions + 1):
+                    settings = self.serving
+                    if conf.concurrency is not None:
+                        settings = replace(settings, concurrency=conf.concurrency)
+                    for rep in range(1, reps + 1):
                         cells.append(
                             Cell(
                                 id=cell_id(label, category, conf.name, 1, rep),
@@ -221,27 +239,31 @@ class Campaign:
                                 duration_s=None,
                                 warmup=self.serving.warmup_requests,
                                 mode="serving",
-                                serving=cell_serving(self.serving),
+                                serving=cell_serving(settings),
                             )
                         )
                     continue
                 data = self.dataset_for(model)
+                # The campaign's model_size and weights choose among registered models' versions; a
+                # user's own model is run as it is.
+                own = is_own_model(model)
+                size, weights = ("full", "random") if own else (self.model_size, self.weights)
                 for batch in conf.batch_sizes or self.batch_sizes:
-                    for rep in range(1, self.repetitions + 1):
+                    for rep in range(1, reps + 1):
                         cells.append(
                             Cell(
-                                id=cell_id(model, self.model_size, conf.name, batch, rep),
+                                id=cell_id(model, size, conf.name, batch, rep),
                                 campaign=self.name,
                                 configuration=conf.name,
                                 image=conf.image,
                                 engine=conf.engine,
                                 source=conf.source,
                                 model=model,
-                                model_size=self.model_size,
+                                model_size=size,
                                 batch_size=batch,
                                 repetition=rep,
                                 options=self.options | conf.options,
-                                weights=self.weights,
+                                weights=weights,
                                 dataset=data.dataset,
                                 samples=self.samples_for(data.dataset),
                                 duration_s=self.duration_s,
@@ -262,7 +284,7 @@ class Campaign:
             return cells
         rng = random.Random(seed)
         out: list[Cell] = []
-        for rep in range(1, self.repetitions + 1):
+        for rep in range(1, self.rounds + 1):
             round_ = [c for c in cells if c.repetition == rep]
             rng.shuffle(round_)
             out += round_

@@ -162,7 +162,9 @@ def init(
             spent = clock() - started
             if not transient or spent + pause > CLIENT_START_BUDGET_S:
                 tried = f" (tried {attempt} times over {fmt_duration(spent)})" if attempt > 1 else ""
-                raise UserError(f"could not connect to the Ray cluster at {address}{tried}: {first[:300]}") from None
+                raise UserError(
+                    f"could not connect to the Ray cluster at {address}{tried}: {first[:300]}{auth_hint(exc)}"
+                ) from None
             print(
                 f"the Ray Client server at {address} failed to start for this driver ({first[:120]}); "
                 f"trying again in {pause:g} s (try {attempt + 1}; giving up {fmt_duration(CLIENT_START_BUDGET_S)} "
@@ -173,6 +175,20 @@ def init(
             with suppress(Exception):
                 ray.shutdown()
             sleep(pause)
+
+
+AUTH_HINT = (
+    "; if the head uses Ray's token authentication (the default of `ray start --head` from Ray 2.60), "
+    "set RAY_AUTH_MODE=token and give this machine the head's ~/.ray/auth_token (or RAY_AUTH_TOKEN)"
+)
+
+
+def auth_hint(exc: BaseException) -> str:
+    """Ray's own words for a missing token are a timeout (Ray Client) or "InvalidAuthToken" (GCS)."""
+    text = str(exc)
+    if os.environ.get("RAY_AUTH_MODE") == "token" and "InvalidAuthToken" not in text:
+        return ""
+    return AUTH_HINT if ("InvalidAuthToken" in text or "connection timeout" in text) else ""
 
 
 # How long the head may not answer before the cluster counts as gone. Ray itself blocks the

@@ -6,7 +6,9 @@ model, GPUs) and did the same work (samples or prompts, dataset, weights); engin
 differ (that is what a change under test often is) and are said. A cell measured for a requested
 duration on either side does as many samples as fit in it, so its sample count is no part of its
 identity: such cells are judged per sample. The configuration's name plays
-no part: a campaign copied under another name still matches.
+no part: a campaign copied under another name still matches; except where each side runs a cell
+under several configurations of the same names (the candidates of ``advise``, which differ in
+engine options only): those are matched configuration by configuration.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Pair:
 
 
 def label_of(key: tuple[Any, ...], runs: pl.DataFrame) -> str:
-    serving, model, size, image, engine, provider, conversion, batch = key
+    serving, model, size, image, engine, provider, conversion, batch = key[: len(KEY)]
     confs = "/".join(sorted(set(runs["configuration"].to_list())))
     where = "serving" if serving else f"b{batch}"
     via = f" {conversion}" if conversion else ""
@@ -81,16 +83,32 @@ def check(pair: Pair) -> None:
         pair.notes.append(f"engine options differ: A {oa}; B {ob}")
 
 
+def _by_configuration(
+    key: tuple[Any, ...], fa: pl.DataFrame | None, fb: pl.DataFrame | None
+) -> list[tuple[tuple[Any, ...], pl.DataFrame | None, pl.DataFrame | None]]:
+    """A cell that several configurations of each side run under the same names (``advise``'s
+    candidates, which differ in engine options only) is matched configuration by configuration."""
+    if fa is None or fb is None:
+        return [(key, fa, fb)]
+    names_a, names_b = set(fa["configuration"].to_list()), set(fb["configuration"].to_list())
+    if len(names_a) < 2 or names_a != names_b:
+        return [(key, fa, fb)]
+    return [
+        ((*key, name), fa.filter(pl.col("configuration") == name), fb.filter(pl.col("configuration") == name))
+        for name in sorted(names_a)
+    ]
+
+
 def pairs(a: pl.DataFrame, b: pl.DataFrame) -> list[Pair]:
     """Every cell of either side, matched where the other side has it, in a stable order."""
     by_a = dict(groups(a, list(KEY)))
     by_b = dict(groups(b, list(KEY)))
     out = []
-    for key in sorted(set(by_a) | set(by_b), key=lambda k: tuple(str(x) for x in k)):
-        fa, fb = by_a.get(key), by_b.get(key)
-        frame = fa if fa is not None else fb
-        assert frame is not None
-        pair = Pair(key, label_of(key, frame), fa, fb)
-        check(pair)
-        out.append(pair)
+    for cell in sorted(set(by_a) | set(by_b), key=lambda k: tuple(str(x) for x in k)):
+        for key, fa, fb in _by_configuration(cell, by_a.get(cell), by_b.get(cell)):
+            frame = fa if fa is not None else fb
+            assert frame is not None
+            pair = Pair(key, label_of(key, frame), fa, fb)
+            check(pair)
+            out.append(pair)
     return out

@@ -76,18 +76,28 @@ def build_report(
             + ". Report them separately (one folder per host/build), or pass --mix to accept the mix "
             "(the report then says so)"
         )
-    sections = assemble(runs, problems if mix else [])
+    from controller.progress import Progress
+
+    progress = Progress()  # on stderr: tables, statistics and plots take a while on many records
+    with progress.step(f"report: tables and statistics of {runs.all.height} records"):
+        sections = assemble(runs, problems if mix else [])
     for w in runs.duplicates:
         print(f"warning: {w}", file=sys.stderr)
     if fmt == "term":
         print(render.term(runs, sections))
         return 0
     out = output or Path(folder) / "report"
-    written = render.write_files(runs, sections, out, with_plots)
-    written += vllm_results(runs, out / VLLM_FOLDER)
-    print(f"report of {runs.ok.height} runs ({runs.failed.height} failed) in {out}")
-    for path in written:
-        print(f"  {path}")
+    with progress.step("report: plots and files"):
+        written = render.write_files(runs, sections, out, with_plots)
+        written += vllm_results(runs, out / VLLM_FOLDER)
+    print(out / "report.html")  # what a user opens: first, alone on its line
+    tables = len({p.stem for p in written if p.suffix == ".csv"})
+    plotted = len(list((out / "plots").glob("*.png"))) if (out / "plots").is_dir() else 0
+    vllm = f", {VLLM_FOLDER}/ (each serving point as vLLM's bench serve result)" if (out / VLLM_FOLDER).is_dir() else ""
+    print(
+        f"  {runs.all.height} records: {runs.ok.height} runs ok, {runs.failed.height} failed; beside it: report.md, "
+        f"report.tex, {tables} tables (.md, .tex, .csv, .html) and plots/ ({plotted} plots, PNG and SVG){vllm}"
+    )
     return 0
 
 

@@ -285,7 +285,7 @@ def html_section(a: Answer | None) -> str:
         text = text.replace(title, f"<strong>{title}</strong>", 1)
         parts.append(f'<p class="answer">{text}</p>')
         t.title = ""
-        parts.append(to_html(t))
+        parts.append(f'<div class="wide">{to_html(t)}</div>')  # scrolls in its box, as every table does
         if remark := _missing_remark(g, common):
             parts.append(f'<p class="method">{html.escape(remark)}</p>')
     parts.append(f'<p class="method">{html.escape(method(a))}</p></section>')

@@ -162,7 +162,7 @@ def energy_remarks(frame: pl.DataFrame, kind: EnergyKind, paper_total: str) -> l
     covers = [c for c in frame["total_energy_covers"].to_list() if c] if frame.height else []
     kinds = sorted(set(covers))
     if not kinds:
-        what = "Total energy: no run measured any energy domain."
+        what = "Total energy: no run measured any energy domain"
     elif len(kinds) == 1:
         parts = " + ".join({"cpu": "CPU package", "dram": "DRAM", "gpu": "GPU"}.get(d, d) for d in kinds[0].split("+"))
         what = f"Total energy = {parts}, as measured ({kinds[0]})"

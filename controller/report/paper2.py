@@ -148,14 +148,14 @@ def _serving_table(key: str, title: str, part: pl.DataFrame, wanted: tuple[str, 
     labels = configuration_labels(part)
     by_conf: dict[str, dict[str, list[tuple[float, float | None]]]] = {}
     categories = sorted({category_of(s) for s in part["model_size"].to_list()}, key=category_order)
-    jit_note = t.note(
+    jit_note = (
         "beyond the paper's results (it left TorchScript out for error-prone outputs): shown, not eligible for bold"
     )
 
     def label_cell(conf: str, engine: str) -> Value:
         v = text_value(labels[conf])
         if engine in NOT_IN_PAPER_RESULTS:
-            v.notes.append(jit_note)
+            v.notes.append(t.note(jit_note))  # numbered where a cell points to it, else not listed
         return v
 
     def by_label(kgs: list[tuple[tuple, pl.DataFrame]]) -> list[tuple[tuple, pl.DataFrame]]:

@@ -33,6 +33,14 @@ class Folder:
         return f"skipped {n} {files} of {self.path} that {what}: {shown}{more}"
 
 
+def _cut_short(exc: json.JSONDecodeError) -> bool:
+    """A record whose JSON was valid up to where it stops (a write cut short), not one malformed inside."""
+    doc = exc.doc.rstrip()
+    if not doc.lstrip().startswith("{") or doc.endswith("}"):
+        return False
+    return exc.pos >= len(doc) or exc.msg.startswith("Unterminated string")
+
+
 def _not_a_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(the parsed object, None) for what looks like a run record, else (None, why it is not one)."""
     try:
@@ -40,7 +48,7 @@ def _not_a_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
     except json.JSONDecodeError as exc:
-        if exc.doc.lstrip().startswith("{") and not exc.doc.rstrip().endswith("}"):
+        if _cut_short(exc):
             return None, f"truncated: its JSON stops mid-record after {len(exc.doc)} bytes, a write cut short"
         return None, f"not JSON: {exc.msg} at line {exc.lineno}"
     except OSError as exc:

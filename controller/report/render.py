@@ -13,6 +13,7 @@ import polars as pl
 
 from controller.report import answer_render, curves, plots, traces
 from controller.report.data import Runs
+from controller.report.layout import Section, plot_notes, sections
 from controller.report.loads import one_load_point
 from controller.report.table import to_csv, to_html, to_latex, to_markdown, to_term
 
@@ -37,13 +38,16 @@ def term(runs: Runs, s: Sections) -> str:
     parts += [f"WARNING: {w}" for w in s.warnings]
     parts += answer_render.term(s.answer)
     parts += [AGGREGATES, f"Energy: {s.energy}", *s.said, ""]
-    for t in s.tables():
-        if t.key in LONG and len(t.rows) > 40:
-            parts.append(f"{t.title}: {len(t.rows)} rows (see the report's files)\n")
-            continue
-        parts.append(to_term(t))
-    if s.papers_note:
-        parts.append(s.papers_note)
+    shown, left_out = sections(s)
+    for section in shown:
+        for t in section.tables:
+            if t.key in LONG and len(t.rows) > 40:
+                parts.append(f"{t.title}: {len(t.rows)} rows (see the report's files)\n")
+                continue
+            parts.append(to_term(t))
+        parts += [note + "\n" for note in section.notes]
+    if left_out:
+        parts.append(left_out)
     return "\n".join(parts)
 
 
@@ -57,18 +61,21 @@ def write_files(runs: Runs, s: Sections, out: Path, with_plots: bool = True) -> 
             written.append(path)
     ok = s.frame if s.frame is not None else runs.ok
     figures, trace_plots, skipped = make_plots(runs, ok, out / "plots") if with_plots else ([], [], ["plots not drawn"])
+    shown, left_out = sections(s)
     md = [f"# {heading(runs)}", ""]
     md += [f"> **WARNING:** {w}" for w in s.warnings]
     md += ["", *answer_render.markdown(s.answer)]
     md += ["", AGGREGATES, "", f"Energy: {s.energy}", ""]
     md += [x for said in s.said for x in (said, "")]
-    for t in s.tables():
-        md.append(to_markdown(t))
-    if s.papers_note:
-        md.append(s.papers_note + "\n")
+    for section in shown:
+        md.append(f"## {section.title}\n")
+        md += [to_markdown(t) for t in section.tables]
+        md += [note + "\n" for note in section.notes]
+    if left_out:
+        md.append(left_out + "\n")
     md.append("## Plots\n")
     md += [f"![{p.title}](plots/{p.png.name})\n" for p in [*figures, *trace_plots]]
-    md += [f"- {n}" for n in skipped]
+    md += [f"- {n}" for n in plot_notes(skipped)]
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "report.tex").write_text("\n".join([*answer_render.latex(s.answer), *(to_latex(t) for t in s.tables())]))
     written += answer_render.write_files(s.answer, out)
@@ -86,7 +93,7 @@ def make_plots(runs: Runs, ok: pl.DataFrame, folder: Path) -> tuple[list[plots.P
         serving_box, serving_skipped = plots.serving_box_plots(one_point, folder)
         figures += serving_box
         skipped += serving_skipped + ([load_note] if load_note else [])
-        serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy)
+        serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy, runs.folder)
         figures += serving_curves
         skipped += curves_skipped
     evt = plots.energy_vs_time(ok, folder)
@@ -103,7 +110,11 @@ def make_plots(runs: Runs, ok: pl.DataFrame, folder: Path) -> tuple[list[plots.P
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.4em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table.jb { border-collapse: collapse; margin: 1em 0 0.3em; font-size: 0.85em; }
+table.jb { border-collapse: collapse; margin: 0 0 0.3em; font-size: 0.85em; }
+.wide { overflow-x: auto; max-width: 100%; margin-top: 1em; }
+nav.toc { background: #f7f7f7; border: 1px solid #ddd; padding: 0.4em 0.8em; font-size: 0.9em; }
+p.index { font-size: 0.8em; color: #555; margin: 0.3em 0; }
+p.left-out { font-size: 0.85em; color: #555; }
 table.jb caption { text-align: left; font-weight: 600; padding-bottom: 0.4em; }
 table.jb th, table.jb td { border: 1px solid #ddd; padding: 3px 7px; vertical-align: top; }
 table.jb th { background: #f3f3f3; }
@@ -114,7 +125,8 @@ table.jb td.flagged { background: #ffe8cc; }
 table.jb tr.group td { border-top: 2px solid #999; }
 .notes { font-size: 0.8em; color: #555; } .notes p { margin: 0.15em 0; }
 .warning { background: #fff4d6; border: 1px solid #e0b400; padding: 0.5em; }
-figure { display: inline-block; margin: 0.5em; } figure img { max-width: 640px; border: 1px solid #eee; }
+figure { display: inline-block; margin: 0.5em; max-width: 100%; }
+figure img { max-width: 640px; border: 1px solid #eee; } figure.wide-plot img { max-width: 100%; }
 figcaption { font-size: 0.8em; color: #555; }
 """
 
@@ -124,10 +136,55 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _toc(parts: list[tuple[str, str, list[tuple[str, str]]]]) -> str:
+    """The table of contents, one line: each section and how many tables or plots it holds."""
+    links = [
+        f'<a href="#{key}">{html.escape(title)}</a>' + (f" ({len(entries)})" if entries else "")
+        for key, title, entries in parts
+    ]
+    return '<nav class="toc"><strong>Contents:</strong> ' + " · ".join(links) + "</nav>"
+
+
+def _index(entries: list[tuple[str, str]]) -> str:
+    """A section's own contents: a link to each of its tables or plots."""
+    if len(entries) < 2:
+        return ""
+    links = " · ".join(f'<a href="#{k}">{html.escape(t)}</a>' for k, t in entries)
+    return f'<p class="index">{links}</p>'
+
+
+def _section_html(section: Section) -> str:
+    parts = [f'<h2 id="{section.key}">{html.escape(section.title)}</h2>']
+    parts.append(_index([(t.key, t.title) for t in section.tables]))
+    parts += [f'<div class="wide">{to_html(t)}</div>' for t in section.tables]  # a wide table scrolls in its box
+    parts += [f'<p class="notes">{html.escape(note)}</p>' for note in section.notes]
+    return "\n".join(parts)
+
+
+def _plots_html(figures: list[plots.Plot], skipped: list[str]) -> str:
+    parts = ['<h2 id="sec-plots">Plots</h2>', _index([(p.key, p.title) for p in figures])]
+    for p in figures:
+        wide = ' class="wide-plot"' if p.key.startswith("serving-curve") else ""
+        caption = f"<figcaption>{html.escape(p.title)}</figcaption>"
+        parts.append(f'<figure id="{p.key}"{wide}>{_img(p.png)}{caption}</figure>')
+    notes = plot_notes(skipped)
+    if notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    return "\n".join(parts)
+
+
 def render_html(
     runs: Runs, s: Sections, figures: list[plots.Plot], trace_plots: list[plots.Plot], skipped: list[str]
 ) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shown, left_out = sections(s)
+    drawn = [*figures, *trace_plots]
+    # The provenance section comes after the plots, as before; the table of contents follows the page.
+    before = [x for x in shown if x.key != "sec-provenance"]
+    after = [x for x in shown if x.key == "sec-provenance"]
+    contents = [(x.key, x.title, [(t.key, t.title) for t in x.tables]) for x in before]
+    contents.append(("sec-plots", "Plots", [(p.key, p.title) for p in drawn]))
+    contents += [(x.key, x.title, [(t.key, t.title) for t in x.tables]) for x in after]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -136,23 +193,14 @@ def render_html(
         f"<h1>{html.escape(heading(runs))}</h1>",
     ]
     parts += [f'<p class="warning"><strong>Warning:</strong> {html.escape(w)}</p>' for w in s.warnings]
-    parts.append(answer_render.html_section(s.answer))
+    parts.append(answer_render.html_section(s.answer))  # the answer first: which configuration, how sure
+    parts.append(_toc(contents))
     parts += [f"<p>Generated {now}. {html.escape(AGGREGATES)}</p>", f"<p>Energy: {html.escape(s.energy)}</p>"]
     parts += [f"<p>{html.escape(said)}</p>" for said in s.said]
-    parts.append("<h2>The papers' tables</h2>")
-    parts += [to_html(t) for t in s.papers]
-    if s.papers_note:
-        parts.append(f"<p>{html.escape(s.papers_note)}</p>")
-    parts.append("<h2>The papers' figures</h2>")
-    parts += [to_html(t) for t in s.figures]
-    parts.append("<h2>Statistics</h2>")
-    parts += [to_html(t) for t in s.stats]
-    parts.append("<h2>Plots</h2>")
-    for p in [*figures, *trace_plots]:
-        parts.append(f"<figure>{_img(p.png)}<figcaption>{html.escape(p.title)}</figcaption></figure>")
-    if skipped:
-        parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in skipped) + "</ul>")
-    parts.append("<h2>Stability, flags and provenance</h2>")
-    parts += [to_html(t) for t in s.provenance]
+    if left_out:
+        parts.append(f'<p class="left-out">{html.escape(left_out)}</p>')
+    parts += [_section_html(x) for x in before]
+    parts.append(_plots_html(drawn, skipped))
+    parts += [_section_html(x) for x in after]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

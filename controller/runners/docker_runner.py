@@ -6,8 +6,11 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from controller.errors import UserError
@@ -117,23 +120,6 @@ def reap_orphans(client: Any) -> list[str]:
     return removed
 
 
-def _unreadable_by_others(path: str, limit: int = 10000) -> list[str]:
-    """Files and folders under a mount that a user other than their owner cannot read."""
-
-    def hidden(p: str, need: int) -> bool:
-        return os.stat(p).st_mode & need != need
-
-    if not os.path.isdir(path):
-        return [path] if hidden(path, 0o004) else []
-    found = [path] if hidden(path, 0o005) else []
-    for count, (root, dirs, files) in enumerate(os.walk(path)):
-        found += [os.path.join(root, d) for d in dirs if hidden(os.path.join(root, d), 0o005)]
-        found += [os.path.join(root, f) for f in files if hidden(os.path.join(root, f), 0o004)]
-        if count >= limit:
-            break
-    return found
-
-
 def _network_mode(network: bool | str) -> str | None:
     if network is False:
         return "none"
@@ -201,13 +187,22 @@ def container_kwargs(inv: Invocation, engine_ram_bytes: int | None = None) -> di
     return kwargs
 
 
+def readable_root() -> Path:
+    """Where readable views of owner-only files are staged (controller/runners/readable.py)."""
+    from controller.cache import default_root
+
+    return default_root() / "readable"
+
+
 class DockerRunner:
     kind = "docker"
 
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, note: Callable[[str], None] | None = None) -> None:
         self.client = client or connect()
         self.reaped = reap_orphans(self.client)
         self._ram_bytes: int | None = None
+        # Said on screen: a readable copy staged for a container (controller/runners/readable.py).
+        self.note: Callable[[str], None] = note or (lambda text: print(text, file=sys.stderr))
 
     def engine_ram_bytes(self) -> int | None:
         """The RAM of the host the engine runs on (a remote engine's is not this host's)."""
@@ -263,7 +258,12 @@ class DockerRunner:
     def start(self, inv: Invocation) -> StartedContainer:
         described = self.describe(inv.image) | limits(inv, self.engine_ram_bytes())
         if os.getuid() == 0:  # the container runs as CONTAINER_USER, not as the files' owner
-            hidden = [p for m in inv.mounts if m.read_only for p in _unreadable_by_others(m.host)]
+            from dataclasses import replace
+
+            from controller.runners.readable import readable_mounts
+
+            mounts, hidden = readable_mounts(inv.mounts, readable_root(), self.note)
+            inv = replace(inv, mounts=mounts)
             if hidden:
                 return StartedContainer.refused(
                     self.client,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cache import ArtifactCache, Entry, key_of
+from controller.progress import relay_progress
 from controller.runners.base import Invocation, Mount, Runner, execute
 from controller.serving.settings import (
     EXPORT_CODE_VERSION,
@@ -60,15 +61,17 @@ def ensure_export(
     parity_prompts: list[str],
     timeout_s: float,
     note: Callable[[str], None],
+    detail: Callable[[str], None] | None = None,
 ) -> Entry:
     """The cached export (folder and meta), exporting (with a greedy-token parity check) when missing.
 
     An export made from another export (a quantised GGUF from the f32 one) makes or finds that one first.
+    ``detail`` shows where the export stands, as the harness reports it.
     """
     source_fmt = export_source(fmt)
     source = None
     if source_fmt is not None:
-        source = ensure_export(runner, cache, source_fmt, model, parity_prompts, timeout_s, note)
+        source = ensure_export(runner, cache, source_fmt, model, parity_prompts, timeout_s, note, detail)
     image = export_image(fmt)
     inputs = {
         "format": fmt,
@@ -84,7 +87,7 @@ def ensure_export(
         return found
     staging = cache.stage(key)
     try:
-        meta = _export(runner, staging, fmt, image, model, source, parity_prompts, timeout_s, note)
+        meta = _export(runner, staging, fmt, image, model, source, parity_prompts, timeout_s, note, detail)
         entry = cache.commit(staging, key, {**meta, "key_inputs": inputs})
     finally:
         cache.discard(staging)
@@ -102,6 +105,7 @@ def _export(
     parity_prompts: list[str],
     timeout_s: float,
     note: Callable[[str], None],
+    detail: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     out_mount = Mount(str(staging), "/out", read_only=False)
     mounts = [out_mount]
@@ -133,6 +137,7 @@ def _export(
             network=from_hub,
             env={} if from_hub else {"HF_HUB_OFFLINE": "1"},
             labels={"joulebench.conversion": f"lm2{fmt}"},
+            on_line=relay_progress(detail) if detail is not None else None,
         ),
     )
     try:

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.progress import Progress
+from controller.progress import Progress, fold_line
 from controller.runners.base import Execution, Invocation, Runner, Started, signals_deferred
 from controller.serving.client import http_json
 from controller.serving.settings import CONTAINER_PORT, CONTROL_PORT, ServingFailed
 from harness.protocol import (
     HarnessOutput,
     ProtocolError,
-    parse_line,
     parse_stream,
 )
 
@@ -60,7 +59,7 @@ class ServerHandle:
     def _line(self, line: str) -> None:
         try:
             before = len(self.output.events)
-            parse_line(line, self.output, required={})
+            fold_line(line, self.output, self._progress.detail)  # the load's progress shown live
         except ProtocolError as exc:
             self.protocol_error = str(exc)
             return

@@ -90,6 +90,11 @@ class ServingWorkload:
             options = check_options(engine, w.options, serving=True)
         except OptionError as exc:
             raise UserError(str(exc)) from None
+        from controller.models import serving_refusal
+
+        refusal = serving_refusal(w.model)  # as models inspect says it
+        if refusal is not None:
+            raise UserError(f"engine {engine} cannot serve {w.model}: it {refusal}")
         try:
             self.model = model = resolve_model(w.model)
             why = unsupported_architecture(engine, model_architectures(model), model_tokenizer(model))
@@ -133,6 +138,7 @@ class ServingWorkload:
                     parity,
                     self.request.where.timeout_s,
                     progress.note,
+                    progress.detail,
                 )
         except ServingFailed as exc:
             raise ConversionFailed(exc.reason) from None
@@ -225,6 +231,7 @@ class ServingWorkload:
             raise driven.failure
         self.last_phase = "cooldown"
         if s.cooldown_s:
+            progress.phase("cooldown")
             _sleep_while_alive(server, s.cooldown_s, "cooldown")
         self.last_phase = "shutdown"
         try:

@@ -24,6 +24,9 @@ class Converted:
     candidate: np.ndarray  # the artifact's output on the same inputs
     versions: dict[str, str]  # exporter and runtime versions that produced and checked it
     details: dict[str, Any] | None = None
+    # False where the conversion changes the outputs by design (quantisation): parity is recorded
+    # (top-1 agreement above all), not a gate the artifact must pass.
+    gated: bool = True
 
 
 # conversion -> (module under harness.converters, artifact file name)
@@ -33,6 +36,7 @@ CONVERTERS: dict[str, tuple[str, str]] = {
     "tf2onnx": ("tf_export", "model.onnx"),
     "mx2onnx": ("mx_export", "model.onnx"),
     "onnx2openvino": ("openvino_export", "model.xml"),  # and model.bin beside it
+    "onnx2int8": ("ort_quantize", "model.onnx"),
 }
 
 

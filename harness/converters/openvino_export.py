@@ -16,6 +16,7 @@ import numpy as np
 from harness.converters import Converted, fixed_model_inputs
 from harness.engines.base import EngineError
 from harness.engines.base import package_versions as versions
+from harness.progress import report
 from harness.protocol import ConvertSpec
 
 
@@ -26,13 +27,16 @@ def onnx2openvino(spec: ConvertSpec, out_file: str) -> Converted:
     source = spec.source_artifact
     if not source or not os.path.isfile(source):
         raise EngineError(f"onnx2openvino needs the ONNX artifact it converts; {source!r} is not a file")
+    report("running the ONNX file on ONNX Runtime (the parity reference)")
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     fixed = fixed_model_inputs(spec)
     named = fixed if isinstance(fixed, dict) else {session.get_inputs()[0].name: fixed}
     reference = np.asarray(session.run(None, named)[0])
 
+    report("converting to OpenVINO IR (convert_model, save_model)")
     model = ov.convert_model(source)
     ov.save_model(model, out_file, compress_to_fp16=False)
+    report("checking parity: the IR on OpenVINO against ONNX Runtime")
     core = ov.Core()
     compiled = core.compile_model(core.read_model(out_file), "CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32})
     candidate = np.asarray(compiled(named)[compiled.output(0)])

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from harness.converters import Converted, fixed_inputs, fixed_model_inputs  # noqa: E402
 from harness.engines.base import EngineError  # noqa: E402
 from harness.engines.base import package_versions as _versions  # noqa: E402
+from harness.progress import report  # noqa: E402
 from harness.protocol import ConvertSpec  # noqa: E402
 
 VERSIONS = ("tensorflow", "tensorflow-cpu", "keras", "keras-hub", "tf2onnx", "onnx", "onnxruntime")
@@ -131,17 +132,20 @@ def tf2onnx(spec: ConvertSpec, out_file: str) -> Converted:
         return _source_model(spec, out_file)
     if get_model(spec.model).size(spec.model_size).input_names:
         return _text_model(spec, out_file)
+    report(f"building {spec.model} ({spec.model_size}, {spec.weights} weights)")
     model = _load(spec)
     fixed = fixed_inputs(spec)  # NCHW, as every engine is fed
     reference = model(fixed.transpose(0, 2, 3, 1), training=False).numpy()
     signature = (tf.TensorSpec((None, *nhwc_shape(spec.model, spec.model_size)), tf.float32, name="input"),)
     # inputs_as_nchw: the ONNX model takes NCHW like the torch2onnx one. tf2onnx's optimiser then
     # cancels that transpose against the ones it puts around every NHWC convolution anyway.
+    report("exporting to ONNX with tf2onnx")
     t2o.convert.from_keras(
         model, input_signature=signature, opset=spec.opset, inputs_as_nchw=["input"], output_path=out_file
     )
     graph = onnx.load(out_file)
     opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+    report("checking parity: the ONNX file on ONNX Runtime against the source model")
     session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     candidate = np.asarray(session.run(None, {inp.name: fixed})[0])

@@ -10,6 +10,7 @@ import torch
 from harness.converters import Converted, fixed_model_inputs
 from harness.engines.base import EngineError
 from harness.engines.base import package_versions as versions
+from harness.progress import TORCH_ONNX_STAGE, relayed_prints, report
 from harness.protocol import ConvertSpec
 
 _fixed = fixed_model_inputs
@@ -28,12 +29,14 @@ def _model_source(spec: ConvertSpec) -> tuple[Any, Any, np.ndarray, str]:
     from suite.torch_sources import PositionalFirst, load_source
 
     assert spec.model_source is not None
+    report(f"loading {spec.model_source.get('label', spec.model)} with transformers")
     try:
         inner = load_source(spec.model_source, spec.seed)
     except WeightsUnavailable as exc:
         raise EngineError(str(exc)) from None
     fixed = _fixed(spec)
     model = PositionalFirst(inner, list(fixed)).eval()
+    report("running the source model on the check inputs")
     with torch.inference_mode():
         reference = model(*_args(fixed)).numpy()
     return model, fixed, reference, f"transformers=={transformers.__version__} {spec.model_source.get('auto_class')}"
@@ -44,11 +47,13 @@ def _source(spec: ConvertSpec) -> tuple[Any, Any, np.ndarray, str]:
 
     if spec.model_source is not None:
         return _model_source(spec)
+    report(f"building {spec.model} ({spec.model_size}, {spec.weights} weights) from {definition_source()}")
     try:
         model = build(spec.model, spec.model_size, spec.weights, spec.weights_path, spec.seed)
     except WeightsUnavailable as exc:
         raise EngineError(str(exc)) from None
     fixed = _fixed(spec)
+    report("running the source model on the check inputs")
     with torch.inference_mode():
         reference = model(*_args(fixed)).numpy()
     return model, fixed, reference, definition_source()
@@ -69,18 +74,23 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
         if isinstance(fixed, dict):  # token inputs: the sequence length varies too (--option max_length)
             dims[1] = torch.export.Dim("sequence", min=2, max=512)
         dynamic = tuple(dims for _ in names)
-    torch.onnx.export(
-        model,
-        _args(fixed),
-        out_file,
-        input_names=names,
-        output_names=["logits"] if spec.model_source is None else ["output"],
-        dynamic_shapes=dynamic,
-        opset_version=spec.opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    report("exporting to ONNX with torch.onnx")
+    # verbose=None: the exporter prints its stages ("[torch.onnx] Run decompositions..."), which are
+    # passed on as progress; the text goes to the log as before.
+    with relayed_prints(TORCH_ONNX_STAGE, "exporting to ONNX with torch.onnx"):
+        torch.onnx.export(
+            model,
+            _args(fixed),
+            out_file,
+            input_names=names,
+            output_names=["logits"] if spec.model_source is None else ["output"],
+            dynamic_shapes=dynamic,
+            opset_version=spec.opset,
+            dynamo=True,
+            external_data=False,
+            verbose=None,
+        )
+    report("checking parity: the ONNX file on ONNX Runtime against the source model")
     opsets = {o.domain or "ai.onnx": o.version for o in onnx.load(out_file).opset_import}
     session = ort.InferenceSession(out_file, providers=["CPUExecutionProvider"])
     candidate = np.asarray(session.run(None, fixed if isinstance(fixed, dict) else {"input": fixed})[0])
@@ -95,6 +105,7 @@ def torch2onnx(spec: ConvertSpec, out_file: str) -> Converted:
 def torch2torchscript(spec: ConvertSpec, out_file: str) -> Converted:
     model, fixed, reference, definition = _source(spec)
     example = _args(fixed)
+    report("tracing with torch.jit.trace")
     with torch.no_grad():
         if spec.model_source is not None:
             # Traced on the transformers model itself, by keyword: the module's forward takes the
@@ -105,6 +116,7 @@ def torch2torchscript(spec: ConvertSpec, out_file: str) -> Converted:
         else:
             traced = torch.jit.trace(model, example)
     traced.save(out_file)
+    report("checking parity: the traced module against the source model")
     loaded = torch.jit.load(out_file).eval()
     with torch.no_grad():
         out = loaded(*example)

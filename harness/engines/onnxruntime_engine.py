@@ -27,6 +27,12 @@ CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 # Where a TensorRT engine cache lives unless the run names a folder (the controller mounts a
 # writable volume there so that engines are built once per GPU and reused across runs).
 TRT_CACHE_DIR = "/trt-cache"
+GRAPH_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def provider_options(provider: str, options: dict[str, Any]) -> dict[str, str]:
@@ -80,6 +86,11 @@ class OnnxRuntimeEngine(Engine):
         if threads:
             opts.intra_op_num_threads = int(threads)
         self._threads = opts.intra_op_num_threads
+        # Set explicitly even at ONNX Runtime's default (all), so the record says what was applied.
+        self._graph_level = str(self.spec.options.get("graph_optimization_level", "all")).lower()
+        if self._graph_level not in GRAPH_LEVELS:
+            raise EngineError(f"graph_optimization_level {self._graph_level!r}; valid: {', '.join(GRAPH_LEVELS)}")
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVELS[self._graph_level])
         providers: list[Any] = [(wanted, provider_options(self.spec.provider, self.spec.options))]
         if self.spec.provider == "tensorrt":
             # Nodes TensorRT cannot take run on CUDA (ONNX Runtime's documented pairing), not on CPU.
@@ -138,6 +149,7 @@ class OnnxRuntimeEngine(Engine):
         used: dict[str, Any] = {
             "intra_op_threads": self._threads or "default",
             "io_binding": self._io_binding,
+            "graph_optimization_level": self._graph_level,
         }
         reported = self.session.get_provider_options()
         wanted = PROVIDERS[self.spec.provider]

@@ -29,12 +29,15 @@ import importlib.metadata
 import inspect
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from harness.engines.base import EngineError
+from harness.progress import TORCH_ONNX_STAGE, relayed_prints, report
 from harness.protocol import Emitter, LmExportSpec
 from harness.serving.formats import EXPORTER_PACKAGES
 from harness.serving.gguf_export import (
@@ -184,6 +187,7 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
         return _quantize(spec, emit)  # in the llama.cpp image, from the f32 export: no torch there
     if spec.format == "openvino-genai":
         return _ov_genai(spec, emit)  # in the OpenVINO GenAI image, from the ONNX export
+    report("importing torch and transformers")  # seconds, before anything can be said
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -193,6 +197,7 @@ def export_lm(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
             + ", ".join(f"gguf-{q}" for q in GGUF_QUANTS)
         )
     t0 = emit.event("load", "start", export=spec.format)
+    report("loading the tokenizer and the model with transformers")
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     if not getattr(tokenizer, "is_fast", False):
         raise EngineError(f"{spec.model_path}: exported serving needs a fast tokenizer (tokenizer.json)")
@@ -232,7 +237,11 @@ def _write_step(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> 
     out_file = os.path.join(spec.out_dir, ONNX_FILE if spec.format == "onnx" else TORCHSCRIPT_FILE)
     layout = _layout(model)
     step = _step_module(model, layout["layers"])
-    run = _export(spec, step, layout, out_file)
+    onnx = spec.format == "onnx"
+    what = "exporting one decoding step to ONNX with torch.onnx" if onnx else "tracing one decoding step"
+    report(what)
+    with relayed_prints(TORCH_ONNX_STAGE, what):
+        run = _export(spec, step, layout, out_file)
     parity = _parity(spec, model, cases, step, run, _empty(layout, spec.format == "onnx"))
     layout["kv_cache"] = parity.pop("kv_cache")
     layout["kv_cache_reason"] = parity.pop("kv_cache_reason")
@@ -265,6 +274,7 @@ def _write_gguf(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> 
     precision = spec.format.removeprefix("gguf-")
     # the tokenizer as saved beside the export (model_path may be a hub id)
     name = os.path.basename(os.path.normpath(spec.model_path))
+    report(f"writing the GGUF file ({precision} weights)")
     meta = write_gguf(model, spec.out_dir, os.path.join(spec.out_dir, GGUF_FILE), precision, name)
     return {
         "artifact_file": GGUF_FILE,
@@ -278,8 +288,6 @@ def _write_gguf(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> 
 
 def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
     """ONNX Runtime GenAI's own model builder, run on the transformers folder."""
-    import subprocess
-    import sys
     import tempfile
 
     precision = spec.format.removeprefix("ortgenai-")
@@ -297,9 +305,9 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
         name = os.path.basename(os.path.normpath(spec.model_path))
         argv = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", source, "-m", name,
                 "-o", spec.out_dir, "-p", precision, "-e", "cpu", "-c", os.path.join(scratch, "cache")]  # fmt: skip
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        report(f"ONNX Runtime GenAI's model builder ({precision})")
+        returncode, lines = _builder(argv, getattr(model.config, "num_hidden_layers", None))
+    if returncode != 0:
         reason = next((ln for ln in reversed(lines) if "Error" in ln or "not currently supported" in ln), None)
         raise EngineError(
             f"ONNX Runtime GenAI's model builder failed on {', '.join(archs) or 'this model'}: "
@@ -312,6 +320,27 @@ def _write_ortgenai(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]])
         "kv_cache_reason": None,
         "parity": _deferred_parity(cases, "ONNX Runtime GenAI", gated=precision == "fp32"),
     }
+
+
+def _builder(argv: list[str], layers: int | None) -> tuple[int, list[str]]:
+    """Run ONNX Runtime GenAI's builder: its exit code and its non-empty lines; its stages reported as
+    they come (the layers it has read, then the saving)."""
+    import subprocess
+
+    lines = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            text = line.strip()
+            if text:
+                lines.append(text)
+            layer = re.match(r"Reading layer (\d+)", text)
+            if text.startswith("Reading "):
+                done = int(layer[1]) + 1 if layer else None
+                report("ONNX Runtime GenAI's model builder: reading the weights", done, layers, "layers")
+            elif text.startswith("Saving ONNX model"):
+                report("ONNX Runtime GenAI's model builder: saving the ONNX model")
+    return proc.returncode, lines
 
 
 def _write_reference(spec: LmExportSpec, model: Any, cases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -358,6 +387,7 @@ def _quantize(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
         for name in os.listdir(spec.model_path):
             if name != GGUF_FILE and os.path.isfile(os.path.join(spec.model_path, name)):
                 shutil.copy(os.path.join(spec.model_path, name), os.path.join(spec.out_dir, name))
+        report(f"quantising the f32 GGUF to {quant} with llama.cpp")
         quantize_gguf(os.path.join(spec.model_path, GGUF_FILE), os.path.join(spec.out_dir, GGUF_FILE), quant)
         return {
             "artifact_file": GGUF_FILE,
@@ -372,6 +402,7 @@ def _ov_genai(spec: LmExportSpec, emit: Emitter) -> dict[str, Any]:
     from harness.serving.ov_genai import OV_GENAI_FILE, write_ov_genai
 
     def make() -> dict[str, Any]:
+        report("making the ONNX export stateful with OpenVINO")
         return {
             "artifact_file": OV_GENAI_FILE,
             "exporter": "OpenVINO MakeStateful + beam_idx reorder on the ONNX export (optimum-intel's layout)",
@@ -390,7 +421,8 @@ def _reference(spec: LmExportSpec, model: Any, tokenizer: Any) -> list[dict[str,
     if cases and cases[0]:
         cases.append(cases[0][:1])  # a one-token prompt: prefill with s = 1 and past = 0
     out = []
-    for ids in cases:
+    for k, ids in enumerate(cases):
+        report("transformers' greedy tokens on the reference prompts", k, len(cases), "prompts")
         x = torch.tensor([ids])
         ref = model.generate(
             input_ids=x,
@@ -425,7 +457,8 @@ def _parity(
     n = spec.parity_new_tokens
     details, cached_ok, uncached_ok, max_abs = [], 0, 0, 0.0
     tokens_only = lambda ids, past_len, past: run(ids, past_len, past)[:2]  # noqa: E731
-    for case in cases:
+    for k, case in enumerate(cases):
+        report("greedy parity of the export, with and without its KV cache", k, len(cases), "prompts")
         ids, ref = case["prompt_ids"], case["reference_tokens"]
         cached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=True)
         uncached = greedy_decode(tokens_only, empty, ids, n, eos_ids, use_cache=False)

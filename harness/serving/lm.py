@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.engines.base import EngineError, option_flag, package_versions
+from harness.progress import report
 from harness.protocol import ServeSpec
 
 ONNX_FILE = "model.onnx"
@@ -350,7 +351,8 @@ class _ExportedLM(LanguageModel):
         with open(path) as fh:
             cases = json.load(fh)
         agree, same, total = 0, 0, 0
-        for case in cases:
+        for k, case in enumerate(cases):
+            report(f"{self.engine}: replaying the reference prompts (greedy parity)", k, len(cases), "prompts")
             ref = case["reference_tokens"]
             got = self.stream_ids(case["prompt_ids"], len(ref), ignore_eos=True)
             agree += got == ref

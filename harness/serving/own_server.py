@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from harness.engines.base import EngineError
+from harness.progress import report
 from harness.protocol import Emitter, ServeSpec
 from harness.serving.formats import OWN_SERVER_REQUEST
 from harness.serving.gguf_export import GGUF_FILE
@@ -177,7 +178,8 @@ def _check_parity(spec: ServeSpec, host: str, port: int, greedy: dict[str, Any])
     except (OSError, ValueError, Exception) as exc:  # noqa: BLE001 - tokenizers raises its own Exception
         raise EngineError(f"{folder} is not a complete export ({exc}): delete it to export again") from None
     agree = 0
-    for case in cases:
+    for k, case in enumerate(cases):
+        report(f"{spec.engine}'s server: the reference prompts (greedy parity)", k, len(cases), "prompts")
         prompt = tokenizer.decode(case["prompt_ids"], skip_special_tokens=False)
         want = tokenizer.decode(case["reference_tokens"], skip_special_tokens=True)
         body = {"model": spec.model, "prompt": prompt, "max_tokens": len(case["reference_tokens"]), **greedy}
@@ -252,6 +254,7 @@ def serve_own(spec: ServeSpec, emit: Emitter) -> dict[str, Any]:
         argv, stdin=subprocess.DEVNULL, stdout=2, stderr=2, preexec_fn=_die_with_parent
     )
     try:
+        report(f"starting {spec.engine}'s server and loading the model")
         _wait_answering(proc, spec, port)
         parity = _check_parity(spec, spec.host, port, greedy)
         try:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.engines.base import EngineError
+from harness.progress import report
 from harness.protocol import Emitter, ServeSpec
 from harness.serving.lm import Generation, LanguageModel
 from harness.serving.openai import ApiError, CompletionRequest, Detokenizer, completion_chunk, parse_completion
@@ -87,14 +88,19 @@ class GenerationProcess:
         self.info: dict[str, Any] = {}
 
     def wait_ready(self) -> dict[str, Any]:
-        """Block until the engine loaded (its description) or could not (EngineError)."""
-        while b"\n" not in self.buffer:
-            data = os.read(self.event_r, 1 << 16)
-            if not data:
-                raise EngineError(f"the generation process exited with code {self.proc.wait()} while loading")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        kind, _, payload = line.decode().partition(" ")
+        """Block until the engine loaded (its description) or could not (EngineError); the progress
+        it reports while loading is passed on."""
+        while True:
+            while b"\n" not in self.buffer:
+                data = os.read(self.event_r, 1 << 16)
+                if not data:
+                    raise EngineError(f"the generation process exited with code {self.proc.wait()} while loading")
+                self.buffer += data
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            kind, _, payload = line.decode().partition(" ")
+            if kind != "p":
+                break
+            report(**json.loads(payload))
         if kind != "r":
             raise EngineError(json.loads(payload))
         self.info = json.loads(payload)

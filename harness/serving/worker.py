@@ -35,7 +35,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from harness import progress
 from harness.engines.base import EngineError
+from harness.progress import report
 from harness.protocol import ServeSpec
 from harness.serving.registry import language_model
 
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     def send(kind: str, *fields: object) -> None:
         os.write(args.events, (" ".join([kind, *map(str, fields)]) + "\n").encode())
 
+    progress.set_sink(lambda payload: send("p", json.dumps(payload)))  # the server passes it on
     try:
         lm = language_model(spec)
+        report(f"loading the model ({spec.engine})")
         lm.load()
     except EngineError as exc:
         send("x", json.dumps(str(exc)))
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - told to the server, which fails its load with it
         send("x", json.dumps(f"{type(exc).__name__}: {exc}"))
         return 3
+    progress.set_sink(None)  # loaded: the events pipe carries tokens from now on
     send(
         "r",
         json.dumps({"generation": lm.describe(), "providers_active": lm.providers_active(), "versions": lm.versions()}),
