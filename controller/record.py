@@ -231,8 +231,14 @@ def _check_finite(value: Any, where: str, path: str = "") -> None:
             _check_finite(v, where, f"{path}[{i}]")
 
 
+# Serving figures a record once wrote under a second name, and the one name each has now.
+RENAMED_FIGURES = {"tokens_per_s": "output_token_throughput_tps", "http_errors": "requests_failed"}
+
+
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 record in version 2's shape: ``mode`` always present, failures carry a code."""
+    """A record in this version's shape: a version-1 record gets ``mode`` and failure codes; a serving
+    figure written under an old second name is read under its one name."""
+    data = _renamed_figures(data)
     if data.get("schema_version") != 1:
         return data
     out = dict(data)
@@ -243,6 +249,17 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     out["schema_version"] = SCHEMA_VERSION
     out["migrated_from"] = 1
     return out
+
+
+def _renamed_figures(data: dict[str, Any]) -> dict[str, Any]:
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not any(old in metrics for old in RENAMED_FIGURES):
+        return data
+    kept = {k: v for k, v in metrics.items() if k not in RENAMED_FIGURES}
+    for old, new in RENAMED_FIGURES.items():
+        if old in metrics:
+            kept.setdefault(new, metrics[old])
+    return {**data, "metrics": kept}
 
 
 def legacy_failure_code(failure: dict[str, Any]) -> str:

@@ -111,7 +111,9 @@ def ok_line(record: dict[str, Any]) -> str:
     m = record.get("metrics") or {}
     window = m.get("window_s") or 0
     if record.get("mode") == "serving":
-        return f"{m.get('requests_ok')} requests, {m.get('tokens_per_s') or 0:.1f} tokens/s over {window:.3f} s"
+        rate = m.get("output_token_throughput_tps")
+        tokens = f"{rate:.1f} tokens/s" if rate is not None else "tokens/s unavailable"
+        return f"{m.get('requests_ok')} requests, {tokens} over {window:.3f} s"
     line = f"{m.get('throughput_sps') or 0:.1f} samples/s over {window:.3f} s"
     acc = m.get("accuracy") or {}
     if acc.get("available"):
