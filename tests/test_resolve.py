@@ -22,6 +22,7 @@ from controller.pipeline import workload_for
 from controller.requests import BatchSettings, RunRequest, ServeSettings, Where
 from controller.resolve import resolve
 from controller.serving.settings import ServingSettings
+from tests.test_runs_where import onnx_file  # noqa: F401 - the tiny ONNX classifier, a module fixture
 
 
 @pytest.fixture
@@ -40,8 +41,11 @@ def test_an_image_that_cannot_run_here_is_refused_for_registered_and_own_models_
         resolve(BatchSettings("onnx-cpu", model))
 
 
-def test_engine_and_own_model_refusals_are_said_by_the_one_resolution(tmp_path: Path) -> None:
-    onnx = _tiny_onnx(tmp_path / "m.onnx")
+def test_engine_and_own_model_refusals_are_said_by_the_one_resolution(
+    tmp_path: Path,
+    onnx_file: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    onnx = onnx_file
     manifest, engine = resolve(BatchSettings("onnx-cpu", str(onnx)))
     assert (manifest.name, engine) == ("onnx-cpu", manifest.engines[0])
     with pytest.raises(UserError, match="does not serve engine 'torch'"):
@@ -55,25 +59,6 @@ def test_engine_and_own_model_refusals_are_said_by_the_one_resolution(tmp_path: 
         workload_for(RunRequest(BatchSettings("onnx-cpu", str(onnx), weights="pretrained"))).plan(check_data=False)
     with pytest.raises(UserError, match="cannot serve language models"):
         resolve(ServeSettings("tf-cpu", "tiny-gpt2"))
-
-
-def _tiny_onnx(path: Path) -> Path:
-    np = pytest.importorskip("numpy")
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = numpy_helper.from_array(np.ones((10, 3 * 8 * 8), np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["logits"], transB=1)],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [weights],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.mark.parametrize(
