@@ -20,6 +20,11 @@ otherwise. The model named in a request picks the behaviour:
 - ``cut``: every ``CUT_EVERY``-th request sends two tokens and closes the connection;
 - ``error``: an error event after two tokens (a probe of two tokens passes);
 - ``json``: answers ``stream: true`` with one JSON body (a server that does not stream).
+
+While it streams, each request is in a phase: ``prefill`` from the request read to its first token
+made, ``decode`` from there to its last token made. ``StubServer.in_phase`` counts the requests in
+each; ``StubServer.on_phase`` (if set) is called at every change, under the server's lock, so that a
+fake meter can draw power by phase.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -82,6 +88,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         t_received = time.monotonic_ns()
+        self.server.move(None, "prefill")
+        try:
+            self._stream(model, tokens, finish, n, t_received)
+        finally:
+            self.server.move(self.phase, None)
+
+    phase: str | None = None
+
+    def _stream(self, model: Any, tokens: int, finish: str, n: int, t_received: int) -> None:
+        self.phase = "prefill"
         time.sleep(TTFT_S)
         made: list[int] = []
         held: list[bytes] = []
@@ -89,6 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
             if i:
                 time.sleep(GAP_S)
             made.append(time.monotonic_ns())
+            if i == 0:
+                self.phase = self.server.move("prefill", "decode")
+            if i == tokens - 1:
+                self.phase = self.server.move("decode", None)
             if model == "cut" and n % CUT_EVERY == 0 and i == 2:
                 return  # the connection closes mid-stream
             if model == "error" and i == 2:
@@ -146,7 +166,20 @@ class StubServer(ThreadingHTTPServer):
         self.completions = 0
         self.in_flight = 0
         self.bodies: list[dict[str, Any]] = []
+        self.in_phase = {"prefill": 0, "decode": 0}
+        self.on_phase: Callable[[dict[str, int]], None] | None = None
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def move(self, old: str | None, new: str | None) -> str | None:
+        """A request leaves phase ``old`` for ``new`` (None: none); returns ``new``."""
+        with self.lock:
+            if old is not None:
+                self.in_phase[old] -= 1
+            if new is not None:
+                self.in_phase[new] += 1
+            if self.on_phase is not None and old != new:
+                self.on_phase(dict(self.in_phase))
+        return new
 
     @property
     def url(self) -> str:

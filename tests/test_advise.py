@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from controller.advise.answer import build_answer
+from controller.advise.answer import build_answer, render
 from controller.advise.candidate import Candidate
 from controller.advise.observe import observe
+from controller.advise.quality import Quality
 from controller.advise.race import axes_of, standings
 from controller.advise.request import AdviseRequest, parse_duration
 from controller.advise.search import Outcome, Progress
@@ -220,6 +221,17 @@ def test_a_quantised_candidate_that_agrees_is_recommended_for_its_energy(tmp_pat
     answer = quantised_case(tmp_path, agreement=0.995)
     assert answer.recommended == "int8-b1"
     assert answer.runner_up is not None and answer.runner_up.other == "fp32-b1" and answer.runner_up.separated
+
+
+def test_an_agreement_measured_on_too_few_inputs_is_shown_with_its_lower_bound_and_said_undecided(tmp_path):
+    answer = quantised_case(tmp_path, agreement=1.0)  # all 32 fixed inputs agree
+    text = render(answer, {})
+    assert answer.recommended == "int8-b1"
+    quality = {r["name"]: r for r in answer.rows}["int8-b1"]["quality"]
+    assert quality["agreement_lower_95"] == pytest.approx(0.911, abs=1e-3)
+    assert "warning: 32 inputs cannot show agreement ≥ 99.0%" in text and "is 91.1%" in text
+    assert "at least 299 inputs, all agreeing, would decide" in text
+    assert Quality(1.0, 299, "x").undecided(0.99) == ""  # enough inputs: nothing to warn about
 
 
 def test_a_candidate_surely_worse_on_energy_and_latency_leaves_the_race_and_says_by_whom(tmp_path):

@@ -222,8 +222,8 @@ def test_report_of_real_serving_records_shows_table4_unmeasured_energy_as_na_wit
     assert {r["Group"] for r in stats} == {"tiny-gpt2 serving"}
     assert any(r["Metric"].startswith("Throughput (tokens/s)") for r in stats)
     if not recs[0]["measurements"]["metrics"]["total_energy_j"]["available"]:
-        # The plots not drawn for one reason share a line (report/layout.py, plot_notes).
-        assert re.search(r"No box plots of [^\n]*Serving, Total energy[^\n]*: not measured", md), md
+        # The plots not drawn are one note per reason, naming each plot left out.
+        assert re.search(r"No box plots of [^:\n]*Serving, Total energy[^:\n]*: not measured \(", md), md
 
 
 # --- Tables 4-5 arithmetic on real records with hand-set energies ------------------------------

@@ -88,6 +88,7 @@ def _row(obs: Observation, outcome: Outcome, recommended: str | None) -> dict[st
         if obs.quality is None
         else {
             "agreement": obs.quality.agreement,
+            "agreement_lower_95": obs.quality.lower_bound(),
             "n": obs.quality.n,
             "basis": obs.quality.basis,
             "reason": obs.quality.reason,
@@ -192,6 +193,9 @@ def _recommendation(answer: Answer) -> list[str]:
         lines.append(f"  {g.what} {scaled(m, g.unit)} within the goal {g.describe()}")
     if c.reduced and obs.quality is not None:
         lines.append(f"  top-1 agreement with full precision {obs.quality.describe()} {obs.quality.basis}")
+        undecided = obs.quality.undecided(req.min_agreement)
+        if undecided:
+            lines.append(f"  warning: {undecided}")
     if answer.runner_up is not None:
         lines.append(f"  margin over the next candidate {answer.runner_up.other}: {answer.runner_up.describe(what)}")
         if not answer.runner_up.separated and answer.runner_up.low is not None:

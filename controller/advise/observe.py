@@ -76,13 +76,14 @@ def _frame_rows(folder: Path) -> tuple[dict[str, dict[str, Any]], str, str]:
 
 
 def _energy_note(row: dict[str, Any]) -> str:
-    flags = [f for f in json.loads(row.get("flags") or "[]") if "total_energy" in f.get("columns", [])]
-    if flags:
-        return f"energy flagged by the meters ({flags[0].get('code')}): {flags[0].get('message')}"
+    # What was never measured says why first: a flag (say, foreign load) matters only on a figure there is.
     if row.get("total_energy") is None:
         notes = json.loads(row.get("notes") or "{}")
         parts = [f"{d.split('_')[0].upper()}: {notes[d]}" for d in ("cpu_energy", "gpu_energy") if notes.get(d)]
         return "; ".join(parts) or notes.get("total_energy") or "energy not measured"
+    flags = [f for f in json.loads(row.get("flags") or "[]") if "total_energy" in f.get("columns", [])]
+    if flags:
+        return f"energy flagged by the meters ({flags[0].get('code')}): {flags[0].get('message')}"
     return ""
 
 

@@ -15,6 +15,7 @@ A candidate whose agreement could not be measured is never recommended: it is li
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,28 @@ class Quality:
         if self.agreement is None:
             return "n/a"
         return f"{self.agreement:.1%} of {self.n}"
+
+    def lower_bound(self, confidence: float = 0.95) -> float | None:
+        """The one-sided lower confidence bound of the agreement (Clopper-Pearson, exact), from the
+        ``n`` inputs compared: what so few inputs can vouch for (four that all agree: 47 %)."""
+        if self.agreement is None or not self.n:
+            return None
+        from scipy.stats import beta
+
+        agreed = round(self.agreement * self.n)
+        return 0.0 if agreed == 0 else float(beta.ppf(1 - confidence, agreed, self.n - agreed + 1))
+
+    def undecided(self, min_agreement: float, confidence: float = 0.95) -> str:
+        """Why the inputs compared cannot show the goal was met, or "" where they can."""
+        low = self.lower_bound(confidence)
+        if low is None or low >= min_agreement or self.agreement is None or self.agreement < min_agreement:
+            return ""
+        needed = math.ceil(math.log(1 - confidence) / math.log(min_agreement)) if min_agreement < 1 else None
+        more = f"at least {needed} inputs, all agreeing, would decide" if needed else "no inputs can show 100 %"
+        return (
+            f"{self.n} inputs cannot show agreement ≥ {min_agreement:.1%}: the {confidence:.0%} lower bound of "
+            f"{self.agreement:.1%} of {self.n} is {low:.1%} ({more}: a labelled --dataset where the model takes one)"
+        )
 
 
 def _accuracy(record: dict[str, Any]) -> float | None:

@@ -3,7 +3,8 @@
 Writes ``FOLDER/report/``: each table as Markdown, LaTeX, CSV and HTML (``table1.md`` ...),
 ``report.md``, ``report.html`` (self-contained: tables, statistics, plots embedded), ``plots/``
 (PNG and SVG), and ``vllm-bench/RUN_ID.json``: each serving load point as vLLM's ``bench serve``
-result JSON. ``--format term`` prints the tables instead.
+result JSON; ``mlcommons/RUN_ID.json``: its energy in MLCommons' proposed schema; ``requests/``: its
+per-request table as Parquet. ``--format term`` prints the tables instead.
 
 Files of the folder that are not run records are skipped with one warning naming them. Two ok
 records of one campaign cell are refused unless ``--duplicates all|latest`` says what to do.
@@ -20,6 +21,7 @@ import polars as pl
 from controller.carbon import CarbonFactor
 from controller.errors import UserError
 from controller.report import headlines, paper1, paper2, provenance, stats, stats_tables
+from controller.report import phases as phase_report
 from controller.report.answer import Answer, ranked_answer
 from controller.report.cells import bounds_statement
 from controller.report.data import Runs, load_runs
@@ -90,13 +92,18 @@ def build_report(
     with progress.step("report: plots and files"):
         written = render.write_files(runs, sections, out, with_plots)
         written += vllm_results(runs, out / VLLM_FOLDER)
+        written += phase_report.files(runs, out)
     print(out / "report.html")  # what a user opens: first, alone on its line
     tables = len({p.stem for p in written if p.suffix == ".csv"})
     plotted = len(list((out / "plots").glob("*.png"))) if (out / "plots").is_dir() else 0
-    vllm = f", {VLLM_FOLDER}/ (each serving point as vLLM's bench serve result)" if (out / VLLM_FOLDER).is_dir() else ""
+    beside = ""
+    if (out / VLLM_FOLDER).is_dir():
+        beside = f", {VLLM_FOLDER}/ (each serving point as vLLM's bench serve result)"
+    if (out / "mlcommons").is_dir():
+        beside += ", mlcommons/ (MLCommons' energy fields per serving point) and requests/ (every request, Parquet)"
     print(
         f"  {runs.all.height} records: {runs.ok.height} runs ok, {runs.failed.height} failed; beside it: report.md, "
-        f"report.tex, {tables} tables (.md, .tex, .csv, .html) and plots/ ({plotted} plots, PNG and SVG){vllm}"
+        f"report.tex, {tables} tables (.md, .tex, .csv, .html) and plots/ ({plotted} plots, PNG and SVG){beside}"
     )
     return 0
 
@@ -152,6 +159,7 @@ def assemble(runs: Runs, mixed: list[str]) -> Sections:
         notes.append("The headline figures and the statistics use the same one load point per configuration and model.")
     s.papers_note = " ".join(notes) or None
     s.figures = [headlines.figures_table(compared), headlines.headlines_table(compared)]
+    s.figures += phase_report.tables(ok, runs.folder, runs.energy)
     savings = headlines.savings_table(compared)
     if savings is not None:
         s.figures.append(savings)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from controller.report import answer_render, curves, plots, traces
+from controller.report import answer_render, curves, phases, plots, traces
 from controller.report.data import Runs
 from controller.report.layout import Section, plot_notes, sections
 from controller.report.loads import one_load_point
@@ -96,6 +96,8 @@ def make_plots(runs: Runs, ok: pl.DataFrame, folder: Path) -> tuple[list[plots.P
         serving_curves, curves_skipped = curves.serving_curves(serving, folder, runs.energy, runs.folder)
         figures += serving_curves
         skipped += curves_skipped
+        phase_plots, phase_skipped = phases.plots(serving, runs.folder, folder, runs.energy)
+        figures, skipped = figures + phase_plots, skipped + phase_skipped
     evt = plots.energy_vs_time(ok, folder)
     if isinstance(evt, str):
         skipped.append(evt)

@@ -193,7 +193,8 @@ _TABLE: dict[str, Figure] = {
     "energy_per_token_j": Figure(
         "J",
         "low",
-        "the meters' total energy over window_s / new_tokens_total (value gross, net_j idle-subtracted)",
+        "the meters' total energy over window_s (prefill, decode and the rest) / new_tokens_total (value gross, "
+        "net_j idle-subtracted); for decode alone, energy_per_output_token_decode_j",
         "-",
         "-",
         "-",
@@ -202,6 +203,103 @@ _TABLE: dict[str, Figure] = {
         "J",
         "low",
         "the meters' total energy over the steady window / the output tokens generated inside it",
+        "-",
+        "-",
+        "-",
+    ),
+    "prefill_energy_j": Figure(
+        "J",
+        "low",
+        "energy drawn while requests were in prefill (sent, or the server's own prefill start, -> first token): "
+        "each piece of the window (the sampling interval, cut at every phase boundary) shared among the requests "
+        "working in it by their work (prompt tokens in prefill, output tokens in decode, each weighed by its cost "
+        "per token where the window's least-squares fit tells them apart, else one unit each: "
+        "phase_attribution.weights); per domain, with static_j (idle power x its time), active_j (the rest) and "
+        "bounds. MLCommons: prefill_energy_joules",
+        "-",
+        "-",
+        "-",
+    ),
+    "decode_energy_j": Figure(
+        "J",
+        "low",
+        "the same for decode (first token -> last). MLCommons: generation_energy_joules",
+        "-",
+        "-",
+        "-",
+    ),
+    "other_energy_j": Figure(
+        "J",
+        "low",
+        "the window's energy in pieces where no request worked (between requests, HTTP, queueing); prefill + "
+        "decode + other = the window's energy",
+        "-",
+        "-",
+        "-",
+    ),
+    "static_energy_j": Figure(
+        "J",
+        None,
+        "the idle baseline's power x window_s, per domain (static_energy_steady_j: over the steady window); "
+        "unavailable without a baseline. MLCommons: static_power_baseline_watts x the window",
+        "-",
+        "-",
+        "-",
+    ),
+    "active_energy_j": Figure(
+        "J",
+        "low",
+        "the window's energy less its static part (active_energy_steady_j: over the steady window)",
+        "-",
+        "-",
+        "-",
+    ),
+    "energy_per_prompt_token_prefill_j": Figure(
+        "J",
+        "low",
+        "prefill_energy_j / the prompt tokens (active_j: its active part)",
+        "-",
+        "-",
+        "-",
+    ),
+    "energy_per_output_token_decode_j": Figure(
+        "J",
+        "low",
+        "decode_energy_j / the output tokens: decode alone. MLCommons: energy_per_token_joules "
+        "(generation_energy_joules / output_token_count)",
+        "-",
+        "-",
+        "-",
+    ),
+    "request_energy_j": Figure(
+        "J",
+        "low",
+        "per request (serving.requests): its shares of the pieces it worked in (prefill and decode), gross, with "
+        "its static and active parts and their bounds; request_energy_j_mean/_median/_p90/_p99 over the "
+        "successful requests, request_energy_j_uncertainty their bounds (the mean's: the requests' mean bound; "
+        "a percentile's: the largest request's). Shares among requests working together are by work: a "
+        "convention, bounded for the meters only",
+        "-",
+        "-",
+        "-",
+    ),
+    "energy_per_output_token_mlenergy_steady_j": Figure(
+        "J",
+        "low",
+        "the meters' total energy over ML.ENERGY's steady window (mlenergy_steady_window: from the B-th first "
+        "token to the (N-B-1)-th response finished, B the concurrency or the engine's) / the output tokens "
+        "received inside it. ML.ENERGY: steady_state_energy_per_token",
+        "-",
+        "-",
+        "-",
+    ),
+    "phase_fit": Figure(
+        "-",
+        None,
+        "least squares over the window's sampling intervals: E = static_w x t + j_per_prompt_token x prompt "
+        "tokens + j_per_output_token x output tokens (static fixed at the idle baseline where there is one), R², "
+        "standard errors, and whether it agrees with the attributed phases; gram: its sums, pooled over load "
+        "points by the report",
         "-",
         "-",
         "-",

@@ -87,6 +87,7 @@ class EndpointWorkload:
         self.found: dict[str, Any] = {}
         self.prompts: list[Prompt] = []
         self.prompt_info: dict[str, Any] = {}
+        self.meters: MeterSession | None = None  # its traces split each point's energy by phase
 
     def plan(self, check_data: bool = True) -> Plan:
         """Check the settings, read the prompts, probe the endpoint: UserError before any load."""
@@ -146,6 +147,7 @@ class EndpointWorkload:
 
     def drive(self, runner: Any, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
         assert self.endpoint is not None
+        self.meters = meters
         s = self.what.serving
         progress.note(f"measuring {self.endpoint.model} at {self.endpoint.url} (not started by joulebench) ...")
         if self.what.endpoint_pid is not None:
@@ -186,7 +188,7 @@ class EndpointWorkload:
             summarize = _not_ours(summarize)
             if measurements is not None:
                 _say_not_ours(measurements)
-        return point_metrics(outcome, measurements, summarize, self.what.serving.slo)
+        return point_metrics(outcome, measurements, summarize, self.what.serving.slo, meters=self.meters)
 
 
 def _say_not_ours(summary: dict[str, Any]) -> None:

@@ -227,7 +227,8 @@ def serving_metrics(
         "token_timing": {k: v for k, v in timing.items() if not k.endswith("_ns")},
         "serving_flags": point_flags(results, timing),
         "energy_per_request_j": _energy_per(measurements, len(ok), "request", "energy_per_request_j"),
-        "energy_per_token_j": _energy_per(measurements, new_tokens, "token", "energy_per_token_j"),
+        "energy_per_token_j": _energy_per(measurements, new_tokens, "token", "energy_per_token_j")
+        | {"divides": "the whole measure window's energy (prefill, decode and the rest) by the output tokens"},
     }
     if point is not None:
         out["load_variable"], out["load_value"] = point.variable, point.value
@@ -353,10 +354,13 @@ def metric_lines(m: dict[str, Any], in_flight: float | None = None) -> list[str]
     )
     for name, label in (
         ("energy_per_request_j", "per request"),
-        ("energy_per_token_j", "per token"),
+        ("energy_per_token_j", "per token, window"),
         ("energy_per_output_token_steady_j", "per token, steady"),
     ):
         if name in m:
             lines.append(f"energy     {label:<18} {_joules(m[name])}")
+    from controller.serving.phase_figures import phase_lines  # it needs this module's figures
+
+    lines += phase_lines(m)
     lines += [f"warning    {f['message']}" for f in m.get("serving_flags") or []]
     return lines

@@ -40,6 +40,7 @@ from controller.serving.drive import Driven, drive, max_tokens_asked, request_di
 from controller.serving.export import ensure_export
 from controller.serving.load import PointRun
 from controller.serving.metrics import serving_metrics, steady_window
+from controller.serving.phase_figures import phase_figures
 from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
@@ -79,6 +80,7 @@ class ServingWorkload:
         self.export: Entry | None = None
         self.items: list[WorkItem] = []
         self.driven = Driven()  # what the load did so far
+        self.meters: MeterSession | None = None  # its traces split each point's energy by phase
 
     # -- validate ----------------------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class ServingWorkload:
     # -- drive -------------------------------------------------------------------------------
 
     def drive(self, runner: Runner, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
+        self.meters = meters
         bind, published = runner.server_address()
         spec, mounts = self._spec(runner, run_id, bind, published)
         own = self.engine in OWN_SERVER_REQUEST  # the runtime's own server, our control port beside it
@@ -308,7 +311,7 @@ class ServingWorkload:
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
         engines = engine_concurrency(outcome.result)
-        return point_metrics(outcome, measurements, summarize, self.what.serving.slo, engines)
+        return point_metrics(outcome, measurements, summarize, self.what.serving.slo, engines, self.meters)
 
 
 def serving_settings_block(s: ServingSettings, items: list[WorkItem], extra: dict[str, Any]) -> dict[str, Any]:
@@ -393,16 +396,18 @@ def point_metrics(
     summarize: Summarize,
     slo: dict[str, float] | None,
     engines: dict[str, Any] | None = None,
+    meters: MeterSession | None = None,
 ) -> dict[str, Any]:
     """A load point's figures over its window, and over its steady window (kept in ``serving``);
-    ``engines``: how many requests the engine serves at once (:func:`engine_concurrency`)."""
+    ``engines``: how many requests the engine serves at once (:func:`engine_concurrency`); ``meters``: the
+    session whose traces split the window's energy by phase and request (``controller/serving/phase_figures.py``)."""
     run = outcome.detail
     assert isinstance(run, PointRun) and outcome.window is not None
     steady = steady_window(run.results, run.point)
     steady_m = summarize(steady["t0_ns"], steady["t1_ns"]) if steady["available"] else None
     if steady_m is not None:
         outcome.serving["measurements_steady"] = steady_m
-    return serving_metrics(
+    out = serving_metrics(
         run.results,
         outcome.window,
         measurements,
@@ -412,6 +417,11 @@ def point_metrics(
         steady_measurements=steady_m,
         engine_concurrency=engines,
     )
+    rows = outcome.serving["requests"]
+    out.update(
+        phase_figures(run.results, outcome.window, measurements, steady_m, summarize, meters, run.point, engines, rows)
+    )
+    return out
 
 
 def failure_info(f: ServingFailed, exit_code: int | None = None, tail: list[str] | None = None) -> FailureInfo:
