@@ -23,32 +23,27 @@ from controller.artifacts import (
 )
 from controller.cache import ArtifactCache
 from controller.errors import UserError
-from controller.images import get_manifest
+from controller.images import Manifest, get_manifest
 from controller.meters import MeterSession
 from controller.mounts import TRT_CACHE_MOUNT, dataset_mount, tensorrt_cache
 from controller.progress import Progress, fold_line
-from controller.record import Failure, RunRecord, timing_metrics
+from controller.record import Failure, FailureInfo, timing_metrics
 from controller.requests import BatchSettings, RunRequest
+from controller.resolve import is_own_model, own_model_flags, resolve
 from controller.runners.base import Execution, Invocation, Mount, Runner, signals_deferred
-from controller.workload import Outcome, Plan, Summarize, attach_meters, harness_failure
+from controller.workload import Identity, Outcome, Plan, RunParts, Summarize, attach_meters, harness_failure
 from harness.options import OptionError, check_options
 from harness.protocol import HarnessOutput, ProtocolError, RunSpec, parse_stream
 from suite.models import WEIGHTS_KINDS, get_model
-from suite.sources import ModelSource, SourceError, check_model_name
+from suite.sources import ModelSource
 
 # Native engines and the framework whose definition (and preprocessing) they run.
 NATIVE_SOURCES = {"torch": "torch", "torch-compile": "torch", "tensorflow": "tensorflow", "mxnet": "mxnet"}
 CONVERSION_SOURCES = {"torch": "torch", "tf": "tensorflow", "mx": "mxnet"}
 SYNTHETIC_SAMPLES = 64
+RANDOM_WEIGHTS = "random (seeded, not trained: accuracy meaningless)"
 # A batch whose inputs alone would take more than this share of the host's RAM is refused.
 MAX_INPUT_RAM_SHARE = 0.5
-
-
-def is_own_model(text: str) -> bool:
-    """A model the user brings (a file, a folder, ``hf:ORG/NAME``) rather than a registered name."""
-    from suite.models import MODELS
-
-    return text not in MODELS or text.startswith(("hf:", ".", "/", "~"))
 
 
 def model_source(engine: str, conversion: str | None) -> str | None:
@@ -125,6 +120,7 @@ class BatchWorkload:
         self.request = request
         self.what: BatchSettings = request.what
         self.last_phase: str | None = None
+        self.parts = RunParts()
         self.engine = ""
         self.conversion: tuple[str, str] | None = None
         self.weights_kind = self.what.weights
@@ -139,16 +135,10 @@ class BatchWorkload:
 
     def plan(self, check_data: bool = True) -> Plan:
         w = self.what
+        manifest, self.engine = resolve(w)
         if is_own_model(w.model):
-            return self._plan_own(check_data)
-        manifest = get_manifest(w.image)
-        self.engine = engine = w.engine or manifest.engines[0]
-        if engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
-            )
-        if manifest.unsupported:
-            raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
+            return self._plan_own(manifest, check_data)
+        engine = self.engine
         try:
             info = get_model(w.model)
             size = info.size(w.model_size)
@@ -160,7 +150,6 @@ class BatchWorkload:
                 f"--input-shape sizes the dynamic axes of your own model; {w.model} is registered and its "
                 f"{w.model_size} size takes {shape}: leave --input-shape out (or choose --model-size)"
             )
-        self._check_amounts()
         try:
             check_options(engine, w.options)
         except OptionError as exc:
@@ -182,45 +171,25 @@ class BatchWorkload:
         images = [w.image] + ([self.conversion[1]] if self.conversion else [])
         if wants_int8(engine, w.options):
             images.append(int8_image())
-        identity = {
-            "model": w.model,
-            "model_size": w.model_size,
-            "conversion": self.conversion[0] if self.conversion else None,
-            "weights": self.weights_kind,
-            "weights_label": "random (seeded, not trained: accuracy meaningless)"
-            if self.weights_kind == "random"
-            else None,
-        }
+        identity = Identity(
+            model=w.model,
+            model_size=w.model_size,
+            weights=self.weights_kind,
+            conversion=self.conversion[0] if self.conversion else None,
+            weights_label=RANDOM_WEIGHTS if self.weights_kind == "random" else None,
+        )
         return Plan(manifest, engine, images, identity)
 
-    def _plan_own(self, check_data: bool) -> Plan:
+    def _plan_own(self, manifest: Manifest, check_data: bool) -> Plan:
         """A user's own model (a file, a folder, a hub id): what it is, and how the engine gets it."""
         from controller.models import plan_source
 
         w = self.what
-        manifest = get_manifest(w.image)
-        self.engine = w.engine or manifest.engines[0]
-        if self.engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {self.engine!r}; valid engines: {', '.join(manifest.engines)}"
-            )
-        try:
-            check_model_name(w.model)  # a typo or a missing file is the problem to name, not the flags beside it
-        except SourceError as exc:
-            raise UserError(str(exc)) from None
-        # Then whether the engine can run the model at all (torch cannot run an ONNX file), then the flags.
+        # Whether the engine can run the model at all (torch cannot run an ONNX file), then the flags.
         self.source, self.steps = plan_source(
             w.model, w.input_shapes, self.engine, w.image, w.options, w.batch_size, w.dataset
         )
-        for flag, value, default in (("--weights", w.weights, "random"), ("--source", w.source, None)):
-            if value != default:
-                raise UserError(
-                    f"{flag} (a campaign's `{flag[2:]}`) applies to registered models; {w.model} brings its own "
-                    "weights and definition: leave it out for this model"
-                )
-        if w.model_size != "full":
-            raise UserError(f"--model-size applies to registered models; {w.model} is run as it is")
-        self._check_amounts()
+        own_model_flags(w)
         try:
             check_options(self.engine, w.options)
         except OptionError as exc:
@@ -230,33 +199,14 @@ class BatchWorkload:
         if w.samples is None and w.duration_s is None:
             w.samples = size_samples or SYNTHETIC_SAMPLES
         self.weights_kind = "path"
-        identity = {
-            "model": self.source.label,
-            "model_size": "full",
-            "conversion": "+".join(c for c, _ in self.steps) or None,
-            "weights": "path",
-            "weights_label": None,
-            "model_source": self.source.identity(),
-        }
+        identity = Identity(
+            model=self.source.label,
+            model_size="full",
+            weights="path",
+            conversion="+".join(c for c, _ in self.steps) or None,
+            model_source=self.source.identity(),
+        )
         return Plan(manifest, self.engine, [w.image] + [image for _, image in self.steps], identity)
-
-    def _check_amounts(self) -> None:
-        from controller.inputs import COUNTS, SECONDS
-        from controller.requests import within
-
-        w = self.what
-        for name in ("batch_size", "samples", "limit", "warmup", "seed"):
-            value = getattr(w, name)
-            if value is not None:
-                within(f"--{name.replace('_', '-')}", value, COUNTS[name])
-        if w.duration_s is not None:
-            within("--duration", w.duration_s, SECONDS["duration_s"])
-            timeout = self.request.where.timeout_s
-            if w.duration_s >= timeout:
-                raise UserError(
-                    f"--duration {w.duration_s:g} s does not fit in the run's timeout of {timeout:g} s (the run "
-                    "would be killed while measuring): raise --timeout above the duration plus loading and warm-up"
-                )
 
     def _check_weights(self) -> None:
         w = self.what
@@ -317,7 +267,7 @@ class BatchWorkload:
 
     # -- resolve artifacts -------------------------------------------------------------------
 
-    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+    def resolve(self, runner: Runner, cache: ArtifactCache, progress: Progress) -> None:
         self.cache_root = cache.root
         if self.source is not None and self.steps:
             from controller.models import source_artifact
@@ -334,7 +284,7 @@ class BatchWorkload:
                     progress.note,
                     progress.detail,
                 )
-            self._keep(artifact, record)
+            self._keep(artifact)
             return
         if self.conversion is None:
             return
@@ -357,12 +307,12 @@ class BatchWorkload:
                     "onnx2int8", int8_image(), w.model, w.model_size, self.weights_kind, None, w.seed, artifact
                 )
                 artifact = ensure_artifact(runner, cache, int8, timeout, progress.note, progress.detail)
-        self._keep(artifact, record)
+        self._keep(artifact)
 
-    def _keep(self, artifact: Artifact | None, record: RunRecord) -> None:
+    def _keep(self, artifact: Artifact | None) -> None:
         self.artifact = artifact
         if artifact is not None:
-            record.artifact = {
+            self.parts.artifact = {
                 "key": artifact.key,
                 "path": artifact.relpath,
                 "reused": artifact.reused,
@@ -371,9 +321,9 @@ class BatchWorkload:
 
     # -- drive -------------------------------------------------------------------------------
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
-        spec, mounts = self._spec(runner, record.run_id)
-        record.spec = asdict(spec)
+    def drive(self, runner: Runner, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
+        spec, mounts = self._spec(runner, run_id)
+        self.parts.spec = asdict(spec)
         where = self.request.where
         inv = Invocation(
             image=self.what.image,
@@ -385,7 +335,7 @@ class BatchWorkload:
             pids_limit=where.pids_limit,
             tmp_size=where.tmp_size,
             shm_size=where.shm_size,
-            labels={"joulebench.campaign": where.campaign, "joulebench.run": record.run_id},
+            labels={"joulebench.campaign": where.campaign, "joulebench.run": run_id},
             on_line=lambda line: self._line(line, progress),
         )
         progress.note(f"running {self.what.model} on {self.what.image}/{self.engine} ({runner.kind}) ...")
@@ -400,7 +350,7 @@ class BatchWorkload:
             if started is not None:
                 with signals_deferred():
                     started.cleanup()
-        record.elapsed_s = time.monotonic() - t0
+        self.parts.elapsed_s = time.monotonic() - t0
         return [self._outcome(execution)]
 
     def _line(self, line: str, progress: Progress) -> None:
@@ -493,18 +443,12 @@ class BatchWorkload:
 
     def _failure(
         self, execution: Execution, code: str, reason: str, events: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
+    ) -> FailureInfo:
         # The harness's whole output names the phase it died in, even where the live reader lagged;
         # before its first phase (imports: a framework's can run out of memory) it was starting up.
         started = [e["phase"] for e in events or [] if e.get("edge") == "start" and e.get("phase")]
         phase = started[-1] if started else self.last_phase or "start-up"
-        return {
-            "code": code,
-            "reason": reason.replace("{phase}", phase),
-            "phase": phase,
-            "exit_code": execution.exit_code,
-            "log_tail": execution.log_tail(),
-        }
+        return FailureInfo(code, reason.replace("{phase}", phase), phase, execution.exit_code, execution.log_tail())
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:
         assert outcome.result is not None

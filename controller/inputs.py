@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.errors import UserError
+
 MAX_SECONDS = 7 * 86400.0  # any time a user gives: a run's duration, a timeout, a pause
 MIN_INTERVAL_S = 0.001
 MAX_INTERVAL_S = 10.0  # RAPL's 32-bit energy counters wrap within minutes at high power
@@ -23,6 +25,14 @@ MIN_MEMORY = 6 * 2**20  # Docker's minimum memory limit
 MAX_BYTES = 2**50  # a memory or tmpfs size; Docker takes an int64, and no host has a PiB of RAM
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def within(name: str, value: Any, check: Any) -> Any:
+    """``check(value)`` (a checker of this module), its BadValue as a UserError naming ``name`` (the flag)."""
+    try:
+        return check(value)
+    except BadValue as exc:
+        raise UserError(f"{name}: {exc}") from None
 
 
 class BadValue(ValueError):

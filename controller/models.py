@@ -109,7 +109,8 @@ def serving_refusal(text: str) -> str | None:
         return None  # a hub id, a paper model, or no model at all: serve's own resolution says which
     try:
         config = json.loads((path / "config.json").read_text())
-        task = read_hf_config(path, config)[0] if config.get("architectures") else None
+        # A config.json that is not a table is left to serve's own resolution, which names it.
+        task = read_hf_config(path, config)[0] if isinstance(config, dict) and config.get("architectures") else None
     except (OSError, ValueError, SourceError):
         return None  # transformers' own error at load says more
     if task is None:

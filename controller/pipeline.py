@@ -1,7 +1,7 @@
 """One run on this host, batch or serving, as its steps — read this after ``cli.py``.
 
-    validate -> choose the runner -> the record -> resolve artifacts -> a quiet host -> start the meters
-      -> drive the workload -> cut the traces to its window -> build the record -> write -> summarise
+    validate -> choose the runner -> resolve artifacts -> a quiet host -> start the meters
+      -> drive the workload -> cut the traces to its window -> build each record, once -> write -> summarise
 
 Batch and serving runs differ only in their :class:`Workload` (``controller/batch.py``: the
 harness's measure loop; ``controller/serving/workload.py``: a model server driven over HTTP;
@@ -9,13 +9,16 @@ harness's measure loop; ``controller/serving/workload.py``: a model server drive
 outcome per record: a serving run's load sweep (``--concurrency 1,4,16``) is one record per point,
 each with its own run id, naming the first as its sweep's group.
 A failed run is a record too; an interrupted one is recorded, then the interrupt goes on; a signal
-while a record is being written waits until it is written.
+while a record is being written waits until it is written. The pipeline is the one writer of the
+record: a workload says what it made (its ``parts``) and how each point ended (its outcomes).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from controller import hostinfo
 from controller.artifacts import ConversionFailed, default_cache
@@ -26,14 +29,14 @@ from controller.interrupts import interrupted_reason, signals_deferred
 from controller.meters import MeterSession, host_fingerprint, load_baseline
 from controller.progress import Progress
 from controller.quiet import foreign_load_flags, quiet_host
-from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
+from controller.record import Failure, FailureInfo, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import RunRequest, ServeSettings, check_meters, check_where
 from controller.runners.base import Runner
 from controller.runners.choose import choose_runner, stale_images
 from controller.serving.external import EndpointWorkload
 from controller.serving.workload import ServingWorkload
 from controller.summary import summary
-from controller.workload import Outcome, Plan, Workload
+from controller.workload import Outcome, Plan, RunParts, Workload
 from harness.protocol import PROTOCOL_VERSION
 
 
@@ -53,10 +56,11 @@ def run(request: RunRequest, progress: Progress) -> tuple[RunRecord, Path]:
 def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Path]]:
     """Run once and write its records, one per outcome; [(record, path)]. A failed run is a record too."""
     workload = workload_for(request)
-    plan = validate(request, workload)
-    # The record exists from here on: a run interrupted while its runner is chosen is recorded too.
-    record = new_record(request, plan)
-    path = record_path(request.where.results, request.where.campaign, record.run_id)
+    fingerprint = host_fingerprint()  # NVML opened once a run: the host's identity, its GPUs, the baseline's key
+    plan = validate(request, workload, fingerprint)
+    # The run exists from here on: one interrupted while its runner is chosen is recorded too.
+    run = Run(request, plan, workload.parts, new_run_id(), now_iso(), fingerprint)
+    path = record_path(request.where.results, request.where.campaign, run.run_id)
     try:
         runner = plan.runner or choose_runner(request.where.runner, plan.images, progress.note, progress)
         check_local_packages(request, plan, runner)  # a refusal: nothing is written
@@ -65,29 +69,30 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
                 f"warning: image {image} was built from other harness/suite sources than this checkout's; "
                 f"rebuild it: python -m controller images build {image}"
             )
-        record.runner = runner.describe(plan.image)
+        run.runner = runner.describe(plan.image)
         cache = open_cache(request, runner, progress)
     except KeyboardInterrupt as exc:
         with signals_deferred():
-            write_record(path, record.interrupted("setup", reason=interrupted_reason(exc)))
+            write_record(path, run.failed(FailureInfo.interrupted("setup", interrupted_reason(exc))))
         raise
 
     try:
-        workload.resolve(runner, cache, record, progress)
+        workload.resolve(runner, cache, progress)
     except ConversionFailed as exc:
+        record = run.failed(FailureInfo(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail))
         with signals_deferred():
-            write_record(path, record.fail(Failure.CONVERSION, exc.reason, "convert", log_tail=exc.log_tail))
+            write_record(path, record)
         return [(record, path)]
     except KeyboardInterrupt as exc:
         with signals_deferred():
-            write_record(path, record.interrupted("convert", reason=interrupted_reason(exc)))
+            write_record(path, run.failed(FailureInfo.interrupted("convert", interrupted_reason(exc))))
         raise
 
     meters: MeterSession | None = None
     try:
-        record.host_state = quiet_host(runner, request.meters.quiet_wait_s, progress.note)
-        meters = start_meters(request, plan, progress)
-        outcomes = workload.drive(runner, meters, record, progress)
+        run.host_state = quiet_host(runner, request.meters.quiet_wait_s, progress.note)
+        meters = start_meters(request, plan, fingerprint, progress)
+        outcomes = workload.drive(runner, meters, run.run_id, progress)
     except KeyboardInterrupt as exc:
         # The tail of an interrupted run: a second Ctrl-C (or a SIGTERM) must not lose its record.
         with signals_deferred():
@@ -97,7 +102,7 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
             finally:
                 progress.idle()
                 phase = workload.last_phase or "start-up"
-                write_record(path, record.interrupted(phase, reason=interrupted_reason(exc)))
+                write_record(path, run.failed(FailureInfo.interrupted(phase, interrupted_reason(exc))))
         raise
     except BaseException:
         if meters is not None:
@@ -108,47 +113,114 @@ def run_all(request: RunRequest, progress: Progress) -> list[tuple[RunRecord, Pa
     with signals_deferred():
         meters.stop()
         progress.idle()
-        return write_outcomes(request, workload, record, path, outcomes, meters)
+        return write_outcomes(run, workload, path, outcomes, meters)
+
+
+@dataclass
+class Run:
+    """What the pipeline knows of a run as it goes; each record of it is built from this once, at its end
+    (as pyperf's worker builds its Run: ``create_run``), and checked as it is built."""
+
+    request: RunRequest
+    plan: Plan
+    parts: RunParts  # what the workload made on its way
+    run_id: str
+    started_at: str
+    fingerprint: dict[str, Any]
+    runner: dict[str, Any] = field(default_factory=dict)  # described once chosen
+    host_state: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.runner = self.runner or {"kind": self.request.where.runner, "image": self.plan.image}
+
+    def failed(self, failure: FailureInfo) -> RunRecord:
+        """The record of a run that ended before any outcome (interrupted, a failed conversion)."""
+        return self.record(self.run_id, failure=failure)
+
+    def record(
+        self,
+        run_id: str,
+        outcome: Outcome | None = None,
+        failure: FailureInfo | None = None,
+        ended: tuple[dict[str, Any], dict[str, Any] | None, str | None] | None = None,
+    ) -> RunRecord:
+        """The record: the run as planned and driven, how ``outcome`` ended (or ``failure``), and an ok
+        outcome's figures ``ended`` = (metrics, measurements, trace file)."""
+        request, plan, parts = self.request, self.plan, self.parts
+        failure = outcome.failure if outcome is not None else failure
+        metrics, measurements, trace = ended if ended is not None and failure is None else (None, None, None)
+        serving = parts.serving
+        if serving is not None or (outcome is not None and outcome.serving):
+            serving = copy.deepcopy(serving or {}) | copy.deepcopy(outcome.serving if outcome else {})
+        return RunRecord(
+            run_id=run_id,
+            campaign=request.where.campaign,
+            started_at=self.started_at,
+            mode=request.mode,
+            image=plan.image,
+            engine=plan.engine,
+            provider=plan.provider,
+            cell=request.cell,
+            host=hostinfo.host(self.fingerprint),
+            gpus=hostinfo.gpus(self.fingerprint),
+            runner=(outcome.runner if outcome is not None else None) or self.runner,
+            protocol_version=PROTOCOL_VERSION,
+            **asdict(plan.identity),
+            spec=copy.deepcopy(parts.spec or {}),
+            artifact=copy.deepcopy(parts.artifact),
+            serving=serving,
+            events=outcome.events if outcome is not None else [],
+            elapsed_s=parts.elapsed_s,
+            status="failed" if failure is not None else "ok",
+            failure=failure,
+            result=outcome.result if outcome is not None and failure is None else None,
+            metrics=metrics,
+            measurements=measurements,
+            trace_path=trace,
+            host_state=self.host_state,
+        )
 
 
 def write_outcomes(
-    request: RunRequest,
-    workload: Workload,
-    record: RunRecord,
-    path: Path,
-    outcomes: list[Outcome],
-    meters: MeterSession,
+    run: Run, workload: Workload, path: Path, outcomes: list[Outcome], meters: MeterSession
 ) -> list[tuple[RunRecord, Path]]:
-    """One record per outcome, from the run as driven and the meters' traces; [(record, path)]."""
-    template = copy.deepcopy(record)  # a sweep's further records start from the run as driven, not from the first
+    """One record per outcome, from the run as driven and the meters' traces; [(record, path)]. A
+    sweep's further points are records of their own, each with its own run id."""
+    where = run.request.where
     trace: str | None = None
-    if request.meters.keep_trace and any(o.window is not None for o in outcomes):
+    if run.request.meters.keep_trace and any(o.window is not None for o in outcomes):
         meters.write_trace(path.with_suffix(".trace.parquet"))  # the whole session, once, for every record
         trace = path.with_suffix(".trace.parquet").name
     written = []
     for k, outcome in enumerate(outcomes):
-        rec, at = (record, path) if k == 0 else point_record(template, request)
-        build_record(rec, workload, outcome, meters)
-        if rec.measurements is not None:
-            rec.trace_path = trace
-        write_record(at, rec)
-        written.append((rec, at))
+        run_id = run.run_id if k == 0 else new_run_id()
+        at = path if k == 0 else record_path(where.results, where.campaign, run_id)
+        record = run.record(run_id, outcome, ended=figures(run, workload, outcome, meters, trace))
+        write_record(at, record)
+        written.append((record, at))
     return written
 
 
-def point_record(template: RunRecord, request: RunRequest) -> tuple[RunRecord, Path]:
-    """A further record of the same run (a sweep's next point): the run's copy with its own id."""
-    rec = copy.deepcopy(template)
-    rec.run_id = new_run_id()
-    return rec, record_path(request.where.results, request.where.campaign, rec.run_id)
+def figures(
+    run: Run, workload: Workload, outcome: Outcome, meters: MeterSession, trace: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None, str | None] | None:
+    """An ok outcome's (metrics, measurements over its window, trace file); None for a failed one."""
+    if outcome.failure is not None:
+        return None
+    assert outcome.result is not None
+    measurements = None
+    if outcome.window is not None:
+        measurements = meters.summarize(*outcome.window)
+        measurements["flags"] += foreign_load_flags(run.host_state)
+    metrics = workload.metrics(outcome, measurements, meters.summarize)
+    return metrics, measurements, trace if measurements is not None else None
 
 
-def validate(request: RunRequest, workload: Workload) -> Plan:
+def validate(request: RunRequest, workload: Workload, fingerprint: dict[str, Any]) -> Plan:
     """Every check that can fail before work starts: the request, where it writes, its meters, the host."""
     check_where(request.where)
     check_meters(request.meters)
     plan = workload.plan()
-    fingerprint = host_fingerprint()
     gpus = hostinfo.gpus(fingerprint)
     if plan.gpu and not gpus["available"]:
         raise UserError(
@@ -165,34 +237,13 @@ def check_local_packages(request: RunRequest, plan: Plan, runner: Runner) -> Non
 
     if runner.kind != "local" or plan.manifest is None:
         return
-    conversion = plan.identity.get("conversion")
+    conversion = plan.identity.conversion
     if request.mode == "serving":
         reasons = local_serving_reasons(plan.engine, conversion is not None)
     else:
         reasons = local_reasons(plan.engine, plan.provider, conversion)
     if reasons:
         raise UserError("; ".join(reasons))
-
-
-def new_record(request: RunRequest, plan: Plan) -> RunRecord:
-    """The run's record as it starts: failed until the workload proves otherwise (its runner is
-    described once chosen)."""
-    fingerprint = host_fingerprint()
-    return RunRecord(
-        run_id=new_run_id(),
-        campaign=request.where.campaign,
-        started_at=now_iso(),
-        mode=request.mode,
-        image=plan.image,
-        engine=plan.engine,
-        provider=plan.provider,
-        cell=request.cell,
-        host=hostinfo.host(fingerprint),
-        gpus=hostinfo.gpus(fingerprint),
-        runner={"kind": request.where.runner, "image": plan.image},
-        protocol_version=PROTOCOL_VERSION,
-        **plan.identity,
-    )
 
 
 def open_cache(request: RunRequest, runner: Runner, progress: Progress) -> ArtifactCache:
@@ -202,9 +253,9 @@ def open_cache(request: RunRequest, runner: Runner, progress: Progress) -> Artif
     return cache
 
 
-def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSession:
+def start_meters(request: RunRequest, plan: Plan, fingerprint: dict[str, Any], progress: Progress) -> MeterSession:
     m = request.meters
-    baseline = load_baseline(m.baseline, fingerprint=host_fingerprint(), max_age_s=m.baseline_max_age_s)
+    baseline = load_baseline(m.baseline, fingerprint=fingerprint, max_age_s=m.baseline_max_age_s)
     if not baseline.usable:
         progress.note(f"idle baseline {baseline.status}: {baseline.reason} (energies are gross only)")
     meters = MeterSession(
@@ -218,25 +269,6 @@ def start_meters(request: RunRequest, plan: Plan, progress: Progress) -> MeterSe
     )
     meters.start()
     return meters
-
-
-def build_record(record: RunRecord, workload: Workload, outcome: Outcome, meters: MeterSession) -> None:
-    """Fill the record from the outcome: the failure, or the result with its figures over the window."""
-    record.runner = outcome.runner or record.runner
-    record.events = outcome.events
-    try:
-        if outcome.failure is not None:
-            record.fail(**outcome.failure)
-            return
-        assert outcome.result is not None
-        if outcome.window is not None:
-            record.measurements = meters.summarize(*outcome.window)
-            record.measurements["flags"] += foreign_load_flags(record.host_state)
-        record.ok(outcome.result, workload.metrics(outcome, record.measurements, meters.summarize))
-    finally:
-        if outcome.serving:
-            assert record.serving is not None
-            record.serving.update(outcome.serving)
 
 
 def summarise(record: RunRecord, path: Path) -> str:

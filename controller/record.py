@@ -1,4 +1,5 @@
-"""Run records: one typed record per run, one builder, checked on write and on load.
+"""Run records: one typed record per run, built once (``controller/pipeline.py``), checked when
+built, on write and on load.
 
 A record is written as one JSON file, atomically, with a schema version. Version 1 records
 (before failure codes and ``mode`` were always present) are migrated when loaded.
@@ -68,17 +69,28 @@ class RecordError(ValueError):
 
 @dataclass
 class FailureInfo:
+    """Why a run failed: its code (:class:`Failure`), the sentence, where, and what it said last."""
+
     code: str
     reason: str
     phase: str | None = None
     exit_code: int | None = None
     log_tail: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.code not in Failure.CODES:
+            raise ValueError(f"unknown failure code {self.code!r}")
+
+    @classmethod
+    def interrupted(cls, phase: str | None, reason: str = INTERRUPTED_REASON) -> FailureInfo:
+        return cls(Failure.INTERRUPTED, reason, phase)
+
 
 @dataclass
 class RunRecord:
-    """One run, ok or failed. Nested blocks (host, spec, measurements ...) stay plain dicts:
-    their own modules own their shape (harness/protocol.py, controller/meters)."""
+    """One run, ok or failed, built once from its parts and checked as it is built (RecordError: a
+    record this code should never make). Nested blocks (host, spec, measurements ...) stay plain
+    dicts: their own modules own their shape (harness/protocol.py, controller/meters)."""
 
     run_id: str
     campaign: str
@@ -117,33 +129,8 @@ class RunRecord:
     # (controller/quiet.py); None in records made before this check.
     host_state: dict[str, Any] | None = None
 
-    # -- the one builder's finishing moves ---------------------------------------------------
-
-    def fail(
-        self,
-        code: str,
-        reason: str,
-        phase: str | None = None,
-        exit_code: int | None = None,
-        log_tail: list[str] | None = None,
-    ) -> RunRecord:
-        if code not in Failure.CODES:
-            raise ValueError(f"unknown failure code {code!r}")
-        self.status = "failed"
-        self.failure = FailureInfo(code, reason, phase, exit_code, list(log_tail or []))
-        return self
-
-    def interrupted(
-        self, phase: str | None = None, log_tail: list[str] | None = None, reason: str = INTERRUPTED_REASON
-    ) -> RunRecord:
-        return self.fail(Failure.INTERRUPTED, reason, phase, None, log_tail)
-
-    def ok(self, result: dict[str, Any], metrics: dict[str, Any]) -> RunRecord:
-        self.status = "ok"
-        self.failure = None
-        self.result = result
-        self.metrics = metrics
-        return self
+    def __post_init__(self) -> None:
+        check(self.to_dict(), f"record {self.run_id}")
 
     def to_dict(self) -> dict[str, Any]:
         """The record as written: blocks a run never reached are left out, not written as null."""
@@ -244,8 +231,14 @@ def _check_finite(value: Any, where: str, path: str = "") -> None:
             _check_finite(v, where, f"{path}[{i}]")
 
 
+# Serving figures a record once wrote under a second name, and the one name each has now.
+RENAMED_FIGURES = {"tokens_per_s": "output_token_throughput_tps", "http_errors": "requests_failed"}
+
+
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 record in version 2's shape: ``mode`` always present, failures carry a code."""
+    """A record in this version's shape: a version-1 record gets ``mode`` and failure codes; a serving
+    figure written under an old second name is read under its one name."""
+    data = _renamed_figures(data)
     if data.get("schema_version") != 1:
         return data
     out = dict(data)
@@ -256,6 +249,17 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     out["schema_version"] = SCHEMA_VERSION
     out["migrated_from"] = 1
     return out
+
+
+def _renamed_figures(data: dict[str, Any]) -> dict[str, Any]:
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not any(old in metrics for old in RENAMED_FIGURES):
+        return data
+    kept = {k: v for k, v in metrics.items() if k not in RENAMED_FIGURES}
+    for old, new in RENAMED_FIGURES.items():
+        if old in metrics:
+            kept.setdefault(new, metrics[old])
+    return {**data, "metrics": kept}
 
 
 def legacy_failure_code(failure: dict[str, Any]) -> str:

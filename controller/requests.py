@@ -15,7 +15,7 @@ from typing import Any
 from controller import inputs
 from controller.cache import check_writable_folder
 from controller.errors import UserError
-from controller.inputs import BadValue
+from controller.inputs import COUNTS, SECONDS, within
 from controller.runners.base import DEFAULT_PIDS_LIMIT, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE
 from controller.serving.settings import ServingSettings
 
@@ -43,6 +43,15 @@ class BatchSettings:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     input_shapes: list[str] = field(default_factory=list)  # NAME=DIMS for a user's own model
+
+    def __post_init__(self) -> None:
+        """Each amount within what its flag (and campaign key) takes, checked as the settings are made."""
+        for name in ("batch_size", "samples", "limit", "warmup", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                within(f"--{name.replace('_', '-')}", value, COUNTS[name])
+        if self.duration_s is not None:
+            within("--duration", self.duration_s, SECONDS["duration_s"])
 
 
 @dataclass
@@ -95,6 +104,14 @@ class RunRequest:
     # A campaign's cell identity (matrix coordinates + repetition), recorded for resume.
     cell: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        what, timeout = self.what, self.where.timeout_s
+        if isinstance(what, BatchSettings) and what.duration_s is not None and what.duration_s >= timeout:
+            raise UserError(
+                f"--duration {what.duration_s:g} s does not fit in the run's timeout of {timeout:g} s (the run "
+                "would be killed while measuring): raise --timeout above the duration plus loading and warm-up"
+            )
+
     @property
     def mode(self) -> str:
         return "serving" if isinstance(self.what, ServeSettings) else "batch"
@@ -116,14 +133,6 @@ def positive(name: str, value: float | None, allow_zero: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "0 or more" if allow_zero else "positive"
         raise UserError(f"{name} must be a finite number, {bound}; got {value!r}")
-
-
-def within(name: str, value: Any, check: Any) -> Any:
-    """``check(value)`` (a checker of ``controller.inputs``), its BadValue as a UserError naming ``name``."""
-    try:
-        return check(value)
-    except BadValue as exc:
-        raise UserError(f"{name}: {exc}") from None
 
 
 def size_bytes(text: str, what: str) -> int:

@@ -1,7 +1,10 @@
 """What a workload is to the run pipeline: its :class:`Plan`, its :class:`Outcome`, the :class:`Workload` steps.
 
 ``controller/batch.py`` (the harness's measure loop) and ``controller/serving/workload.py`` (a
-model server driven over HTTP) implement it; ``controller/pipeline.py`` runs them.
+model server driven over HTTP) implement it; ``controller/pipeline.py`` runs them. A workload never
+writes the record: it says what it planned (:class:`Plan`), what it made on the way
+(:class:`RunParts`) and how each point ended (:class:`Outcome`); the pipeline builds the record from
+those, once.
 """
 
 from __future__ import annotations
@@ -14,8 +17,21 @@ from controller.cache import ArtifactCache
 from controller.images import Manifest
 from controller.meters import MeterSession
 from controller.progress import Progress
-from controller.record import Failure, RunRecord
+from controller.record import Failure, FailureInfo
 from controller.runners.base import Execution, Runner
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the record names the run by: the model as run, its size and weights, the conversion."""
+
+    model: str
+    model_size: str
+    weights: str
+    conversion: str | None = None
+    weights_label: str | None = None
+    # The user's own model: kind, location, label, sha256 of its files (None for registry models).
+    model_source: dict[str, Any] | None = None
 
 
 @dataclass
@@ -25,7 +41,7 @@ class Plan:
     manifest: Manifest | None  # None: nothing of ours runs (a server someone else started)
     engine: str
     images: list[str]  # the run's image and the images of its conversions
-    identity: dict[str, Any]  # model, model_size, conversion, weights, weights_label, model_source
+    identity: Identity
     runner: Runner | None = None  # the workload's own runner (none to choose: nothing is started)
 
     @property
@@ -43,6 +59,17 @@ class Plan:
 
 
 @dataclass
+class RunParts:
+    """What a workload made on its way that the record keeps, read by the pipeline whether the run
+    ends or is interrupted: each is None (left out of the record) until the step that makes it."""
+
+    artifact: dict[str, Any] | None = None  # what the engine loads, converted or exported (resolve)
+    serving: dict[str, Any] | None = None  # the serving block: the settings, then what the drive learned
+    spec: dict[str, Any] | None = None  # what the harness (or server) was asked to do
+    elapsed_s: float | None = None  # the drive, start to clean-up
+
+
+@dataclass
 class Outcome:
     """What driving the workload gave for one record: how it ended, and what the record keeps of it.
 
@@ -51,9 +78,9 @@ class Outcome:
     runner: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
     window: tuple[int, int] | None = None  # the measure window, time.monotonic_ns()
-    failure: dict[str, Any] | None = None  # RunRecord.fail's arguments
+    failure: FailureInfo | None = None  # None: it ran, and ``result`` is what it gave
     result: dict[str, Any] | None = None
-    serving: dict[str, Any] = field(default_factory=dict)  # merged into the record's serving block
+    serving: dict[str, Any] = field(default_factory=dict)  # this point's part of the record's serving block
     detail: Any = None  # the workload's own, for its metrics()
 
 
@@ -63,6 +90,7 @@ Summarize = Callable[[int, int], dict[str, Any]]  # the meters' summary of a win
 class Workload(Protocol):
     mode: str
     last_phase: str | None  # where an interrupt found it
+    parts: RunParts  # what it made so far, for the record
 
     def plan(self, check_data: bool = True) -> Plan:
         """Validate the request (UserError, before any work) and say what the run needs.
@@ -70,13 +98,14 @@ class Workload(Protocol):
         ``check_data=False`` leaves the dataset unread (a campaign's plan checks it its own way)."""
         ...
 
-    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
-        """Convert or export what the engine loads, once, into the cache (ConversionFailed)."""
+    def resolve(self, runner: Runner, cache: ArtifactCache, progress: Progress) -> None:
+        """Convert or export what the engine loads, once, into the cache (ConversionFailed); its
+        ``parts`` say what was made."""
         ...
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
+    def drive(self, runner: Runner, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
         """Start the harness, attach the meters, run the workload, stop the meters, clean up; one
-        outcome per record to write (never none)."""
+        outcome per record to write (never none). ``run_id``: the run's (and a sweep's group's) id."""
         ...
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:

@@ -637,7 +637,7 @@ def test_a_local_conversion_says_it_runs_locally(tmp_path):
     runner.start = lambda inv: (_ for _ in ()).throw(ConversionFailed("stop here", []))  # type: ignore[method-assign]
     conv = Conversion("tf2onnx", "tf-cpu", "resnet50", "tiny", "random", None, 0, None, None)
     with pytest.raises(ConversionFailed):
-        _convert(runner, ArtifactCache(tmp_path, False, said.append), conv, tmp_path / "stage", 60, said.append)
+        _convert(runner, ArtifactCache(tmp_path, False, said.append), conv, tmp_path / "stage", 60, said.append, None)
     assert said and "locally" in said[0] and "tf-cpu" not in said[0]
 
 

@@ -91,7 +91,7 @@ def check_served(rec: dict[str, Any], engine: str) -> None:
     for r in requests:  # streamed: one event per token, each timed
         assert r["output_tokens_source"] == "usage" and len(r["token_times_us"]) == r["new_tokens"]
     m = rec["metrics"]
-    assert m["requests_ok"] == LIMIT and m["tokens_per_s"] > 0
+    assert m["requests_ok"] == LIMIT and m["output_token_throughput_tps"] > 0
     for name in ("ttft", "tpot", "itl", "e2el"):
         assert m[f"{name}_ms_median"] > 0, name
     assert rec["result"]["generation"]["kv_cache"] is True
@@ -317,7 +317,7 @@ def test_llama_cpps_own_server_serves_in_its_image_and_our_control_port_stops_it
     assert all(r["output_tokens_source"] in ("events", "finish_reason") for r in requests)
     m = rec["metrics"]
     assert m["requests_truncated"] == 0 and m["serving_flags"] == []
-    assert m["tpot_ms_median"] > 0 and m["tokens_per_s"] > 0
+    assert m["tpot_ms_median"] > 0 and m["output_token_throughput_tps"] > 0
     assert m["engine_concurrency"]["requests"] == 1 and m["token_timing"]["engine_reports"] is False
     server = rec["result"]["server"]
     assert server["own"] is True and "llama_cpp.server" in server["command"]

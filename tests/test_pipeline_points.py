@@ -16,10 +16,10 @@ import pytest
 
 from controller import pipeline
 from controller.progress import Quiet
-from controller.record import Failure
+from controller.record import Failure, FailureInfo
 from controller.requests import MeterSettings, RunRequest, ServeSettings, Where
 from controller.serving.external import ExternalRunner
-from controller.workload import Outcome, Plan
+from controller.workload import Identity, Outcome, Plan, RunParts
 
 
 class TwoPoints:
@@ -28,14 +28,16 @@ class TwoPoints:
     mode = "serving"
     last_phase = None
 
+    def __init__(self) -> None:
+        self.parts = RunParts()
+
     def plan(self, check_data: bool = True) -> Plan:
-        identity = {"model": "m", "model_size": "n/a", "conversion": None, "weights": "external", "weights_label": None}
-        return Plan(None, "external", [], identity, runner=ExternalRunner(None))
+        return Plan(None, "external", [], Identity("m", "n/a", "external"), runner=ExternalRunner(None))
 
-    def resolve(self, runner: Any, cache: Any, record: Any, progress: Any) -> None:
-        record.serving = {"requests": [], "max_new_tokens": 4}
+    def resolve(self, runner: Any, cache: Any, progress: Any) -> None:
+        self.parts.serving = {"requests": [], "max_new_tokens": 4}
 
-    def drive(self, runner: Any, meters: Any, record: Any, progress: Any) -> list[Outcome]:
+    def drive(self, runner: Any, meters: Any, run_id: str, progress: Any) -> list[Outcome]:
         t1 = time.monotonic_ns()
         time.sleep(0.05)
         t2 = time.monotonic_ns()
@@ -43,13 +45,13 @@ class TwoPoints:
             {"kind": "external"},
             window=(t1, t2),
             result={"external": True},
-            serving={"requests": [{"index": 0, "ok": True}], "sweep": {"index": 0, "group": record.run_id}},
+            serving={"requests": [{"index": 0, "ok": True}], "sweep": {"index": 0, "group": run_id}},
         )
         failed = Outcome(
             {"kind": "external"},
             window=(t2, time.monotonic_ns()),
-            failure={"code": Failure.REQUEST, "reason": "every request failed", "phase": "measure"},
-            serving={"requests": [{"index": 0, "ok": False}], "sweep": {"index": 1, "group": record.run_id}},
+            failure=FailureInfo(Failure.REQUEST, "every request failed", "measure"),
+            serving={"requests": [{"index": 0, "ok": False}], "sweep": {"index": 1, "group": run_id}},
         )
         return [ok, failed]
 
@@ -74,3 +76,20 @@ def test_a_failed_point_after_an_ok_one_is_its_own_record(tmp_path: Path, monkey
     assert second["serving"]["requests"] == [{"index": 0, "ok": False}]
     assert second.get("metrics") is None and second.get("result") is None and second.get("measurements") is None
     assert sorted(p.name for p in (tmp_path / "points").iterdir()) == sorted(p.name for _, p in written)
+
+
+def test_a_record_is_checked_as_it_is_built() -> None:
+    """The one builder refuses a record that breaks the schema when it is made, not when it is read back."""
+    from controller.record import RecordError, RunRecord
+
+    fields = {"run_id": "r", "campaign": "c", "started_at": "t", "mode": "batch", "image": "onnx-cpu"}
+    fields |= {"engine": "onnxruntime", "provider": "cpu", "model": "m", "model_size": "full", "weights": "random"}
+    with pytest.raises(RecordError, match="an ok record needs metrics"):
+        RunRecord(**fields, status="ok")
+    with pytest.raises(RecordError, match="a failed record needs failure.reason"):
+        RunRecord(**fields, status="failed")
+    with pytest.raises(RecordError, match="cannot hold"):
+        RunRecord(**fields, status="ok", metrics={"window_s": float("nan")})
+    with pytest.raises(ValueError, match="unknown failure code"):
+        FailureInfo("bogus", "why")
+    assert RunRecord(**fields, failure=FailureInfo(Failure.SETUP, "no image")).to_dict()["failure"]["code"] == "setup"

@@ -109,7 +109,7 @@ def check_serving_record(rec: dict[str, Any], engine: str) -> None:
         assert all(0 < e <= c for e, c in zip(engine, r["token_times_us"], strict=True))
     m = rec["metrics"]
     assert m["requests_ok"] == LIMIT and m["new_tokens_total"] == sum(r["new_tokens"] for r in requests)
-    assert m["tokens_per_s"] > 0 and m["time_per_request_s"] > 0
+    assert m["output_token_throughput_tps"] > 0 and m["time_per_request_s"] > 0
     for name in ("ttft", "tpot", "itl", "e2el"):
         assert all(m[f"{name}_ms_{q}"] > 0 for q in ("mean", "median", "p90", "p99")), name
     assert rec["serving"]["sweep"]["variable"] == "concurrency" and m["steady_window"]["available"]

@@ -58,7 +58,8 @@ def test_the_papers_matrix_is_12_models_by_7_configurations_by_10_repetitions():
 
 
 def test_plan_of_the_full_matrix_says_per_cell_why_it_cannot_run_here(tmp_path):
-    from controller.campaigns.readiness import _hub_unreachable, _nvml_reason
+    from controller.campaigns.readiness import _nvml_reason
+    from suite.hub import hub_unreachable
 
     proc = controller("campaign", "plan", str(FULL), "--results", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -68,7 +69,7 @@ def test_plan_of_the_full_matrix_says_per_cell_why_it_cannot_run_here(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
     entries = json.loads(controller("campaign", "plan", str(FULL), "--json", "--results", str(tmp_path)).stdout)
     assert len(entries) == 84
-    hub, nvml = _hub_unreachable(), _nvml_reason()
+    hub, nvml = hub_unreachable(), _nvml_reason()
     for e in entries:
         if hub is not None:  # this host cannot download the paper's models: every cell says so
             assert not e["runnable"] and "Hugging Face hub, which" in e["reason"], e

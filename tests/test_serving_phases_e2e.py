@@ -44,7 +44,7 @@ def metered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
     with StubServer() as stub, fake as power:
         stub.on_phase = power.on_phase
 
-        def start_meters(request: Any, plan: Any, progress: Any) -> MeterSession:
+        def start_meters(request: Any, plan: Any, fingerprint: Any, progress: Any) -> MeterSession:
             meters = MeterSession(0.01, powercap_root=power.tree.root, nvml=nvml, baseline=baseline)
             meters.start()
             return meters

@@ -415,7 +415,9 @@ def _datasets(datasets_raw: Any, models: list[str], path: Path) -> dict[str, Dat
 
 def _model_in_matrix(model: str, models: list[str], where: str, path: Path) -> str:
     """A table named by a model (as written in the file): the model as the matrix holds it, or UserError."""
-    key = _model_paths([model], path)[0]
+    p = local_path(model, path.parent)
+    # As _model_paths names it, but a path that is missing is not in the matrix either: say that, not [matrix]'s error.
+    key = str(p) if model.startswith((".", "/", "~")) or p.exists() else model
     if key not in models:
         raise UserError(f"{path}: {where} names {model}, which is not in [matrix] models ({', '.join(models)})")
     return key
@@ -423,7 +425,7 @@ def _model_in_matrix(model: str, models: list[str], where: str, path: Path) -> s
 
 def _input_shapes(raw: Any, models: list[str], path: Path) -> dict[str, tuple[str, ...]]:
     """``[input_shapes]``: per model (as named in matrix.models), its inputs' NAME=DIMS."""
-    from controller.batch import is_own_model
+    from controller.resolve import is_own_model
     from suite.sources import SourceError, parse_input_shapes
 
     if not isinstance(raw, dict):

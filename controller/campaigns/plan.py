@@ -140,7 +140,7 @@ def _what_runs(c: Campaign, assessment: Assessment) -> str:
         if choice.limit:
             text += f" (limit {choice.limit})"
         shown.append(text + (f" for {', '.join(who)}" if len(choices) > 1 and len(who) < len(choices) else ""))
-    from controller.batch import is_own_model
+    from controller.resolve import is_own_model
 
     own = [is_own_model(m) for m in c.models]
     versions = f"model size {c.model_size}, weights {c.weights}" + (" (registered models)" if any(own) else "")

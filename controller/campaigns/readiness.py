@@ -17,6 +17,7 @@ from controller.errors import UserError
 from controller.local_needs import local_reasons, local_serving_reasons, package
 from controller.pipeline import workload_for
 from controller.requests import MeterSettings, Where
+from controller.resolve import engine_of
 
 
 @dataclass
@@ -141,10 +142,12 @@ class _Checks:
                 f"image {conf.image} has no manifest (images/{conf.image}/manifest.toml): not in this joulebench yet"
             )
         else:
-            engine = conf.engine or manifest.engines[0]
+            engine = engine_of(manifest, conf.engine)
             try:
-                plan = workload_for(cell.request(Where(), MeterSettings(), None)).plan(check_data=False)
-                images, conversion = plan.images, plan.identity.get("conversion")
+                # The same resolution and checks as the run itself (controller/resolve.py, the workload's plan).
+                request = cell.request(Where(timeout_s=self.campaign.timeout_s), MeterSettings(), None)
+                plan = workload_for(request).plan(check_data=False)
+                images, conversion = plan.images, plan.identity.conversion
             except UserError as exc:
                 reasons.append(str(exc))
         needs_gpu = manifest.gpu if manifest is not None else _names_gpu(conf.image)
@@ -199,12 +202,14 @@ class _HostChecks:
         if runner == "local" and _in_hf_cache(hf_id):
             return None
         if self._hub is None:
-            self._hub = (_hub_unreachable(),)
+            from suite.hub import hub_unreachable
+
+            self._hub = (hub_unreachable(),)
         if self._hub[0] is None:
             return None
         return (
-            f"{hf_id} comes from the Hugging Face hub, which {self._hub[0]}; download it where the hub is "
-            "reachable and name its save_pretrained folder in the campaign instead"
+            f"{hf_id} comes from the Hugging Face hub, which cannot be reached from here ({self._hub[0]}); "
+            "download it where the hub is reachable and name its save_pretrained folder in the campaign instead"
         )
 
     def hub_reasons(self, model: str, runner: str) -> list[str]:
@@ -286,26 +291,8 @@ class _HostChecks:
 
 
 def _in_hf_cache(hf_id: str) -> bool:
-    import os
+    """Any snapshot of ``hf_id`` in this host's Hugging Face cache (the one suite/hub.py reads)."""
+    from suite.hub import hub_cache
 
-    home = Path(os.environ.get("HF_HOME", Path("~/.cache/huggingface").expanduser()))
-    hub = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
-    snapshots = hub / f"models--{hf_id.replace('/', '--')}" / "snapshots"
+    snapshots = hub_cache() / f"models--{hf_id.replace('/', '--')}" / "snapshots"
     return snapshots.is_dir() and any(snapshots.iterdir())
-
-
-def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
-    """None when the Hugging Face hub answers a TCP connection; else why it is not usable."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return "this environment has switched off (HF_HUB_OFFLINE=1)"
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return None
-    except OSError as exc:
-        return f"does not answer from this host ({host}:{port}: {exc.strerror or exc})"

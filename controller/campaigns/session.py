@@ -23,7 +23,7 @@ from controller.campaigns.history import (
 from controller.campaigns.readiness import Assessment
 from controller.campaigns.spec import Campaign, Cell
 from controller.errors import UserError
-from controller.record import Failure, RunRecord, new_run_id, now_iso, record_path, write_record
+from controller.record import Failure, FailureInfo, RunRecord, new_run_id, now_iso, record_path, write_record
 from controller.requests import MeterSettings, Where
 
 
@@ -80,7 +80,8 @@ def setup_failed(
         cell=record_cell,
         spec={"batch_size": cell.batch_size, "dataset": cell.dataset},
         cluster=cluster,
-    ).fail(code, reason, "setup" if code == Failure.SETUP else None)
+        failure=FailureInfo(code, reason, "setup" if code == Failure.SETUP else None),
+    )
     path = record_path(where.results, where.campaign, record.run_id)
     write_record(path, record)
     return path
@@ -110,7 +111,9 @@ def ok_line(record: dict[str, Any]) -> str:
     m = record.get("metrics") or {}
     window = m.get("window_s") or 0
     if record.get("mode") == "serving":
-        return f"{m.get('requests_ok')} requests, {m.get('tokens_per_s') or 0:.1f} tokens/s over {window:.3f} s"
+        rate = m.get("output_token_throughput_tps")
+        tokens = f"{rate:.1f} tokens/s" if rate is not None else "tokens/s unavailable"
+        return f"{m.get('requests_ok')} requests, {tokens} over {window:.3f} s"
     line = f"{m.get('throughput_sps') or 0:.1f} samples/s over {window:.3f} s"
     acc = m.get("accuracy") or {}
     if acc.get("available"):

@@ -224,7 +224,7 @@ class Campaign:
 
     def matrix(self) -> list[Cell]:
         """Every cell, in grouped order (configuration, model, batch size, repetition)."""
-        from controller.batch import is_own_model
+        from controller.resolve import is_own_model
 
         cells = []
         for conf in self.configurations:

@@ -341,7 +341,7 @@ def extra_row(record: dict[str, Any]) -> dict[str, Any]:
     row["new_tokens"] = run_metrics.get("new_tokens_total") if serving else None
     row["prompts"] = ((record.get("serving") or {}).get("prompts") or {}).get("count") if serving else None
     row["time_per_request_s"] = run_metrics.get("time_per_request_s") if serving else None
-    row["tokens_per_s"] = run_metrics.get("tokens_per_s") if serving else None
+    row["tokens_per_s"] = run_metrics.get("output_token_throughput_tps") if serving else None
     row["trace_path"] = record.get("trace_path")
     row["elapsed_s"] = record.get("elapsed_s")
     row["gpu_mem_util_percent"] = _value(metrics, "gpu_mem_util_percent")

@@ -15,6 +15,7 @@ Which run goes where, as in the paper:
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import polars as pl
 
@@ -104,6 +105,27 @@ def time_remarks(runs: pl.DataFrame, work: Work) -> list[str]:
     ]
 
 
+def _row(
+    t: Table, metrics: list[str], runs: pl.DataFrame, key: tuple[Any, ...], what: str, runtime: str
+) -> list[Value]:
+    """One row of a paper-1 table: ``key`` = (model, size, batch, device), what ran (a framework or a
+    conversion) on which runtime, the number of runs, then each metric's mean."""
+    model, size, batch, device = key
+    row = [
+        text_value(model_label(model, size)),
+        Value(str(batch), batch),
+        text_value(device),
+        text_value(what),
+        text_value(runtime),
+        Value(str(runs.height), runs.height),
+    ]
+    return row + [metric_value(t, runs, c) for c in metrics]
+
+
+def _runtime(r0: dict[str, Any]) -> str:
+    return f"{r0['engine']} / {r0['provider']}"
+
+
 def table1(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Table:
     runs1 = table1_runs(ok)
     t, metrics = _metric_table(
@@ -122,15 +144,7 @@ def table1(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Tabl
         kinds: dict[bool, list[int]] = {False: [], True: []}
         for _, runs in configs:
             r0 = runs.row(0, named=True)
-            row = [
-                text_value(model_label(model, size)),
-                Value(str(batch), batch),
-                text_value(device),
-                text_value(r0["framework"]),
-                text_value(f"{r0['engine']} / {r0['provider']}"),
-                Value(str(runs.height), runs.height),
-            ]
-            row += [metric_value(t, runs, c) for c in metrics]
+            row = _row(t, metrics, runs, (model, size, batch, device), r0["framework"], _runtime(r0))
             kinds[bool(r0["converted"])].append(len(t.rows))
             t.rows.append(row)
         for rows in kinds.values():
@@ -224,15 +238,8 @@ def table3(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Tabl
         start = len(t.rows)
         t.group_starts.add(start)
         for (engine, provider), runs in groups(group, ["engine", "provider"]):
-            row = [
-                text_value(model_label(model, size)),
-                Value(str(batch), batch),
-                text_value(device),
-                text_value(conversion or "-"),
-                text_value(provider_label(engine, provider)),
-                Value(str(runs.height), runs.height),
-            ]
-            row += [metric_value(t, runs, c) for c in metrics]
+            key = (model, size, batch, device)
+            row = _row(t, metrics, runs, key, conversion or "-", provider_label(engine, provider))
             t.rows.append(row)
         counts.append(len(t.rows) - start)
         mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
@@ -271,15 +278,7 @@ def beyond(ok: pl.DataFrame, kind: EnergyKind, work: Work | None = None) -> Tabl
         t.group_starts.add(start)
         for _, runs in groups(group, ["configuration"]):
             r0 = runs.row(0, named=True)
-            row = [
-                text_value(model_label(model, size)),
-                Value(str(batch), batch),
-                text_value(device),
-                text_value(r0["framework"]),
-                text_value(f"{r0['engine']} / {r0['provider']}"),
-                Value(str(runs.height), runs.height),
-            ]
-            row += [metric_value(t, runs, c) for c in metrics]
+            row = _row(t, metrics, runs, (model, size, batch, device), r0["framework"], _runtime(r0))
             t.rows.append(row)
         mark_best(t, list(range(start, len(t.rows))), [(first + i, c) for i, c in enumerate(metrics)])
     t.remarks.append(

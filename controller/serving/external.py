@@ -22,20 +22,12 @@ from controller.cache import ArtifactCache
 from controller.errors import UserError
 from controller.meters import MeterSession
 from controller.progress import Progress
-from controller.record import RunRecord
 from controller.requests import RunRequest, ServeSettings
 from controller.runners.base import Invocation, Mount, Started
 from controller.serving.client import Endpoint, EndpointError, WorkItem, probe
 from controller.serving.drive import Driven, drive, work_items
-from controller.serving.workload import (
-    Summarize,
-    check_settings,
-    failure_fields,
-    point_metrics,
-    point_outcomes,
-    serving_settings_block,
-)
-from controller.workload import Outcome, Plan
+from controller.serving.workload import failure_info, point_metrics, point_outcomes, serving_settings_block
+from controller.workload import Identity, Outcome, Plan, RunParts, Summarize
 from suite.prompts import Prompt, PromptError, load_prompts
 
 NOT_OURS = (
@@ -90,6 +82,7 @@ class EndpointWorkload:
         self.request = request
         self.what: ServeSettings = request.what
         self.last_phase: str | None = None
+        self.parts = RunParts()
         self.endpoint: Endpoint | None = None
         self.found: dict[str, Any] = {}
         self.prompts: list[Prompt] = []
@@ -101,7 +94,6 @@ class EndpointWorkload:
         w, s = self.what, self.what.serving
         if w.image or w.engine:
             raise UserError("--endpoint measures a server already running: --image and --engine do not apply to it")
-        check_settings(s)
         try:
             self.endpoint = ep = Endpoint.parse(str(w.endpoint), w.model)
         except ValueError as exc:
@@ -121,24 +113,18 @@ class EndpointWorkload:
                 self.found = probe(ep, self.prompts[0].text, min(s.request_timeout_s, 60.0))
             except EndpointError as exc:
                 raise UserError(str(exc)) from None
-        identity = {
-            "model": w.model,
-            "model_size": "n/a",
-            "conversion": None,
-            "weights": "external",
-            "weights_label": None,
-        }
+        identity = Identity(model=w.model, model_size="n/a", weights="external")
         return Plan(None, "external", [], identity, runner=ExternalRunner(w.endpoint_pid))
 
-    def resolve(self, runner: Any, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+    def resolve(self, runner: Any, cache: ArtifactCache, progress: Progress) -> None:
         """Nothing to convert; the record's serving block says whose server it measures."""
         assert self.endpoint is not None
         ep, pid = self.endpoint, self.what.endpoint_pid
         local = is_local(ep.host)
         if not local:
             progress.note(f"warning: {ep.host} does not resolve to this host; the meters measure this host, not it")
-        record.spec = {"mode": "serving", "engine": "external", "endpoint": ep.url, "model": ep.model}
-        record.serving = {
+        self.parts.spec = {"mode": "serving", "engine": "external", "endpoint": ep.url, "model": ep.model}
+        self.parts.serving = {
             "endpoint": {
                 "url": ep.url,
                 "model": ep.model,
@@ -159,7 +145,7 @@ class EndpointWorkload:
         s = self.what.serving
         return work_items(self.prompts, s.max_new_tokens, s.ignores_eos())
 
-    def drive(self, runner: Any, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
+    def drive(self, runner: Any, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
         assert self.endpoint is not None
         self.meters = meters
         s = self.what.serving
@@ -184,7 +170,7 @@ class EndpointWorkload:
             self.last_phase = "cooldown"
             time.sleep(s.cooldown_s)
         meters.stop()
-        record.elapsed_s = time.monotonic() - t0
+        self.parts.elapsed_s = time.monotonic() - t0
         result = {"external": True, "endpoint": self.endpoint.url, "models": self.found.get("models")}
         overall = driven.failure if not driven.runs else None
         return point_outcomes(
@@ -192,9 +178,9 @@ class EndpointWorkload:
             [],
             runner.describe(""),
             result,
-            failure_fields,
+            failure_info,
             overall,
-            record.run_id,
+            run_id,
         )
 
     def metrics(self, outcome: Outcome, measurements: dict[str, Any] | None, summarize: Summarize) -> dict[str, Any]:

@@ -201,14 +201,12 @@ def serving_metrics(
         "requests_ok": len(ok),
         "requests_failed": len(results) - len(ok),
         "requests_truncated": sum(1 for r in results if r.error_code == "truncated"),
-        "http_errors": len(results) - len(ok),
         "failure_reasons": dict(Counter(_reason(r.error) for r in results if not r.ok)),
         "finish_reasons": dict(Counter(str(r.finish_reason) for r in results)),
         "time_per_request_s": statistics.fmean(lat_ns) / 1e9 if lat_ns else None,
         "prompt_tokens_total": prompt_tokens if prompt_known else None,
         "new_tokens_total": new_tokens,
         "output_tokens_source": sorted({r.output_tokens_source or "server" for r in ok}),
-        "tokens_per_s": per_s(new_tokens),
         "request_throughput_rps": per_s(len(ok)),
         "output_token_throughput_tps": per_s(new_tokens),
         "total_token_throughput_tps": per_s(new_tokens + prompt_tokens) if prompt_known else None,
@@ -318,7 +316,7 @@ def queueing_line(m: dict[str, Any], in_flight: float | None) -> str | None:
 def metric_lines(m: dict[str, Any], in_flight: float | None = None) -> list[str]:
     """The summary's lines for one load point's metrics (unavailable figures say so); ``in_flight``:
     the requests the load keeps in flight (its concurrency; inf: all at once)."""
-    rate = m.get("tokens_per_s")
+    rate = m.get("output_token_throughput_tps")
     truncated = m.get("requests_truncated") or 0
     lines = [
         f"requests   {m['requests_ok']} ok, {m.get('requests_failed', 0)} failed"

@@ -56,6 +56,17 @@ class ServingSettings:
     ignore_eos: bool | None = None  # generate max tokens whatever the model says (None: for synthetic prompts)
     extra_inputs: dict[str, Any] | None = None  # more request fields, sent with every request (--extra-input)
 
+    def __post_init__(self) -> None:
+        """Each value within what its ``serve`` flag (and [serving] key) takes, checked as the settings are made."""
+        from controller.inputs import COUNTS, SECONDS, within
+
+        for name in ("max_new_tokens", "concurrency", "warmup_requests", "limit", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                within(f"--{name.replace('_', '-')}", value, COUNTS[name])
+        for name, flag in _TIME_FLAGS.items():
+            within(flag, getattr(self, name), SECONDS[name])
+
     def points(self) -> list[LoadPoint]:
         from controller.serving.load import LoadPoint
 
@@ -65,6 +76,12 @@ class ServingSettings:
         return self.ignore_eos if self.ignore_eos is not None else self.synthetic is not None
 
 
+_TIME_FLAGS = {
+    "warmup_s": "--warmup-s",
+    "cooldown_s": "--cooldown-s",
+    "request_timeout_s": "--request-timeout",
+    "ready_timeout_s": "--ready-timeout",
+}
 # Request fields joulebench sets itself: --extra-input may not set them (its own flag says which does).
 OWN_REQUEST_FIELDS = {
     "model": "--model",

@@ -30,8 +30,9 @@ from controller.errors import UserError
 from controller.images import get_manifest
 from controller.meters import MeterSession
 from controller.progress import Progress
-from controller.record import Failure, RunRecord
-from controller.requests import RunRequest, ServeSettings, positive
+from controller.record import Failure, FailureInfo
+from controller.requests import RunRequest, ServeSettings
+from controller.resolve import resolve
 from controller.runners.base import Invocation, Mount, Runner
 from controller.serving.client import Endpoint, WorkItem, completion_body, http_json
 from controller.serving.definitions import definitions
@@ -44,7 +45,6 @@ from controller.serving.server import ServerHandle, wait_ready
 from controller.serving.settings import (
     CONTAINER_PORT,
     CONTROL_PORT,
-    EXPORT_FORMATS,
     EXPORT_MOUNT,
     LOADS_MODEL_FOLDER,
     MODEL_MOUNT,
@@ -55,7 +55,7 @@ from controller.serving.settings import (
     export_format,
     export_images,
 )
-from controller.workload import Outcome, Plan, attach_meters
+from controller.workload import Identity, Outcome, Plan, RunParts, Summarize, attach_meters
 from harness.options import OptionError, check_options
 from harness.protocol import SERVE_RESULT_FIELDS, ProtocolError, ServeSpec, parse_stream
 from harness.serving.formats import unsupported_architecture
@@ -71,6 +71,7 @@ class ServingWorkload:
         self.request = request
         self.what: ServeSettings = request.what
         self.last_phase: str | None = None
+        self.parts = RunParts()
         self.engine = ""
         self.fmt: str | None = None
         self.model: ResolvedModel | None = None
@@ -85,19 +86,8 @@ class ServingWorkload:
 
     def plan(self, check_data: bool = True) -> Plan:
         w, s = self.what, self.what.serving
-        manifest = get_manifest(w.image)
-        self.engine = engine = w.engine or manifest.engines[0]
-        if engine not in manifest.engines:
-            raise UserError(
-                f"image {w.image} does not serve engine {engine!r}; valid engines for it: {', '.join(manifest.engines)}"
-            )
-        if engine not in EXPORT_FORMATS:
-            raise UserError(
-                f"engine {engine} cannot serve language models; serving engines: {', '.join(EXPORT_FORMATS)}"
-            )
-        if manifest.unsupported:
-            raise UserError(f"image {w.image} cannot run here: {manifest.unsupported}")
-        check_settings(s)
+        manifest, engine = resolve(w)
+        self.engine = engine
         try:
             options = check_options(engine, w.options, serving=True)
         except OptionError as exc:
@@ -123,21 +113,20 @@ class ServingWorkload:
                 "--ignore-eos need engine llamacpp (llama.cpp behind our server)"
             )
         self.fmt = export_format(engine, options)
-        identity = {
-            "model": model.label,
-            "model_size": f"category-{model.size_category}" if model.size_category else "n/a",
-            "conversion": f"lm2{self.fmt}" if self.fmt else None,
-            "weights": "pretrained" if model.source == "hub" else "path",
-            "weights_label": None,
-        }
+        identity = Identity(
+            model=model.label,
+            model_size=f"category-{model.size_category}" if model.size_category else "n/a",
+            weights="pretrained" if model.source == "hub" else "path",
+            conversion=f"lm2{self.fmt}" if self.fmt else None,
+        )
         images = list(dict.fromkeys([w.image, *export_images(self.fmt)]))
         return Plan(manifest, engine, images, identity)
 
     # -- resolve artifacts -------------------------------------------------------------------
 
-    def resolve(self, runner: Runner, cache: ArtifactCache, record: RunRecord, progress: Progress) -> None:
+    def resolve(self, runner: Runner, cache: ArtifactCache, progress: Progress) -> None:
         assert self.model is not None
-        record.serving = self._serving_block()
+        self.parts.serving = self._serving_block()
         if self.fmt is None:
             return
         parity = [p.text for p in self.prompts[:PARITY_PROMPTS]]
@@ -155,7 +144,7 @@ class ServingWorkload:
                 )
         except ServingFailed as exc:
             raise ConversionFailed(exc.reason) from None
-        record.artifact = {"path": str(self.export.folder), **self.export.meta, "reused": self.export.reused}
+        self.parts.artifact = {"path": str(self.export.folder), **self.export.meta, "reused": self.export.reused}
 
     def _serving_block(self) -> dict[str, Any]:
         assert self.model is not None
@@ -175,12 +164,12 @@ class ServingWorkload:
 
     # -- drive -------------------------------------------------------------------------------
 
-    def drive(self, runner: Runner, meters: MeterSession, record: RunRecord, progress: Progress) -> list[Outcome]:
+    def drive(self, runner: Runner, meters: MeterSession, run_id: str, progress: Progress) -> list[Outcome]:
         self.meters = meters
         bind, published = runner.server_address()
-        spec, mounts = self._spec(runner, record.run_id, bind, published)
+        spec, mounts = self._spec(runner, run_id, bind, published)
         own = self.engine in OWN_SERVER_REQUEST  # the runtime's own server, our control port beside it
-        record.spec = asdict(spec)
+        self.parts.spec = asdict(spec)
         where = self.request.where
         inv = Invocation(
             image=self.what.image,
@@ -196,7 +185,7 @@ class ServingWorkload:
             shm_size=where.shm_size,
             labels={
                 "joulebench.campaign": where.campaign,
-                "joulebench.run": record.run_id,
+                "joulebench.run": run_id,
                 "joulebench.mode": "serving",
             },
             ports=({CONTAINER_PORT: "127.0.0.1"} | ({CONTROL_PORT: "127.0.0.1"} if own else {})) if published else {},
@@ -207,22 +196,22 @@ class ServingWorkload:
         t0 = time.monotonic()
         try:
             server.start()
-            self.driven = self._serve(server, published, record, progress)
+            self.driven = self._serve(server, published, progress)
         except ServingFailed as exc:
             failure = exc
         finally:
             server.cleanup()
-        record.elapsed_s = time.monotonic() - t0
-        return self._outcomes(server, self.driven, failure, record.run_id)
+        self.parts.elapsed_s = time.monotonic() - t0
+        return self._outcomes(server, self.driven, failure, run_id)
 
-    def _serve(self, server: ServerHandle, published: bool, record: RunRecord, progress: Progress) -> Driven:
+    def _serve(self, server: ServerHandle, published: bool, progress: Progress) -> Driven:
         """Ready, warm up, measure each load point, cool down, shut down."""
         s = self.what.serving
         host = "127.0.0.1"
         self.last_phase = "load"
         port = wait_ready(server, host, published, s.ready_timeout_s)
-        assert record.serving is not None
-        record.serving["address"] = f"{host}:{port}"
+        assert self.parts.serving is not None
+        self.parts.serving["address"] = f"{host}:{port}"
         self.last_phase = "warmup"
         progress.phase("warmup")
         if s.warmup_s:
@@ -301,7 +290,7 @@ class ServingWorkload:
             server.output.events,
             runner_info,
             result,
-            lambda f: failure_fields(f, exit_code, server.log_tail()),
+            lambda f: failure_info(f, exit_code, server.log_tail()),
             overall,
             group,
         )
@@ -325,9 +314,6 @@ class ServingWorkload:
         return point_metrics(outcome, measurements, summarize, self.what.serving.slo, engines, self.meters)
 
 
-Summarize = Callable[[int, int], dict[str, Any]]
-
-
 def serving_settings_block(s: ServingSettings, items: list[WorkItem], extra: dict[str, Any]) -> dict[str, Any]:
     """What the record's ``serving`` block says of the settings (each record names its own load point):
     what every request asked, the warm-up's prompts, and the definition of every figure."""
@@ -349,7 +335,7 @@ def point_outcomes(
     events: list[dict[str, Any]],
     runner_info: dict[str, Any],
     result: dict[str, Any] | None,
-    failure_of: Callable[[ServingFailed], dict[str, Any]],
+    failure_of: Callable[[ServingFailed], FailureInfo],
     overall: ServingFailed | None,
     group: str,
 ) -> list[Outcome]:
@@ -438,26 +424,10 @@ def point_metrics(
     return out
 
 
-def check_settings(s: Any) -> None:
-    """The serving settings' ranges, before anything starts."""
-    for name, value, low in (
-        ("--max-new-tokens", s.max_new_tokens, 1),
-        ("--concurrency", s.concurrency, 1),
-        ("--warmup-requests", s.warmup_requests, 0),
-        ("--limit", s.limit, 1),
-    ):
-        if value is not None and value < low:
-            raise UserError(f"{name} must be at least {low}, got {value}")
-    positive("--warmup-s", s.warmup_s, allow_zero=True)
-    positive("--cooldown-s", s.cooldown_s, allow_zero=True)
-    positive("--request-timeout", s.request_timeout_s)
-    positive("--ready-timeout", s.ready_timeout_s)
-
-
-def failure_fields(f: ServingFailed, exit_code: int | None = None, tail: list[str] | None = None) -> dict[str, Any]:
-    """RunRecord.fail's arguments for a serving failure: a request's in warm-up or a window, else the server's."""
+def failure_info(f: ServingFailed, exit_code: int | None = None, tail: list[str] | None = None) -> FailureInfo:
+    """A serving failure as the record keeps it: a request's in warm-up or a window, else the server's."""
     code = f.code or (Failure.REQUEST if f.phase in ("warmup", "measure") else Failure.SERVER)
-    return {"code": code, "reason": f.reason, "phase": f.phase, "exit_code": exit_code, "log_tail": tail or []}
+    return FailureInfo(code, f.reason, f.phase, exit_code, list(tail or []))
 
 
 def _sleep_while_alive(server: ServerHandle, seconds: float, phase: str) -> None:

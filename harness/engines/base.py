@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from abc import ABC, abstractmethod
 from typing import Any
 
 from harness.options import OptionError, flag
@@ -56,7 +57,7 @@ def first_output(output: Any) -> Any:
     return output
 
 
-class Engine:
+class Engine(ABC):
     """Load a model, move prepared inputs where the engine wants them, run one batch.
 
     ``infer`` is the only call inside the timed window; it must return only once the results
@@ -74,6 +75,7 @@ class Engine:
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
 
+    @abstractmethod
     def load(self) -> None:
         raise NotImplementedError
 
@@ -84,11 +86,13 @@ class Engine:
         just-in-time compilation (torch.compile, XLA) and algorithm searches (cuDNN) neither
         hide in the load time nor leak into the measured window.
         """
+        return None  # an engine without a build step runs the model as loaded
 
     def prepare(self, batch: Any) -> Any:
         """Turn a numpy batch into what ``infer`` takes (outside the timed window)."""
         return batch
 
+    @abstractmethod
     def infer(self, prepared: Any) -> Any:
         raise NotImplementedError
 

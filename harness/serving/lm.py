@@ -19,15 +19,15 @@ Frameworks are imported lazily, so an image imports only its own.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.engines.base import EngineError, option_flag
+from harness.engines.base import EngineError, option_flag, package_versions
 from harness.progress import report
 from harness.protocol import ServeSpec
 
@@ -98,7 +98,7 @@ def step_feeds(ids: list[int], past_len: int) -> dict[str, Any]:
     }
 
 
-class LanguageModel:
+class LanguageModel(ABC):
     """Tokenizer + model of one engine. The server calls ``stream_ids`` from its generation thread."""
 
     engine = "?"
@@ -112,21 +112,25 @@ class LanguageModel:
         self.kv_cache_reason: str | None = None if self.kv_cache else "engine option kv_cache=false"
         self.load_parity: dict[str, Any] | None = None
 
+    @abstractmethod
     def load_tokenizer(self) -> None:
         """The tokenizer and what the server checks requests against (end of sequence, positions)."""
         raise NotImplementedError
 
+    @abstractmethod
     def load(self) -> None:
         """Everything generation needs: the tokenizer, the model, its checks."""
         raise NotImplementedError
 
-    # Subclasses set these three.
+    @abstractmethod
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
+    @abstractmethod
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    @abstractmethod
     def stream_ids(
         self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None, ignore_eos: bool = False
     ) -> list[int]:
@@ -175,17 +179,23 @@ class LanguageModel:
         }
 
     def versions(self) -> dict[str, str]:
-        found = {}
-        for name in (*self.packages, "fastapi", "uvicorn", "numpy"):
-            try:
-                found[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return found
+        return package_versions(*self.packages, "fastapi", "uvicorn", "numpy")
 
     def _set_config(self, eos: Any, max_positions: int | None) -> None:
         self.eos_ids = set(eos) if isinstance(eos, list) else ({int(eos)} if eos is not None else set())
         self.max_positions = max_positions
+
+
+def torch_device(torch: Any, provider: str) -> Any:
+    """The torch device of ``provider`` (TorchLM and TorchScriptLM alike): an unknown provider is refused,
+    never run on the CPU in its place."""
+    if provider == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineError("provider cuda requested but torch sees no CUDA device")
+        return torch.device("cuda")
+    if provider == "cpu":
+        return torch.device("cpu")
+    raise EngineError(f"torch serves providers cpu and cuda, not {provider!r}")
 
 
 def _threads(spec: ServeSpec) -> int | None:
@@ -214,14 +224,7 @@ class TorchLM(LanguageModel):
         self.load_tokenizer()
         if _threads(self.spec):
             torch.set_num_threads(_threads(self.spec))  # type: ignore[arg-type]
-        if self.spec.provider == "cuda":
-            if not torch.cuda.is_available():
-                raise EngineError("provider cuda requested but torch sees no CUDA device")
-            self.device = torch.device("cuda")
-        elif self.spec.provider == "cpu":
-            self.device = torch.device("cpu")
-        else:
-            raise EngineError(f"torch serves providers cpu and cuda, not {self.spec.provider!r}")
+        self.device = torch_device(torch, self.spec.provider)
         model: Any = AutoModelForCausalLM.from_pretrained(self.spec.model_path)
         self.model = model.to(self.device).eval()
         self._pad = min(self.eos_ids) if self.eos_ids else None
@@ -498,12 +501,7 @@ class TorchScriptLM(_ExportedLM):
         path = self._folder()
         if _threads(self.spec):
             torch.set_num_threads(_threads(self.spec))  # type: ignore[arg-type]
-        if self.spec.provider == "cuda":
-            if not torch.cuda.is_available():
-                raise EngineError("provider cuda requested but torch sees no CUDA device")
-            self.device = torch.device("cuda")
-        else:
-            self.device = torch.device("cpu")
+        self.device = torch_device(torch, self.spec.provider)
         self.module = torch.jit.load(path, map_location=self.device).eval()
         self._torch = torch
         self.check_reference()
