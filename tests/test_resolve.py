@@ -22,7 +22,6 @@ from controller.pipeline import workload_for
 from controller.requests import BatchSettings, RunRequest, ServeSettings, Where
 from controller.resolve import resolve
 from controller.serving.settings import ServingSettings
-from tests.test_runs_where import onnx_file  # noqa: F401 - the tiny ONNX classifier, a module fixture
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def test_an_image_that_cannot_run_here_is_refused_for_registered_and_own_models_
 
 def test_engine_and_own_model_refusals_are_said_by_the_one_resolution(
     tmp_path: Path,
-    onnx_file: Path,  # noqa: F811 - the fixture imported above
+    onnx_file: Path,  # tests/conftest.py: the tiny ONNX classifier
 ) -> None:
     onnx = onnx_file
     manifest, engine = resolve(BatchSettings("onnx-cpu", str(onnx)))
