@@ -18,6 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from controller.serving.phase_figures import REQUEST_ENERGY_KEYS
+
 SCHEMA = "https://mlcommons.org/schemas/mlperf_energy_v6.1.json"
 METHODS = {"cpu": "rapl", "dram": "rapl", "gpu": "nvml"}
 REQUEST_COLUMNS = (
@@ -30,15 +32,7 @@ REQUEST_COLUMNS = (
     "ttft_ms",
     "tpot_ms",
     "e2el_ms",
-    "request_energy_j",
-    "request_energy_uncertainty_j",
-    "request_static_energy_j",
-    "request_active_energy_j",
-    "request_active_energy_uncertainty_j",
-    "request_prefill_energy_j",
-    "request_decode_energy_j",
-    "request_energy_per_output_token_j",
-    "request_energy_per_output_token_uncertainty_j",
+    *REQUEST_ENERGY_KEYS,
     "request_energy_reason",
     "phase_basis",
 )

@@ -206,6 +206,19 @@ def _tokens(attr: Attribution) -> tuple[float | None, float]:
 
 # -- per request -----------------------------------------------------------------------------
 
+# A request's own energy figures, as its row in ``serving.requests`` holds them (and the Parquet table).
+REQUEST_ENERGY_KEYS = (
+    "request_energy_j",
+    "request_energy_uncertainty_j",
+    "request_static_energy_j",
+    "request_active_energy_j",
+    "request_active_energy_uncertainty_j",
+    "request_prefill_energy_j",
+    "request_decode_energy_j",
+    "request_energy_per_output_token_j",
+    "request_energy_per_output_token_uncertainty_j",
+)
+
 
 def request_fields(
     attr: Attribution | None,
@@ -219,21 +232,10 @@ def request_fields(
     when the window's energy was not split; static and active None when ``static_reason``. The
     active part's bound adds what the idle baseline's spread allows over the request's share of time
     (``idle`` and ``covers``: the domains the window's figure covers)."""
-    keys = (
-        "request_energy_j",
-        "request_energy_uncertainty_j",
-        "request_static_energy_j",
-        "request_active_energy_j",
-        "request_active_energy_uncertainty_j",
-        "request_prefill_energy_j",
-        "request_decode_energy_j",
-        "request_energy_per_output_token_j",
-        "request_energy_per_output_token_uncertainty_j",
-    )
     got = attr.requests.get(r.index) if attr is not None else None
     if got is None:
         why = reason or "no token: nothing places its work in time"
-        return {**dict.fromkeys(keys), "request_energy_reason": why, "phase_basis": None}
+        return {**dict.fromkeys(REQUEST_ENERGY_KEYS), "request_energy_reason": why, "phase_basis": None}
     work = attr.works[r.index]  # type: ignore[union-attr]
     static_ok = static_reason is None
     tokens = work.output_tokens
