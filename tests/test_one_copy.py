@@ -15,7 +15,7 @@ import pytest
 
 from controller.record import RENAMED_FIGURES, load_record, write_atomic
 from controller.report.columns import COLUMNS
-from controller.report.data import extra_row
+from controller.report.rows import extra_row
 from controller.serving.client import RequestResult
 from controller.serving.definitions import definitions
 from controller.serving.metrics import serving_metrics

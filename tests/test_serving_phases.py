@@ -434,7 +434,7 @@ def test_mlcommons_fields_follow_the_schema_and_say_why_what_is_null() -> None:
 
 
 def test_a_stacked_bar_leaves_out_what_was_not_measured_and_carries_the_bound_of_what_was(tmp_path: Path) -> None:
-    from controller.report.data import EnergyKind
+    from controller.report.kinds import EnergyKind
     from controller.report.phases import _stack, stacked_bars
 
     rows = [

@@ -123,7 +123,7 @@ def _head(record: dict[str, Any], reference: dict[str, Any], batch_size: int) ->
 
 
 def _serving(record: dict[str, Any]) -> Quality:
-    from controller.report.data import parity_of
+    from controller.report.rows import parity_of
 
     share, _, why, basis = parity_of(record)
     if share is None:

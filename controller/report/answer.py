@@ -34,7 +34,8 @@ from controller.compare.interval import (
 )
 from controller.compare.options import DEFAULT_ALPHA
 from controller.report.cells import aggregate_bound, groups, model_label
-from controller.report.data import EnergyKind, flags_of, notes_of
+from controller.report.data import flags_of, notes_of
+from controller.report.kinds import EnergyKind
 from controller.report.loads import load_key, load_text
 
 ENERGY, TIME = "energy", "time"

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import polars as pl
 
 from controller.report.columns import BOUNDED, COLUMNS, ENERGIES
-from controller.report.data import EnergyKind, flags_of, notes_of
+from controller.report.data import flags_of, notes_of
+from controller.report.kinds import EnergyKind
 from controller.report.table import Table, Value, fmt_bounded, num_value
 
 

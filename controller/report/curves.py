@@ -22,7 +22,8 @@ from typing import Any
 import polars as pl
 
 from controller.report.cells import aggregate_bound, groups, model_label
-from controller.report.data import EnergyKind, notes_of
+from controller.report.data import notes_of
+from controller.report.kinds import EnergyKind
 from controller.report.loads import curve_groups, load_key
 from controller.report.paper2 import configuration_labels
 from controller.report.plots import MARKERS, MODEL_COLOURS, Plot, pyplot, save

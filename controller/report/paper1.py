@@ -30,7 +30,7 @@ from controller.report.cells import (
     with_carbon,
 )
 from controller.report.columns import header
-from controller.report.data import EnergyKind
+from controller.report.kinds import EnergyKind
 from controller.report.table import Table, Value, text_value
 from controller.report.work import Work
 

@@ -22,7 +22,8 @@ from controller.report.cells import (
     with_carbon,
 )
 from controller.report.columns import BOUNDED, header
-from controller.report.data import EnergyKind, notes_of
+from controller.report.data import notes_of
+from controller.report.kinds import EnergyKind
 from controller.report.loads import (
     kv_cache_remark,
     kv_cache_value,

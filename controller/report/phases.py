@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from controller.report.cells import aggregate_bound, groups, model_label
-from controller.report.data import EnergyKind
+from controller.report.kinds import EnergyKind
 from controller.report.loads import load_key, load_text
 from controller.report.paper2 import configuration_labels
 from controller.report.plots import MODEL_COLOURS, Plot, pyplot, save
