@@ -77,49 +77,27 @@ from typing import Any
 
 import tomllib
 
+from controller.campaigns.matrix import check_cell_count, matrix_configurations, models_and_batches
+from controller.campaigns.paths import local_path
+from controller.campaigns.run_inputs import (
+    dataset_choice,
+    model_datasets,
+    model_input_shapes,
+    serving_settings,
+    serving_table,
+)
 from controller.campaigns.schema import check_table
 from controller.campaigns.spec import (
     BLOCK_KEYS,
     DEFAULT_BLOCK_BY,
     Campaign,
-    Configuration,
     Cooldown,
-    DatasetChoice,
     IdlePolicy,
     default_quiet_wait_s,
 )
 from controller.errors import UserError
-from controller.inputs import MAX_CELLS, BadValue, path_text
-from controller.serving.settings import ServingSettings
 
 TOP = {"campaign", "idle", "cooldown", "matrix", "datasets", "serving", "input_shapes"}
-# [campaign] keys that describe batch runs only: a serving campaign refuses them (what replaces each).
-BATCH_ONLY = {
-    "model_size": "the model's size category comes from suite/slm_models.py",
-    "weights": "a serving model is a registry name, a hub id or a model folder",
-    "dataset": "the prompt set is [serving] prompts",
-    "dataset_path": "the prompt set is [serving] prompts",
-    "limit": "the number of prompts is [serving] limit",
-    "samples": "the number of prompts is [serving] limit",
-    "duration_s": "the number of prompts is [serving] limit",
-    "warmup": "warm-up is [serving] warmup_requests and warmup_s",
-}
-
-
-def local_path(text: str, base: Path) -> Path:
-    """A path from a campaign file: absolute as is; relative from the file's folder, else from the
-    current directory; when neither exists, the file-relative one (for the error message)."""
-    try:
-        path_text(text)
-    except BadValue as exc:
-        raise UserError(f"a path in the campaign file in {base}: {exc}") from None
-    p = Path(text).expanduser()
-    if p.is_absolute():
-        return p
-    beside = (base / p).resolve()
-    if beside.exists() or not p.exists():
-        return beside
-    return p.resolve()
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -158,20 +136,20 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} at the file's top level; valid keys: {valid}")
     camp = check_table(data.get("campaign", {}), "campaign", "[campaign]", path)
     mode = camp.get("mode", "batch")
-    serving_raw = _serving_table(data, camp, mode, path)
+    serving_raw = serving_table(data, camp, mode, path)
     matrix = data.get("matrix")
     if not matrix:
         raise UserError(f"{path}: no [matrix] table; a campaign needs models, batch_sizes and configurations")
     check_table(matrix, "matrix", "[matrix]", path)
-    models, batches = _models_and_batches(matrix, mode, path)
-    configurations = _configurations(matrix.get("configurations"), camp, models, mode, path)
+    models, batches = models_and_batches(matrix, mode, path)
+    configurations = matrix_configurations(matrix.get("configurations"), camp, models, mode, path)
     repetitions = camp.get("repetitions", 1)
     _check_size(camp, mode, path)
-    _check_cell_count(configurations, models, batches, repetitions, path)
+    check_cell_count(configurations, models, batches, repetitions, path)
     samples, duration = _amount(camp, path)
     timeout_s = camp.get("timeout_s", 1800.0)
     _check_runs_fit(camp, duration, timeout_s, path)
-    default_dataset = _dataset_choice(camp, "[campaign]", path)
+    default_dataset = dataset_choice(camp, "[campaign]", path)
     weights = camp.get("weights", "random")
     if weights not in ("random", "pretrained"):
         weights = str(local_path(weights, path.parent))
@@ -203,9 +181,9 @@ def load_campaign_file(path: Path | str, overrides: list[str] | tuple[str, ...] 
         mode=mode,
         dataset_path=default_dataset.dataset_path,
         limit=default_dataset.limit,
-        datasets=_datasets(data.get("datasets", {}), models, path),
-        input_shapes=_input_shapes(data.get("input_shapes", {}), models, path),
-        serving=_serving_settings(serving_raw or {}, path) if mode == "serving" else None,
+        datasets=model_datasets(data.get("datasets", {}), models, path),
+        input_shapes=model_input_shapes(data.get("input_shapes", {}), models, path),
+        serving=serving_settings(serving_raw or {}, path) if mode == "serving" else None,
         overrides=tuple(overrides),
         block_by=_block_by(camp.get("block_by", list(DEFAULT_BLOCK_BY)), path),
         retries=camp.get("retries", 1),
@@ -239,22 +217,6 @@ def _read(path: Path, overrides: list[str] | tuple[str, ...]) -> tuple[dict[str,
     return data, text
 
 
-def _serving_table(data: dict[str, Any], camp: dict[str, Any], mode: str, path: Path) -> dict[str, Any] | None:
-    """The [serving] table of a serving campaign; refuses batch keys there and [serving] elsewhere."""
-    serving_raw = data.get("serving")
-    if mode != "serving":
-        if serving_raw is not None:
-            raise UserError(f'{path}: a [serving] table needs mode = "serving" in [campaign]')
-        return None
-    for key, instead in BATCH_ONLY.items():
-        if key in camp:
-            raise UserError(f"{path}: [campaign] {key} does not apply to a serving campaign ({instead})")
-    for key in ("datasets", "input_shapes"):
-        if data.get(key):
-            raise UserError(f"{path}: [{key}] does not apply to a serving campaign (the prompts are [serving])")
-    return check_table(serving_raw or {}, "serving", "[serving]", path)
-
-
 def _amount(camp: dict[str, Any], path: Path) -> tuple[int | None, float | None]:
     samples, duration = camp.get("samples"), camp.get("duration_s")
     if samples is not None and duration is not None:
@@ -276,22 +238,6 @@ def _check_runs_fit(camp: dict[str, Any], duration: float | None, timeout_s: flo
         )
 
 
-def _models_and_batches(matrix: dict[str, Any], mode: str, path: Path) -> tuple[list[str], list[int]]:
-    if "models" not in matrix:
-        raise UserError(f'{path}: [matrix] models must be a non-empty list of model ids, e.g. ["resnet50"]')
-    batches = matrix.get("batch_sizes", [1])
-    if mode == "serving" and batches != [1]:
-        raise UserError(
-            f"{path}: a serving campaign sends one prompt per request; leave batch_sizes out "
-            "(requests in flight are [serving] concurrency)"
-        )
-    models = _model_paths(matrix["models"], path)
-    twice = sorted({m for m in models if models.count(m) > 1})
-    if twice:
-        raise UserError(f"{path}: [matrix] models name {', '.join(twice)} twice (as written or once resolved)")
-    return models, batches
-
-
 def _check_size(camp: dict[str, Any], mode: str, path: Path) -> None:
     from suite.models import MODELS
 
@@ -300,244 +246,6 @@ def _check_size(camp: dict[str, Any], mode: str, path: Path) -> None:
     sizes = sorted({size for info in MODELS.values() for size in info.sizes})
     if camp["model_size"] not in sizes:
         raise UserError(f"{path}: [campaign] model_size = {camp['model_size']!r}; valid sizes: {', '.join(sizes)}")
-
-
-def _check_cell_count(
-    configurations: tuple[Configuration, ...], models: list[str], batches: list[int], repetitions: int, path: Path
-) -> None:
-    """Refuse a matrix too large to run before its cells are built (they are built in memory, all of them)."""
-    runs = sum(
-        len(c.models or models) * len(c.batch_sizes or batches) * (c.repetitions or repetitions) for c in configurations
-    )
-    if runs > MAX_CELLS:
-        raise UserError(
-            f"{path}: the matrix has {runs} runs (configurations x models x batch sizes x repetitions); "
-            f"a campaign takes at most {MAX_CELLS}: split it into several campaigns, or lower repetitions"
-        )
-
-
-def _dataset_choice(raw: dict[str, Any], where: str, path: Path, default: str = "synthetic") -> DatasetChoice:
-    """A dataset as a table names it, the keys that go with it checked (what the host has: at plan time)."""
-    from suite.datasets import DATASETS
-
-    dataset = raw.get("dataset", default)
-    if dataset not in DATASETS:
-        raise UserError(f"{path}: {where} dataset = {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    info = DATASETS[dataset]
-    ds_path, limit = raw.get("dataset_path"), raw.get("limit")
-    if ds_path is not None and not info.needs_path:
-        raise UserError(f"{path}: {where} dataset_path: dataset {dataset} takes no path ({info.description})")
-    if ds_path is None and info.needs_path:
-        raise UserError(
-            f"{path}: {where} dataset {dataset} needs dataset_path, its folder or file ({info.description})"
-        )
-    if limit is not None and not info.labelled:
-        raise UserError(f"{path}: {where} limit applies to labelled datasets, not {dataset} inputs")
-    resolved = str(local_path(ds_path, path.parent)) if ds_path else None
-    return DatasetChoice(dataset, resolved, limit)
-
-
-def _serving_settings(raw: dict[str, Any], path: Path) -> ServingSettings:
-    d = ServingSettings()  # defaults in one place
-    prompts = raw.get("prompts", d.prompts)
-    if prompts != "humaneval":
-        prompts = str(local_path(prompts, path.parent))
-    moved = ("prompts", "slo", "synthetic", "ignore_eos", "extra_inputs", "load")
-    kept = {k: v for k, v in raw.items() if k not in moved}
-    return ServingSettings(**_serving_load_settings(raw, path), prompts=prompts, **kept)
-
-
-def _serving_load_settings(raw: dict[str, Any], path: Path) -> dict[str, Any]:
-    """[serving] slo, synthetic and ignore_eos as ``serve`` takes them; a load sweep is refused."""
-    from controller.serving.metrics import parse_slo
-    from controller.serving.options import check_bounds
-    from suite.prompts import PromptError, parse_synthetic
-
-    if "load" in raw:
-        raise UserError(
-            f"{path}: [serving] load: a campaign serves each cell at one closed-loop concurrency ([serving] "
-            "concurrency); sweep loads with serve --concurrency 1,4,16 or --request-rate 1,2,inf"
-        )
-    out: dict[str, Any] = {}
-    for key, parse in (("slo", parse_slo), ("synthetic", parse_synthetic)):
-        if key in raw:  # a string, as the schema checked
-            try:
-                out[key] = parse(raw[key])
-            except (ValueError, PromptError) as exc:
-                raise UserError(f"{path}: [serving] {exc}") from None
-    if "synthetic" in out:
-        try:
-            check_bounds([], out["synthetic"])
-        except UserError as exc:
-            raise UserError(f"{path}: [serving] {exc}") from None
-        moot = (("prompts", "the prompts are synthetic"), ("max_new_tokens", "output=N is each answer's length"))
-        for key, why in moot:
-            if key in raw:
-                raise UserError(f"{path}: [serving] {key} has no effect with synthetic ({why}): leave one out")
-    if "ignore_eos" in raw:
-        out["ignore_eos"] = raw["ignore_eos"]
-    if "extra_inputs" in raw:  # a table, as the schema checked
-        from controller.serving.options import check_extra_inputs
-
-        out["extra_inputs"] = check_extra_inputs(raw["extra_inputs"], f"{path}: [serving] extra_inputs")
-    return out
-
-
-def _model_paths(models: list[str], path: Path) -> list[str]:
-    """Model files and folders resolved (a relative one from the campaign file's folder); names and hub
-    ids as is."""
-    out = []
-    for m in models:
-        p = local_path(m, path.parent)
-        looks_like_path = m.startswith((".", "/", "~")) or p.exists()
-        if looks_like_path and not p.exists():
-            beside = f" (read beside {path.name}, else in the current folder)"
-            where = "" if Path(m).expanduser().is_absolute() else beside
-            raise UserError(
-                f"{path}: [matrix] models names {m}, which does not exist{where}; name your model: "
-                f"--set 'matrix.models=[\"PATH\"]'"
-            )
-        out.append(str(p) if looks_like_path else m)
-    return out
-
-
-def _datasets(datasets_raw: Any, models: list[str], path: Path) -> dict[str, DatasetChoice]:
-    if not isinstance(datasets_raw, dict):
-        raise UserError(f"{path}: [datasets] must be tables named by model, e.g. [datasets.bert-imdb]")
-    datasets: dict[str, DatasetChoice] = {}
-    for model, raw in datasets_raw.items():
-        where = f"[datasets.{model}]"
-        check_table(raw, "datasets", where, path)
-        key = _model_in_matrix(model, models, where, path)
-        datasets[key] = _dataset_choice(raw, where, path)
-    return datasets
-
-
-def _model_in_matrix(model: str, models: list[str], where: str, path: Path) -> str:
-    """A table named by a model (as written in the file): the model as the matrix holds it, or UserError."""
-    p = local_path(model, path.parent)
-    # As _model_paths names it, but a path that is missing is not in the matrix either: say that, not [matrix]'s error.
-    key = str(p) if model.startswith((".", "/", "~")) or p.exists() else model
-    if key not in models:
-        raise UserError(f"{path}: {where} names {model}, which is not in [matrix] models ({', '.join(models)})")
-    return key
-
-
-def _input_shapes(raw: Any, models: list[str], path: Path) -> dict[str, tuple[str, ...]]:
-    """``[input_shapes]``: per model (as named in matrix.models), its inputs' NAME=DIMS."""
-    from controller.resolve import is_own_model
-    from suite.sources import SourceError, parse_input_shapes
-
-    if not isinstance(raw, dict):
-        raise UserError(f'{path}: [input_shapes] must map models to lists, e.g. "./model.onnx" = ["x=3x224x224"]')
-    out: dict[str, tuple[str, ...]] = {}
-    for model, shapes in raw.items():
-        where = f"[input_shapes] {model}"
-        if not isinstance(shapes, list) or not shapes or not all(isinstance(v, str) for v in shapes):
-            raise UserError(
-                f'{path}: {where} must be a list of NAME=DIMS strings (e.g. ["x=3x224x224"]), got {shapes!r}'
-            )
-        key = _model_in_matrix(model, models, "[input_shapes]", path)
-        if not is_own_model(key):
-            raise UserError(
-                f"{path}: {where}: {model} is registered; its inputs' sizes come from model_size, not [input_shapes]"
-            )
-        try:
-            parse_input_shapes(shapes)
-        except SourceError as exc:
-            raise UserError(f"{path}: {where}: {exc}".replace("--input-shape", "an entry")) from None
-        out[key] = tuple(shapes)
-    return out
-
-
-def _configurations(
-    confs_raw: Any, camp: dict[str, Any], models: list[str], mode: str, path: Path
-) -> tuple[Configuration, ...]:
-    if not confs_raw or not isinstance(confs_raw, list):
-        raise UserError(
-            f'{path}: [matrix] needs at least one [[matrix.configurations]] with an image (e.g. image = "onnx-cpu")'
-        )
-    configurations = []
-    for i, raw in enumerate(confs_raw):
-        where = f"[[matrix.configurations]] #{i + 1}"
-        conf = _configuration(check_table(raw, "configuration", where, path), where, path)
-        _check_configuration(conf, camp.get("options", {}), models, mode, where, path)
-        configurations.append(conf)
-    names = [c.name for c in configurations]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UserError(f"{path}: configuration name(s) {', '.join(dupes)} used twice; give each a unique name")
-    return tuple(configurations)
-
-
-def _configuration(raw: dict[str, Any], where: str, path: Path) -> Configuration:
-    if "image" not in raw:
-        raise UserError(f"{path}: {where} has no image")
-    engine, source = raw.get("engine"), raw.get("source")
-    default_name = raw["image"] + (f"-{engine}" if engine else "") + (f"-{source}" if source else "")
-    models = raw.get("models")
-    return Configuration(
-        name=raw.get("name", default_name),
-        image=raw["image"],
-        engine=engine,
-        source=source,
-        options=dict(raw.get("options", {})),
-        models=tuple(_model_paths(models, path)) if models else None,
-        batch_sizes=tuple(raw["batch_sizes"]) if "batch_sizes" in raw else None,
-        note=raw.get("note", ""),
-        repetitions=raw.get("repetitions"),
-        concurrency=raw.get("concurrency"),
-    )
-
-
-def _check_configuration(
-    conf: Configuration, options: dict[str, Any], models: list[str], mode: str, where: str, path: Path
-) -> None:
-    """What a configuration names must exist: its image, its engine there, its source, its options, its models."""
-    from controller.images import load_manifests
-    from harness.options import OptionError, check_options
-
-    manifests = load_manifests()
-    manifest = manifests.get(conf.image)
-    if manifest is None:
-        raise UserError(f"{path}: {where} image = {conf.image!r}; valid images: {', '.join(sorted(manifests))}")
-    engine = conf.engine or manifest.engines[0]
-    if engine not in manifest.engines:
-        raise UserError(
-            f"{path}: {where} engine = {engine!r} is not in image {conf.image}; its engines: "
-            f"{', '.join(manifest.engines)}"
-        )
-    if conf.source is not None:
-        _check_source(conf.source, engine, mode, where, path)
-    if conf.concurrency is not None and mode != "serving":
-        raise UserError(f"{path}: {where} concurrency applies to serving campaigns (requests in flight)")
-    try:
-        check_options(engine, options | conf.options, serving=mode == "serving")
-    except OptionError as exc:
-        raise UserError(f"{path}: {where} ({conf.image}, {engine}): {exc}") from None
-    outside = [m for m in conf.models or () if m not in models]
-    if outside:
-        raise UserError(
-            f"{path}: {where} models {', '.join(outside)}: a configuration's models are some of [matrix] models "
-            f"({', '.join(models)}); add them there"
-        )
-
-
-def _check_source(source: str, engine: str, mode: str, where: str, path: Path) -> None:
-    from controller.artifacts import CONVERSIONS, ENGINE_FORMATS
-
-    if mode == "serving":
-        raise UserError(f"{path}: {where} source applies to batch campaigns (the framework a conversion starts from)")
-    fmt = ENGINE_FORMATS.get(engine)
-    if fmt is None:
-        raise UserError(
-            f"{path}: {where} source: engine {engine} runs models natively; source applies to converted runs"
-        )
-    valid = sorted(s for s, f in CONVERSIONS if f == fmt)
-    if source not in valid:
-        raise UserError(
-            f"{path}: {where} source = {source!r}; engine {engine} runs {fmt} made from: {', '.join(valid)}"
-        )
 
 
 def _idle(idle: Any, path: Path) -> IdlePolicy:

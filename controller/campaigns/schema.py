@@ -1,6 +1,7 @@
 """Every key a campaign file takes, with the kind of value it takes: checked in one pass when the
 file is read, so a wrong type or an absurd count is one line naming the key, never a traceback or
-a campaign that starts and hangs. What the values mean together is ``file.py``'s job."""
+a campaign that starts and hangs. What the values mean together is ``file.py``'s job
+(with ``matrix.py`` and ``run_inputs.py``)."""
 
 from __future__ import annotations
 
@@ -172,7 +173,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
         "synthetic": string_like("input=128,output=64"),
         "ignore_eos": boolean,
         "extra_inputs": table,  # request fields; controller/serving/options.py checks their names
-        "load": lambda value: value,  # refused with what to do instead, by file.py
+        "load": lambda value: value,  # refused with what to do instead, by run_inputs.py
     },
 }
 # Every field of ServingSettings is a [serving] key; a field added there must be added here.
