@@ -51,7 +51,8 @@ def run_campaign(
     if quiet_wait_s is not None:
         campaign = replace(campaign, quiet_wait_s=quiet_wait_s)
     if cluster is not None:
-        from controller.cluster.execute import NODE_WAIT_S, Settings, run_on_cluster
+        from controller.cluster.execute import run_on_cluster
+        from controller.cluster.placing import NODE_WAIT_S, Settings
 
         settings = Settings(runner, cache, build_images, NODE_WAIT_S if node_wait_s is None else node_wait_s)
         return run_on_cluster(campaign, results, cluster, retry_failed, settings, say)

@@ -6,8 +6,9 @@ run, at the start and whenever a node joins; ``blocks`` groups the cells compare
 which run on one node; ``execute`` gives each block to a node that passed readiness, through a
 ``host.Host`` actor pinned there that holds the node's joulebench_host (so nothing else measures
 there meanwhile), writes the records that come back, and copes with nodes that join, leave and get
-replaced; ``plan`` says what the cluster can run and how far its blocks let it speed up; ``local``
-starts a cluster of processes on this machine for trials and tests."""
+replaced (its dispatcher: ``placing``, then ``dispatcher``); ``plan`` says what the cluster can run
+and how far its blocks let it speed up; ``local`` starts a cluster of processes on this machine for
+trials and tests."""
 
 from __future__ import annotations
 
