@@ -27,16 +27,11 @@ from controller.serving.client import RequestResult
 from controller.serving.load import LoadPoint
 from controller.serving.mlcommons import mlcommons_fields
 from controller.serving.mlenergy import mlenergy_window
-from controller.serving.phase_figures import (
-    distribution,
-    phase_lines,
-    phase_metric,
-    request_fields,
-    split_energy,
-    window_static_active,
-)
+from controller.serving.phase_figures import phase_metric, split_energy, window_static_active
 from controller.serving.phase_fit import fit
+from controller.serving.phase_lines import phase_lines
 from controller.serving.phases import Attribution, Idle, attribute
+from controller.serving.request_energy import distribution, request_fields
 
 IDLE_W, PREFILL_W, DECODE_W = 20.0, 60.0, 25.0  # per request above idle, by phase
 GRID_S = 0.01

@@ -359,7 +359,7 @@ def metric_lines(m: dict[str, Any], in_flight: float | None = None) -> list[str]
     ):
         if name in m:
             lines.append(f"energy     {label:<18} {_joules(m[name])}")
-    from controller.serving.phase_figures import phase_lines  # it needs this module's figures
+    from controller.serving.phase_lines import phase_lines  # it needs this module's figures
 
     lines += phase_lines(m)
     lines += [f"warning    {f['message']}" for f in m.get("serving_flags") or []]

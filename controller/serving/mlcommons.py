@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from controller.serving.phase_figures import REQUEST_ENERGY_KEYS
+from controller.serving.request_energy import REQUEST_ENERGY_KEYS
 
 SCHEMA = "https://mlcommons.org/schemas/mlperf_energy_v6.1.json"
 METHODS = {"cpu": "rapl", "dram": "rapl", "gpu": "nvml"}
