@@ -254,6 +254,28 @@ def test_a_ray_client_server_that_dies_at_start_is_tried_again_with_backoff_and_
         assert ray.calls == 1
 
 
+def test_a_cluster_that_wants_a_token_is_named_as_such_and_a_refused_token_is_not_retried(capsys, monkeypatch):
+    from controller.cluster.connect import init
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    clock = Clock()
+    refused = FlakyClientRay(failures=1, message="RPC error: InvalidAuthToken: Authentication token is missing")
+    with pytest.raises(UserError, match=r"InvalidAuthToken.*set RAY_AUTH_MODE=token and give this machine"):
+        init(refused, "head:6379", "head:6379", sleep=clock.sleep, clock=clock)
+    assert refused.calls == 1
+    # Through Ray Client a missing token looks like a server that does not answer: the first retry says
+    # what it may be, and the tries go on as for any slow start.
+    timing_out = FlakyClientRay(failures=2, message="ray client connection timeout")
+    init(timing_out, "ray://head:10001", "ray://head:10001", sleep=clock.sleep, clock=clock)
+    said = capsys.readouterr().err.splitlines()
+    assert "token authentication" in said[0] and "token authentication" not in said[1]
+    # Where the driver already sends a token, a timeout is only a timeout.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    slow = FlakyClientRay(failures=1, message="ray client connection timeout")
+    init(slow, "ray://h:1", "ray://h:1", sleep=clock.sleep, clock=clock)
+    assert "token" not in capsys.readouterr().err
+
+
 def test_a_head_that_stops_answering_is_said_once_in_one_line_and_a_blip_is_not():
     from controller.cluster.connect import HeadWatch
 

@@ -168,7 +168,7 @@ def init(
             print(
                 f"the Ray Client server at {address} failed to start for this driver ({first[:120]}); "
                 f"trying again in {pause:g} s (try {attempt + 1}; giving up {fmt_duration(CLIENT_START_BUDGET_S)} "
-                "after the first)",
+                f"after the first){auth_hint(exc) if attempt == 1 else ''}",
                 file=sys.stderr,
                 flush=True,
             )
